@@ -1,0 +1,3 @@
+from lenshpc.cli import main
+
+raise SystemExit(main())

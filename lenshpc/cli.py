@@ -1,0 +1,103 @@
+"""The ``lenshpc`` command line: one entry point, thin subcommands.
+
+Each verb lives in ``lenshpc/commands/<verb>.py`` and defines ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``.  Command modules import heavy
+libraries (TensorFlow, lenstronomy) inside ``run`` so ``lenshpc --help`` stays fast.
+
+Exit codes: 0 ok, 1 failure (a bug or the environment), 2 user error (message on stderr,
+no traceback unless ``--debug``), 3 preempted after a checkpoint (job scripts requeue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+
+from lenshpc import __version__
+from lenshpc.errors import EXIT_PREEMPTED, Preempted, UserError
+
+#: Verbs in the order ``--help`` lists them (pipeline order).
+COMMANDS = (
+    "quickstart",
+    "simulate",
+    "stack",
+    "info",
+    "train",
+    "evaluate",
+    "sweep",
+    "status",
+    "reduce",
+    "maxtree",
+    "ensemble",
+    "gradcam",
+    "infocontent",
+    "rank",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lenshpc",
+        description="Train and evaluate CNN strong-gravitational-lens finders on a laptop or a SLURM cluster.",
+        epilog="Run 'lenshpc VERB --help' for the options of one command. Docs: README.md and docs/.",
+    )
+    parser.add_argument("--version", action="version", version=f"lenshpc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="VERB")
+    for verb in COMMANDS:
+        try:
+            module = importlib.import_module(f"lenshpc.commands.{verb}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"lenshpc.commands.{verb}":
+                raise
+            continue  # verb not implemented in this build
+        p = sub.add_parser(verb, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if getattr(args, "_module", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"lenshpc {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Preempted as exc:
+        print(f"lenshpc {args.command}: {exc or 'preempted'}; checkpoint written, exit {EXIT_PREEMPTED} (requeue me)", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        print(f"lenshpc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"lenshpc {args.command}: failed: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+                  file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""The lenshpc HDF5 dataset format (documented in ``docs/data-format.md``).
+
+Two kinds of file share one layout:
+
+*population* (``lenshpc simulate``, or ``lenshpc stack`` per population)
+    ``lenses``, ``sources``, ``negatives``: image arrays ``(N, H, W, C)`` float32.
+*labelled* (``lenshpc stack`` of challenge-style data)
+    ``images`` ``(N, H, W, C)`` float32 and ``labels`` ``(N,)`` uint8.
+
+For every image array ``X`` there is
+
+* ``meta/X/<column>``: one 1-D dataset per metadata column, length N (numbers or
+  UTF-8 strings), e.g. ``meta/sources/theta_E``;
+* ``splits/X/{train,val,test}``: sorted int64 indices of a seeded 80/10/10 split.
+
+Root attributes: ``lenshpc_format`` (``"population"`` / ``"labelled"``),
+``schema_version``, ``pixel_scale`` (arcsec/pixel), ``bands`` (JSON list),
+``seed``, ``created``, ``lenshpc_version`` and ``provenance`` (JSON).
+
+Readers take ``(rank, size)`` and read only their shard: :meth:`Dataset.shard`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import h5py
+import numpy as np
+
+from lenshpc import __version__
+from lenshpc.errors import DataError
+from lenshpc.utils import atomic_path, rng_for
+
+SCHEMA_VERSION = 1
+POPULATIONS = ("lenses", "sources", "negatives")
+LABELLED = ("images",)
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+# ----------------------------------------------------------------------- splits
+def split_indices(n: int, seed: int, fractions: Iterable[float] = DEFAULT_FRACTIONS, key: str = "") -> dict[str, np.ndarray]:
+    """Seeded random split of ``range(n)`` into train/val/test index arrays (each sorted).
+
+    Sizes are ``floor(f·n)`` for val and test, the rest goes to train, so the three sets
+    are disjoint and cover ``range(n)`` exactly.
+    """
+    f_train, f_val, f_test = (float(f) for f in fractions)
+    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
+        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    perm = rng_for(seed, "split", key).permutation(n)
+    n_val, n_test = int(f_val * n), int(f_test * n)
+    n_train = n - n_val - n_test
+    return {
+        "train": np.sort(perm[:n_train]).astype(np.int64),
+        "val": np.sort(perm[n_train : n_train + n_val]).astype(np.int64),
+        "test": np.sort(perm[n_train + n_val :]).astype(np.int64),
+    }
+
+
+def shard_indices(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
+    """Rank ``rank``'s share of ``indices`` (strided: disjoint, covering, sizes differ by ≤ 1)."""
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(f"bad shard rank={rank} size={size}")
+    return np.asarray(indices)[rank::size]
+
+
+# ----------------------------------------------------------------------- writing
+def _image_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    # ~1–4 MiB chunks along N: efficient shard reads without reading the whole array.
+    per_image = int(np.prod(shape[1:])) * 4
+    n = max(1, min(shape[0], (2 << 20) // max(per_image, 1)))
+    return (n, *shape[1:])
+
+
+def _write_meta_column(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    values = np.asarray(values)
+    if values.dtype.kind in "UO":
+        group.create_dataset(name, data=np.asarray(values, dtype=object).astype(str).tolist(), dtype=h5py.string_dtype())
+    else:
+        group.create_dataset(name, data=values)
+
+
+def _check_images(name: str, images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise DataError(f"{name}: expected images of shape (N, H, W, C), got {images.shape}")
+    if not np.isfinite(images).all():
+        bad = int((~np.isfinite(images)).reshape(len(images), -1).any(axis=1).sum())
+        raise DataError(f"{name}: {bad} image(s) contain NaN or Inf values")
+    return images
+
+
+def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping[str, np.ndarray]],
+           extra: Mapping[str, np.ndarray], *, pixel_scale: float, bands: list[str], seed: int, provenance: dict,
+           fractions: Iterable[float], splits: Mapping[str, Mapping[str, np.ndarray]] | None) -> None:
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.attrs["lenshpc_format"] = kind
+            fh.attrs["schema_version"] = SCHEMA_VERSION
+            fh.attrs["pixel_scale"] = float(pixel_scale)
+            fh.attrs["bands"] = json.dumps(list(bands))
+            fh.attrs["seed"] = int(seed)
+            fh.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            fh.attrs["lenshpc_version"] = __version__
+            fh.attrs["provenance"] = json.dumps(provenance, default=str)
+            for name, images in arrays.items():
+                images = _check_images(name, images)
+                n = len(images)
+                fh.create_dataset(name, data=images, chunks=_image_chunks(images.shape) if n else None)
+                g = fh.create_group(f"meta/{name}")
+                for col, values in (meta.get(name) or {}).items():
+                    values = np.asarray(values)
+                    if len(values) != n:
+                        raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {n}")
+                    _write_meta_column(g, col, values)
+                given = (splits or {}).get(name)
+                parts = given if given is not None else split_indices(n, seed, fractions, key=name)
+                for split in SPLITS:
+                    fh.create_dataset(f"splits/{name}/{split}", data=np.asarray(parts[split], dtype=np.int64))
+            for name, values in extra.items():
+                fh.create_dataset(name, data=values)
+
+
+def write_population(path: str | Path, lenses: np.ndarray, sources: np.ndarray, negatives: np.ndarray, *,
+                     meta: Mapping[str, Mapping[str, np.ndarray]] | None = None, pixel_scale: float = 0.2,
+                     bands: list[str] | None = None, seed: int = 0, provenance: dict | None = None,
+                     fractions: Iterable[float] = DEFAULT_FRACTIONS,
+                     splits: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> None:
+    """Write a population dataset atomically (temp file + rename).
+
+    Parameters
+    ----------
+    lenses, sources, negatives : ndarray
+        ``(N, H, W[, C])`` images; converted to float32; must be finite.
+    meta : dict, optional
+        ``{"sources": {"theta_E": array, ...}, "negatives": {"kind": array}, ...}``.
+    splits : dict, optional
+        Explicit ``{"lenses": {"train": idx, "val": idx, "test": idx}, ...}``; by default a
+        seeded 80/10/10 split per population.
+    """
+    _write(path, "population", {"lenses": lenses, "sources": sources, "negatives": negatives}, meta or {}, {},
+           pixel_scale=pixel_scale, bands=bands or ["r"], seed=seed, provenance=provenance or {},
+           fractions=fractions, splits=splits)
+
+
+def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray, *, ids: np.ndarray | None = None,
+                   meta: Mapping[str, np.ndarray] | None = None, pixel_scale: float = 0.2,
+                   bands: list[str] | None = None, seed: int = 0, provenance: dict | None = None,
+                   fractions: Iterable[float] = DEFAULT_FRACTIONS, splits: Mapping[str, np.ndarray] | None = None) -> None:
+    """Write a labelled dataset (``images`` + ``labels`` + metadata) atomically."""
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if len(labels) != len(images):
+        raise DataError(f"{len(labels)} labels for {len(images)} images")
+    if not np.isin(labels, (0, 1)).all():
+        raise DataError("labels must be 0 or 1")
+    columns = dict(meta or {})
+    if ids is not None:
+        columns["id"] = np.asarray(ids)
+    _write(path, "labelled", {"images": images}, {"images": columns}, {"labels": labels.astype(np.uint8)},
+           pixel_scale=pixel_scale, bands=bands or ["r"], seed=seed, provenance=provenance or {},
+           fractions=fractions, splits={"images": splits} if splits is not None else None)
+
+
+# ----------------------------------------------------------------------- reading
+class Dataset:
+    """A read-only view of a lenshpc HDF5 dataset.
+
+    Use as a context manager or call :meth:`close`.  Image reads take sorted or unsorted
+    index arrays and return rows in the order asked for.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"dataset not found: {self.path}")
+        try:
+            self._fh = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        attrs = self._fh.attrs
+        kind = attrs.get("lenshpc_format")
+        if isinstance(kind, bytes):
+            kind = kind.decode()
+        if kind not in ("population", "labelled"):
+            self._fh.close()
+            raise DataError(f"{self.path}: not a lenshpc dataset (missing 'lenshpc_format' attribute); "
+                            "create one with `lenshpc simulate` or `lenshpc stack`")
+        version = int(attrs.get("schema_version", -1))
+        if version > SCHEMA_VERSION:
+            self._fh.close()
+            raise DataError(f"{self.path}: schema version {version} is newer than this lenshpc "
+                            f"supports ({SCHEMA_VERSION}); upgrade lenshpc")
+        self.kind: str = kind
+        self.schema_version = version
+        self.names: tuple[str, ...] = POPULATIONS if kind == "population" else LABELLED
+        for name in self.names:
+            if name not in self._fh:
+                self._fh.close()
+                raise DataError(f"{self.path}: {kind} dataset lacks the '{name}' array")
+
+    # context manager ---------------------------------------------------------
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    # attributes ----------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        out = {}
+        for key, value in self._fh.attrs.items():
+            if isinstance(value, bytes):
+                value = value.decode()
+            if key in ("bands", "provenance") and isinstance(value, str):
+                value = json.loads(value)
+            out[key] = value.item() if isinstance(value, np.generic) else value
+        return out
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self._fh[self.names[0]].shape[1:])  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return sum(len(self._fh[n]) for n in self.names)
+
+    def count(self, name: str) -> int:
+        return len(self._array(name))
+
+    def _array(self, name: str) -> h5py.Dataset:
+        if name not in self._fh:
+            raise DataError(f"{self.path}: no array '{name}' (has: {', '.join(self.names)})")
+        return self._fh[name]
+
+    # indices ------------------------------------------------------------------
+    def split(self, name: str, split: str) -> np.ndarray:
+        """Sorted indices of ``split`` (train/val/test) for array ``name``."""
+        if split == "all":
+            return np.arange(self.count(name), dtype=np.int64)
+        key = f"splits/{name}/{split}"
+        if key not in self._fh:
+            raise DataError(f"{self.path}: no split '{split}' for '{name}'")
+        return self._fh[key][()].astype(np.int64)
+
+    def shard(self, name: str, split: str, rank: int = 0, size: int = 1) -> np.ndarray:
+        """Indices of ``split`` owned by ``rank`` of ``size`` (disjoint and covering)."""
+        return shard_indices(self.split(name, split), rank, size)
+
+    # data ---------------------------------------------------------------------
+    def read(self, name: str, indices: np.ndarray | None = None) -> np.ndarray:
+        """Images ``(n, H, W, C)`` float32 at ``indices`` (all when None), in the given order."""
+        arr = self._array(name)
+        if indices is None:
+            return arr[()]
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) == 0:
+            return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+        order = np.argsort(indices, kind="stable")
+        uniq, inverse = np.unique(indices[order], return_inverse=True)
+        block = arr[uniq]  # h5py needs increasing, unique indices
+        out = np.empty((len(indices), *arr.shape[1:]), dtype=arr.dtype)
+        out[order] = block[inverse]
+        return out
+
+    def labels(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """Labels of a labelled dataset."""
+        if self.kind != "labelled":
+            raise DataError(f"{self.path}: a population dataset has no labels (they are made by merging)")
+        labels = self._fh["labels"][()]
+        return labels if indices is None else labels[np.asarray(indices, dtype=np.int64)]
+
+    def meta_columns(self, name: str) -> list[str]:
+        key = f"meta/{name}"
+        return sorted(self._fh[key].keys()) if key in self._fh else []
+
+    def meta(self, name: str, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Metadata columns of array ``name`` (strings decoded to ``str``)."""
+        out: dict[str, np.ndarray] = {}
+        for col in self.meta_columns(name):
+            ds = self._fh[f"meta/{name}/{col}"]
+            values = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+            values = np.asarray(values)
+            out[col] = values if indices is None else values[np.asarray(indices, dtype=np.int64)]
+        return out
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    """Open a lenshpc HDF5 dataset for reading (raises :class:`DataError` with the reason)."""
+    return Dataset(path)
+
+
+def describe(path: str | Path) -> str:
+    """A human-readable summary (``lenshpc info``)."""
+    with open_dataset(path) as ds:
+        attrs = ds.attrs
+        lines = [f"{ds.path}: lenshpc {ds.kind} dataset, schema v{ds.schema_version}",
+                 f"  image shape {ds.image_shape}, pixel scale {attrs.get('pixel_scale')}\"/px, bands {attrs.get('bands')}",
+                 f"  seed {attrs.get('seed')}, created {attrs.get('created')} by lenshpc {attrs.get('lenshpc_version')}"]
+        for name in ds.names:
+            sizes = ", ".join(f"{s} {len(ds.split(name, s))}" for s in SPLITS)
+            cols = ", ".join(ds.meta_columns(name)) or "-"
+            lines.append(f"  {name}: {ds.count(name)} images ({sizes}); metadata: {cols}")
+        if ds.kind == "labelled":
+            labels = ds.labels()
+            lines.append(f"  labels: {int(labels.sum())} positive, {int(len(labels) - labels.sum())} negative")
+        prov = attrs.get("provenance") or {}
+        if prov:
+            lines.append(f"  provenance: {json.dumps(prov)[:300]}")
+        return "\n".join(lines)

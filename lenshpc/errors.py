@@ -1,0 +1,34 @@
+"""Exception types that map to the CLI's exit codes.
+
+``UserError`` is raised for anything the user can fix (bad config, missing file, corrupt
+input).  The CLI prints its message on stderr without a traceback and exits with code 2.
+Every other exception is a bug or an environment failure: exit code 1 (traceback only
+with ``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error caused by user input; the message says what, where and how to fix it."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """Invalid configuration (unknown key, wrong type, out-of-range value)."""
+
+
+class DataError(UserError):
+    """Invalid or unreadable input data (FITS, HDF5, catalogue)."""
+
+
+class Preempted(Exception):
+    """Raised inside a run when SIGTERM/SIGUSR1 asked it to checkpoint and stop.
+
+    The CLI exits with :data:`EXIT_PREEMPTED` so job scripts can requeue the task.
+    """
+
+
+#: Exit code used after a signal-triggered checkpoint (SLURM job scripts requeue on it).
+EXIT_PREEMPTED = 3
