@@ -1,0 +1,161 @@
+"""The reducer: collate many run directories into mean ± std tables and plots.
+
+>>> result = reduce_runs("runs/thesis_table51")          # doctest: +SKIP
+>>> print(result.table)                                   # doctest: +SKIP
+
+Reads only the run-directory contract (docs/run-dir.md) plus an optional ``sweep.json``
+(written by ``lenshpc sweep``: row names, order, expected seeds).  Grouping is by every
+config key that varies between runs except the seed (override with ``group_by``).  Works on
+partial sweeps: missing, failed, running and corrupt runs are listed, never fatal.  The std
+is the sample std over seeds (ddof = 1, :data:`lenshpc.report.stats.STD_DDOF`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lenshpc.errors import UserError
+from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord, find_run_dirs, load_runs
+from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
+from lenshpc.report.tables import STD_NOTE, csv_text, markdown_table, tex_escape, tex_table, write_tables
+
+__all__ = ["METRICS", "STD_DDOF", "ReduceResult", "reduce_runs"]
+
+
+@dataclass
+class ReduceResult:
+    """What :func:`reduce_runs` produced."""
+
+    groups: list[GroupSummary]
+    keys: list[str]
+    records: list[RunRecord]
+    table: str  # the Markdown table (also printed by the CLI)
+    files: dict[str, Path] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.records)
+
+
+def load_sweep_json(root: Path) -> dict | None:
+    """``root/sweep.json`` as a dict (None when absent or unreadable)."""
+    path = root / "sweep.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data["_path"] = str(path)
+    return data
+
+
+def _common(records: list[RunRecord], key: str) -> str:
+    values = {(r.metrics or {}).get(key) for r in records if r.status == OK}
+    values.discard(None)
+    if not values:
+        return "?"
+    return f"{values.pop():g}" if len(values) == 1 else "varies"
+
+
+def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[str] | None = None,
+                plots: bool = True, threads: int = 8) -> ReduceResult:
+    """Collate every run under ``root`` and write ``report.{md,csv,tex}`` (+ ``plots/``) to ``out``.
+
+    Parameters
+    ----------
+    root : path
+        A sweep directory (or any tree of run directories).
+    out : path, optional
+        Where the report goes (default: ``root``).  Plots go to ``out/plots``.
+    group_by : list of str, optional
+        Flattened config keys to group by (default: all varied keys except the seed).
+    plots : bool
+        Draw the figures (the tables alone take a fraction of the time).
+
+    Raises
+    ------
+    UserError
+        When ``root`` is not a directory or holds no run directory at all.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory; pass a sweep output directory (e.g. runs/thesis_table51)")
+    out = Path(out) if out is not None else root
+    sweep = load_sweep_json(root)
+    run_dirs = find_run_dirs(root, exclude=(out / "plots",))
+    if not run_dirs and not sweep:
+        raise UserError(f"{root}: no run directories found (a run directory holds metrics.json, config.yaml, "
+                        "DONE or FAILED); is this the sweep's --out directory?")
+    records = load_runs(run_dirs, threads=threads)
+    groups, keys = group_runs(records, group_by=group_by, sweep=sweep)
+    problems = [f"{r.path}: {r.problem}" for r in records if r.status == CORRUPT]
+
+    table = markdown_table(groups)
+    plot_paths: list[Path] = []
+    if plots:
+        from lenshpc.report import plots as figures
+
+        plot_dir = out / "plots"
+        beta = _common(records, "beta")
+        plot_paths += figures.plot_fbeta_curves(groups, plot_dir, beta=float(beta) if _isnum(beta) else None)
+        hists, hist_problems = figures.score_histograms(groups)
+        problems += hist_problems
+        plot_paths += figures.plot_histograms(hists, plot_dir)
+        plot_paths += figures.plot_roc_curves(groups, plot_dir)
+        if len(groups) > figures.MAX_HIST_PANELS:
+            problems.append(f"prediction histograms show the first {figures.MAX_HIST_PANELS} of {len(groups)} groups")
+
+    result = ReduceResult(groups=groups, keys=keys, records=records, table=table, plots=plot_paths, problems=problems)
+    md = _markdown_report(root, out, result)
+    caption = (f"Mean $\\pm$ std over seeds at decision threshold {_common(records, 'threshold')} "
+               f"({tex_escape(STD_NOTE)}). Grouped by {tex_escape(', '.join(keys)) or 'nothing (one group)'}.")
+    result.files = write_tables(out, md, csv_text(groups, keys), tex_table(groups, caption))
+    return result
+
+
+def _isnum(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
+    missing = sum(len(g.missing_seeds) for g in r.groups)
+    lines = [f"# Report: {root}", "",
+             f"Runs: {r.count(OK)} finished, {r.count(FAILED)} failed, {r.count(INCOMPLETE)} running or unfinished, "
+             f"{r.count(CORRUPT)} corrupt, {missing} missing.",
+             f"Metrics on the test set at decision threshold t = {_common(r.records, 'threshold')} "
+             f"(β = {_common(r.records, 'beta')}); values are mean ± std over seeds, {STD_NOTE}.",
+             f"Grouped by: {', '.join(f'`{k}`' for k in r.keys) or 'nothing (one group)'}. "
+             "Bold: the best mean per column.", "", r.table, ""]
+    gaps = [g for g in r.groups if g.missing_seeds or g.failed or g.incomplete or g.corrupt]
+    if gaps:
+        lines += ["## Missing, failed and unfinished runs", ""]
+        for g in gaps:
+            if g.missing_seeds:
+                lines.append(f"- **{g.label}**: seeds {', '.join(map(str, g.missing_seeds))} missing (never started)")
+            for rec in g.failed:
+                log = rec.path / "train.log"
+                lines.append(f"- **{g.label}** seed {rec.seed}: failed: {rec.problem} (log: `{log}`)")
+            for rec in g.incomplete:
+                lines.append(f"- **{g.label}** seed {rec.seed}: not finished (no DONE) in `{rec.path}`")
+            for rec in g.corrupt:
+                lines.append(f"- **{g.label}** seed {rec.seed}: corrupt: {rec.problem}")
+        lines.append("")
+    if r.problems:
+        lines += ["## Problems", "", *(f"- {p}" for p in r.problems), ""]
+    if r.plots:
+        lines += ["## Plots", ""]
+        for p in r.plots:
+            if p.suffix == ".png":
+                rel = p.relative_to(out) if p.is_relative_to(out) else p
+                lines.append(f"![{p.stem}]({rel})")
+        lines.append("")
+    lines += ["Files: `report.csv` (all numbers, full precision), `report.tex` (booktabs table).", ""]
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Gather run directories under a root: metrics, flattened configs, states, problems.
+
+The walk stops at a run directory (it never descends into ``checkpoint/`` or similar) and
+skips hidden directories (``.submitit`` logs).  A run's config is taken from the flattened
+``config`` block of ``metrics.json`` (JSON: fast); ``config.yaml`` is parsed only for runs
+without a usable ``metrics.json`` (failed, running), so reducing 1,000 finished runs never
+touches YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lenshpc.hpc.state import RUN_MARKERS
+
+#: Scalar metrics of the report, in Table 5.1 order then the challenge metrics.
+METRICS = ("accuracy", "fbeta", "precision", "recall", "auroc", "tpr0", "tpr10")
+#: A finished run without these is reported as corrupt; the others may be null (averaged over the runs that have them).
+REQUIRED_METRICS = METRICS[:4]
+
+OK, FAILED, CORRUPT, INCOMPLETE = "ok", "failed", "corrupt", "incomplete"
+
+
+@dataclass
+class RunRecord:
+    """One run directory as the reducer sees it.
+
+    ``status`` is ``ok`` (DONE + readable metrics), ``failed`` (FAILED marker), ``corrupt``
+    (metrics.json unreadable or lacking metrics; ``problem`` says why) or ``incomplete``
+    (no DONE yet: running, pending or killed).
+    """
+
+    path: Path
+    status: str
+    seed: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    problem: str = ""
+
+
+def find_run_dirs(root: str | Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    """All run directories under ``root`` (``root`` itself included), sorted by path."""
+    root = Path(root)
+    excluded = {p.resolve() for p in exclude}
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        names = {e.name for e in entries}
+        if any(m in names for m in RUN_MARKERS):
+            found.append(Path(d))
+            continue  # a run directory's children (checkpoint/, plots) are not runs
+        for e in entries:
+            if e.name.startswith(".") or not e.is_dir(follow_symlinks=False):
+                continue
+            if excluded and Path(e.path).resolve() in excluded:
+                continue
+            stack.append(Path(e.path))
+    return sorted(found)
+
+
+def load_run(path: Path) -> RunRecord:
+    """Read one run directory; never raises (problems end up in ``RunRecord.problem``)."""
+    done = (path / "DONE").exists()
+    if (path / "FAILED").exists() and not done:
+        return _with_config(RunRecord(path, FAILED, problem=_last_line(path / "FAILED")))
+    if not done:
+        return _with_config(RunRecord(path, INCOMPLETE))
+    metrics_path = path / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_bytes())
+    except FileNotFoundError:
+        return _with_config(RunRecord(path, CORRUPT, problem="DONE but no metrics.json"))
+    except (OSError, ValueError) as exc:
+        return _with_config(RunRecord(path, CORRUPT, problem=f"metrics.json unreadable: {exc}"))
+    if not isinstance(metrics, dict):
+        return _with_config(RunRecord(path, CORRUPT, problem="metrics.json is not a JSON object"))
+    missing = [m for m in REQUIRED_METRICS if not _is_number(metrics.get(m))]
+    if missing:
+        return _with_config(RunRecord(path, CORRUPT, problem=f"metrics.json lacks {', '.join(missing)}"))
+    config = metrics.get("config")
+    record = RunRecord(path, OK, metrics=metrics, config=config if isinstance(config, dict) else {})
+    if not record.config:
+        _with_config(record)
+    seed = metrics.get("seed", record.config.get("seed"))
+    record.seed = int(seed) if _is_number(seed) else record.seed
+    return record
+
+
+def load_runs(paths: list[Path], threads: int = 8) -> list[RunRecord]:
+    """Load many run directories; I/O-bound on shared filesystems, so a few threads help."""
+    if len(paths) < 64 or threads <= 1:
+        return [load_run(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(load_run, paths, chunksize=32))
+
+
+# ------------------------------------------------------------------ helpers
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return lines[-1] if lines else "(no message)"
+
+
+def _with_config(record: RunRecord) -> RunRecord:
+    """Fill ``config``/``seed`` from ``config.yaml`` (slow path: only for runs without metrics)."""
+    import yaml
+
+    from lenshpc.config import flatten
+
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load((record.path / "config.yaml").read_text(), Loader=loader)
+    except (OSError, yaml.YAMLError):
+        return record
+    if isinstance(data, dict):
+        record.config = flatten(data)
+        seed = record.config.get("seed")
+        if _is_number(seed):
+            record.seed = int(seed)
+    return record
