@@ -96,19 +96,24 @@ def _check_images(name: str, images: np.ndarray) -> np.ndarray:
     return images
 
 
+def _write_root_attrs(fh: h5py.File, kind: str, *, pixel_scale: float, bands: list[str], seed: int,
+                      provenance: dict) -> None:
+    fh.attrs["lenshpc_format"] = kind
+    fh.attrs["schema_version"] = SCHEMA_VERSION
+    fh.attrs["pixel_scale"] = float(pixel_scale)
+    fh.attrs["bands"] = json.dumps(list(bands))
+    fh.attrs["seed"] = int(seed)
+    fh.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    fh.attrs["lenshpc_version"] = __version__
+    fh.attrs["provenance"] = json.dumps(provenance, default=str)
+
+
 def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping[str, np.ndarray]],
            extra: Mapping[str, np.ndarray], *, pixel_scale: float, bands: list[str], seed: int, provenance: dict,
            fractions: Iterable[float], splits: Mapping[str, Mapping[str, np.ndarray]] | None) -> None:
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as fh:
-            fh.attrs["lenshpc_format"] = kind
-            fh.attrs["schema_version"] = SCHEMA_VERSION
-            fh.attrs["pixel_scale"] = float(pixel_scale)
-            fh.attrs["bands"] = json.dumps(list(bands))
-            fh.attrs["seed"] = int(seed)
-            fh.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            fh.attrs["lenshpc_version"] = __version__
-            fh.attrs["provenance"] = json.dumps(provenance, default=str)
+            _write_root_attrs(fh, kind, pixel_scale=pixel_scale, bands=bands, seed=seed, provenance=provenance)
             for name, images in arrays.items():
                 images = _check_images(name, images)
                 n = len(images)
@@ -166,6 +171,93 @@ def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray, *, 
     _write(path, "labelled", {"images": images}, {"images": columns}, {"labels": labels.astype(np.uint8)},
            pixel_scale=pixel_scale, bands=bands or ["r"], seed=seed, provenance=provenance or {},
            fractions=fractions, splits={"images": splits} if splits is not None else None)
+
+
+class PopulationWriter:
+    """Write a population dataset block by block, atomically (``lenshpc simulate``).
+
+    Images go straight into pre-sized HDF5 arrays, so a population larger than RAM can be
+    written; metadata rows are kept (small) and written with the splits on success.  The
+    file appears under its final name only when the ``with`` block ends without error.
+
+    Examples
+    --------
+    >>> with PopulationWriter(path, {"lenses": 10, "sources": 20, "negatives": 10}, (101, 101, 1)) as w:
+    ...     w.write("lenses", 0, images, {"theta_E": values})        # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, counts: Mapping[str, int], image_shape: tuple[int, ...], *,
+                 pixel_scale: float = 0.2, bands: list[str] | None = None, seed: int = 0,
+                 provenance: dict | None = None, fractions: Iterable[float] = DEFAULT_FRACTIONS,
+                 compression: Mapping[str, str | None] | None = None):
+        missing = [name for name in POPULATIONS if name not in counts]
+        if missing:
+            raise DataError(f"population writer needs counts for {missing}")
+        self.path, self.counts, self.image_shape = Path(path), {k: int(counts[k]) for k in POPULATIONS}, tuple(image_shape)
+        self._attrs = dict(pixel_scale=pixel_scale, bands=bands or ["r"], seed=seed, provenance=provenance or {})
+        self._fractions, self._compression = tuple(fractions), dict(compression or {})
+        self._meta: dict[str, dict[str, dict[int, np.ndarray]]] = {name: {} for name in POPULATIONS}
+        self._written = {name: np.zeros(n, dtype=bool) for name, n in self.counts.items()}
+
+    def __enter__(self) -> "PopulationWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._fh = h5py.File(tmp, "w")
+            _write_root_attrs(self._fh, "population", **self._attrs)
+            for name, n in self.counts.items():
+                shape = (n, *self.image_shape)
+                comp = self._compression.get(name)
+                self._fh.create_dataset(name, shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None,
+                                        compression=comp if n else None, shuffle=bool(comp and n))
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    def write(self, name: str, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray] | None = None) -> None:
+        """Store images ``start .. start+len(images)`` of ``name`` and their metadata rows."""
+        images = _check_images(f"{name}[{start}:]", images)
+        stop = start + len(images)
+        if images.shape[1:] != self.image_shape or not 0 <= start <= stop <= self.counts[name]:
+            raise DataError(f"{name}: block {start}:{stop} of shape {images.shape[1:]} does not fit "
+                            f"{self.counts[name]} images of shape {self.image_shape}")
+        self._fh[name][start:stop] = images
+        self._written[name][start:stop] = True
+        for col, values in (meta or {}).items():
+            values = np.asarray(values)
+            if len(values) != len(images):
+                raise DataError(f"metadata column {name}/{col}: {len(values)} rows for {len(images)} images")
+            self._meta[name].setdefault(col, {})[start] = values
+
+    def _abort(self) -> None:
+        fh = getattr(self, "_fh", None)
+        if fh is not None and fh.id.valid:
+            fh.close()
+        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._abort()
+            return
+        try:
+            for name, done in self._written.items():
+                if not done.all():
+                    raise DataError(f"{name}: {int((~done).sum())} of {len(done)} images were never written")
+                group = self._fh.create_group(f"meta/{name}")
+                for col, blocks in self._meta[name].items():
+                    values = np.concatenate([blocks[k] for k in sorted(blocks)])
+                    if len(values) != self.counts[name]:
+                        raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {self.counts[name]}")
+                    _write_meta_column(group, col, values)
+                parts = split_indices(self.counts[name], self._attrs["seed"], self._fractions, key=name)
+                for split in SPLITS:
+                    self._fh.create_dataset(f"splits/{name}/{split}", data=parts[split])
+            self._fh.close()
+        except BaseException:
+            self._abort()
+            raise
+        self._atomic.__exit__(None, None, None)
 
 
 # ----------------------------------------------------------------------- reading
