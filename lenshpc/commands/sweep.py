@@ -1,0 +1,122 @@
+"""``lenshpc sweep SWEEP.yaml``: submit a grid of runs with submitit (idempotent)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run a grid of configs × seeds via submitit (SLURM job arrays, local processes or in-process debug)"
+DESCRIPTION = """\
+Expand a sweep file (base config × named variants × seeds × optional product dims; see
+docs/sweeps.md) and submit every run that is not finished yet.
+
+Idempotent: finished runs (DONE) are skipped, runs whose job is still pending/running are
+left alone, failed runs are listed and only resubmitted with --retry-failed. Runs are
+submitit-checkpointable: on a SLURM time-out/preemption the task is requeued and resumes
+from its checkpoint. Each grid point writes OUT/<variant>[__key-value…]/seed<k>; the sweep
+writes OUT/sweep.json (grid, run directories, job ids) and submitit logs to OUT/.submitit/.
+
+executors:
+  slurm  one job array per call (array parallelism from hpc.array_parallelism); returns at once
+         unless --wait. Run it on a login node.
+  local  background processes on this machine, --parallel at a time; waits for them.
+  debug  in this process, one after the other (for debugging a config).
+
+Resources come from the base config's hpc section, then the sweep file's hpc section, then
+the flags below.
+
+examples:
+  lenshpc sweep configs/sweeps/thesis_table51.yaml --dry-run
+  lenshpc sweep configs/sweeps/thesis_table51.yaml --executor slurm --partition gpu --gpus-per-node 1
+  lenshpc sweep configs/sweeps/thesis_table51.yaml --executor slurm --retry-failed
+  lenshpc sweep my_sweep.yaml --executor local --parallel 2 --set data.path=data/kids.h5
+"""
+
+HPC_FLAGS = (  # (flag, HpcConfig field, type, help)
+    ("--partition", "partition", str, "SLURM partition"),
+    ("--time", "time_min", int, "time limit per run in minutes"),
+    ("--nodes", "nodes", int, "nodes per run"),
+    ("--gpus-per-node", "gpus_per_node", int, "GPUs per node"),
+    ("--tasks-per-node", "tasks_per_node", int, "tasks (Horovod ranks) per node; >1 = multi-rank runs"),
+    ("--cpus-per-task", "cpus_per_task", int, "CPUs per task"),
+    ("--mem-gb", "mem_gb", int, "memory per node in GB"),
+    ("--array-parallelism", "array_parallelism", int, "max array tasks running at once"),
+    ("--account", "account", str, "SLURM account"),
+    ("--qos", "qos", str, "SLURM QoS"),
+    ("--image", "image", str, "Apptainer image to run jobs in"),
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="sweep YAML file (e.g. configs/sweeps/thesis_table51.yaml)")
+    p.add_argument("--executor", choices=("slurm", "local", "debug"), default="slurm",
+                   help="where runs execute (default: slurm)")
+    p.add_argument("--out", default=None, help="output directory (default: the sweep file's out: or runs/<name>)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid, the plan and the resources; submit nothing")
+    p.add_argument("--retry-failed", action="store_true", help="resubmit failed runs (only those)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run (repeatable), e.g. --set data.path=data/kids.h5")
+    p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default 1)")
+    p.add_argument("--wait", action="store_true", help="slurm executor: wait until every submitted task has ended")
+    g = p.add_argument_group("SLURM resources (override the hpc sections)")
+    for flag, _field, typ, text in HPC_FLAGS:
+        g.add_argument(flag, type=typ, default=None, help=text)
+
+
+def hpc_from_args(base, args: argparse.Namespace):
+    """``base`` HpcConfig with the flags given on the command line applied (validated)."""
+    from lenshpc.config import from_dict
+
+    changes = {f: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, f, _t, _h in HPC_FLAGS}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return base
+    return from_dict({"hpc": {**base.__dict__, **changes}}, source="command line").hpc
+
+
+def print_plan(spec, planned, executor: str, hpc) -> None:
+    from lenshpc.hpc.sweep import describe_resources
+
+    width = max(len(p.point.id) for p in planned)
+    print(f"sweep {spec.name}: {len(spec.groups)} variant(s) × {len(spec.seeds)} seed(s) = {len(spec.points)} runs "
+          f"→ {spec.out}")
+    print(f"varied keys: {', '.join(spec.varied_keys) or '(none)'}")
+    for p in planned:
+        params = ", ".join(f"{k}={v}" for k, v in p.point.params.items())
+        print(f"  {p.point.id:<{width}}  {p.action:<7} {p.reason}" + (f"  [{params}]" if params else ""))
+    n_todo = sum(p.action in ("submit", "retry") for p in planned)
+    print(describe_resources(executor, hpc, n_todo))
+
+
+def run(args: argparse.Namespace) -> int:
+    from lenshpc.errors import UserError
+    from lenshpc.hpc.spec import load_sweep
+    from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, plan, run_sweep
+
+    if args.parallel < 1:
+        raise UserError(f"--parallel {args.parallel}: must be at least 1")
+    spec = load_sweep(args.sweep, overrides=args.overrides, out=args.out)
+    hpc = hpc_from_args(spec.hpc, args)
+    if args.dry_run:
+        print_plan(spec, plan(spec, retry_failed=args.retry_failed), args.executor, hpc)
+        print("dry run: nothing submitted")
+        return 0
+    outcome = run_sweep(spec, executor=args.executor, hpc=hpc, retry_failed=args.retry_failed,
+                        parallel=args.parallel, wait=args.wait)
+    c = outcome.count
+    print(f"sweep {spec.name}: {len(spec.points)} runs: {c(SKIP_DONE)} done, {c(SKIP_ACTIVE)} pending/running, "
+          f"{len(outcome.submitted)} submitted ({c(SUBMIT)} new, {c(RETRY)} retried), {c(LIST_FAILED)} failed (not retried)")
+    if outcome.job_ids and args.executor == "slurm":
+        array = sorted({j.split("_")[0] for j in outcome.job_ids})
+        print(f"SLURM job array {', '.join(array)} ({len(outcome.job_ids)} tasks); logs in {spec.out}/.submitit/")
+    failed = [p for p in outcome.planned if p.action == LIST_FAILED]
+    for p in failed:
+        print(f"  failed: {p.point.id}: {p.reason}")
+    if failed:
+        print("  resubmit them with --retry-failed")
+    for point, error in outcome.failed_after:
+        print(f"  failed: {point.id}: {error}  (log: {point.run_dir / 'train.log'})")
+    print(f"status: lenshpc status {spec.out}    report: lenshpc reduce {spec.out}")
+    if outcome.failed_after:
+        print(f"{len(outcome.failed_after)} run(s) failed; fix the cause and rerun with --retry-failed")
+        return 1
+    return 0

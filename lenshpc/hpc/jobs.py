@@ -1,0 +1,295 @@
+"""The submitit side of sweeps: the checkpointable run, executors, job states.
+
+:class:`TrainRun` is what every array task executes.  It is a
+``submitit.helpers.Checkpointable``: on a time-out (SLURM sends ``USR2``
+``slurm_signal_delay_s`` before the end) or a preemption, submitit calls
+:meth:`TrainRun.checkpoint`, which returns a ``DelayedSubmission`` of a fresh ``TrainRun`` for
+the same run directory, and requeues the task.  The requeued task calls
+``run_training(..., resume=True)``, which continues from ``RUN_DIR/checkpoint`` (written every
+``train.checkpoint_every`` chunks and on SIGTERM/SIGUSR1 by the training loop).
+
+Multi-GPU runs: with ``hpc.tasks_per_node > 1`` (or ``nodes > 1``) submitit starts that many
+tasks per array element through ``srun``; each task calls ``run_training(distributed="auto")``
+and :mod:`lenshpc.distributed` picks Horovod up from the SLURM environment, so one array task
+is one multi-rank run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lenshpc.config import HpcConfig
+from lenshpc.errors import UserError
+
+EXECUTORS = ("slurm", "local", "debug")
+
+#: SLURM job states in which a job may still write to its run directory.
+SLURM_ALIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+                         "COMPLETING", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED",
+                         "RESV_DEL_HOLD", "SPECIAL_EXIT", "POWER_UP_NODE"})
+
+try:  # submitit is a hard dependency, but keep `lenshpc --help` independent of it
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover
+    _Checkpointable = object  # type: ignore[misc,assignment]
+
+
+class TrainRun(_Checkpointable):
+    """One grid point as a submitit job: train (or resume) a run directory.
+
+    Parameters
+    ----------
+    config : dict
+        The run's resolved config (``Config.to_dict()``; plain data pickles robustly).
+    run_dir : str
+        The run directory.
+    raise_errors : bool
+        Re-raise training errors (the job then shows as failed in SLURM/submitit).  The debug
+        executor runs jobs in-process and would drop into pdb on an exception, so it passes
+        False and the failure is read from the run directory's ``FAILED`` marker instead.
+    """
+
+    def __init__(self, config: dict, run_dir: str, raise_errors: bool = True):
+        self.config = config
+        self.run_dir = str(run_dir)
+        self.raise_errors = raise_errors
+
+    def __call__(self) -> dict:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if (Path(self.run_dir) / "DONE").exists():  # finished before a requeue caught up with it
+            return {"status": "done", "run_dir": self.run_dir, "skipped": True}
+        forward = _TimeoutForwarder()
+        try:
+            from lenshpc.config import from_dict
+            from lenshpc.errors import Preempted
+            from lenshpc.train import run_training
+
+            cfg = from_dict(self.config, source=f"{self.run_dir}/config")
+            with forward:
+                try:
+                    result = run_training(cfg, self.run_dir, resume=True, distributed="auto", show_progress=False)
+                except Preempted:
+                    # The loop finished its chunk and checkpointed.  If submitit's time-out signal
+                    # caused it, let submitit's own handler requeue us (it calls self.checkpoint()).
+                    forward.requeue_if_signalled()
+                    raise
+        except Exception as exc:  # noqa: BLE001 - reported through FAILED and (optionally) re-raised
+            if self.raise_errors:
+                raise
+            return {"status": "failed", "run_dir": self.run_dir, "error": f"{type(exc).__name__}: {exc}"}
+        return {"status": "done", "run_dir": self.run_dir, "metrics": result}
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """Called by submitit on time-out/preemption: resubmit this run; it resumes from its checkpoint."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(TrainRun(self.config, self.run_dir, self.raise_errors))
+
+    def __repr__(self) -> str:
+        return f"TrainRun({self.run_dir!r})"
+
+
+class _TimeoutForwarder:
+    """Route submitit's time-out signal (USR2) through the training loop's graceful stop.
+
+    submitit's own handler would requeue immediately and lose the chunks since the last
+    periodic checkpoint.  Inside a submitit job we swap it for a handler that sends the
+    training loop SIGUSR1 (finish the chunk, checkpoint, raise ``Preempted``); then
+    :meth:`requeue_if_signalled` hands over to submitit's handler, which calls
+    :meth:`TrainRun.checkpoint` and requeues (``scontrol requeue`` on SLURM, exit 144 locally).
+    Outside submitit (debug executor, plain calls) or off the main thread this does nothing.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.submitit_handler = None
+        self.signalled = False
+
+    def __enter__(self) -> "_TimeoutForwarder":
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread() or "SUBMITIT_FOLDER" not in os.environ:
+            return self
+        name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        signum = getattr(signal, name, None)
+        if signum is None or signum in (signal.SIGUSR1, signal.SIGTERM):
+            return self  # the training loop already handles that signal itself
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            self.signum, self.submitit_handler = signum, handler
+            signal.signal(signum, self._forward)
+        return self
+
+    def _forward(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        import signal
+
+        self.signalled = True
+        if callable(signal.getsignal(signal.SIGUSR1)):  # the training loop is listening
+            os.kill(os.getpid(), signal.SIGUSR1)
+        else:  # not training yet (imports, data checks): nothing to save, requeue right away
+            self.requeue_if_signalled()
+
+    def requeue_if_signalled(self) -> None:
+        if self.signalled and self.submitit_handler is not None:
+            import signal
+
+            signal.signal(self.signum, self.submitit_handler)
+            self.submitit_handler(self.signum, None)  # checkpoint() + requeue + exit (rank 0)
+
+    def __exit__(self, *exc) -> None:
+        if self.submitit_handler is not None:
+            import signal
+
+            signal.signal(self.signum, self.submitit_handler)
+
+
+# ------------------------------------------------------------------ executors
+def slurm_parameters(hpc: HpcConfig, job_name: str) -> dict[str, Any]:
+    """submitit AutoExecutor parameters for ``hpc`` (``slurm_*`` ones only apply on SLURM)."""
+    params: dict[str, Any] = {
+        "name": job_name,
+        "timeout_min": int(hpc.time_min),
+        "nodes": int(hpc.nodes),
+        "tasks_per_node": int(hpc.tasks_per_node),
+        "cpus_per_task": int(hpc.cpus_per_task),
+        "mem_gb": int(hpc.mem_gb),
+        "slurm_array_parallelism": int(hpc.array_parallelism),
+        "slurm_signal_delay_s": 120,  # USR2 this long before the time limit: checkpoint + requeue
+    }
+    if hpc.gpus_per_node:
+        params["gpus_per_node"] = int(hpc.gpus_per_node)
+    if hpc.partition:
+        params["slurm_partition"] = hpc.partition
+    if hpc.account:
+        params["slurm_account"] = hpc.account
+    if hpc.qos:
+        params["slurm_qos"] = hpc.qos
+    for key, value in (hpc.extra or {}).items():
+        params[key if key.startswith("slurm_") else f"slurm_{key}"] = value
+    return params
+
+
+def python_command(hpc: HpcConfig) -> str | None:
+    """The interpreter jobs start: inside the Apptainer image when ``hpc.image`` is set."""
+    if not hpc.image:
+        return None
+    gpu = " --nv" if hpc.gpus_per_node else ""
+    return f"apptainer exec{gpu} {hpc.image} python3"
+
+
+def make_executor(kind: str, folder: Path, hpc: HpcConfig, job_name: str):
+    """A submitit ``AutoExecutor`` for ``kind`` (slurm / local / debug) configured from ``hpc``."""
+    import submitit
+
+    if kind not in EXECUTORS:
+        raise UserError(f"unknown executor {kind!r}; use one of {', '.join(EXECUTORS)}")
+    if kind == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("--executor slurm: 'sbatch' is not on PATH; run from a SLURM login node, or use "
+                        "--executor local")
+    kwargs = {}
+    if kind == "slurm" and python_command(hpc):
+        kwargs["slurm_python"] = python_command(hpc)
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind, **kwargs)
+    params = slurm_parameters(hpc, job_name)
+    if kind != "slurm":
+        # One process per run locally: several ranks would need a launcher (use SLURM or
+        # `lenshpc train --distributed` under mpirun for multi-rank runs).
+        params.update(nodes=1, tasks_per_node=1)
+        params.pop("gpus_per_node", None)
+    try:
+        executor.update_parameters(**params)
+    except (NameError, ValueError) as exc:
+        raise UserError(f"bad SLURM parameters (hpc section / hpc.extra): {exc}") from None
+    return executor
+
+
+# ------------------------------------------------------------------ job states
+@dataclass(frozen=True)
+class JobState:
+    """What the scheduler says about a job: ``alive`` (may still write), ``state`` (its word)."""
+
+    alive: bool
+    state: str
+
+
+def job_log(folder: Path, job_id: str) -> Path:
+    """submitit's stderr log of task 0 of ``job_id`` (``folder`` may contain ``%j``)."""
+    from submitit.core.utils import JobPaths
+
+    return JobPaths(folder, job_id=job_id, task_id=0).stderr
+
+
+def local_job_state(job: dict) -> JobState:
+    """A local-executor job is alive while its controller process (pid = job id) runs on this host."""
+    if job.get("host") and job["host"] != socket.gethostname():
+        return JobState(False, f"UNKNOWN (submitted on {job['host']})")
+    try:
+        pid = int(job["job_id"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (KeyError, ValueError, OSError):
+        return JobState(False, "ENDED")
+    if b"submitit" in cmdline:
+        return JobState(True, "RUNNING")
+    return JobState(False, "ENDED")
+
+
+def slurm_job_states(job_ids: list[str]) -> dict[str, JobState]:
+    """States of SLURM jobs (``123`` or array tasks ``123_4``): ``squeue`` for live ones, ``sacct`` for the rest.
+
+    Jobs that neither command knows are absent from the result.  Never raises: without SLURM
+    commands the result is empty.
+    """
+    wanted = set(job_ids)
+    out: dict[str, JobState] = {}
+    if not wanted or shutil.which("squeue") is None:
+        return out
+    masters = sorted({j.split("_")[0] for j in wanted})
+    try:
+        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", os.environ.get("USER") or _user()],
+                              capture_output=True, text=True, timeout=60)
+        lines = proc.stdout.splitlines() if proc.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired):
+        lines = []
+    for line in lines:
+        jid, _, state = line.partition("|")
+        if jid in wanted:
+            out[jid] = JobState(state.strip() in SLURM_ALIVE, state.strip())
+    rest = [j for j in wanted if j not in out]
+    if rest and shutil.which("sacct"):
+        try:
+            proc = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)],
+                                  capture_output=True, text=True, timeout=60)
+            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+                jid, _, state = line.partition("|")
+                state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+                if jid in rest:
+                    out[jid] = JobState(state in SLURM_ALIVE, state)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return out
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def job_states(jobs: list[dict]) -> dict[str, JobState]:
+    """States for recorded jobs (``{"job_id", "executor", "host"}``), keyed by job id."""
+    out: dict[str, JobState] = {}
+    slurm_ids = [j["job_id"] for j in jobs if j.get("executor") == "slurm"]
+    out.update(slurm_job_states(slurm_ids))
+    for j in jobs:
+        if j.get("executor") == "local":
+            out[j["job_id"]] = local_job_state(j)
+        elif j.get("executor") == "debug":
+            out[j["job_id"]] = JobState(False, "ENDED")
+    return out

@@ -1,0 +1,307 @@
+"""Sweep files: a base config × named variants × seeds (× optional product dims).
+
+Format (docs/sweeps.md)::
+
+    name: thesis_table51            # default: the file name
+    base: ../thesis/bce.yaml        # a run config, relative to this file
+    out: runs/thesis_table51        # default output dir (relative to the working dir)
+    seeds: 0-9                      # "0-9", "0-4,7", [0, 1, 2] or a count (10 → 0..9)
+    set:                            # dotted overrides for every run
+      data.path: data/kids.h5
+    grid:                           # named variants = rows of the report
+      - name: bce
+      - name: fbeta_soft
+        config: ../thesis/fbeta_soft.yaml    # optional: another base for this row
+        train.patience: 600                  # any other key: a dotted config override
+    product:                        # optional cartesian dims (each value × each variant)
+      train.learning_rate: [1.0e-4, 3.0e-4]
+    hpc:                            # SLURM resources (over the base config's hpc section)
+      partition: gpu
+      gpus_per_node: 1
+
+Each grid point gets ``<out>/<group>/seed<k>`` where ``<group>`` is the variant name plus
+``__key-value`` for each product dim (deterministic and filesystem-safe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lenshpc.config import Config, HpcConfig, from_dict, load_config
+from lenshpc.errors import ConfigError
+
+SWEEP_KEYS = ("name", "base", "out", "seeds", "set", "grid", "product", "hpc")
+VARIANT_RESERVED = ("name", "config")
+#: Config values that are paths: made absolute at sweep time so jobs run from any directory.
+PATH_KEYS = ("data.path", "data.segmented_path")
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One run of a sweep."""
+
+    group: str  # report row / directory name: variant (+ product values)
+    variant: str
+    seed: int
+    params: dict[str, Any]  # the dotted overrides that define this point (variant + product)
+    config_file: str  # the run config the overrides apply to
+    run_dir: Path
+    config: Config
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}/seed{self.seed}"
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file (see module docstring)."""
+
+    path: Path
+    name: str
+    out: Path
+    points: list[GridPoint]
+    hpc: HpcConfig
+    varied_keys: list[str] = field(default_factory=list)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(p.group for p in self.points))
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({p.seed for p in self.points})
+
+
+# ------------------------------------------------------------------ parsing helpers
+def parse_seeds(value: Any, where: str) -> list[int]:
+    """``"0-9"``, ``"0-4,7"``, ``[0, 1, 5]`` or a count ``10`` → sorted unique seeds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: seeds must be a range like 0-9, a list or a count, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{where}: seeds = {value}: a count must be ≥ 1 (or give a range like 0-9)")
+        return list(range(value))
+    if isinstance(value, list):
+        items = value
+    elif isinstance(value, str):
+        items = [p.strip() for p in value.split(",") if p.strip()]
+    else:
+        raise ConfigError(f"{where}: seeds must be a range like 0-9, a list or a count, got {value!r}")
+    seeds: set[int] = set()
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            seeds.add(item)
+            continue
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(item))
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise ConfigError(f"{where}: bad seed {item!r}; use non-negative integers or ranges like 0-9")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        seeds.update(range(lo, hi + 1))
+    if not seeds:
+        raise ConfigError(f"{where}: no seeds given")
+    return sorted(seeds)
+
+
+def slug(value: Any) -> str:
+    """Filesystem-safe, deterministic text for a directory name (``1e-4`` → ``0.0001``)."""
+    if isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, (list, dict)):
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=True).strip()
+    else:
+        text = str(value)
+    text = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.")
+    return text or "empty"
+
+
+def _check_dotted(key: Any, where: str) -> str:
+    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"{where}: {key!r} is not a dotted config key (e.g. loss.name, train.chunks)")
+    return key
+
+
+def _absolutise(cfg: Config, cwd: Path) -> Config:
+    changes = {}
+    flat = {"data.path": cfg.data.path, "data.segmented_path": cfg.data.segmented_path}
+    for key in PATH_KEYS:
+        value = flat[key]
+        if value and not Path(value).is_absolute():
+            changes[key] = str((cwd / value).resolve())
+    return cfg.replace(**changes) if changes else cfg
+
+
+# ------------------------------------------------------------------ loading
+def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None,
+               cwd: str | Path | None = None) -> SweepSpec:
+    """Parse and expand a sweep file; every grid point's config is validated here.
+
+    Parameters
+    ----------
+    path : path
+        The sweep YAML.
+    overrides : list of str, optional
+        ``KEY=VALUE`` strings (``--set``) applied to every run last (before the seed).
+    out : path, optional
+        Output directory (default: the file's ``out:`` or ``runs/<name>``).
+    cwd : path, optional
+        Directory that relative ``out`` and data paths are resolved against (default: the
+        current working directory).
+
+    Raises
+    ------
+    ConfigError
+        With the sweep file and the offending key or variant.
+    """
+    path = Path(path)
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = [k for k in data if k not in SWEEP_KEYS]
+    if unknown:
+        import difflib
+
+        hint = difflib.get_close_matches(str(unknown[0]), SWEEP_KEYS, n=1)
+        raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}'."
+                          + (f" Did you mean '{hint[0]}'?" if hint else f" Valid keys: {', '.join(SWEEP_KEYS)}"))
+    name = str(data.get("name") or path.stem)
+    out_dir = Path(out) if out is not None else Path(data.get("out") or Path("runs") / name)
+    out_dir = out_dir if out_dir.is_absolute() else (cwd / out_dir)
+
+    base = data.get("base")
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a config file name, got {base!r}")
+    common = _overrides_block(data.get("set"), f"{path}: set")
+    cli = _parse_cli_overrides(overrides or [])
+    seeds = parse_seeds(data.get("seeds", [0]), f"{path}: seeds")
+    variants = _variants(data.get("grid"), path)
+    product = _product(data.get("product"), path)
+
+    points: list[GridPoint] = []
+    loaded: dict[str, Config] = {}
+    for vname, vfile, vparams in variants:
+        cfg_file = vfile or base
+        where = f"{path}: grid variant '{vname}'"
+        if cfg_file is None:
+            file_path = None
+        else:
+            file_path = (path.parent / cfg_file).resolve()
+        key = str(file_path)
+        if key not in loaded:
+            try:
+                loaded[key] = load_config(file_path) if file_path else load_config()
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        dims = list(product.items())
+        for combo in itertools.product(*(vals for _, vals in dims)) if dims else [()]:
+            params = {**vparams, **{k: v for (k, _), v in zip(dims, combo)}}
+            group = vname + "".join(f"__{k}-{slug(v)}" for (k, _), v in zip(dims, combo))
+            try:
+                cfg = loaded[key].replace(**{**common, **params, **cli})
+                cfg = _absolutise(cfg, cwd)
+                cfg = cfg.replace(name=f"{name}/{group}")
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            for seed in seeds:
+                points.append(GridPoint(group=group, variant=vname, seed=seed, params=params,
+                                        config_file=key if file_path else "<defaults>",
+                                        run_dir=out_dir / group / f"seed{seed}", config=cfg.replace(seed=seed)))
+    hpc = _hpc(points, data.get("hpc"), path)
+    varied = sorted({k for p in points for k in p.params} | ({"seed"} if len(seeds) > 1 else set()))
+    dupes = [g for g, n in _count(p.id for p in points).items() if n > 1]
+    if dupes:
+        raise ConfigError(f"{path}: grid points collide on run directory {dupes[0]}; give variants distinct names")
+    return SweepSpec(path=path, name=name, out=out_dir, points=points, hpc=hpc, varied_keys=varied)
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
+
+
+def _overrides_block(block: Any, where: str) -> dict[str, Any]:
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: expected a mapping of dotted keys to values, e.g. data.path: data/kids.h5")
+    return {_check_dotted(k, where): v for k, v in block.items()}
+
+
+def _parse_cli_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.chunks=10")
+        key, raw = item.split("=", 1)
+        try:
+            out[_check_dotted(key.strip(), "--set")] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return out
+
+
+def _variants(grid: Any, path: Path) -> list[tuple[str, str | None, dict]]:
+    if grid is None:
+        return [("base", None, {})]
+    if isinstance(grid, dict):  # mapping form: {name: {overrides}}
+        grid = [{"name": k, **(v or {})} if isinstance(v, dict) or v is None else {"name": k, "_bad": v}
+                for k, v in grid.items()]
+    if not isinstance(grid, list) or not grid:
+        raise ConfigError(f"{path}: grid must be a non-empty list of variants, e.g. - {{name: bce, loss.name: bce}}")
+    out, names = [], set()
+    for i, item in enumerate(grid):
+        where = f"{path}: grid[{i}]"
+        if not isinstance(item, dict) or "_bad" in item:
+            raise ConfigError(f"{where}: a variant is a mapping with 'name' and dotted config keys")
+        vname = item.get("name")
+        if not isinstance(vname, str) or not vname or slug(vname) != vname:
+            raise ConfigError(f"{where}: needs a 'name' made of letters, digits, '.', '_', '+', '-' "
+                              f"(it names the run directory), got {vname!r}")
+        if vname in names:
+            raise ConfigError(f"{where}: duplicate variant name '{vname}'")
+        names.add(vname)
+        vfile = item.get("config")
+        if vfile is not None and not isinstance(vfile, str):
+            raise ConfigError(f"{where}: config must be a file name, got {vfile!r}")
+        params = {_check_dotted(k, where): v for k, v in item.items() if k not in VARIANT_RESERVED}
+        out.append((vname, vfile, params))
+    return out
+
+
+def _product(block: Any, path: Path) -> dict[str, list]:
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: product must map dotted keys to lists of values")
+    out = {}
+    for key, values in block.items():
+        _check_dotted(key, f"{path}: product")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: product.{key} must be a non-empty list of values")
+        out[key] = values
+    return out
+
+
+def _hpc(points: list[GridPoint], block: Any, path: Path) -> HpcConfig:
+    base = points[0].config.hpc if points else HpcConfig()
+    if block is None:
+        return base
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: hpc must be a mapping (partition, time_min, gpus_per_node, …)")
+    merged = {**from_dict({"hpc": base.__dict__}).to_dict()["hpc"], **block}
+    return from_dict({"hpc": merged}, source=f"{path}").hpc

@@ -1,0 +1,291 @@
+"""Idempotent sweeps: plan what to submit, submit it with submitit, record it in ``sweep.json``.
+
+A second ``lenshpc sweep`` of the same file submits nothing new: finished runs (``DONE``) are
+skipped, runs whose recorded job is still alive (pending/running) are left alone, and failed
+runs (``FAILED``, or a job that ended without ``DONE``) are only listed, unless
+``retry_failed`` resubmits exactly those.
+
+``sweep.json`` (in the output directory) records the grid and every job submitted for every
+run, so ``lenshpc status`` and ``lenshpc reduce`` know the expected runs even before they start.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lenshpc.config import HpcConfig
+from lenshpc.errors import UserError
+from lenshpc.hpc import jobs as _jobs
+from lenshpc.hpc.spec import GridPoint, SweepSpec
+from lenshpc.hpc.state import DONE, FAILED, STARTED, read_run_dir
+from lenshpc.utils import atomic_write_json, progress
+
+SWEEP_JSON = "sweep.json"
+SUBMITIT_DIR = ".submitit"
+
+# Plan actions
+SKIP_DONE, SKIP_ACTIVE, SUBMIT, RETRY, LIST_FAILED = "done", "active", "submit", "retry", "failed"
+
+
+@dataclass
+class PlannedRun:
+    point: GridPoint
+    action: str
+    reason: str = ""
+    jobs: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class SweepOutcome:
+    """What :func:`run_sweep` did."""
+
+    planned: list[PlannedRun]
+    submitted: list[PlannedRun]
+    job_ids: list[str]
+    failed_after: list[tuple[GridPoint, str]] = field(default_factory=list)  # blocking executors only
+
+    def count(self, action: str) -> int:
+        return sum(p.action == action for p in self.planned)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------ sweep.json
+def read_sweep_json(out: Path) -> dict:
+    path = out / SWEEP_JSON
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); move it away to start the sweep's bookkeeping afresh "
+                        "(finished runs are still skipped: they are recognised by their DONE files)") from None
+    return data if isinstance(data, dict) else {}
+
+
+def write_sweep_json(spec: SweepSpec, hpc: HpcConfig, executor: str, jobs_by_id: dict[str, list[dict]],
+                     created: str | None = None) -> Path:
+    runs = []
+    for p in spec.points:
+        runs.append({"id": p.id, "group": p.group, "variant": p.variant, "seed": p.seed, "params": p.params,
+                     "config_file": p.config_file, "run_dir": str(p.run_dir.relative_to(spec.out)),
+                     "jobs": jobs_by_id.get(p.id, [])})
+    data = {"version": 1, "name": spec.name, "sweep_file": str(spec.path.resolve()), "out": str(spec.out),
+            "created": created or _now(), "updated": _now(), "executor": executor,
+            "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": spec.groups, "seeds": spec.seeds,
+            "varied_keys": spec.varied_keys, "runs": runs}
+    path = spec.out / SWEEP_JSON
+    atomic_write_json(path, data)
+    return path
+
+
+def recorded_jobs(previous: dict) -> dict[str, list[dict]]:
+    return {r["id"]: list(r.get("jobs") or []) for r in previous.get("runs", []) if isinstance(r, dict) and "id" in r}
+
+
+# ------------------------------------------------------------------ planning
+#: Run states shown by ``lenshpc status`` (and used to plan a sweep).
+R_DONE, R_RUNNING, R_PENDING, R_FAILED, R_NOT_STARTED = "done", "running", "pending", "failed", "not started"
+_PENDING_WORDS = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "POWER_UP_NODE")
+
+
+def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobState"]) -> tuple[str, str]:
+    """``(state, detail)`` of one run from its directory markers and its latest job.
+
+    ``failed`` covers a ``FAILED`` marker and a job that ended without ``DONE`` (killed, out of
+    memory, time-out beyond the requeue budget); both are what ``--retry-failed`` resubmits.
+    """
+    rd = read_run_dir(run_dir)
+    last = history[-1] if history else None
+    job_state = states.get(last["job_id"]) if last else None
+    if rd.state == DONE:
+        return R_DONE, ""
+    if job_state is not None and job_state.alive:
+        pending = job_state.state in _PENDING_WORDS
+        detail = f"job {last['job_id']} {job_state.state.lower()}"
+        if rd.checkpoint_chunk is not None:
+            detail += f"; checkpoint at chunk {rd.checkpoint_chunk}"
+        return (R_PENDING if pending else R_RUNNING), detail
+    if rd.state == FAILED:
+        return R_FAILED, rd.error
+    if last is not None or rd.state == STARTED:
+        word = job_state.state if job_state is not None else "UNKNOWN"
+        detail = (f"job {last['job_id']} ended ({word}) without DONE" if last
+                  else "started outside this sweep, not finished")
+        if rd.checkpoint_chunk is not None:
+            detail += f"; checkpoint at chunk {rd.checkpoint_chunk}"
+        return R_FAILED, detail
+    return R_NOT_STARTED, ""
+
+
+def plan(spec: SweepSpec, retry_failed: bool = False) -> list[PlannedRun]:
+    """Decide per grid point: skip (done / job alive), submit, or list as failed (or retry it)."""
+    jobs_by_id = recorded_jobs(read_sweep_json(spec.out))
+    states = _jobs.job_states([jl[-1] for jl in jobs_by_id.values() if jl])
+    planned = []
+    for point in spec.points:
+        history = jobs_by_id.get(point.id, [])
+        state, detail = classify(point.run_dir, history, states)
+        if state == R_DONE:
+            planned.append(PlannedRun(point, SKIP_DONE, "finished (DONE)", history))
+        elif state in (R_RUNNING, R_PENDING):
+            planned.append(PlannedRun(point, SKIP_ACTIVE, detail, history))
+        elif state == R_FAILED:
+            planned.append(PlannedRun(point, RETRY if retry_failed else LIST_FAILED, detail, history))
+        else:
+            planned.append(PlannedRun(point, SUBMIT, "not started", history))
+    return planned
+
+
+def describe_resources(kind: str, hpc: HpcConfig, n_runs: int) -> str:
+    """One paragraph: what would be asked of the scheduler."""
+    if kind != "slurm":
+        return f"{kind} executor: {n_runs} run(s), one process each on this machine"
+    parts = [f"partition={hpc.partition or '(default)'}", f"time={hpc.time_min} min", f"nodes={hpc.nodes}",
+             f"tasks/node={hpc.tasks_per_node}", f"gpus/node={hpc.gpus_per_node}", f"cpus/task={hpc.cpus_per_task}",
+             f"mem={hpc.mem_gb} GB", f"array %{hpc.array_parallelism}"]
+    if hpc.account:
+        parts.append(f"account={hpc.account}")
+    if hpc.qos:
+        parts.append(f"qos={hpc.qos}")
+    if hpc.image:
+        parts.append(f"image={hpc.image}")
+    if hpc.extra:
+        parts.append(f"extra={hpc.extra}")
+    ranks = hpc.nodes * hpc.tasks_per_node
+    launch = f"; each array task is one {ranks}-rank Horovod run (srun)" if ranks > 1 else ""
+    return f"SLURM job array of {n_runs} task(s): " + ", ".join(parts) + launch
+
+
+# ------------------------------------------------------------------ submission
+def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = None, *, dry_run: bool = False,
+              retry_failed: bool = False, parallel: int = 1, wait: bool | None = None,
+              echo: Callable[[str], None] = print, poll_s: float = 1.0) -> SweepOutcome:
+    """Plan and submit a sweep.
+
+    Parameters
+    ----------
+    executor : {"slurm", "local", "debug"}
+        ``slurm`` submits one job array and returns (unless ``wait``); ``local`` runs at most
+        ``parallel`` runs at a time as background processes and waits for them; ``debug``
+        runs them one after the other in this process.
+    hpc : HpcConfig, optional
+        Resources (default: ``spec.hpc``).
+    dry_run : bool
+        Print the plan and resources; submit nothing, write nothing.
+    retry_failed : bool
+        Resubmit failed runs (and runs whose job ended without DONE).
+    """
+    hpc = hpc or spec.hpc
+    planned = plan(spec, retry_failed=retry_failed)
+    todo = [p for p in planned if p.action in (SUBMIT, RETRY)]
+    outcome = SweepOutcome(planned=planned, submitted=[], job_ids=[])
+    if dry_run:
+        return outcome
+    if not todo:
+        return outcome
+    spec.out.mkdir(parents=True, exist_ok=True)
+    previous = read_sweep_json(spec.out)
+    jobs_by_id = recorded_jobs(previous)
+    created = previous.get("created")
+    folder = spec.out / SUBMITIT_DIR / "%j"
+    ex = _jobs.make_executor(executor, folder, hpc, job_name=f"lenshpc-{spec.name}")
+    raise_errors = executor != "debug"
+
+    def record(p: PlannedRun, job) -> None:
+        entry = {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": _now(),
+                 "log": str(_jobs.job_log(folder, str(job.job_id)).relative_to(spec.out))}
+        jobs_by_id.setdefault(p.point.id, []).append(entry)
+        outcome.job_ids.append(str(job.job_id))
+        outcome.submitted.append(p)
+
+    def runs_for(batch: list[PlannedRun]) -> list[_jobs.TrainRun]:
+        for p in batch:
+            if p.action == RETRY:  # the run restarts from its checkpoint; FAILED is cleared by the run itself
+                (p.point.run_dir / "FAILED").unlink(missing_ok=True)
+        return [_jobs.TrainRun(p.point.config.to_dict(), str(p.point.run_dir), raise_errors) for p in batch]
+
+    if executor == "slurm":
+        calls = runs_for(todo)
+        with ex.batch():
+            submitted = [ex.submit(call) for call in calls]
+        for p, job in zip(todo, submitted):
+            record(p, job)
+        write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+        if wait:
+            _wait_slurm(outcome, echo, poll_s=max(poll_s, 2.0))
+            outcome.failed_after = _failures(todo)
+        return outcome
+
+    # local / debug: run here, at most `parallel` at a time, with a progress bar
+    write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+    bar = progress(total=len(todo), desc=f"sweep {spec.name}", unit="run")
+    pending = list(todo)
+    active: list[tuple[PlannedRun, Any]] = []
+    try:
+        while pending or active:
+            while pending and (executor == "debug" or len(active) < max(1, parallel)):
+                p = pending.pop(0)
+                job = ex.submit(runs_for([p])[0])
+                record(p, job)
+                write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+                if executor == "debug":
+                    job.result()  # runs in this process
+                    bar.update(1)
+                else:
+                    active.append((p, job))
+            still = []
+            for p, job in active:
+                if job.done():
+                    bar.update(1)
+                else:
+                    still.append((p, job))
+            active = still
+            if active:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for _, job in active:
+            job.cancel(check=False)
+        raise
+    finally:
+        bar.close()
+    outcome.failed_after = _failures(todo)
+    return outcome
+
+
+def _failures(batch: list[PlannedRun]) -> list[tuple[GridPoint, str]]:
+    out = []
+    for p in batch:
+        rd = read_run_dir(p.point.run_dir)
+        if rd.state != DONE:
+            out.append((p.point, rd.error or f"ended without DONE (see {p.point.run_dir}/train.log)"))
+    return out
+
+
+def _wait_slurm(outcome: SweepOutcome, echo: Callable[[str], None], poll_s: float) -> None:
+    """Block until every submitted array task has left the queue (``--wait``)."""
+    ids = list(outcome.job_ids)
+    run_dirs = {j: p.point.run_dir for j, p in zip(ids, outcome.submitted)}
+    bar = progress(total=len(ids), desc="waiting for SLURM", unit="job")
+    finished: set[str] = set()
+    while len(finished) < len(ids):
+        states = _jobs.slurm_job_states([j for j in ids if j not in finished])
+        for j in ids:
+            if j in finished:
+                continue
+            st = states.get(j)
+            # A job the scheduler does not (yet) report counts as ended only once its run dir has a marker.
+            if (st is not None and not st.alive) or (st is None and read_run_dir(run_dirs[j]).state in (DONE, FAILED)):
+                finished.add(j)
+                bar.update(1)
+        if len(finished) < len(ids):
+            time.sleep(poll_s)
+    bar.close()
