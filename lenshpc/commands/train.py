@@ -1,0 +1,65 @@
+"""``lenshpc train CONFIG``: train one model and write its run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train one lens finder (chunk loop, model selection, early stopping, resumable checkpoints)"
+
+DESCRIPTION = """\
+Train one CNN as configured and write a run directory (docs/run-dir.md):
+config.yaml, train.log, history.csv, checkpoint/, model.keras, predictions.h5, metrics.json, DONE.
+
+The run directory defaults to runs/<name>/seed<seed>.  A run directory that holds a checkpoint
+is resumed (the result equals an uninterrupted run); one marked DONE is skipped unless --force.
+SIGTERM or SIGUSR1 (what SLURM sends before a preemption or the time limit) finish the current
+chunk, write a checkpoint and exit with code 3 so the job script can requeue.
+
+examples:
+  lenshpc train configs/tiny.yaml --set data.path=data/tiny.h5
+  lenshpc train configs/thesis/fbeta_soft.yaml --seed 3
+  srun -n 4 lenshpc train configs/thesis/bce.yaml --seed 0 --distributed horovod
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config (e.g. configs/thesis/bce.yaml); keys in docs and configs/base.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set train.chunks=100 (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="the run's seed (overrides the config's 'seed')")
+    p.add_argument("--chunks", type=int, default=None, metavar="N", help="number of chunks (train.chunks)")
+    p.add_argument("--run-dir", default=None, metavar="DIR", help="output directory (default runs/<name>/seed<seed>)")
+    p.add_argument("--resume", action="store_true",
+                   help="require a checkpoint in the run dir and continue from it (without this flag a checkpoint "
+                        "is still resumed when present)")
+    p.add_argument("--force", action="store_true", help="start over: delete the run dir's checkpoint and DONE marker")
+    p.add_argument("--distributed", choices=("auto", "horovod", "none"), default=None,
+                   help="data-parallel backend (default: the config's distributed.backend, 'auto' = Horovod when "
+                        "launched with several ranks)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lenshpc.config import load_config
+    from lenshpc.errors import UserError
+    from lenshpc.train import RunDir, default_run_dir, run_training
+    from lenshpc.train import checkpoint as ckpt
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.chunks is not None:
+        overrides.append(f"train.chunks={args.chunks}")
+    if args.distributed is not None:
+        overrides.append(f"distributed.backend={args.distributed}")
+    cfg = load_config(args.config, overrides=overrides)
+    run_dir = args.run_dir or default_run_dir(cfg)
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other: --force starts over")
+    if args.resume and ckpt.find(RunDir(run_dir).checkpoint) is None and not RunDir(run_dir).is_done():
+        raise UserError(f"--resume: {run_dir} holds no checkpoint; drop --resume to start the run")
+    metrics = run_training(cfg, run_dir, resume=not args.force, force=args.force)
+    auroc = metrics.get("auroc")
+    print(f"{run_dir}: test auroc {auroc if auroc is None else round(auroc, 4)}, "
+          f"accuracy {round(metrics.get('accuracy', float('nan')), 4)}, "
+          f"chunks {metrics.get('chunks_trained')}, best chunk {metrics.get('selection', {}).get('best_chunk')}")
+    return 0

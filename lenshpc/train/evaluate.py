@@ -1,0 +1,143 @@
+"""Re-score a finished run without training (``lenshpc evaluate``).
+
+The run's ``model.keras`` (the selected weights) is applied to
+
+* the run's own fixed test set (no ``data_path``): reproduces the run's ``metrics.json``;
+* another **population** dataset: its fixed test set, built by the chunk engine exactly as
+  a training run on that file would build it;
+* another **labelled** dataset (challenge style): its ``test`` split, or ``split="all"``
+  (every image; e.g. a separate challenge test file) or ``"val"``/``"train"``.
+
+Outputs go to ``RUN_DIR/eval-<data file stem>/`` by default: ``metrics.json`` (same keys as
+a run's, plus ``data``/``split``/``run_dir``) and ``predictions.h5`` (one group named after
+the split).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from lenshpc.errors import UserError
+from lenshpc.train.rundir import PREDICT_BATCH, RunDir, write_predictions
+from lenshpc.utils import atomic_write_json
+
+log = logging.getLogger("lenshpc.train")
+
+SPLITS = ("test", "val", "train", "all")
+
+
+def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, split: str = "test",
+                 out: Optional[str | Path] = None, batch_size: int = PREDICT_BATCH) -> dict:
+    """Score a run's selected model on a dataset and write metrics + predictions.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished run directory (holds ``config.yaml`` and ``model.keras``).
+    data_path : path, optional
+        Dataset to score; default the run's own ``data.path``.
+    split : {"test", "val", "train", "all"}
+        Which images of a labelled dataset; population datasets support only ``"test"``
+        (their fixed, balanced test set of mock lenses and negatives).
+    out : path, optional
+        Output directory; default ``RUN_DIR/eval-<data file stem>``.
+    batch_size : int
+        Inference batch size (the training loop scores in batches of 256 too).
+
+    Returns
+    -------
+    dict
+        The written ``metrics.json``.
+    """
+    from lenshpc import metrics
+    from lenshpc.config import load_config
+    from lenshpc.data.format import open_dataset
+    from lenshpc.train.loop import _json_safe
+
+    rd = RunDir(run_dir)
+    if not rd.config.is_file():
+        raise UserError(f"{rd.path}: not a run directory (no config.yaml); pass the directory `lenshpc train` wrote")
+    if not rd.model.is_file():
+        raise UserError(f"{rd.path}: no model.keras yet (the run has not finished); finish it with `lenshpc train` "
+                        "or wait for it")
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    cfg = load_config(rd.config)
+    if data_path is not None:
+        cfg = cfg.replace(**{"data.path": str(data_path)})
+    data = Path(cfg.data.path)
+    if not data.is_file():
+        raise UserError(f"data file not found: {data}" + ("" if data_path else " (the run's data.path; pass --data)"))
+    with open_dataset(data) as ds:
+        kind = ds.kind
+    if kind == "population" and split != "test":
+        raise UserError(f"{data} is a population dataset: only its fixed test set can be scored (--split test)")
+
+    x, y, meta = _load_split(cfg, kind, split)
+    model = load_model(rd.model)
+    scores = predict_scores(model, x, batch_size)
+
+    sel = cfg.selection
+    result = dict(metrics.summary(y, scores, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
+    result.update({"seed": int(cfg.seed), "threshold": float(sel.threshold), "beta": float(sel.beta),
+                   "n_test": int(len(y)), "run_dir": str(rd.path), "data": str(data), "split": split,
+                   "data_kind": kind})
+    result = _json_safe(result)
+    out_dir = Path(out) if out is not None else rd.path / f"eval-{data.stem}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "predictions.h5", {split: {"scores": scores, "labels": y, "meta": meta}})
+    atomic_write_json(out_dir / "metrics.json", result)
+    log.info("evaluated %s on %s (%s, %d images): auroc %s, accuracy %.4f → %s", rd.path, data, split, len(y),
+             result.get("auroc"), result.get("accuracy", float("nan")), out_dir)
+    return result
+
+
+def load_model(path: Path):
+    """``keras.models.load_model`` with the lenshpc model registry imported (its custom layers registered)."""
+    import keras
+
+    import lenshpc.models  # noqa: F401 - registers custom layers for deserialisation
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad archive
+        raise UserError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+
+
+def predict_scores(model, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Sigmoid scores ``(N,)`` float32 of ``model`` on images ``x`` in inference mode."""
+    import tensorflow as tf
+
+    step = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
+    out = [np.asarray(tf.cast(step(tf.constant(x[i:i + batch_size])), tf.float32)).reshape(-1)
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.empty(0, np.float32)
+
+
+def _load_split(cfg, kind: str, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Images, labels and metadata to score, prepared as the training loop sees them."""
+    from lenshpc.data.chunks import ChunkEngine
+
+    engine = ChunkEngine(cfg, rank=0, size=1)
+    if split == "test":
+        x, y, meta = engine.test()
+        return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
+    # Labelled data, another split: the engine's own reader when it has one, else the documented transforms.
+    reader = getattr(engine, "labelled_split", None)
+    if reader is not None:
+        x, y, meta = reader(split)
+        return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
+    from lenshpc.data import transforms
+    from lenshpc.data.format import open_dataset
+
+    with open_dataset(cfg.data.path) as ds:
+        idx = ds.split("images", split)
+        x = transforms.prepare(ds.read("images", idx))
+        return x, ds.labels(idx).astype(np.uint8), ds.meta("images", idx)
+
+
+__all__ = ["SPLITS", "evaluate_run", "load_model", "predict_scores"]

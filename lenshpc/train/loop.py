@@ -1,0 +1,534 @@
+"""The chunk-based training loop (thesis Sec 4.4): train, validate, select, stop early, checkpoint.
+
+One call of :func:`run_training` turns a config and a seed into a complete run directory
+(``docs/run-dir.md``).  Per chunk ``i``:
+
+1. the chunk engine hands over chunk ``i`` (synthesised in a background thread while chunk
+   ``i-1`` trained: ``ChunkEngine.iter_chunks``);
+2. minibatches of ``train.batch_size`` in an order drawn from ``rng_for(seed, "shuffle", i, rank)``
+   go through a custom ``tf.function`` step (``GradientTape``; XLA per ``train.jit_compile``;
+   ``mixed_float16`` + loss scaling per ``train.mixed_precision``; gradients averaged over
+   Horovod ranks);
+3. the model is scored on the **fixed** validation data: loss, accuracy, Fβ-curve indicator
+   I_AUC, soft Fβ, AUROC;
+4. :class:`~lenshpc.train.selection.Selector` keeps the best weights by
+   ``selection.metric`` and counts the early-stopping patience;
+5. every ``train.checkpoint_every`` chunks (and on SIGTERM/SIGUSR1, early stop, the last
+   chunk) a checkpoint is written atomically.
+
+Determinism: weights start from ``keras.utils.set_random_seed(seed)``, TensorFlow ops are
+deterministic (``enable_op_determinism``), chunk ``i``'s data, batch order and dropout seeds
+depend only on ``(seed, i, rank, size)``.  Hence a run killed at any point and resumed from
+its checkpoint ends with the same weights and metrics as an uninterrupted run.
+
+Validation and test: every rank scores the full validation and test sets it is given by the
+chunk engine; with several ranks the per-rank predictions are gathered
+(``ctx.allgather``) before the metrics are computed, so the numbers are those of the whole
+set whatever the world size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from lenshpc.errors import Preempted, UserError
+from lenshpc.train import checkpoint as ckpt
+from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, config_differences, default_run_dir, file_logging,
+                                  save_model, versions, write_history, write_predictions)
+from lenshpc.train.selection import VAL_METRICS, Selector
+from lenshpc.utils import atomic_write_json, progress, rng_for
+
+log = logging.getLogger("lenshpc.train")
+
+#: Signals SLURM sends before preemption or the time limit (``--signal=USR1@120``; SIGTERM on scancel/preempt).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+ChunkCallback = Callable[[int, dict], None]
+
+
+# ======================================================================= public entry points
+def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True, distributed: str = "auto",
+                 force: bool = False, on_chunk_end: Optional[ChunkCallback] = None,
+                 show_progress: bool = True) -> dict:
+    """Train one model as configured and write its run directory; return the metrics.
+
+    Parameters
+    ----------
+    cfg : lenshpc.config.Config
+        Resolved config (``load_config``); ``cfg.seed`` is the run's seed.
+    run_dir : path, optional
+        Output directory; default ``runs/<cfg.name>/seed<cfg.seed>``.
+    resume : bool
+        Continue from ``run_dir/checkpoint`` when one exists (default).  False starts over,
+        deleting an existing checkpoint.
+    distributed : {"auto", "horovod", "none"}
+        Backend for :func:`lenshpc.distributed.init`; ``"auto"`` defers to
+        ``cfg.distributed.backend`` (itself ``auto`` by default: Horovod when launched with
+        several ranks).
+    force : bool
+        Re-run even when the run dir is marked ``DONE`` (starts over).
+    on_chunk_end : callable, optional
+        ``fn(chunk, history_row)`` called after each chunk's validation, before its
+        checkpoint (progress reporting; tests send themselves SIGUSR1 from here).
+    show_progress : bool
+        Progress bar over chunks on stderr (root rank only).
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``.
+
+    Raises
+    ------
+    UserError
+        Missing data file, a run dir holding a checkpoint of a different config, bad backend.
+    Preempted
+        SIGTERM/SIGUSR1 arrived: the current chunk was finished and checkpointed.
+    """
+    from lenshpc import distributed as dist
+
+    rd = RunDir(run_dir if run_dir is not None else default_run_dir(cfg))
+    backend = cfg.distributed.backend if distributed in (None, "auto") else distributed
+    if rd.is_done() and not force:
+        log.info("%s is complete (DONE); skipping (use --force to re-run)", rd.path)
+        return _read_metrics(rd)
+    _check_data(cfg)
+    ctx = dist.init(backend)
+
+    if ctx.is_root:
+        rd.path.mkdir(parents=True, exist_ok=True)
+        if force or not resume:
+            ckpt.remove(rd.checkpoint)
+            rd.clear_markers()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                rd.failed.unlink()  # running again (e.g. resuming after a crash): no longer a failed run
+            if ckpt.find(rd.checkpoint) is not None and rd.config.is_file():
+                _check_same_config(rd, cfg)
+        from lenshpc.config import dump_config
+
+        dump_config(cfg, rd.config)
+    ctx.barrier()  # other ranks read the checkpoint only after the root has vetted (or removed) it
+
+    with file_logging(rd.log if ctx.is_root else None):
+        try:
+            return _Trainer(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress).run()
+        except Preempted:
+            raise
+        except Exception as exc:
+            if ctx.is_root:
+                log.error("run failed: %s: %s", type(exc).__name__, exc)
+                rd.mark_failed(exc)
+            raise
+
+
+def _read_metrics(rd: RunDir) -> dict:
+    try:
+        return json.loads(rd.metrics.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{rd.path} is marked DONE but {rd.metrics.name} is unreadable ({exc}); "
+                        "re-run with --force") from None
+
+
+def _check_data(cfg) -> None:
+    path = cfg.data.path
+    if not path:
+        raise UserError("data.path is empty: set it in the config or with --set data.path=DATA.h5 "
+                        "(make one with `lenshpc simulate --out data/kids_population.h5`)")
+    if not Path(path).is_file():
+        raise UserError(f"data file not found: {path} (data.path); create it with "
+                        f"`lenshpc simulate --out {path}` (or `lenshpc stack` for survey/challenge data), "
+                        "or point --set data.path=… at an existing dataset")
+    if cfg.data.preprocess == "maxtree" and not Path(cfg.data.segmented_path).is_file():
+        raise UserError(f"segmented data not found: {cfg.data.segmented_path} (data.segmented_path); "
+                        f"create it with `lenshpc maxtree {path} --out {cfg.data.segmented_path}`")
+
+
+def _check_same_config(rd: RunDir, cfg) -> None:
+    import yaml
+
+    try:
+        old = yaml.safe_load(rd.config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # unreadable old config: the checkpoint's own shape checks still guard the resume
+    diffs = config_differences(old, cfg.to_dict())
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (" …" if len(diffs) > 5 else "")
+        raise UserError(f"{rd.path} holds a checkpoint of a different config ({shown}); resume with the same "
+                        "config, pass --force to start over, or choose another --run-dir")
+
+
+# ======================================================================= signals
+class _StopRequest:
+    """Set by SIGTERM/SIGUSR1; the loop finishes the current chunk, checkpoints and raises Preempted."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopRequest":
+        # signal.signal works only in the main thread (a submitit job or a thread pool calls us elsewhere: then the
+        # launcher owns signal handling).
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.signum = signum
+        log.warning("received %s: finishing this chunk, then checkpoint and exit", signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+# ======================================================================= the trainer
+class _Trainer:
+    """State of one training run; :meth:`run` is the whole loop."""
+
+    def __init__(self, cfg, rd: RunDir, ctx, *, on_chunk_end: Optional[ChunkCallback], show_progress: bool):
+        self.cfg = cfg
+        self.rd = rd
+        self.ctx = ctx
+        self.on_chunk_end = on_chunk_end
+        self.show_progress = show_progress and ctx.is_root
+        self.root = ctx.is_root
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        from lenshpc import losses, models
+        from lenshpc.data.chunks import ChunkEngine
+
+        cfg = self.cfg
+        keras.utils.set_random_seed(int(cfg.seed))
+        tf.config.experimental.enable_op_determinism()
+
+        self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size)
+        self.model = models.build(cfg.model.name, tuple(self.engine.image_shape), num_outputs=1, **cfg.model.params)
+        self.loss_fn = losses.get(cfg.loss.name, **({"beta": cfg.loss.beta} if cfg.loss.name == "fbeta_soft" else {}))
+
+        lr = float(cfg.train.learning_rate)
+        if cfg.train.optimizer == "adam":
+            optimizer = keras.optimizers.Adam(learning_rate=lr)
+        else:  # SGD with the usual ResNet momentum
+            optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+        if cfg.train.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(self.model.trainable_variables)
+        self.optimizer = optimizer
+        self.seed_states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        self.train_step = self._make_train_step()
+        self.predict_step = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
+                                        jit_compile=bool(cfg.train.jit_compile))
+
+    def _make_train_step(self):
+        import tensorflow as tf
+
+        model, optimizer, loss_fn, ctx = self.model, self.optimizer, self.loss_fn, self.ctx
+        variables = model.trainable_variables
+
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
+                loss = loss_fn(y, p)
+                total = loss + tf.add_n(model.losses) if model.losses else loss
+                scaled = optimizer.scale_loss(total)  # identity unless LossScaleOptimizer
+            grads = tape.gradient(scaled, [v.value for v in variables])
+            grads = ctx.allreduce_gradients(grads)
+            optimizer.apply(grads, variables)  # LossScaleOptimizer unscales and skips non-finite steps
+            return loss
+
+        return tf.function(step, jit_compile=bool(self.cfg.train.jit_compile), reduce_retracing=True)
+
+    def _reseed_dropout(self, chunk: int) -> None:
+        """Dropout seeds of chunk ``chunk`` depend only on (seed, chunk, rank): resumed == uninterrupted."""
+        if not self.seed_states:
+            return
+        rng = rng_for(self.cfg.seed, "dropout", chunk, self.ctx.rank)
+        for var, value in zip(self.seed_states, rng.integers(0, 2**31 - 1, size=len(self.seed_states))):
+            var.assign(np.array([int(value), 0], dtype=var.dtype))
+
+    # ------------------------------------------------------------------ evaluation
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Scores ``(N,)`` float32 in fixed-size batches (inference mode)."""
+        import tensorflow as tf
+
+        batch = PREDICT_BATCH
+        out = [np.asarray(tf.cast(self.predict_step(tf.constant(x[i:i + batch])), tf.float32)).reshape(-1)
+               for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.empty(0, np.float32)
+
+    def gather(self, *arrays: np.ndarray) -> tuple:
+        """Each rank's rows concatenated in rank order (identity with one rank)."""
+        return tuple(self.ctx.allgather(np.asarray(a)) for a in arrays)
+
+    def val_metrics(self, y: np.ndarray, p: np.ndarray) -> dict:
+        """All history metrics of validation labels ``y`` and scores ``p``."""
+        from lenshpc import metrics
+
+        sel = self.cfg.selection
+        loss = float(np.asarray(self.loss_fn(y.astype(np.float32), p.astype(np.float32))))
+        out = {"val_loss": loss}
+        for name in VAL_METRICS[1:]:
+            out[name] = float(metrics.selection_score(name, y, p, loss_value=loss, beta=sel.beta, steps=sel.steps))
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        import tensorflow as tf
+
+        cfg, ctx, rd = self.cfg, self.ctx, self.rd
+        t_start = time.perf_counter()
+        policy = _set_precision(cfg.train.mixed_precision)
+        try:
+            self._build()
+        finally:
+            _restore_precision(policy)
+        selector = Selector.for_config(cfg)
+        history: list[dict] = []
+        best_weights = None
+        start, stopped_early, elapsed_before = 0, False, 0.0
+
+        if ckpt.find(rd.checkpoint) is not None:
+            state, best_weights = ckpt.load(rd.checkpoint, self.model, self.optimizer)
+            selector = Selector.from_state(state["selector"])
+            selector.patience = int(cfg.train.patience)
+            history = state["history"]
+            start, stopped_early = int(state["next_chunk"]), bool(state.get("stopped_early", False))
+            elapsed_before = float(state.get("elapsed_s", 0.0))
+            if state.get("world_size", ctx.size) != ctx.size:
+                log.warning("resuming a run checkpointed with %s ranks on %d ranks: data shards differ, so the "
+                            "result will not equal an uninterrupted run", state.get("world_size"), ctx.size)
+            if self.root:
+                log.info("resuming %s at chunk %d (best %s = %s at chunk %d)", rd.path, start, selector.metric,
+                         selector.best_score, selector.best_chunk)
+        elif self.root:
+            log.info("starting %s: model %s, loss %s, selection %s, %d chunks of %d, seed %d, %d rank(s)", rd.path,
+                     cfg.model.name, cfg.loss.name, cfg.selection.metric, cfg.train.chunks, cfg.data.chunk_size,
+                     cfg.seed, ctx.size)
+        # Every rank starts from rank 0's state (identical anyway when seeded, but cheap insurance).
+        ctx.broadcast_variables(list(self.model.variables) + list(self.optimizer.variables))
+
+        x_val, y_val = self.engine.validation()
+        stop_at = int(cfg.train.chunks)
+        timings = {"data_wait_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
+        images_trained = 0
+        writer = tf.summary.create_file_writer(str(rd.tensorboard)) if (cfg.train.tensorboard and self.root) else None
+
+        def save_checkpoint(next_chunk: int) -> None:
+            t0 = time.perf_counter()
+            if self.root:
+                state = {"next_chunk": next_chunk, "stopped_early": stopped_early, "selector": selector.state(),
+                         "history": history, "world_size": ctx.size, "seed": cfg.seed,
+                         "elapsed_s": elapsed_before + time.perf_counter() - t_start}
+                ckpt.save(rd.checkpoint, self.model, self.optimizer, best_weights, state)
+            ctx.barrier()
+            timings["checkpoint_s"] += time.perf_counter() - t0
+
+        run_loop = start < stop_at and not stopped_early
+        with _StopRequest() as stop, progress(total=stop_at, desc="chunks", unit="chunk",
+                                              disable=not self.show_progress or not run_loop) as bar:
+            bar.update(min(start, stop_at))
+            chunks = self.engine.iter_chunks(start, stop_at) if run_loop else iter(())
+            try:
+                t_wait = time.perf_counter()
+                for chunk, x, y in chunks:
+                    timings["data_wait_s"] += time.perf_counter() - t_wait
+                    row = self._train_chunk(chunk, x, y, x_val, y_val, timings)
+                    images_trained += len(x) * ctx.size
+                    selected = selector.update(chunk, row[cfg.selection.metric])
+                    row["selected"] = selected
+                    if selected:
+                        best_weights = self.model.get_weights()
+                    history.append(row)
+                    if self.root:
+                        write_history(rd.history, history)
+                        self._log_chunk(row, stop_at, len(x) * ctx.size)
+                        if writer is not None:
+                            _tensorboard(writer, row)
+                    bar.update(1)
+                    if self.on_chunk_end is not None:
+                        self.on_chunk_end(chunk, dict(row))
+                    stopped_early = selector.should_stop
+                    preempt = self._stop_requested(stop)
+                    last = chunk + 1 >= stop_at
+                    if stopped_early or preempt or last or (chunk + 1) % cfg.train.checkpoint_every == 0:
+                        save_checkpoint(chunk + 1)
+                    if preempt:
+                        raise Preempted(f"stopped by {_signal_name(stop.signum)} after chunk {chunk}; "
+                                        f"resume with the same command")
+                    if stopped_early:
+                        if self.root:
+                            log.info("early stopping after chunk %d: no %s improvement for %d chunks (best: chunk "
+                                     "%d, %.6g)", chunk, selector.metric, selector.patience, selector.best_chunk,
+                                     selector.best_score)
+                        break
+                    t_wait = time.perf_counter()
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # stop the prefetch thread when we leave early
+        if writer is not None:
+            writer.close()
+
+        return self._finish(history, selector, best_weights, stopped_early, x_val, y_val, timings, images_trained,
+                            elapsed_before + time.perf_counter() - t_start)
+
+    def _train_chunk(self, chunk: int, x: np.ndarray, y: np.ndarray, x_val, y_val, timings: dict) -> dict:
+        import tensorflow as tf
+
+        cfg = self.cfg
+        lr = self.ctx.learning_rate(float(cfg.train.learning_rate), chunk, cfg.distributed)
+        self.optimizer.learning_rate = lr
+        self._reseed_dropout(chunk)
+        order = rng_for(cfg.seed, "shuffle", chunk, self.ctx.rank).permutation(len(x))
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        bs = int(cfg.train.batch_size)
+        t0 = time.perf_counter()
+        total, count = 0.0, 0
+        # The last partial batch is kept (a chunk is never silently shortened); it traces the step once more.
+        for i in range(0, len(order), bs):
+            idx = order[i:i + bs]
+            loss = self.train_step(tf.constant(x[idx]), tf.constant(y[idx]))
+            total += float(loss) * len(idx)
+            count += len(idx)
+        train_s = time.perf_counter() - t0
+        timings["train_s"] += train_s
+        train_loss = float(self.ctx.allreduce_mean(total / max(count, 1)))
+
+        t0 = time.perf_counter()
+        p_val = self.predict(x_val)
+        y_all, p_all = self.gather(np.asarray(y_val).reshape(-1), p_val)
+        row = {"chunk": int(chunk), "train_loss": train_loss, **self.val_metrics(y_all, p_all), "lr": float(lr),
+               "seconds": round(train_s, 4)}
+        timings["eval_s"] += time.perf_counter() - t0
+        return row
+
+    def _stop_requested(self, stop: _StopRequest) -> bool:
+        # All ranks must agree, or one would wait forever in the next collective.
+        flag = 1.0 if stop.requested else 0.0
+        return bool(self.ctx.allreduce_mean(flag) > 0) if self.ctx.size > 1 else bool(flag)
+
+    def _log_chunk(self, row: dict, total: int, images: int) -> None:
+        chunk = row["chunk"]
+        if not (row["selected"] or (chunk + 1) % self.cfg.train.log_every == 0 or chunk + 1 == total):
+            return
+        log.info("chunk %d/%d train_loss %.5f val_loss %.5f val_acc %.4f val_fbeta_auc %.4f val_soft_fbeta %.4f "
+                 "val_auroc %.4f%s | %.0f img/s", chunk + 1, total, row["train_loss"], row["val_loss"],
+                 row["val_accuracy"], row["val_fbeta_auc"], row["val_soft_fbeta"], row["val_auroc"],
+                 " *selected*" if row["selected"] else "", images / max(row["seconds"], 1e-9))
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, history, selector, best_weights, stopped_early, x_val, y_val, timings, images_trained,
+                total_s) -> dict:
+        from lenshpc import metrics
+        from lenshpc.config import flatten
+
+        cfg, ctx, rd = self.cfg, self.ctx, self.rd
+        if best_weights is not None:
+            self.model.set_weights(best_weights)
+        x_test, y_test, meta_test = self.engine.test()
+        p_test = self.predict(x_test)
+        y_test, p_test = self.gather(np.asarray(y_test).reshape(-1), p_test)
+        meta_test = {k: self.gather(np.asarray(v))[0] for k, v in sorted(meta_test.items())}
+        p_val = self.predict(x_val)
+        y_val, p_val = self.gather(np.asarray(y_val).reshape(-1), p_val)
+
+        sel = cfg.selection
+        result = dict(metrics.summary(y_test, p_test, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
+        chunks_trained = len(history)
+        best_row = next((r for r in history if r["chunk"] == selector.best_chunk), {})
+        result.update({
+            "seed": int(cfg.seed), "threshold": float(sel.threshold), "beta": float(sel.beta),
+            "n_test": int(len(y_test)), "n_val": int(len(y_val)),
+            "selection": {"metric": selector.metric, "best_chunk": int(selector.best_chunk),
+                          "best_score": selector.best_score,
+                          "val": {k: best_row.get(k) for k in VAL_METRICS}},
+            "chunks_trained": chunks_trained, "stopped_early": bool(stopped_early),
+            "timings": {"total_s": round(total_s, 3),
+                        "per_chunk_s": round(timings["train_s"] / max(chunks_trained, 1), 4),
+                        **{k: round(v, 3) for k, v in timings.items()},
+                        "images_per_s": round(images_trained / timings["train_s"], 1) if timings["train_s"] else None},
+            "versions": versions(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
+        })
+        if self.root:
+            write_predictions(rd.predictions, {
+                "test": {"scores": p_test, "labels": y_test, "meta": meta_test},
+                "val": {"scores": p_val, "labels": y_val, "meta": {}},
+            })
+            atomic_write_json(rd.metrics, _json_safe(result))
+            save_model(self.model, rd.model)
+            write_history(rd.history, history)
+            rd.mark_done()
+            log.info("done: %s chunks, best chunk %d (%s %.6g); test auroc %.4f, accuracy %.4f, fbeta %.4f → %s",
+                     chunks_trained, selector.best_chunk, selector.metric, selector.best_score or float("nan"),
+                     result.get("auroc", float("nan")), result.get("accuracy", float("nan")),
+                     result.get("fbeta", float("nan")), rd.path)
+        ctx.barrier()
+        return _json_safe(result)
+
+
+# ======================================================================= helpers
+def _set_precision(mixed: bool):
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    return previous
+
+
+def _restore_precision(previous: str) -> None:
+    import keras
+
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def _tensorboard(writer, row: dict) -> None:
+    import tensorflow as tf
+
+    with writer.as_default():
+        for key in ("train_loss", *VAL_METRICS, "lr"):
+            tf.summary.scalar(key, row[key], step=row["chunk"])
+        writer.flush()
+
+
+def _signal_name(signum: Optional[int]) -> str:
+    with contextlib.suppress(ValueError, TypeError):
+        return signal.Signals(signum).name
+    return "signal"
+
+
+def _json_safe(obj):
+    """NaN/Inf → None (strict JSON), numpy → Python."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+__all__ = ["STOP_SIGNALS", "run_training"]

@@ -1,0 +1,237 @@
+"""The run directory contract (``docs/run-dir.md``): paths, markers, and the files a run writes.
+
+Every writer here is atomic (temp file + rename), so a run killed at any moment leaves
+either the previous version of a file or the new one, never half of one.  Only the root
+rank calls these writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from lenshpc.utils import atomic_path, atomic_write_text
+
+#: Columns of ``history.csv`` in order (one row per trained chunk).
+HISTORY_COLUMNS = ("chunk", "train_loss", "val_loss", "val_accuracy", "val_fbeta_auc", "val_soft_fbeta", "val_auroc",
+                   "selected", "lr", "seconds")
+
+#: Config keys that may differ between the run that wrote a checkpoint and the one resuming it: they change how
+#: long or where a run goes, not what it computes per chunk.
+RESUMABLE_CHANGES = ("train.chunks", "train.checkpoint_every", "train.log_every", "train.tensorboard",
+                     "data.prefetch", "data.threads", "data.path", "data.segmented_path")
+RESUMABLE_PREFIXES = ("hpc.", "distributed.backend")
+
+#: Inference batch size of validation, test and `lenshpc evaluate` (one value, so re-scoring reproduces a run).
+PREDICT_BATCH = 256
+
+
+def default_run_dir(cfg) -> Path:
+    """``runs/<cfg.name>/seed<cfg.seed>`` relative to the working directory."""
+    return Path("runs") / cfg.name / f"seed{cfg.seed}"
+
+
+class RunDir:
+    """Paths and markers of one run directory.
+
+    Parameters
+    ----------
+    path : str or Path
+        The directory (created on first write).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # -- paths -----------------------------------------------------------------
+    config = property(lambda self: self.path / "config.yaml")
+    metrics = property(lambda self: self.path / "metrics.json")
+    predictions = property(lambda self: self.path / "predictions.h5")
+    history = property(lambda self: self.path / "history.csv")
+    model = property(lambda self: self.path / "model.keras")
+    checkpoint = property(lambda self: self.path / "checkpoint")
+    log = property(lambda self: self.path / "train.log")
+    done = property(lambda self: self.path / "DONE")
+    failed = property(lambda self: self.path / "FAILED")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+
+    def is_done(self) -> bool:
+        return self.done.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return (self.checkpoint / "state.json").is_file()
+
+    # -- markers ----------------------------------------------------------------
+    def mark_done(self) -> None:
+        """Write ``DONE`` (last file of a run); clears a stale ``FAILED``."""
+        with contextlib.suppress(FileNotFoundError):
+            self.failed.unlink()
+        atomic_write_text(self.done, "")
+
+    def mark_failed(self, exc: BaseException) -> None:
+        """Write ``FAILED`` with the error's one-line summary."""
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.failed, f"{type(exc).__name__}: {exc}\n")
+
+    def clear_markers(self) -> None:
+        for marker in (self.done, self.failed):
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+
+def config_differences(old: Mapping, new: Mapping) -> list[str]:
+    """Flattened keys whose values differ between two config dicts, ignoring :data:`RESUMABLE_CHANGES`."""
+    from lenshpc.config import flatten
+
+    a, b = flatten(dict(old)), flatten(dict(new))
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in RESUMABLE_CHANGES or key.startswith(RESUMABLE_PREFIXES):
+            continue
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return out
+
+
+# ----------------------------------------------------------------------- history.csv
+def write_history(path: Path, rows: Iterable[Mapping]) -> None:
+    """Rewrite ``history.csv`` atomically from the in-memory rows (floats with full precision)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in HISTORY_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _csv_value(value):
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly
+    return "" if value is None else value
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    """Rows of a ``history.csv`` with numbers parsed (``selected`` as bool)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict = {}
+            for key, value in raw.items():
+                if key == "chunk":
+                    row[key] = int(value)
+                elif key == "selected":
+                    row[key] = value == "1"
+                else:
+                    row[key] = float(value) if value not in ("", None) else None
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------- predictions.h5
+def write_predictions(path: Path, groups: Mapping[str, Mapping]) -> None:
+    """Write ``predictions.h5`` atomically.
+
+    Parameters
+    ----------
+    groups : dict
+        ``{"test": {"scores": (N,), "labels": (N,), "meta": {column: (N,)}}, "val": {...}}``.
+    """
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            for name, data in groups.items():
+                g = fh.create_group(name)
+                scores = np.asarray(data["scores"], dtype=np.float32).reshape(-1)
+                labels = np.asarray(data["labels"]).reshape(-1).astype(np.uint8)
+                g.create_dataset("scores", data=scores)
+                g.create_dataset("labels", data=labels)
+                m = g.create_group("meta")
+                for col, values in (data.get("meta") or {}).items():
+                    values = np.asarray(values)
+                    if len(values) != len(scores):
+                        continue  # a column that does not describe these rows (defensive: never written)
+                    if values.dtype.kind in "UO":
+                        m.create_dataset(col, data=values.astype(str).tolist(), dtype=h5py.string_dtype())
+                    else:
+                        m.create_dataset(col, data=values)
+
+
+def read_predictions(path: str | os.PathLike, group: str = "test") -> dict:
+    """``{"scores", "labels", "meta": {...}}`` of one group of a ``predictions.h5``."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        g = fh[group]
+        meta = {}
+        for col, ds in g["meta"].items():
+            meta[col] = np.asarray(ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()])
+        return {"scores": g["scores"][()], "labels": g["labels"][()], "meta": meta}
+
+
+# ----------------------------------------------------------------------- model.keras
+def save_model(model, path: Path) -> None:
+    """``model.save`` atomically (Keras insists on the ``.keras`` suffix, so the temp name keeps it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------- logging
+@contextlib.contextmanager
+def file_logging(path: Path | None, logger_names: Iterable[str] = ("lenshpc",)) -> Iterator[None]:
+    """Append the run's log records to ``path`` (``train.log``) while the block runs; None = no file."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    loggers = [logging.getLogger(n) for n in logger_names]
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)  # the file gets INFO even when the console is quieter
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, old_levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+        handler.close()
+
+
+def versions() -> dict:
+    """Versions that determine a run's numbers (recorded in ``metrics.json``)."""
+    import h5py
+    import keras
+    import tensorflow as tf
+
+    from lenshpc import __version__
+
+    return {"lenshpc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
+
+
+__all__ = ["HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "config_differences", "default_run_dir", "file_logging",
+           "read_history", "read_predictions", "save_model", "versions", "write_history", "write_predictions"]
