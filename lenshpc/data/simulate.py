@@ -60,6 +60,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -104,6 +105,23 @@ def _blocks(counts: dict[str, int], block_size: int) -> list[tuple[str, int, int
     return [(name, start, min(start + block_size, n)) for name, n in counts.items() for start in range(0, n, block_size)]
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """The process start method for the worker pool.
+
+    "fork" starts workers at once with everything imported, but forking a parent that runs
+    native thread pools (TensorFlow) can deadlock; then a "forkserver" whose server has
+    imported the simulator once is used (the calling script needs the usual
+    ``if __name__ == "__main__":`` guard).  "spawn" would re-import lenstronomy in every
+    worker (~2.5 s each).
+    """
+    if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["lenshpc.data.sim_galaxies", "lenshpc.data.sim_sources",
+                                "lenstronomy.LensModel.lens_model", "lenstronomy.LightModel.light_model"])
+    return ctx
+
+
 def _run_blocks(blocks: list[tuple[str, int, int]], seed: int, opts: SimOptions, workers: int
                 ) -> Iterator[tuple[tuple[str, int, int], tuple[np.ndarray, dict]]]:
     """Yield ``(block, result)`` as blocks finish (any order); at most ~2 blocks per worker in flight."""
@@ -111,8 +129,7 @@ def _run_blocks(blocks: list[tuple[str, int, int]], seed: int, opts: SimOptions,
         for block in blocks:
             yield block, simulate_block(*block, seed, opts)
         return
-    # "spawn": forking a parent that already runs threads (TensorFlow, BLAS pools) can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         pending: dict = {}
         queue = iter(blocks)
         for block in queue:
