@@ -151,12 +151,10 @@ def plot_histograms(hists: dict[str, np.ndarray], out: Path) -> list[Path]:
     ncols = min(3, n)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-    centres = 0.5 * (HIST_BINS[1:] + HIST_BINS[:-1])
-    width = HIST_BINS[1] - HIST_BINS[0]
     for ax, (label, counts) in zip(axes.ravel(), hists.items()):
-        ax.bar(centres, counts[0], width=width, color="tab:blue", alpha=0.6, label="non-lenses")
-        ax.bar(centres, counts[1], width=width, color="tab:orange", alpha=0.6, label="lenses")
-        ax.set_yscale("log")
+        # stairs: one artist per class (bar() makes one patch per bin: 10x slower to save)
+        ax.stairs(counts[0], HIST_BINS, fill=True, color="tab:blue", alpha=0.6, label="non-lenses")
+        ax.stairs(counts[1], HIST_BINS, fill=True, color="tab:orange", alpha=0.6, label="lenses")
         ax.set(title=label, xlabel="prediction", ylabel="count (all seeds)", xlim=(0, 1))
         ax.title.set_fontsize(9)
     for ax in axes.ravel()[n:]:
