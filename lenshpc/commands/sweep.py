@@ -74,15 +74,27 @@ def hpc_from_args(base, args: argparse.Namespace):
 
 
 def print_plan(spec, planned, executor: str, hpc) -> None:
+    """The grid (one line per variant: its distinguishing values and its seeds per action) and resources."""
+    from lenshpc.hpc.spec import group_values
     from lenshpc.hpc.sweep import describe_resources
+    from lenshpc.report.tables import seeds_text
 
-    width = max(len(p.point.id) for p in planned)
+    values = group_values(spec)
     print(f"sweep {spec.name}: {len(spec.groups)} variant(s) × {len(spec.seeds)} seed(s) = {len(spec.points)} runs "
           f"→ {spec.out}")
     print(f"varied keys: {', '.join(spec.varied_keys) or '(none)'}")
+    width = max(len(g) for g in spec.groups)
+    for group in spec.groups:
+        mine = [p for p in planned if p.point.group == group]
+        actions = {}
+        for p in mine:
+            actions.setdefault(p.action, []).append(p.point.seed)
+        text = "; ".join(f"{a} seeds {seeds_text(s)}" for a, s in actions.items())
+        vals = ", ".join(f"{k}={v}" for k, v in values[group].items())
+        print(f"  {group:<{width}}  {text}" + (f"  [{vals}]" if vals else ""))
     for p in planned:
-        params = ", ".join(f"{k}={v}" for k, v in p.point.params.items())
-        print(f"  {p.point.id:<{width}}  {p.action:<7} {p.reason}" + (f"  [{params}]" if params else ""))
+        if p.action in ("failed", "retry", "active"):
+            print(f"    {p.point.id}: {p.action}: {p.reason}")
     n_todo = sum(p.action in ("submit", "retry") for p in planned)
     print(describe_resources(executor, hpc, n_todo))
 

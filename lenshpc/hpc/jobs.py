@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lenshpc.config import HpcConfig
-from lenshpc.errors import UserError
+from lenshpc.errors import Preempted, UserError
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -67,7 +67,6 @@ class TrainRun(_Checkpointable):
         forward = _TimeoutForwarder()
         try:
             from lenshpc.config import from_dict
-            from lenshpc.errors import Preempted
             from lenshpc.train import run_training
 
             cfg = from_dict(self.config, source=f"{self.run_dir}/config")
@@ -79,7 +78,12 @@ class TrainRun(_Checkpointable):
                     # caused it, let submitit's own handler requeue us (it calls self.checkpoint()).
                     forward.requeue_if_signalled()
                     raise
+        except Preempted as exc:
+            if self.raise_errors:
+                raise  # checkpointed, not failed: a requeue (or --retry-failed) resumes it
+            return {"status": "preempted", "run_dir": self.run_dir, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - reported through FAILED and (optionally) re-raised
+            _mark_failed(Path(self.run_dir), exc)
             if self.raise_errors:
                 raise
             return {"status": "failed", "run_dir": self.run_dir, "error": f"{type(exc).__name__}: {exc}"}
@@ -93,6 +97,22 @@ class TrainRun(_Checkpointable):
 
     def __repr__(self) -> str:
         return f"TrainRun({self.run_dir!r})"
+
+
+def _mark_failed(run_dir: Path, exc: BaseException) -> None:
+    """Write ``FAILED`` when the run failed before its own writer could (e.g. a missing data file).
+
+    Only rank 0 writes (``SLURM_PROCID``/``SUBMITIT_LOCAL_GLOBALID`` unset or 0).
+    """
+    rank = os.environ.get("SLURM_PROCID") or os.environ.get("SUBMITIT_LOCAL_GLOBALID") or "0"
+    if rank != "0" or (run_dir / "FAILED").exists():
+        return
+    from lenshpc.utils import atomic_write_text
+
+    try:
+        atomic_write_text(run_dir / "FAILED", f"{type(exc).__name__}: {exc}\n")
+    except OSError:
+        pass
 
 
 class _TimeoutForwarder:

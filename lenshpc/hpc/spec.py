@@ -220,11 +220,36 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
                                         config_file=key if file_path else "<defaults>",
                                         run_dir=out_dir / group / f"seed{seed}", config=cfg.replace(seed=seed)))
     hpc = _hpc(points, data.get("hpc"), path)
-    varied = sorted({k for p in points for k in p.params} | ({"seed"} if len(seeds) > 1 else set()))
+    varied = _varied_keys(points) + (["seed"] if len(seeds) > 1 else [])
     dupes = [g for g, n in _count(p.id for p in points).items() if n > 1]
     if dupes:
         raise ConfigError(f"{path}: grid points collide on run directory {dupes[0]}; give variants distinct names")
     return SweepSpec(path=path, name=name, out=out_dir, points=points, hpc=hpc, varied_keys=varied)
+
+
+def _varied_keys(points: list[GridPoint]) -> list[str]:
+    """Flattened config keys whose values differ between grid points (seed and name excluded)."""
+    from lenshpc.config import flatten
+
+    firsts = {p.group: p for p in points}.values()
+    flats = [flatten(p.config.to_dict()) for p in firsts]
+    keys = set().union(*flats) if flats else set()
+    varied = [k for k in keys if k not in ("seed", "name")
+              and len({yaml.safe_dump(f.get(k), default_flow_style=True) for f in flats}) > 1]
+    return sorted(varied)
+
+
+def group_values(spec: "SweepSpec") -> dict[str, dict[str, Any]]:
+    """``{group: {varied key: value}}`` (what distinguishes each report row)."""
+    from lenshpc.config import flatten
+
+    out = {}
+    keys = [k for k in spec.varied_keys if k != "seed"]
+    for p in spec.points:
+        if p.group not in out:
+            flat = flatten(p.config.to_dict())
+            out[p.group] = {k: flat.get(k) for k in keys}
+    return out
 
 
 def _count(items) -> dict:

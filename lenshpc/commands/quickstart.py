@@ -1,0 +1,91 @@
+"""``lenshpc quickstart``: simulate → sweep → reduce on the embedded default, no config files needed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "end-to-end demo: simulate a small population, run a 2 losses × 3 seeds sweep, print the report"
+DESCRIPTION = """\
+The main job on the embedded default (lenshpc/resources/quickstart.yaml), from a fresh clone:
+
+  1. simulate a small KiDS-like population (64×64 px) with lenstronomy  → OUT/data/population.h5
+  2. sweep: BCE and Fβ-soft loss × seeds 0–2 of a tiny ResNet (local executor) → OUT/runs/
+  3. reduce: Table-5.1-style mean ± std report and plots                 → OUT/report.md, OUT/plots/
+
+A few minutes on 2 CPU cores. Re-running skips finished work (the dataset and every finished
+run); an interrupted quickstart resumes from the runs' checkpoints.
+
+examples:
+  lenshpc quickstart
+  lenshpc quickstart --out /scratch/$USER/qs --parallel 2
+"""
+
+#: Population size of the quickstart dataset (test split: 10 % of lenses / negatives).
+POPULATION = {"n_lenses": 240, "n_sources": 480, "n_negatives": 240, "size": 64, "seed": 0}
+
+
+def resource(name: str) -> Path:
+    """Path of a file shipped in ``lenshpc/resources`` (package data)."""
+    import lenshpc
+
+    path = Path(lenshpc.__file__).parent / "resources" / name
+    if not path.is_file():  # pragma: no cover - a broken installation
+        from lenshpc.errors import UserError
+
+        raise UserError(f"{path} is missing from the installation; reinstall lenshpc (pip install -e .)")
+    return path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="lenshpc-quickstart", help="output directory (default: ./lenshpc-quickstart)")
+    p.add_argument("--executor", choices=("local", "debug"), default="local",
+                   help="local: one background process per run (default); debug: in this process")
+    p.add_argument("--parallel", type=int, default=1, help="runs trained at once (default 1; 2 cores: try 2)")
+    p.add_argument("--workers", type=int, default=2, help="simulation worker processes (default 2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lenshpc.errors import UserError
+    from lenshpc.hpc.spec import load_sweep
+    from lenshpc.hpc.sweep import run_sweep
+    from lenshpc.report import reduce_runs
+
+    if args.parallel < 1:
+        raise UserError(f"--parallel {args.parallel}: must be at least 1")
+    out = Path(args.out).resolve()
+    data = out / "data" / "population.h5"
+    print(f"[1/3] population → {data}", flush=True)
+    if data.exists():
+        print("      exists, skipped", flush=True)
+    else:
+        from lenshpc.data.simulate import simulate_population
+
+        simulate_population(data, workers=max(1, args.workers), progress=True, **POPULATION)
+
+    spec = load_sweep(resource("quickstart.yaml"), overrides=[f"data.path={data}"], out=out / "runs")
+    print(f"[2/3] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
+    # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
+    outcome = run_sweep(spec, executor=args.executor, parallel=args.parallel, retry_failed=True)
+    done = outcome.count("done")
+    if done:
+        print(f"      {done} run(s) already finished, skipped", flush=True)
+    for point, error in outcome.failed_after:
+        print(f"      failed: {point.id}: {error}", flush=True)
+
+    print(f"[3/3] report → {out}", flush=True)
+    result = reduce_runs(spec.out, out=out)
+    print()
+    print(result.table)
+    print()
+    print(f"mean ± std over seeds (sample std, ddof = 1) at threshold 0.5 on the test set; "
+          f"{result.count('ok')} of {len(spec.points)} runs finished")
+    print(f"report: {result.files['md']}  (+ report.csv, report.tex)")
+    if result.plots:
+        print(f"plots:  {result.plots[0].parent}/  (fbeta_curves, prediction_histograms, roc_curves; .png + .pdf)")
+    print(f"runs:   {spec.out}/<loss>/seed<k>/  (lenshpc status {spec.out})")
+    if outcome.failed_after:
+        print(f"{len(outcome.failed_after)} run(s) failed; see {spec.out}/<loss>/seed<k>/train.log, then re-run "
+              "`lenshpc quickstart` (it retries failed runs and skips finished ones)")
+        return 1
+    return 0
