@@ -112,8 +112,9 @@ def predict_scores(model, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.
     """Sigmoid scores ``(N,)`` float32 of ``model`` on images ``x`` in inference mode."""
     import tensorflow as tf
 
-    step = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
-    out = [np.asarray(tf.cast(step(tf.constant(x[i:i + batch_size])), tf.float32)).reshape(-1)
+    spec = tf.TensorSpec([None, *np.shape(x)[1:]], tf.float32)
+    step = tf.function(lambda b: model(b, training=False), input_signature=[spec])
+    out = [np.asarray(tf.cast(step(tf.constant(x[i:i + batch_size], tf.float32)), tf.float32)).reshape(-1)
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.empty(0, np.float32)
 

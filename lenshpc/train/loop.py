@@ -103,6 +103,7 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         log.info("%s is complete (DONE); skipping (use --force to re-run)", rd.path)
         return _read_metrics(rd)
     _check_data(cfg)
+    _check_names(cfg)
     ctx = dist.init(backend)
 
     if ctx.is_root:
@@ -122,7 +123,7 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
 
     with file_logging(rd.log if ctx.is_root else None):
         try:
-            return _Trainer(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress).run()
+            return Trainer(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress).run()
         except Preempted:
             raise
         except Exception as exc:
@@ -152,6 +153,16 @@ def _check_data(cfg) -> None:
     if cfg.data.preprocess == "maxtree" and not Path(cfg.data.segmented_path).is_file():
         raise UserError(f"segmented data not found: {cfg.data.segmented_path} (data.segmented_path); "
                         f"create it with `lenshpc maxtree {path} --out {cfg.data.segmented_path}`")
+
+
+def _check_names(cfg) -> None:
+    """Unknown model or loss names fail before any data is synthesised, listing the valid ones."""
+    from lenshpc import losses, models
+
+    for what, name, registry in (("model.name", cfg.model.name, models), ("loss.name", cfg.loss.name, losses)):
+        available = list(registry.available())
+        if name not in available:
+            raise UserError(f"{what} = {name!r} is not one of {', '.join(available)}")
 
 
 def _check_same_config(rd: RunDir, cfg) -> None:
@@ -198,10 +209,15 @@ class _StopRequest:
 
 
 # ======================================================================= the trainer
-class _Trainer:
-    """State of one training run; :meth:`run` is the whole loop."""
+class Trainer:
+    """State of one training run; :meth:`run` is the whole loop.
 
-    def __init__(self, cfg, rd: RunDir, ctx, *, on_chunk_end: Optional[ChunkCallback], show_progress: bool):
+    Use :func:`run_training`; the class is public for ``benchmarks/train_step.py``, which calls
+    :meth:`build` and :meth:`fit_chunk` to time the training step alone.
+    """
+
+    def __init__(self, cfg, rd: RunDir, ctx, *, on_chunk_end: Optional[ChunkCallback] = None,
+                 show_progress: bool = False):
         self.cfg = cfg
         self.rd = rd
         self.ctx = ctx
@@ -210,7 +226,8 @@ class _Trainer:
         self.root = ctx.is_root
 
     # ------------------------------------------------------------------ set-up
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Seed, then create chunk engine, model, loss, optimizer and the compiled steps."""
         import keras
         import tensorflow as tf
 
@@ -235,8 +252,10 @@ class _Trainer:
         optimizer.build(self.model.trainable_variables)
         self.optimizer = optimizer
         self.seed_states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        # A batch dimension of None: one trace serves full batches, the last partial one, validation and test.
+        self.image_spec = tf.TensorSpec([None, *self.engine.image_shape], tf.float32)
         self.train_step = self._make_train_step()
-        self.predict_step = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
+        self.predict_step = tf.function(lambda x: self.model(x, training=False), input_signature=[self.image_spec],
                                         jit_compile=bool(cfg.train.jit_compile))
 
     def _make_train_step(self):
@@ -256,7 +275,8 @@ class _Trainer:
             optimizer.apply(grads, variables)  # LossScaleOptimizer unscales and skips non-finite steps
             return loss
 
-        return tf.function(step, jit_compile=bool(self.cfg.train.jit_compile), reduce_retracing=True)
+        return tf.function(step, jit_compile=bool(self.cfg.train.jit_compile),
+                           input_signature=[self.image_spec, tf.TensorSpec([None], tf.float32)])
 
     def _reseed_dropout(self, chunk: int) -> None:
         """Dropout seeds of chunk ``chunk`` depend only on (seed, chunk, rank): resumed == uninterrupted."""
@@ -272,7 +292,7 @@ class _Trainer:
         import tensorflow as tf
 
         batch = PREDICT_BATCH
-        out = [np.asarray(tf.cast(self.predict_step(tf.constant(x[i:i + batch])), tf.float32)).reshape(-1)
+        out = [np.asarray(tf.cast(self.predict_step(tf.constant(x[i:i + batch], tf.float32)), tf.float32)).reshape(-1)
                for i in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.empty(0, np.float32)
 
@@ -299,7 +319,7 @@ class _Trainer:
         t_start = time.perf_counter()
         policy = _set_precision(cfg.train.mixed_precision)
         try:
-            self._build()
+            self.build()
         finally:
             _restore_precision(policy)
         selector = Selector.for_config(cfg)
@@ -392,7 +412,8 @@ class _Trainer:
         return self._finish(history, selector, best_weights, stopped_early, x_val, y_val, timings, images_trained,
                             elapsed_before + time.perf_counter() - t_start)
 
-    def _train_chunk(self, chunk: int, x: np.ndarray, y: np.ndarray, x_val, y_val, timings: dict) -> dict:
+    def fit_chunk(self, chunk: int, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+        """Train on one chunk in shuffled minibatches; return ``(mean loss on this rank, seconds, lr)``."""
         import tensorflow as tf
 
         cfg = self.cfg
@@ -404,15 +425,18 @@ class _Trainer:
         bs = int(cfg.train.batch_size)
         t0 = time.perf_counter()
         total, count = 0.0, 0
-        # The last partial batch is kept (a chunk is never silently shortened); it traces the step once more.
+        # The last partial batch is kept (a chunk is never silently shortened).
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
-            loss = self.train_step(tf.constant(x[idx]), tf.constant(y[idx]))
+            loss = self.train_step(tf.constant(x[idx], tf.float32), tf.constant(y[idx]))
             total += float(loss) * len(idx)
             count += len(idx)
-        train_s = time.perf_counter() - t0
+        return total / max(count, 1), time.perf_counter() - t0, lr
+
+    def _train_chunk(self, chunk: int, x: np.ndarray, y: np.ndarray, x_val, y_val, timings: dict) -> dict:
+        local_loss, train_s, lr = self.fit_chunk(chunk, x, y)
         timings["train_s"] += train_s
-        train_loss = float(self.ctx.allreduce_mean(total / max(count, 1)))
+        train_loss = float(self.ctx.allreduce_mean(local_loss))
 
         t0 = time.perf_counter()
         p_val = self.predict(x_val)
@@ -531,4 +555,4 @@ def _json_safe(obj):
     return obj
 
 
-__all__ = ["STOP_SIGNALS", "run_training"]
+__all__ = ["STOP_SIGNALS", "Trainer", "run_training"]
