@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="sweep output directory")
     p.add_argument("--only", choices=("done", "running", "pending", "failed", "not started"), default=None,
                    help="list only runs in this state")
+    p.add_argument("--width", type=int, default=100, help="cut details to this many characters (default 100)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
 
     rows = collect_status(args.dir)
     shown = [r for r in rows if args.only is None or r.state == args.only]
-    print(format_status(shown, Path(args.dir)) if shown else f"no runs in state {args.only!r} ({len(rows)} runs)")
+    print(format_status(shown, Path(args.dir), width=max(20, args.width)) if shown else f"no runs in state {args.only!r} ({len(rows)} runs)")
     return 0

@@ -125,8 +125,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {p.point.id}: {p.reason}")
     if failed:
         print("  resubmit them with --retry-failed")
+    from lenshpc.hpc.sweep import log_path, read_sweep_json, recorded_jobs
+
+    history = recorded_jobs(read_sweep_json(spec.out)) if outcome.failed_after else {}
     for point, error in outcome.failed_after:
-        print(f"  failed: {point.id}: {error}  (log: {point.run_dir / 'train.log'})")
+        log = log_path(point.run_dir, history.get(point.id, []), spec.out)
+        print(f"  failed: {point.id}: {error}" + (f"  (log: {log})" if log else ""))
     print(f"status: lenshpc status {spec.out}    report: lenshpc reduce {spec.out}")
     if outcome.failed_after:
         print(f"{len(outcome.failed_after)} run(s) failed; fix the cause and rerun with --retry-failed")

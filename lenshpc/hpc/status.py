@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lenshpc.errors import UserError
 from lenshpc.hpc import jobs as _jobs
-from lenshpc.hpc.sweep import SWEEP_JSON, classify, read_sweep_json, recorded_jobs
+from lenshpc.hpc.sweep import SWEEP_JSON, classify, log_path, read_sweep_json, recorded_jobs
 
 ORDER = ("failed", "running", "pending", "not started", "done")
 
@@ -56,14 +56,11 @@ def collect_status(root: str | Path) -> list[RunStatus]:
 def _status(run_id: str, run_dir: Path, history: list[dict], states: dict, root: Path) -> RunStatus:
     state, detail = classify(run_dir, history, states)
     last = history[-1] if history else None
-    log = run_dir / "train.log"
-    if not log.exists() and last and last.get("log"):
-        log = root / last["log"]  # the job never reached training: submitit's stderr says why
-    return RunStatus(run_id, state, last["job_id"] if last else "-", detail, log if log.exists() else None)
+    return RunStatus(run_id, state, last["job_id"] if last else "-", detail, log_path(run_dir, history, root))
 
 
-def format_status(rows: list[RunStatus], root: Path | None = None) -> str:
-    """A fixed-width table plus a one-line summary."""
+def format_status(rows: list[RunStatus], root: Path | None = None, width: int = 100) -> str:
+    """A fixed-width table plus a one-line summary (details cut to ``width`` characters)."""
     def rel(p: Path | None) -> str:
         if p is None:
             return "-"
@@ -73,7 +70,10 @@ def format_status(rows: list[RunStatus], root: Path | None = None) -> str:
             return str(p)
 
     head = ("RUN", "STATE", "JOB", "DETAIL", "LOG")
-    body = [(r.id, r.state, r.job, r.detail or "-", rel(r.log) if r.state != "done" else "-") for r in rows]
+    def cut(text: str) -> str:
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    body = [(r.id, r.state, r.job, cut(r.detail or "-"), rel(r.log) if r.state != "done" else "-") for r in rows]
     widths = [max(len(head[i]), *(len(b[i]) for b in body)) for i in range(4)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head[:4], widths)) + "  " + head[4]]
     for b in body:
@@ -82,6 +82,7 @@ def format_status(rows: list[RunStatus], root: Path | None = None) -> str:
     lines.append("")
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if counts["failed"]:
-        lines.append("resubmit failed runs with: lenshpc sweep SWEEP.yaml --retry-failed"
+        sweep_file = (read_sweep_json(root).get("sweep_file") if root else None) or "SWEEP.yaml"
+        lines.append(f"resubmit failed runs with: lenshpc sweep {sweep_file} --retry-failed"
                      + (f" --out {root}" if root else ""))
     return "\n".join(lines)

@@ -126,6 +126,16 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
     return R_NOT_STARTED, ""
 
 
+def log_path(run_dir: Path, history: list[dict], out: Path) -> Path | None:
+    """The log to read for a run: its ``train.log``, else (it never got that far) submitit's stderr log."""
+    log = run_dir / "train.log"
+    if log.exists():
+        return log
+    if history and history[-1].get("log") and (out / history[-1]["log"]).exists():
+        return out / history[-1]["log"]
+    return None
+
+
 def plan(spec: SweepSpec, retry_failed: bool = False) -> list[PlannedRun]:
     """Decide per grid point: skip (done / job alive), submit, or list as failed (or retry it)."""
     jobs_by_id = recorded_jobs(read_sweep_json(spec.out))
@@ -162,6 +172,8 @@ def describe_resources(kind: str, hpc: HpcConfig, n_runs: int) -> str:
         parts.append(f"extra={hpc.extra}")
     ranks = hpc.nodes * hpc.tasks_per_node
     launch = f"; each array task is one {ranks}-rank Horovod run (srun)" if ranks > 1 else ""
+    if ranks > 1 and 0 < hpc.gpus_per_node < hpc.tasks_per_node:
+        launch += f" (note: {hpc.tasks_per_node} ranks share {hpc.gpus_per_node} GPU(s) per node; usually one rank per GPU)"
     return f"SLURM job array of {n_runs} task(s): " + ", ".join(parts) + launch
 
 
@@ -266,7 +278,7 @@ def _failures(batch: list[PlannedRun]) -> list[tuple[GridPoint, str]]:
     for p in batch:
         rd = read_run_dir(p.point.run_dir)
         if rd.state != DONE:
-            out.append((p.point, rd.error or f"ended without DONE (see {p.point.run_dir}/train.log)"))
+            out.append((p.point, rd.error or "ended without DONE"))
     return out
 
 
