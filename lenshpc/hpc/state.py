@@ -31,7 +31,7 @@ class RunDirState:
     log : Path or None
         ``train.log`` when it exists.
     checkpoint_chunk : int or None
-        The chunk index of the last checkpoint (a resumed run continues from there).
+        The chunk a resumed run continues from (``next_chunk`` of ``checkpoint/state.json``).
     """
 
     state: str
@@ -65,7 +65,7 @@ def _checkpoint_chunk(run_dir: Path) -> int | None:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    for key in ("chunk", "next_chunk", "chunks_done"):
+    for key in ("next_chunk", "chunk"):  # next_chunk: lenshpc.train's checkpoint format
         if isinstance(state.get(key), int):
             return int(state[key])
     return None

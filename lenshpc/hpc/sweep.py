@@ -112,7 +112,7 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
         pending = job_state.state in _PENDING_WORDS
         detail = f"job {last['job_id']} {job_state.state.lower()}"
         if rd.checkpoint_chunk is not None:
-            detail += f"; checkpoint at chunk {rd.checkpoint_chunk}"
+            detail += f"; resumes at chunk {rd.checkpoint_chunk}"
         return (R_PENDING if pending else R_RUNNING), detail
     if rd.state == FAILED:
         return R_FAILED, rd.error
@@ -121,7 +121,7 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
         detail = (f"job {last['job_id']} ended ({word}) without DONE" if last
                   else "started outside this sweep, not finished")
         if rd.checkpoint_chunk is not None:
-            detail += f"; checkpoint at chunk {rd.checkpoint_chunk}"
+            detail += f"; resumes at chunk {rd.checkpoint_chunk}"
         return R_FAILED, detail
     return R_NOT_STARTED, ""
 
