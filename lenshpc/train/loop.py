@@ -350,7 +350,7 @@ class Trainer:
         x_val, y_val = self.engine.validation()
         stop_at = int(cfg.train.chunks)
         timings = {"data_wait_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
-        images_trained = 0
+        images_trained, chunks_here = 0, 0  # this invocation only (timings are per invocation)
         writer = tf.summary.create_file_writer(str(rd.tensorboard)) if (cfg.train.tensorboard and self.root) else None
 
         def save_checkpoint(next_chunk: int) -> None:
@@ -374,6 +374,7 @@ class Trainer:
                     timings["data_wait_s"] += time.perf_counter() - t_wait
                     row = self._train_chunk(chunk, x, y, x_val, y_val, timings)
                     images_trained += len(x) * ctx.size
+                    chunks_here += 1
                     selected = selector.update(chunk, row[cfg.selection.metric])
                     row["selected"] = selected
                     if selected:
@@ -410,7 +411,7 @@ class Trainer:
             writer.close()
 
         return self._finish(history, selector, best_weights, stopped_early, x_val, y_val, timings, images_trained,
-                            elapsed_before + time.perf_counter() - t_start)
+                            chunks_here, elapsed_before + time.perf_counter() - t_start)
 
     def fit_chunk(self, chunk: int, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
         """Train on one chunk in shuffled minibatches; return ``(mean loss on this rank, seconds, lr)``."""
@@ -462,7 +463,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end
     def _finish(self, history, selector, best_weights, stopped_early, x_val, y_val, timings, images_trained,
-                total_s) -> dict:
+                chunks_here, total_s) -> dict:
         from lenshpc import metrics
         from lenshpc.config import flatten
 
@@ -488,7 +489,7 @@ class Trainer:
                           "val": {k: best_row.get(k) for k in VAL_METRICS}},
             "chunks_trained": chunks_trained, "stopped_early": bool(stopped_early),
             "timings": {"total_s": round(total_s, 3),
-                        "per_chunk_s": round(timings["train_s"] / max(chunks_trained, 1), 4),
+                        "per_chunk_s": round(timings["train_s"] / chunks_here, 4) if chunks_here else None,
                         **{k: round(v, 3) for k, v in timings.items()},
                         "images_per_s": round(images_trained / timings["train_s"], 1) if timings["train_s"] else None},
             "versions": versions(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
