@@ -43,7 +43,7 @@ import numpy as np
 
 from lenshpc.errors import Preempted, UserError
 from lenshpc.train import checkpoint as ckpt
-from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, config_differences, default_run_dir, file_logging,
+from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, append_history, config_differences, default_run_dir, file_logging,
                                   save_model, versions, write_history, write_predictions)
 from lenshpc.train.selection import VAL_METRICS, Selector
 from lenshpc.utils import atomic_write_json, progress, rng_for
@@ -360,9 +360,12 @@ class Trainer:
                          "history": history, "world_size": ctx.size, "seed": cfg.seed,
                          "elapsed_s": elapsed_before + time.perf_counter() - t_start}
                 ckpt.save(rd.checkpoint, self.model, self.optimizer, best_weights, state)
+                write_history(rd.history, history)
             ctx.barrier()
             timings["checkpoint_s"] += time.perf_counter() - t0
 
+        if self.root:  # drop rows a crashed predecessor appended after its last checkpoint
+            write_history(rd.history, history)
         run_loop = start < stop_at and not stopped_early
         with _StopRequest() as stop, progress(total=stop_at, desc="chunks", unit="chunk",
                                               disable=not self.show_progress or not run_loop) as bar:
@@ -381,7 +384,7 @@ class Trainer:
                         best_weights = self.model.get_weights()
                     history.append(row)
                     if self.root:
-                        write_history(rd.history, history)
+                        append_history(rd.history, row)
                         self._log_chunk(row, stop_at, len(x) * ctx.size)
                         if writer is not None:
                             _tensorboard(writer, row)

@@ -115,6 +115,18 @@ def write_history(path: Path, rows: Iterable[Mapping]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def append_history(path: Path, row: Mapping) -> None:
+    """Append one row to ``history.csv`` (cheap per chunk; :func:`write_history` rewrites it at checkpoints)."""
+    if not path.is_file():
+        write_history(path, [row])
+        return
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n").writerow(
+        {k: _csv_value(row.get(k)) for k in HISTORY_COLUMNS})
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(buf.getvalue())
+
+
 def _csv_value(value):
     if isinstance(value, bool):
         return int(value)
@@ -233,5 +245,5 @@ def versions() -> dict:
             "numpy": np.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
 
 
-__all__ = ["HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "config_differences", "default_run_dir", "file_logging",
+__all__ = ["HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
            "read_history", "read_predictions", "save_model", "versions", "write_history", "write_predictions"]
