@@ -4,7 +4,8 @@
 # (tests/cluster/conftest.py) and usable by hand to try the job templates in jobs/.
 #
 # usage: bash tests/cluster/slurm-local.sh install|start|stop|reset|status      (as root)
-#   install  apt packages (slurm-wlm slurmdbd mariadb-server munge + OpenMPI/PMIx for srun --mpi=pmix)
+#   install  apt packages (slurm-wlm slurmdbd mariadb-server munge + OpenMPI/PMIx for srun --mpi=pmix, plus any
+#            listed in $LENSHPC_EXTRA_APT); only missing ones, so a second run takes well under a second
 #   start    configure and start every daemon; idempotent (a running cluster with the same config is left alone)
 #   stop     cancel jobs, stop daemons
 #   reset    stop and wipe job state AND accounting together (job ids restart at 1)
@@ -38,8 +39,9 @@ PACKAGES=(slurm-wlm slurmdbd mariadb-server munge openmpi-bin libopenmpi-dev lib
 
 install_pkgs() {
   need_root
-  local missing=()
-  for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+  local missing=() extra
+  read -r -a extra <<<"${LENSHPC_EXTRA_APT:-}"   # tests/setup.sh adds its build tools to the same apt call
+  for p in "${PACKAGES[@]}" "${extra[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
   if [ ${#missing[@]} = 0 ]; then say "packages already installed"; return 0; fi
   if alive /run/slurm/slurmd.pid && [[ " ${missing[*]} " == *" libpmix-dev "* ]]; then
     say "libpmix-dev is being installed while slurmd runs: restarting slurmd afterwards (pmix plugin loads at start)"

@@ -1,0 +1,77 @@
+# Shared by the lenshpc job templates (sourced, not submitted).  Pure functions that print commands, so tests can
+# check the exact launch line without SLURM or Apptainer (LENSHPC_DRY_RUN=1 in the job scripts).
+#
+# Environment (all optional):
+#   LENSHPC_IMAGE        Apptainer image (.sif); set → every rank runs inside it, unset → bare `lenshpc`
+#   LENSHPC_BIND         extra bind mounts for apptainer, comma separated (src[:dst[:opts]]); $PWD is always bound
+#   LENSHPC_APPTAINER    the apptainer executable (default: apptainer; `singularity` also works)
+#   LENSHPC_NV           1/0: pass --nv to apptainer (default 1: harmless on CPU nodes, required on GPU nodes)
+#   LENSHPC_SRUN_MPI     srun --mpi plugin (default pmix; "none" omits the flag, e.g. for sites whose default works)
+#   LENSHPC_SRUN_WAIT    seconds srun waits for the other ranks after one exits before killing them (default 120)
+#   LENSHPC_SRUN_ARGS    extra srun arguments (word-split), e.g. "--cpu-bind=cores"
+#   LENSHPC_LAUNCHER     "srun" (default) or "none" (run the command directly, e.g. outside SLURM)
+#   LENSHPC_CMD          how to call lenshpc (default: lenshpc if on PATH, else "python3 -m lenshpc")
+
+# lenshpc_cmd — the lenshpc entry point as words (inside the image it is always `lenshpc`).
+lenshpc_cmd() {
+    if [[ -n "${LENSHPC_CMD:-}" ]]; then
+        printf '%s\n' "$LENSHPC_CMD"
+    elif [[ -n "${LENSHPC_IMAGE:-}" ]] || command -v lenshpc >/dev/null 2>&1; then
+        printf 'lenshpc\n'
+    else
+        printf 'python3 -m lenshpc\n'
+    fi
+}
+
+# launch_cmd ARGS... — print (NUL-free, one word per line) the full command that runs `lenshpc ARGS...` on every
+# task of the current allocation: srun [--mpi=pmix] [apptainer exec --nv --bind … IMAGE] lenshpc ARGS...
+# The hybrid MPI model: the HOST's srun starts the ranks and wires them up through PMIx; the container's own OpenMPI
+# (which Horovod links) connects to that PMIx server, so no mpirun runs inside the image.
+launch_cmd() {
+    local -a cmd=()
+    if [[ "${LENSHPC_LAUNCHER:-srun}" == srun ]]; then
+        cmd+=(srun)
+        local mpi=${LENSHPC_SRUN_MPI:-pmix}
+        [[ "$mpi" == none ]] || cmd+=("--mpi=$mpi")
+        # A crashed rank must not leave the others blocked in an allreduce until the time limit: end the step
+        # LENSHPC_SRUN_WAIT s after the first task exits.  (Not --kill-on-bad-exit: ranks leaving with the
+        # "preempted" code 3 a few ms apart would kill each other and hide the code the requeue logic needs.)
+        cmd+=("--wait=${LENSHPC_SRUN_WAIT:-120}")
+        if [[ -n "${LENSHPC_SRUN_ARGS:-}" ]]; then
+            local -a extra; read -r -a extra <<<"$LENSHPC_SRUN_ARGS"; cmd+=("${extra[@]}")
+        fi
+    fi
+    if [[ -n "${LENSHPC_IMAGE:-}" ]]; then
+        cmd+=("${LENSHPC_APPTAINER:-apptainer}" exec)
+        [[ "${LENSHPC_NV:-1}" == 1 ]] && cmd+=(--nv)
+        local binds="$PWD"
+        [[ -n "${LENSHPC_BIND:-}" ]] && binds="$binds,$LENSHPC_BIND"
+        cmd+=(--bind "$binds" --pwd "$PWD" "$LENSHPC_IMAGE")
+    fi
+    local -a entry; read -r -a entry <<<"$(lenshpc_cmd)"
+    cmd+=("${entry[@]}" "$@")
+    printf '%s\n' "${cmd[@]}"
+}
+
+# run_or_print ARGS... — run `launch_cmd ARGS...`, or print it shell-quoted when LENSHPC_DRY_RUN=1.
+run_or_print() {
+    local -a cmd; mapfile -t cmd < <(launch_cmd "$@")
+    if [[ "${LENSHPC_DRY_RUN:-0}" == 1 ]]; then
+        printf '%q ' "${cmd[@]}"; printf '\n'
+        return 0
+    fi
+    "${cmd[@]}"
+}
+
+# check_gpu_layout — one task per GPU: warn loudly when the allocation asks for GPUs but not as many tasks per node.
+check_gpu_layout() {
+    local gpn=${SLURM_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-}} tpn=${SLURM_NTASKS_PER_NODE:-1}
+    gpn=${gpn##*:}   # "a100:4" → "4"
+    if [[ "$gpn" =~ ^[0-9]+$ ]] && ((gpn > 0)) && [[ "$tpn" =~ ^[0-9]+$ ]] && ((gpn != tpn)); then
+        echo "lenshpc job: WARNING: $gpn GPUs per node but $tpn tasks per node; Horovod runs one rank per GPU —" \
+             "submit with --ntasks-per-node=$gpn --gpus-per-node=$gpn" >&2
+    fi
+}
+
+# config_stem CONFIG — "configs/thesis/bce.yaml" → "bce" (names the results folder of a config).
+config_stem() { local b; b=$(basename "$1"); printf '%s\n' "${b%.*}"; }

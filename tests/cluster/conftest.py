@@ -1,0 +1,106 @@
+"""Fixtures for tests that need the real local SLURM cluster, Horovod or MPI.
+
+``slurm`` starts the single-node cluster of ``tests/cluster/slurm-local.sh`` once per session (idempotent: an already
+running cluster is reused).  Where a prerequisite is missing, the test is SKIPPED with the reason — except in CI
+(``CI=true``), where ``tests/setup.sh`` must have provided everything and a missing piece is a FAILURE, so the cluster
+layer can never silently go untested.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SLURM_LOCAL = HERE / "slurm-local.sh"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (outside CI) or fail (in CI) unless ``condition``."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run this test but: {reason} (tests/setup.sh should have provided it)")
+    pytest.skip(reason)
+
+
+def horovod_ok() -> bool:
+    return importlib.util.find_spec("horovod") is not None and shutil.which("horovodrun") is not None
+
+
+@pytest.fixture(scope="session")
+def horovod() -> None:
+    """Horovod built by containers/install-horovod.sh."""
+    require(horovod_ok(), "Horovod is not installed (bash containers/install-horovod.sh)")
+
+
+@pytest.fixture(scope="session")
+def mpirun() -> list[str]:
+    """The OpenMPI launcher as a command prefix (root and 2-core oversubscription allowed)."""
+    require(shutil.which("mpirun") is not None, "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)")
+    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")  # OpenMPI refuses root otherwise; CI runs as root
+    return cmd
+
+
+class Slurm:
+    """Thin helpers around the SLURM client commands of the running local cluster."""
+
+    def sbatch(self, *args: str, cwd: Path, env: dict | None = None) -> str:
+        """Submit and return the job id (``sbatch --parsable``)."""
+        out = subprocess.run(["sbatch", "--parsable", *args], cwd=cwd, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, f"sbatch {' '.join(args)} failed: {out.stderr}"
+        return out.stdout.strip().split(";")[0]
+
+    def active(self, job_id: str) -> bool:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
+        return bool(out.stdout.strip())
+
+    def wait(self, *job_ids: str, timeout: float = 300) -> None:
+        """Wait until none of the jobs (array jobs included) is pending or running."""
+        end = time.monotonic() + timeout
+        while any(self.active(j) for j in job_ids):
+            if time.monotonic() > end:
+                subprocess.run(["scancel", *job_ids])
+                pytest.fail(f"jobs {job_ids} still queued/running after {timeout} s: {self.squeue()}")
+            time.sleep(1)
+
+    def states(self, job_id: str) -> dict[str, str]:
+        """Final state of every job (array task) of ``job_id`` from accounting: ``{"12_0": "COMPLETED", ...}``."""
+        for _ in range(20):  # the controller sends records to slurmdbd asynchronously
+            out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State"],
+                                 capture_output=True, text=True).stdout
+            rows = dict(line.split("|", 1) for line in out.strip().splitlines() if "|" in line)
+            if rows and not any(s in ("PENDING", "RUNNING", "REQUEUED") for s in rows.values()):
+                return rows
+            time.sleep(0.5)
+        return rows
+
+    def squeue(self) -> str:
+        return subprocess.run(["squeue"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Slurm:
+    """A running single-node SLURM cluster (started idempotently; stopped at the end if this session started it)."""
+    require(sys.platform.startswith("linux"), "SLURM tests need Linux")
+    require(shutil.which("slurmctld") is not None and shutil.which("sbatch") is not None,
+            "SLURM is not installed (as root: bash tests/setup.sh)")
+    was_up = subprocess.run(["bash", str(SLURM_LOCAL), "status"], capture_output=True).returncode == 0
+    if not was_up:
+        require(os.geteuid() == 0, "starting the local SLURM cluster needs root (bash tests/cluster/slurm-local.sh start)")
+        out = subprocess.run(["bash", str(SLURM_LOCAL), "start"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"slurm-local.sh start failed:\n{out.stdout}\n{out.stderr}"
+    yield Slurm()
+    if not was_up and not os.environ.get("LENSHPC_KEEP_SLURM"):
+        subprocess.run(["bash", str(SLURM_LOCAL), "stop"], capture_output=True, timeout=120)
