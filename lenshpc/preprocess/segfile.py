@@ -1,0 +1,308 @@
+"""The segmented dataset file ``SEG.h5`` written by ``lenshpc maxtree`` (docs/data-format.md).
+
+Layout: one HDF5 group per image set, each with the same members::
+
+    <group>/images     (N, H, W, C) float32   segmented images (original pixels inside the mask, 0 outside)
+    <group>/labels     (N,) uint8             val / test only
+    <group>/meta/<col> (N,)                   per-image metadata (pool: lens_index, source_index, alpha,
+                                              source columns; val/test: what the chunk engine reports)
+
+Groups: ``lenses`` and ``negatives`` (every image of DATA.h5, same indices, so DATA.h5's
+splits apply) or ``images`` for a labelled dataset; ``pool`` (pre-merged, segmented mock
+lenses); ``val`` and ``test`` (the plain experiment's fixed sets, segmented).
+
+Root attributes: ``lenshpc_format = "segmented"``, ``schema_version``, ``maxtree`` (JSON of
+the filter parameters), ``data`` (JSON of the data settings the sets depend on),
+``source`` (JSON: DATA.h5 path and its identity), ``lenshpc_version``, ``code_version``,
+``shards``, ``executor``, ``created``, ``content_sha256`` (SHA-256 over every dataset's
+name, dtype, shape and bytes — equal for any shard count and executor).
+
+Shard files (``SEG.h5.shards/shard-0003-of-0008.h5``) have the same layout restricted to the
+shard's rows, plus ``<group>/first`` (the shard's first row in the merged group).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import h5py
+import numpy as np
+
+from lenshpc import __version__
+from lenshpc.errors import DataError
+from lenshpc.utils import atomic_path
+
+FORMAT = "segmented"
+SCHEMA_VERSION = 1
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+def _write_column(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    values = np.asarray(values)
+    if values.dtype.kind in "UO":
+        group.create_dataset(name, data=values.astype(str).astype(object), dtype=h5py.string_dtype())
+    else:
+        group.create_dataset(name, data=values)
+
+
+def _set_attrs(fh: h5py.File, attrs: Mapping) -> None:
+    for key, value in attrs.items():
+        fh.attrs[key] = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+
+
+# ---------------------------------------------------------------------- shards
+class ShardWriter:
+    """Write one shard file incrementally and atomically (renamed into place by :meth:`commit`).
+
+    Use as a context manager: a block that raises leaves no shard file behind, so an
+    interrupted shard is simply redone on the next run.
+    """
+
+    def __init__(self, path: str | Path, attrs: Mapping):
+        self.path = Path(path)
+        self._attrs = dict(attrs)
+
+    def __enter__(self) -> "ShardWriter":
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._fh = h5py.File(tmp, "w")
+        return self
+
+    def add(self, group: str, first: int, n: int, image_shape: tuple[int, ...]) -> None:
+        """Declare rows ``first .. first+n-1`` of ``group`` (images are filled by :meth:`write`)."""
+        g = self._fh.create_group(group)
+        g.attrs["first"] = int(first)
+        g.create_dataset("images", shape=(n, *image_shape), dtype=np.float32)
+        g.create_group("meta")
+
+    def write(self, group: str, offset: int, images: np.ndarray) -> None:
+        """Store ``images`` at rows ``offset..`` of this shard's piece of ``group``."""
+        self._fh[group]["images"][offset:offset + len(images)] = images
+
+    def column(self, group: str, name: str, values: np.ndarray) -> None:
+        """Store a whole column: ``labels`` or a metadata column."""
+        if name == "labels":
+            self._fh[group].create_dataset("labels", data=np.asarray(values, dtype=np.uint8))
+        else:
+            _write_column(self._fh[group]["meta"], name, values)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            _set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION,
+                                  **self._attrs})
+        self._fh.close()
+        return self._ctx.__exit__(exc_type, exc, tb)
+
+
+def shard_is_complete(path: str | Path, expected: Mapping) -> bool:
+    """True when ``path`` is a finished shard written with the attributes in ``expected``.
+
+    A shard made with other parameters (or by another code version's plan) is not reused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as fh:
+            for key, value in expected.items():
+                have = _decode(fh.attrs.get(key))
+                want = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+                if have != want:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapping[str, int], attrs: Mapping,
+                 image_shape: tuple[int, ...]) -> str:
+    """Concatenate shards into ``out`` (atomically) and return its content digest.
+
+    ``sizes[group]`` is the merged length of each group; every row must come from exactly
+    one shard (checked).  Images are copied shard by shard, never all in memory.
+    """
+    shard_paths = [Path(p) for p in shard_paths]
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as dst:
+            filled = {g: np.zeros(n, dtype=bool) for g, n in sizes.items()}
+            for group, n in sizes.items():
+                g = dst.create_group(group)
+                chunks = (max(1, min(n, (2 << 20) // (4 * int(np.prod(image_shape))))), *image_shape) if n else None
+                g.create_dataset("images", shape=(n, *image_shape), dtype=np.float32, chunks=chunks)
+            columns: dict[str, dict[str, list]] = {g: {} for g in sizes}
+            for path in shard_paths:
+                with h5py.File(path, "r") as src:
+                    for group in src:
+                        if group not in sizes:
+                            raise DataError(f"{path}: unexpected group '{group}' (shard from another plan?)")
+                        piece = src[group]
+                        first, images = int(piece.attrs["first"]), piece["images"]
+                        stop = first + len(images)
+                        if stop > sizes[group] or filled[group][first:stop].any():
+                            raise DataError(f"{path}: rows {first}:{stop} of '{group}' overlap another shard")
+                        filled[group][first:stop] = True
+                        dst[group]["images"][first:stop] = images[()]
+                        if "labels" in piece:
+                            columns[group].setdefault("labels", []).append((first, piece["labels"][()]))
+                        for col in piece["meta"]:
+                            ds = piece["meta"][col]
+                            values = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+                            columns[group].setdefault(f"meta/{col}", []).append((first, np.asarray(values)))
+            for group, mask in filled.items():
+                if not mask.all():
+                    raise DataError(f"merge: rows of '{group}' are missing ({int((~mask).sum())} of {len(mask)}); "
+                                    "a shard is incomplete — re-run the command")
+            for group, cols in columns.items():
+                for name, parts in cols.items():
+                    parts.sort(key=lambda p: p[0])
+                    values = np.concatenate([p[1] for p in parts])
+                    if name == "labels":
+                        dst[group].create_dataset("labels", data=values.astype(np.uint8))
+                    else:
+                        _write_column(dst[group].require_group("meta"), name.split("/", 1)[1], values)
+                dst[group].require_group("meta")
+            digest = _digest_open(dst)
+            _set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION,
+                             "lenshpc_version": __version__,
+                             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                             **attrs, "content_sha256": digest})
+    return digest
+
+
+# ---------------------------------------------------------------------- digest
+def _digest_open(fh: h5py.File) -> str:
+    h = hashlib.sha256()
+    names: list[str] = []
+    fh.visit(lambda name: names.append(name) if isinstance(fh[name], h5py.Dataset) else None)
+    for name in sorted(names):
+        ds = fh[name]
+        h.update(f"{name}|{ds.dtype.str if not h5py.check_string_dtype(ds.dtype) else 'str'}|{ds.shape}|".encode())
+        if h5py.check_string_dtype(ds.dtype):
+            h.update("\x00".join(ds.asstr()[()].tolist()).encode())
+        else:
+            rows = max(1, (16 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+            for start in range(0, len(ds) if ds.shape else 1, rows):
+                block = ds[start:start + rows] if ds.shape else ds[()]
+                h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 over every dataset (name, dtype, shape, bytes): equal ⇔ same content."""
+    with h5py.File(path, "r") as fh:
+        return _digest_open(fh)
+
+
+# ---------------------------------------------------------------------- reading
+class SegmentedDataset:
+    """Reader for ``SEG.h5``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by ``lenshpc maxtree``.
+
+    Raises
+    ------
+    DataError
+        When the file is missing, unreadable or not a segmented dataset.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"segmented dataset not found: {self.path}; create it with "
+                            "`lenshpc maxtree DATA.h5 --out SEG.h5`")
+        try:
+            self._fh = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        kind = _decode(self._fh.attrs.get("lenshpc_format"))
+        if kind != FORMAT:
+            self._fh.close()
+            raise DataError(f"{self.path}: not a segmented dataset (lenshpc_format={kind!r}); "
+                            "create one with `lenshpc maxtree DATA.h5 --out SEG.h5`")
+
+    def __enter__(self) -> "SegmentedDataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    @property
+    def attrs(self) -> dict:
+        out = {}
+        for key, value in self._fh.attrs.items():
+            value = _decode(value)
+            if key in ("maxtree", "data", "source", "provenance") and isinstance(value, str):
+                value = json.loads(value)
+            out[key] = value
+        return out
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self._fh.keys())
+
+    def _group(self, group: str) -> h5py.Group:
+        if group not in self._fh:
+            raise DataError(f"{self.path}: no set '{group}' (has: {', '.join(self.groups)})")
+        return self._fh[group]
+
+    def count(self, group: str) -> int:
+        return len(self._group(group)["images"])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self._fh[self.groups[0]]["images"].shape[1:])
+
+    def read(self, group: str, indices: np.ndarray | None = None) -> np.ndarray:
+        """Images of ``group`` at ``indices`` (all when None), in the given order."""
+        ds = self._group(group)["images"]
+        if indices is None:
+            return ds[()]
+        indices = np.asarray(indices, dtype=np.int64)
+        uniq, inverse = np.unique(indices, return_inverse=True)
+        return ds[uniq][inverse] if len(uniq) else np.empty((0, *ds.shape[1:]), np.float32)
+
+    def labels(self, group: str) -> np.ndarray:
+        g = self._group(group)
+        if "labels" not in g:
+            raise DataError(f"{self.path}: set '{group}' has no labels")
+        return g["labels"][()]
+
+    def meta(self, group: str) -> dict[str, np.ndarray]:
+        g = self._group(group)
+        out = {}
+        for col in sorted(g.get("meta", {})):
+            ds = g["meta"][col]
+            out[col] = np.asarray(ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()])
+        return out
+
+
+def describe(path: str | Path) -> str:
+    """A human-readable summary of a segmented dataset."""
+    with SegmentedDataset(path) as seg:
+        a = seg.attrs
+        lines = [f"{seg.path}: lenshpc segmented dataset, schema v{a.get('schema_version')}",
+                 f"  from {a.get('source', {}).get('path')}, {a.get('shards')} shard(s) via {a.get('executor')}, "
+                 f"created {a.get('created')} by lenshpc {a.get('lenshpc_version')} ({a.get('code_version')})",
+                 f"  max-tree: {json.dumps(a.get('maxtree'))}",
+                 f"  content sha256 {a.get('content_sha256')}"]
+        for group in seg.groups:
+            cols = ", ".join(seg.meta(group)) or "-"
+            lines.append(f"  {group}: {seg.count(group)} images {seg.image_shape}; metadata: {cols}")
+        return "\n".join(lines)

@@ -1,0 +1,335 @@
+"""The work plan of ``lenshpc maxtree``: items, shards, per-shard files and the final merge.
+
+Every output row is an *item* with a fixed global number: the groups are laid end to end
+(``lenses``, ``negatives``, ``pool``, ``val``, ``test`` — or ``images``, ``val``, ``test`` for
+a labelled dataset) and shard ``k`` of ``K`` owns the contiguous global range
+``[T·k//K, T·(k+1)//K)``.  An item's content depends only on its number: pool item ``i``
+draws its lens, source and α from ``rng_for(seed, "maxtree-pool", i)``; val/test rows are the
+chunk engine's fixed sets.  So the merged file is byte-identical for any K and any executor.
+
+Inputs of the segmentation (the images the network would see before augmentation):
+
+* ``lenses``, ``negatives``, ``images``: ``transforms.prepare`` (Eq 4.1 + √ stretch);
+* ``pool``: ``transforms.mock_lenses`` (Eq 4.2 merge of a train-split lens and source with
+  α ~ U(alpha_min, alpha_max), then Eq 4.1 + √);
+* ``val``, ``test``: ``ChunkEngine.validation()`` / ``.test()`` of the plain experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from lenshpc import __version__
+from lenshpc.config import Config, MaxTreeConfig, from_dict
+from lenshpc.errors import DataError
+from lenshpc.preprocess import segfile
+from lenshpc.utils import progress, rng_for
+
+log = logging.getLogger(__name__)
+
+#: Images segmented per block (progress granularity, memory bound, unit of work for workers).
+BLOCK = 256
+#: Config keys the val/test sets and the pool depend on (checked again at training time).
+DATA_KEYS = ("seed", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
+             "data.positive_fraction")
+
+
+def data_fingerprint(cfg: Config) -> dict:
+    """The config values a segmented dataset was built for (``DATA_KEYS``)."""
+    flat = {"seed": cfg.seed}
+    for key in DATA_KEYS[1:]:
+        flat[key] = getattr(cfg.data, key.split(".", 1)[1])
+    return flat
+
+
+def code_version() -> str:
+    """``lenshpc <version>`` plus the git commit when running from a checkout."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        if rev.returncode == 0 and rev.stdout.strip():
+            return f"{__version__}+g{rev.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return __version__
+
+
+def shards_dir(out: str | Path) -> Path:
+    """Where the shard files of ``out`` live: ``SEG.h5.shards/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".shards")
+
+
+def shard_path(out: str | Path, k: int, shards: int) -> Path:
+    return shards_dir(out) / f"shard-{k:04d}-of-{shards:04d}.h5"
+
+
+def montage_path(out: str | Path) -> Path:
+    """The before/after figure written next to ``out`` (``SEG.h5`` → ``SEG.montage.png``)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".montage.png")
+
+
+# ---------------------------------------------------------------------- the plan
+@dataclass
+class Plan:
+    """Everything a shard needs; picklable (sent to submitit jobs and MPI ranks)."""
+
+    data_path: str
+    out: str
+    config: dict  # Config.to_dict()
+    shards: int
+    kind: str  # population | labelled
+    sizes: dict[str, int]  # group -> rows, in item order
+    image_shape: tuple[int, ...]
+    source: dict = field(default_factory=dict)  # identity of DATA.h5
+
+    @property
+    def cfg(self) -> Config:
+        return from_dict(self.config, source="<plan>")
+
+    @property
+    def params(self) -> MaxTreeConfig:
+        return self.cfg.preprocess.maxtree
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+    def fingerprint(self) -> dict:
+        """What the content depends on (shard count excluded): equal ⇒ reusable output."""
+        cfg = self.cfg
+        return {"sizes": self.sizes, "maxtree": self.config["preprocess"]["maxtree"], "data": data_fingerprint(cfg),
+                "source": self.source}
+
+    def shard_attrs(self, k: int) -> dict:
+        return {"plan": json.dumps(self.fingerprint(), sort_keys=True), "shard": int(k), "shards": int(self.shards)}
+
+    def pieces(self, k: int) -> list[tuple[str, int, int]]:
+        """``(group, first, stop)`` rows of each group owned by shard ``k``."""
+        lo, hi = self.total * k // self.shards, self.total * (k + 1) // self.shards
+        out, start = [], 0
+        for group, n in self.sizes.items():
+            a, b = max(lo, start), min(hi, start + n)
+            if a < b:
+                out.append((group, a - start, b - start))
+            start += n
+        return out
+
+    def pending(self) -> list[int]:
+        """Shards without a finished file."""
+        return [k for k in range(self.shards)
+                if not segfile.shard_is_complete(shard_path(self.out, k, self.shards), self.shard_attrs(k))]
+
+    def output_is_current(self) -> bool:
+        """True when ``out`` exists and was made from this plan (so there is nothing to do)."""
+        out = Path(self.out)
+        if not out.is_file():
+            return False
+        try:
+            with segfile.SegmentedDataset(out) as seg:
+                return seg.attrs.get("plan") == json.dumps(self.fingerprint(), sort_keys=True)
+        except DataError:
+            return False
+
+
+def _engine(cfg: Config, data_path: str):
+    from lenshpc.data.chunks import ChunkEngine
+
+    # The plain experiment's engine: its validation()/test() are the sets to segment.
+    return ChunkEngine(cfg.replace(**{"data.preprocess": "none"}), rank=0, size=1, dataset_path=data_path)
+
+
+def make_plan(data_path: str | Path, out: str | Path, cfg: Config, shards: int) -> Plan:
+    """Open DATA.h5, size every group and return the plan.
+
+    Raises
+    ------
+    DataError
+        When the dataset is missing, of an unknown kind or has an empty train split.
+    """
+    from lenshpc.data.format import open_dataset
+
+    if shards < 1:
+        raise DataError(f"--shards must be at least 1, got {shards}")
+    with open_dataset(data_path) as ds:
+        a = ds.attrs
+        source = {"path": str(Path(data_path).resolve()), "created": a.get("created"), "seed": a.get("seed"),
+                  "kind": ds.kind, "counts": {n: ds.count(n) for n in ds.names}}
+        if ds.kind == "population":
+            for name in ("lenses", "sources"):
+                if len(ds.split(name, "train")) == 0:
+                    raise DataError(f"{data_path}: the train split of '{name}' is empty; the mock-lens pool needs it")
+            sizes = {"lenses": ds.count("lenses"), "negatives": ds.count("negatives"),
+                     "pool": int(cfg.preprocess.maxtree.pool_size)}
+        else:
+            sizes = {"images": ds.count("images")}
+        image_shape = tuple(int(s) for s in ds.image_shape)
+        kind = ds.kind
+    engine = _engine(cfg, str(data_path))
+    sizes["val"] = len(engine.validation()[1])
+    sizes["test"] = len(engine.test()[1])
+    return Plan(str(data_path), str(out), cfg.to_dict(), int(shards), kind, sizes, image_shape, source)
+
+
+# ---------------------------------------------------------------------- item sources
+def pool_draws(cfg: Config, train_lenses: np.ndarray, train_sources: np.ndarray, first: int, stop: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lens index, source index and α of pool items ``first..stop-1`` (each from its own stream)."""
+    lens_idx = np.empty(stop - first, np.int64)
+    src_idx = np.empty(stop - first, np.int64)
+    alpha = np.empty(stop - first, np.float64)
+    for j, i in enumerate(range(first, stop)):
+        rng = rng_for(cfg.seed, "maxtree-pool", i)
+        lens_idx[j] = train_lenses[rng.integers(len(train_lenses))]
+        src_idx[j] = train_sources[rng.integers(len(train_sources))]
+        alpha[j] = rng.uniform(cfg.data.alpha_min, cfg.data.alpha_max)
+    return lens_idx, src_idx, alpha.astype(np.float32)
+
+
+class _Inputs:
+    """Produces the un-segmented input rows of any group (see module docstring)."""
+
+    def __init__(self, plan: Plan):
+        from lenshpc.data.format import open_dataset
+
+        self.plan, self.cfg = plan, plan.cfg
+        self.ds = open_dataset(plan.data_path)
+        self._sets: dict[str, tuple] = {}
+        self._engine = None
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def _set(self, group: str) -> tuple:
+        if group not in self._sets:
+            if self._engine is None:
+                self._engine = _engine(self.cfg, self.plan.data_path)
+            self._sets[group] = (*self._engine.validation(), {}) if group == "val" else self._engine.test()
+        return self._sets[group]
+
+    def columns(self, group: str, first: int, stop: int) -> dict[str, np.ndarray]:
+        """Labels and metadata of rows ``first..stop-1``."""
+        if group in ("val", "test"):
+            _, y, meta = self._set(group)
+            cols = {"labels": np.asarray(y[first:stop]).astype(np.uint8)}
+            cols.update({k: np.asarray(v)[first:stop] for k, v in meta.items()})
+            return cols
+        if group == "pool":
+            lens_idx, src_idx, alpha = self._pool_draws(first, stop)
+            cols = {"lens_index": lens_idx, "source_index": src_idx, "alpha": alpha}
+            for col, values in self.ds.meta("sources", src_idx).items():
+                cols[col] = values
+            return cols
+        return {"index": np.arange(first, stop, dtype=np.int64)}
+
+    def _pool_draws(self, first: int, stop: int):
+        return pool_draws(self.cfg, self.ds.split("lenses", "train"), self.ds.split("sources", "train"), first, stop)
+
+    def images(self, group: str, first: int, stop: int) -> np.ndarray:
+        """The prepared (normalised, √-stretched) inputs of rows ``first..stop-1``."""
+        from lenshpc.data import transforms
+
+        if group in ("val", "test"):
+            return np.asarray(self._set(group)[0][first:stop], dtype=np.float32)
+        if group == "pool":
+            lens_idx, src_idx, alpha = self._pool_draws(first, stop)
+            return transforms.mock_lenses(self.ds.read("lenses", lens_idx), self.ds.read("sources", src_idx), alpha)
+        return transforms.prepare(self.ds.read(group, np.arange(first, stop)))
+
+
+# ---------------------------------------------------------------------- running a shard
+def _segment_block(args: tuple) -> np.ndarray:
+    """Worker entry point: segment one block (module level so process pools can pickle it)."""
+    from lenshpc.preprocess.maxtree import segment
+
+    images, params, offset, where = args
+    return segment(images, params, offset=offset, where=where)
+
+
+def _blocks(pieces: list[tuple[str, int, int]]) -> Iterator[tuple[str, int, int, int]]:
+    """``(group, first, a, b)``: blocks of at most BLOCK rows, ``a..b`` global rows of ``group``."""
+    for group, first, stop in pieces:
+        for a in range(first, stop, BLOCK):
+            yield group, first, a, min(a + BLOCK, stop)
+
+
+def run_shard(plan: Plan, k: int, workers: int = 1, show_progress: bool = True) -> str:
+    """Segment shard ``k`` and write its file atomically; returns ``"done"`` or ``"skipped"``.
+
+    Parameters
+    ----------
+    plan : Plan
+    k : int
+        Shard number, ``0 <= k < plan.shards``.
+    workers : int
+        Processes segmenting blocks in parallel (1 = in this process).  higra runs with one
+        thread in each.
+    """
+    from lenshpc.preprocess.maxtree import init_worker
+
+    path = shard_path(plan.out, k, plan.shards)
+    attrs = plan.shard_attrs(k)
+    if segfile.shard_is_complete(path, attrs):
+        log.info("shard %d/%d already done: %s", k, plan.shards, path)
+        return "skipped"
+    init_worker()
+    params, pieces = plan.params, plan.pieces(k)
+    inputs = _Inputs(plan)
+    pool = None
+    try:
+        if workers > 1:
+            import concurrent.futures as cf
+            import multiprocessing as mp
+
+            # spawn: a forked child of a process that already started TensorFlow or OpenMP threads can hang.
+            pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
+            mapper: Callable = lambda fn, it: pool.map(fn, it)  # noqa: E731 - ordered results
+        else:
+            mapper = map
+        n_rows = sum(b - a for _, a, b in pieces)
+        with segfile.ShardWriter(path, attrs) as writer, \
+                progress(total=n_rows, desc=f"shard {k + 1}/{plan.shards}", unit="img",
+                         disable=None if show_progress else True) as bar:
+            for group, first, stop in pieces:
+                writer.add(group, first, stop - first, plan.image_shape)
+                for name, values in inputs.columns(group, first, stop).items():
+                    writer.column(group, name, values)
+            blocks = list(_blocks(pieces))
+            window = 2 * max(1, workers)  # blocks in flight: bounds memory whatever the shard's size
+            for w in range(0, len(blocks), window):
+                batch = blocks[w:w + window]
+                jobs = [(inputs.images(g, a, b), params, a, g) for g, _, a, b in batch]
+                for (group, first, a, b), out in zip(batch, mapper(_segment_block, jobs)):
+                    writer.write(group, a - first, out)
+                    bar.update(b - a)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        inputs.close()
+    return "done"
+
+
+# ---------------------------------------------------------------------- merge
+def merge(plan: Plan, executor: str) -> str:
+    """Merge the shard files into ``plan.out`` (atomically) and write the montage; returns the digest."""
+    missing = plan.pending()
+    if missing:
+        raise DataError(f"cannot merge {plan.out}: shard(s) {missing} of {plan.shards} are not finished; "
+                        "re-run the same command to compute them")
+    attrs = {"maxtree": plan.config["preprocess"]["maxtree"], "data": data_fingerprint(plan.cfg),
+             "source": plan.source, "plan": json.dumps(plan.fingerprint(), sort_keys=True),
+             "code_version": code_version(), "shards": plan.shards, "executor": executor, "kind": plan.kind}
+    paths = [shard_path(plan.out, k, plan.shards) for k in range(plan.shards)]
+    digest = segfile.merge_shards(paths, plan.out, plan.sizes, attrs, plan.image_shape)
+    from lenshpc.preprocess.montage import write_montage
+
+    write_montage(plan, montage_path(plan.out))
+    return digest
