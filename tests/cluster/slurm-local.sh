@@ -61,6 +61,8 @@ ClusterName=ci
 SlurmctldHost=${H}(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
+# cred_expire is also the minimum wait before a requeued job may start again (default 120 s): short for tests.
+AuthInfo=cred_expire=10
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
