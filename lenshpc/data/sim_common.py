@@ -92,9 +92,9 @@ class SimOptions:
             if not cond:
                 raise UserError(f"simulation option {msg}")
 
-        need(isinstance(self.size, int) and self.size >= 16, f"size must be an integer ≥ 16 pixels, got {self.size!r}")
+        need(isinstance(self.size, (int, np.integer)) and self.size >= 16, f"size must be an integer ≥ 16 pixels, got {self.size!r}")
         need(self.pixel_scale > 0, f"pixel_scale must be > 0 arcsec/px, got {self.pixel_scale!r}")
-        need(isinstance(self.supersampling, int) and 1 <= self.supersampling <= 8,
+        need(isinstance(self.supersampling, (int, np.integer)) and 1 <= self.supersampling <= 8,
              f"supersampling must be an integer in 1..8, got {self.supersampling!r}")
         need(self.psf in ("moffat", "gaussian"), f"psf must be 'moffat' or 'gaussian', got {self.psf!r}")
         for name in ("sky_mag_range", "psf_fwhm_range", "psf_beta_range", "lens_mag_range", "theta_E_range",
