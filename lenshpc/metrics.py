@@ -1,0 +1,338 @@
+"""Classification metrics on test/validation predictions (numpy in, Python floats out).
+
+Conventions
+-----------
+* ``y`` are labels in {0, 1} (bool, int or float), ``p`` predicted lens probabilities;
+  both are flattened, so ``(N,)`` and ``(N, 1)`` are equivalent.
+* **Predicted positive iff p ≥ threshold** (default 0.5), everywhere in this module.
+* Precision, recall, accuracy and Fβ are **0 when their denominator is 0** (e.g. no
+  predicted positives), as in scikit-learn with ``zero_division=0``.
+* Fβ = (1 + β²)·P·R / (β²·P + R) (thesis Eq 3.18), β = 0.17 by default (thesis Sec 3.5.1).
+
+Threshold grid and I_AUC (thesis Eq 3.21)
+-----------------------------------------
+:func:`fbeta_curve` evaluates the thresholded metrics on ``thresholds = linspace(0, 1, S + 1)``
+(t_i = i/S, i = 0…S, both ends included so plots span [0, 1]).
+:func:`i_auc` is the rectangle-rule area under that Fβ curve,
+
+    I_AUC = (1/S) · Σ_{i=0}^{S-1} Fβ(t_i),
+
+i.e. the mean over the S thresholds in [0, 1).  Eq 3.21 as printed sums i = 0…S but divides
+by S; the thesis code (``f_beta_metric.py``) sums over ``range(S)`` like we do.  Dropping the
+t = 1 term (the degenerate "p ≥ 1" classifier) keeps I_AUC in [0, 1]; it would shift every
+model by the same factor at most and never changes which model is selected.  (The thesis
+code also nudged every threshold up by 1e-4/S; we do not, so "p ≥ t" means the same in every
+metric here.)
+
+Soft Fβ (thesis Sec 3.5.2) uses the soft counts of Eq 3.9–3.12 and the same ε as the
+``fbeta_soft`` loss (:data:`SOFT_EPS`), so ``soft_fbeta(y, p) == 1 - fbeta_soft(y, p)``.
+The soft-count and soft-Fβ formulas below use only arithmetic operators and a pluggable
+``reduce_sum``, so :mod:`lenshpc.losses` evaluates the very same code on Keras tensors.
+
+Challenge metrics (Metcalf et al. 2019): TPR0 is the highest TPR reachable with zero false
+positives, TPR10 the highest with at most ten (:func:`tpr_at_fp`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from lenshpc.errors import ConfigError, DataError
+
+#: ε added to every soft denominator (losses and the soft-Fβ metric).  The thesis's 1e-16
+#: is lost when added to a float32 sum and, added to an exact 0 (an all-negative batch
+#: predicted perfectly), gives quotients and gradients of order 1e16 that overflow float16.
+#: 1e-7 (Keras's ``epsilon()``) is representable in float32 and float16, negligible against
+#: any non-empty soft count, and keeps every quotient and gradient finite.
+SOFT_EPS = 1e-7
+
+#: Model-selection criteria of ``selection.metric`` (thesis Sec 3.5).
+SELECTION_METRICS = ("val_loss", "val_fbeta_auc", "val_soft_fbeta", "val_accuracy", "val_auroc")
+
+
+# ====================================================================== input checks
+def _as_arrays(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten and validate labels and scores; raise :class:`DataError` on bad input."""
+    y = np.asarray(y).reshape(-1)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise DataError(f"labels and predictions differ in length ({y.size} vs {p.size}); "
+                        "pass one score per labelled image")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    elif y.size and not np.isin(y, (0, 1)).all():
+        bad = np.unique(y[~np.isin(y, (0, 1))])[:5]
+        raise DataError(f"labels must be 0 or 1, found {bad.tolist()}; threshold or re-map the labels first")
+    y = y.astype(np.int64)
+    if not np.isfinite(p).all():
+        n_bad = int((~np.isfinite(p)).sum())
+        raise DataError(f"{n_bad} prediction(s) are NaN or infinite; the model diverged or the input had NaNs")
+    return y, p
+
+
+def _safe_div(num: Any, den: Any) -> Any:
+    """num / den with 0 where den == 0 (scalars or arrays)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+    return out if out.ndim else float(out)
+
+
+# ====================================================================== shared formulas
+def fbeta_from_pr(precision: Any, recall: Any, beta: float, eps: float = 0.0) -> Any:
+    """Fβ from precision and recall (Eq 3.18); the one implementation of the formula.
+
+    With ``eps = 0`` (hard metrics, numpy) the result is 0 where β²P + R = 0; with
+    ``eps > 0`` it is ``(1+β²)PR / (β²P + R + eps)`` using operators only, so it also works
+    on Keras/TensorFlow tensors (the soft loss).
+    """
+    b2 = float(beta) ** 2
+    if eps:
+        return (1.0 + b2) * precision * recall / (b2 * precision + recall + eps)
+    return _safe_div((1.0 + b2) * np.asarray(precision) * np.asarray(recall),
+                     b2 * np.asarray(precision) + np.asarray(recall))
+
+
+def soft_counts(y: Any, p: Any, reduce_sum: Callable = np.sum) -> tuple[Any, Any, Any, Any]:
+    """Soft TP, FP, FN, TN over a batch (thesis Eq 3.9–3.12).
+
+    TP = Σ ŷ·y, FP = Σ ŷ·(1−y), FN = Σ (1−ŷ)·y, TN = Σ (1−ŷ)·(1−y).  ``reduce_sum`` is
+    ``np.sum`` for metrics and ``keras.ops.sum`` for losses.
+    """
+    return (reduce_sum(p * y), reduce_sum(p * (1 - y)), reduce_sum((1 - p) * y), reduce_sum((1 - p) * (1 - y)))
+
+
+def soft_fbeta_from_counts(tp: Any, fp: Any, fn: Any, beta: float, eps: float = SOFT_EPS) -> Any:
+    """Soft Fβ score (Eq 3.18 with soft P = TP/(TP+FP+ε), R = TP/(TP+FN+ε))."""
+    precision = tp / (tp + fp + eps)
+    recall = tp / (tp + fn + eps)
+    return fbeta_from_pr(precision, recall, beta, eps=eps)
+
+
+# ====================================================================== thresholded
+def confusion(y: Any, p: Any, threshold: float = 0.5) -> dict[str, int]:
+    """Confusion matrix at ``threshold``: ``dict(tp, fp, fn, tn)`` (positive iff p ≥ threshold)."""
+    y, p = _as_arrays(y, p)
+    pred = p >= threshold
+    pos = y == 1
+    return {"tp": int((pred & pos).sum()), "fp": int((pred & ~pos).sum()),
+            "fn": int((~pred & pos).sum()), "tn": int((~pred & ~pos).sum())}
+
+
+def accuracy(y: Any, p: Any, threshold: float = 0.5) -> float:
+    """(TP + TN) / N (Eq 3.20); 0 for an empty set."""
+    c = confusion(y, p, threshold)
+    return _safe_div(c["tp"] + c["tn"], sum(c.values()))
+
+
+def precision(y: Any, p: Any, threshold: float = 0.5) -> float:
+    """TP / (TP + FP) (Eq 3.6); 0 when nothing is predicted positive."""
+    c = confusion(y, p, threshold)
+    return _safe_div(c["tp"], c["tp"] + c["fp"])
+
+
+def recall(y: Any, p: Any, threshold: float = 0.5) -> float:
+    """TP / (TP + FN) (Eq 3.7); 0 when there are no positives."""
+    c = confusion(y, p, threshold)
+    return _safe_div(c["tp"], c["tp"] + c["fn"])
+
+
+def fbeta(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5) -> float:
+    """Fβ at ``threshold`` (Eq 3.18); 0 when precision and recall are both 0."""
+    c = confusion(y, p, threshold)
+    prec = _safe_div(c["tp"], c["tp"] + c["fp"])
+    rec = _safe_div(c["tp"], c["tp"] + c["fn"])
+    return float(fbeta_from_pr(prec, rec, beta))
+
+
+def _counts_at(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TP and FP counts for every threshold at once (O((N + T) log N))."""
+    pos = np.sort(p[y == 1])
+    neg = np.sort(p[y == 0])
+    # side="left": scores equal to the threshold count as predicted positive (p >= t).
+    tp = pos.size - np.searchsorted(pos, thresholds, side="left")
+    fp = neg.size - np.searchsorted(neg, thresholds, side="left")
+    return tp.astype(np.float64), fp.astype(np.float64)
+
+
+def fbeta_curve(y: Any, p: Any, beta: float = 0.17, steps: int = 100) -> dict[str, np.ndarray]:
+    """Fβ, precision and recall on the threshold grid ``linspace(0, 1, steps + 1)``.
+
+    Returns
+    -------
+    dict
+        ``thresholds``, ``fbeta``, ``precision``, ``recall``: arrays of length ``steps + 1``.
+    """
+    if int(steps) < 1:
+        raise ConfigError(f"steps = {steps}: the threshold grid needs at least 1 step (thesis: 100)")
+    y, p = _as_arrays(y, p)
+    thresholds = np.linspace(0.0, 1.0, int(steps) + 1)
+    tp, fp = _counts_at(y, p, thresholds)
+    prec = _safe_div(tp, tp + fp)
+    rec = _safe_div(tp, float((y == 1).sum()))
+    rec = np.broadcast_to(rec, thresholds.shape).astype(np.float64)
+    return {"thresholds": thresholds, "fbeta": np.asarray(fbeta_from_pr(prec, rec, beta), dtype=np.float64),
+            "precision": np.asarray(prec, dtype=np.float64), "recall": rec}
+
+
+def i_auc(y: Any, p: Any, beta: float = 0.17, steps: int = 100) -> float:
+    """Fβ-curve area indicator I_AUC (Eq 3.21): mean Fβ over thresholds i/S, i = 0…S−1.
+
+    See the module docstring for how this relates to the printed equation.
+    """
+    curve = fbeta_curve(y, p, beta=beta, steps=steps)
+    return float(np.mean(curve["fbeta"][:-1]))
+
+
+def soft_fbeta(y: Any, p: Any, beta: float = 0.17) -> float:
+    """Soft Fβ score (Sec 3.5.2, Eq 3.19 as a score: higher is better); equals 1 − fbeta_soft loss."""
+    y, p = _as_arrays(y, p)
+    tp, fp, fn, _ = soft_counts(y.astype(np.float64), p)
+    return float(soft_fbeta_from_counts(tp, fp, fn, beta))
+
+
+# ====================================================================== ranking metrics
+def auroc(y: Any, p: Any) -> float:
+    """Area under the ROC curve (scikit-learn); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    y, p = _as_arrays(y, p)
+    if np.unique(y).size < 2:
+        return float("nan")
+    return float(roc_auc_score(y, p))
+
+
+def roc_curve(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve ``(fpr, tpr, thresholds)`` from scikit-learn (``thresholds[0]`` is +inf)."""
+    from sklearn.metrics import roc_curve as _roc_curve
+
+    y, p = _as_arrays(y, p)
+    if np.unique(y).size < 2:
+        raise DataError("the ROC curve needs both lenses and non-lenses in the labels")
+    fpr, tpr, thr = _roc_curve(y, p)
+    return fpr, tpr, thr
+
+
+def tpr_at_fp(y: Any, p: Any, max_fp: int) -> float:
+    """Highest true-positive rate over all thresholds with at most ``max_fp`` false positives.
+
+    A threshold admitting ≤ k false positives must lie above the (k+1)-th highest
+    non-lens score s; every lens scored strictly above s is then recovered, and lenses tied
+    with s cannot be (taking them would take that non-lens too).  0 when there are no lenses.
+
+    Notes
+    -----
+    Metcalf et al. (2019) define TPR0 as the highest TPR "before a single false positive
+    occurs" (``max_fp=0``) and TPR10 as the TPR "where less than ten false positives are
+    made"; we follow this project's definition TPR10 = ``tpr_at_fp(y, p, 10)`` (≤ 10 FPs).
+    """
+    if int(max_fp) < 0:
+        raise ConfigError(f"max_fp = {max_fp}: the number of allowed false positives cannot be negative")
+    y, p = _as_arrays(y, p)
+    pos = p[y == 1]
+    neg = np.sort(p[y == 0])[::-1]
+    if pos.size == 0:
+        return 0.0
+    if neg.size <= max_fp:
+        return 1.0
+    cut = neg[int(max_fp)]
+    return float((pos > cut).sum() / pos.size)
+
+
+def tpr0(y: Any, p: Any) -> float:
+    """Highest TPR with zero false positives (challenge TPR0)."""
+    return tpr_at_fp(y, p, 0)
+
+
+def tpr10(y: Any, p: Any) -> float:
+    """Highest TPR with at most ten false positives (challenge TPR10)."""
+    return tpr_at_fp(y, p, 10)
+
+
+# ====================================================================== reports
+def _json_float(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: int = 100) -> dict:
+    """Every metric of this module in one JSON-ready dict (the body of ``metrics.json``).
+
+    Returns
+    -------
+    dict
+        ``n_test``, ``n_positive``, ``threshold``, ``beta``, ``steps``, ``accuracy``,
+        ``precision``, ``recall``, ``fbeta`` (at ``threshold``), ``i_auc``, ``soft_fbeta``,
+        ``auroc`` (None with a single class), ``tpr0``, ``tpr10``, ``confusion`` (tp/fp/fn/tn)
+        and ``curves``: ``thresholds``, ``fbeta``, ``precision``, ``recall`` (length
+        ``steps + 1``) and ``roc_fpr``, ``roc_tpr`` (empty with a single class), all lists.
+    """
+    y, p = _as_arrays(y, p)
+    c = confusion(y, p, threshold)
+    prec = _safe_div(c["tp"], c["tp"] + c["fp"])
+    rec = _safe_div(c["tp"], c["tp"] + c["fn"])
+    curve = fbeta_curve(y, p, beta=beta, steps=steps)
+    two_classes = np.unique(y).size == 2
+    fpr, tpr = (roc_curve(y, p)[:2]) if two_classes else (np.array([]), np.array([]))
+    return {
+        "n_test": int(y.size),
+        "n_positive": int((y == 1).sum()),
+        "threshold": float(threshold),
+        "beta": float(beta),
+        "steps": int(steps),
+        "accuracy": _safe_div(c["tp"] + c["tn"], y.size),
+        "precision": prec,
+        "recall": rec,
+        "fbeta": float(fbeta_from_pr(prec, rec, beta)),
+        "i_auc": float(np.mean(curve["fbeta"][:-1])),
+        "soft_fbeta": soft_fbeta(y, p, beta),
+        "auroc": _json_float(auroc(y, p)),
+        "tpr0": tpr_at_fp(y, p, 0),
+        "tpr10": tpr_at_fp(y, p, 10),
+        "confusion": c,
+        "curves": {
+            **{k: v.tolist() for k, v in curve.items()},
+            "roc_fpr": fpr.tolist(),
+            "roc_tpr": tpr.tolist(),
+        },
+    }
+
+
+def _check_selection_name(name: str) -> None:
+    if name not in SELECTION_METRICS:
+        close = difflib.get_close_matches(str(name), SELECTION_METRICS, n=1, cutoff=0.4)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown selection metric '{name}'.{hint} Valid: {', '.join(SELECTION_METRICS)}")
+
+
+def higher_is_better(name: str) -> bool:
+    """Direction of a selection metric: ``val_loss`` is minimised, the others maximised."""
+    _check_selection_name(name)
+    return name != "val_loss"
+
+
+def selection_score(name: str, y: Any, p: Any, loss_value: float | None = None, beta: float = 0.17,
+                    steps: int = 100, threshold: float = 0.5) -> float:
+    """The model-selection score ``name`` of validation predictions (thesis Sec 3.5).
+
+    ``val_loss`` returns ``loss_value`` (the training loss on the validation chunk, which
+    the caller computes); ``val_fbeta_auc`` is :func:`i_auc`, ``val_soft_fbeta``
+    :func:`soft_fbeta`, ``val_accuracy`` :func:`accuracy` at ``threshold`` and ``val_auroc``
+    :func:`auroc` (NaN with a single class: never an improvement).  Compare scores with
+    :func:`higher_is_better`.
+    """
+    _check_selection_name(name)
+    if name == "val_loss":
+        if loss_value is None:
+            raise ValueError("selection_score('val_loss', ...) needs loss_value (the validation loss)")
+        return float(loss_value)
+    if name == "val_fbeta_auc":
+        return i_auc(y, p, beta=beta, steps=steps)
+    if name == "val_soft_fbeta":
+        return soft_fbeta(y, p, beta=beta)
+    if name == "val_accuracy":
+        return accuracy(y, p, threshold)
+    return auroc(y, p)

@@ -1,0 +1,117 @@
+"""CNNs from the lens-finding literature: the 2017 challenge winner and LensFlow.
+
+``lastro_cnn``
+    The LASTRO EPFL network that won the 2017 Strong Gravitational Lens Finding Challenge
+    (Schaefer et al. 2018; described in Metcalf et al. 2019), as reimplemented in seed 000
+    (AUROC 0.92, the paper's 0.93): convolutions 16-16 / 32-32 / 64-64 (ReLU, "valid"
+    padding, the first 4×4, the rest 3×3), each pair followed by 2×2 max-pooling and
+    BatchNormalization; dropout 0.2; two 128-filter convolutions with dropout and BN; three
+    fully connected layers of 1024 with dropout, BN, a 64-unit layer and the output head.
+    Seed 000 left the three 1024-unit layers without an activation, which collapses them
+    into a single linear map; by default we apply ReLU to them like to every other layer
+    (``dense_activation="linear"`` reproduces seed 000's code exactly).
+``lensflow_cnn``
+    LensFlow (Pourrahmani et al. 2018; seed 004): convolutions of 30/60/90 filters 5×5
+    ("valid"), each with tanh and 2×2 max-pooling; flatten; dense 1000/800/600 with ReLU
+    and dropout 0.5; the output head (LensFlow's 2-way softmax is our 1-unit sigmoid).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from lenshpc.errors import ConfigError
+from lenshpc.models._head import check_min_side, fraction, output_head, positive_ints
+
+#: Smallest image side lastro_cnn accepts: 1 pixel left after conv4b, traced back through
+#: its layers (3×3 convs −2, 2×2 pools ×2, the 4×4 conv −3).
+LASTRO_MIN_SIDE = 69
+
+
+def lastro_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2, dense_activation: str = "relu") -> Any:
+    """The LASTRO EPFL challenge-winning CNN (see the module docstring).
+
+    Parameters
+    ----------
+    dropout : float
+        Rate of every dropout layer (seed 000: 0.2).
+    dense_activation : {"relu", "linear"}
+        Activation of the three 1024-unit layers ("linear" = seed 000's code).
+    """
+    import keras
+    from keras import layers
+
+    rate = fraction("dropout", "lastro_cnn", dropout)
+    if dense_activation not in ("relu", "linear"):
+        raise ConfigError(f"model 'lastro_cnn': dense_activation must be 'relu' or 'linear', got {dense_activation!r}")
+
+    def conv(x: Any, filters: int, kernel: int, name: str) -> Any:
+        return layers.Conv2D(filters, kernel, activation="relu", name=name)(x)
+
+    check_min_side("lastro_cnn", input_shape, LASTRO_MIN_SIDE)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = conv(inputs, 16, 4, "conv1a")
+    x = conv(x, 16, 3, "conv1b")
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = conv(x, 32, 3, "conv2a")
+    x = conv(x, 32, 3, "conv2b")
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = conv(x, 64, 3, "conv3a")
+    x = conv(x, 64, 3, "conv3b")
+    x = layers.MaxPooling2D(2, name="pool3")(x)
+    x = layers.BatchNormalization(name="bn3")(x)
+    x = layers.Dropout(rate, name="drop3")(x)
+    x = conv(x, 128, 3, "conv4a")
+    x = layers.Dropout(rate, name="drop4a")(x)
+    x = conv(x, 128, 3, "conv4b")
+    x = layers.BatchNormalization(name="bn4")(x)
+    x = layers.Dropout(rate, name="drop4b")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for i in (1, 2, 3):
+        x = layers.Dense(1024, activation=dense_activation, name=f"fc{i}")(x)
+        if i < 3:
+            x = layers.Dropout(rate, name=f"fc{i}_drop")(x)
+    x = layers.BatchNormalization(name="fc_bn")(x)
+    x = layers.Dense(64, activation="relu", name="fc4")(x)
+    outputs = output_head(x, num_outputs)
+    return keras.Model(inputs, outputs, name="lastro_cnn")
+
+
+def lensflow_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.5,
+                 filters: Sequence[int] = (30, 60, 90), dense: Sequence[int] = (1000, 800, 600),
+                 kernel_size: int = 5) -> Any:
+    """LensFlow's CNN (see the module docstring).
+
+    Parameters
+    ----------
+    dropout : float
+        Dropout after each dense layer (LensFlow: 0.5).
+    filters, dense : sequence of int
+        Convolution widths (each tanh + 2×2 max-pool) and dense widths (each ReLU + dropout).
+    kernel_size : int
+        Convolution kernel size (LensFlow: 5).
+    """
+    import keras
+    from keras import layers
+
+    rate = fraction("dropout", "lensflow_cnn", dropout)
+    filters = positive_ints("filters", "lensflow_cnn", filters)
+    dense = positive_ints("dense", "lensflow_cnn", dense)
+    (kernel_size,) = positive_ints("kernel_size", "lensflow_cnn", kernel_size)
+    min_side = 1
+    for _ in filters:  # undo pool (×2) then the "valid" convolution (+ kernel − 1), last stage first
+        min_side = 2 * min_side + kernel_size - 1
+    check_min_side("lensflow_cnn", input_shape, min_side)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for i, width in enumerate(filters, start=1):
+        x = layers.Conv2D(width, kernel_size, activation="tanh", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for i, width in enumerate(dense, start=1):
+        x = layers.Dense(width, activation="relu", name=f"fc{i}")(x)
+        x = layers.Dropout(rate, name=f"fc{i}_drop")(x)
+    outputs = output_head(x, num_outputs)
+    return keras.Model(inputs, outputs, name="lensflow_cnn")
