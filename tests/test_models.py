@@ -1,0 +1,145 @@
+"""Model registry: every architecture builds with the documented shapes, names and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from lenshpc import models  # noqa: E402
+from lenshpc.errors import ConfigError  # noqa: E402
+
+THESIS_SHAPE = (101, 101, 1)
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Each registered model built once on the thesis's 101×101×1 cutouts."""
+    keras.utils.set_random_seed(0)
+    return {name: models.build(name, THESIS_SHAPE) for name in models.available()}
+
+
+def test_registry_lists_the_documented_models():
+    assert models.available() == ["efficientnet_b0", "lastro_cnn", "lensflow_cnn", "resnet18", "tiny_resnet"]
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "lastro_cnn", "lensflow_cnn", "resnet18", "tiny_resnet"])
+def test_each_model_maps_a_batch_of_cutouts_to_probabilities(built, name):
+    model = built[name]
+    assert model.input_shape == (None, *THESIS_SHAPE)
+    assert model.output_shape == (None, 1)
+    assert model.get_layer("prediction").get_config()["activation"] == "sigmoid"
+    x = np.random.default_rng(0).normal(size=(2, *THESIS_SHAPE)).astype(np.float32)
+    out = np.asarray(model(x, training=False))
+    assert out.shape == (2, 1) and out.dtype == np.float32
+    assert np.all((out >= 0) & (out <= 1))
+
+
+def test_resnet18_matches_the_thesis_layout(built):
+    model = built["resnet18"]
+    adds = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert adds == [f"add_{i}" for i in range(1, 9)]
+    # Feature-map sizes on 101×101: stem /2 -> 51, pool /2 -> 26, then 26, 13, 7, 4.
+    sizes = {name: model.get_layer(name).output.shape[1:] for name in adds}
+    assert sizes["add_1"] == (26, 26, 64) and sizes["add_3"] == (13, 13, 128)
+    assert sizes["add_5"] == (7, 7, 256) and sizes["add_8"] == (4, 4, 512)
+    stem = model.get_layer("stem_conv")
+    assert stem.kernel_size == (7, 7) and stem.strides == (2, 2) and stem.filters == 64
+    assert stem.get_config()["kernel_initializer"]["class_name"] == "HeNormal"
+    assert stem.kernel_regularizer.l2 == pytest.approx(1e-4)
+    # 1×1 projection shortcuts exactly where the shape changes (first block of stages 2–4).
+    shortcuts = sorted(layer.name for layer in model.layers if layer.name.endswith("_shortcut"))
+    assert shortcuts == ["stage2_block1_shortcut", "stage3_block1_shortcut", "stage4_block1_shortcut"]
+    assert 11_000_000 < model.count_params() < 11_300_000  # ResNet18 on one channel
+
+
+def test_hparams_reach_the_architecture():
+    keras.utils.set_random_seed(0)
+    model = models.build("tiny_resnet", (64, 64, 1), filters=[4, 8], blocks=[2, 1], l2=0.0)
+    adds = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert adds == ["add_1", "add_2", "add_3"]
+    assert model.get_layer("add_3").output.shape[-1] == 8
+    assert model.get_layer("stem_conv").kernel_regularizer is None
+    lensflow = models.build("lensflow_cnn", (64, 64, 1), dropout=0.3, dense=[32, 16])
+    assert lensflow.get_layer("fc1_drop").rate == pytest.approx(0.3)
+    assert lensflow.get_layer("fc2").units == 16
+    assert lensflow.get_layer("conv1").get_config()["activation"] == "tanh"
+    assert models.default_hparams("lastro_cnn") == {"dropout": 0.2, "dense_activation": "relu"}
+
+
+def test_softmax_head_for_the_dynamic_ensembler():
+    model = models.build("tiny_resnet", (32, 32, 1), num_outputs=6)
+    assert model.output_shape == (None, 6)
+    out = np.asarray(model(np.zeros((3, 32, 32, 1), np.float32)))
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_output_stays_float32_under_mixed_precision():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = models.build("tiny_resnet", (32, 32, 1))
+        assert model.get_layer("stem_conv").compute_dtype == "float16"
+        out = model(np.zeros((2, 32, 32, 1), np.float32))
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_same_seed_same_weights_different_seed_different():
+    def weights(seed):
+        keras.utils.set_random_seed(seed)
+        return models.build("tiny_resnet", (32, 32, 1)).get_weights()
+
+    a, b, c = weights(3), weights(3), weights(4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_saved_model_round_trips(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = models.build("tiny_resnet", (32, 32, 1))
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype(np.float32)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    assert np.allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-6)
+    assert [la.name for la in loaded.layers if la.name.startswith("add_")] == ["add_1", "add_2", "add_3"]
+
+
+def test_tiny_resnet_learns_in_seconds_on_64px_images():
+    """A ring (Einstein-ring-like) versus no ring in noise: separable after a few epochs."""
+    rng = np.random.default_rng(0)
+    n, size = 256, 64
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    radius = np.hypot(xx, yy)
+    labels = (np.arange(n) % 2).astype(np.float32)
+    ring_r = rng.uniform(8, 16, n)
+    rings = np.exp(-0.5 * ((radius[None] - ring_r[:, None, None]) / 1.5) ** 2)
+    galaxy = np.exp(-0.5 * (radius / 4.0) ** 2)
+    x = galaxy[None] + 0.8 * labels[:, None, None] * rings + rng.normal(0, 0.3, (n, size, size))
+    x = x[..., None].astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = models.build("tiny_resnet", (size, size, 1))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
+    model.fit(x[:192], labels[:192], batch_size=32, epochs=6, verbose=0)
+    from lenshpc.metrics import auroc
+
+    assert auroc(labels[192:], model.predict(x[192:], verbose=0)) > 0.9
+
+
+def test_unknown_names_and_bad_hparams_are_config_errors():
+    with pytest.raises(ConfigError, match="Did you mean 'resnet18'"):
+        models.build("resnet19")
+    with pytest.raises(ConfigError, match="Did you mean 'l2'"):
+        models.build("resnet18", l3=1e-4)
+    with pytest.raises(ConfigError, match="one per stage"):
+        models.build("tiny_resnet", (32, 32, 1), filters=[8, 16], blocks=[1])
+    with pytest.raises(ConfigError, match=r"dropout must be a number in \[0, 1\)"):
+        models.build("lensflow_cnn", dropout=1.5)
+    with pytest.raises(ConfigError, match="at least 69"):
+        models.build("lastro_cnn", (64, 64, 1))
+    with pytest.raises(ConfigError, match="height, width, channels"):
+        models.build("resnet18", (101, 101))
+    with pytest.raises(ConfigError, match="num_outputs"):
+        models.build("resnet18", num_outputs=0)
