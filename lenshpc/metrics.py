@@ -258,7 +258,26 @@ def _json_float(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: int = 100) -> dict:
+def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Keep at most ``max_points + 1`` of a curve's own vertices, evenly spaced along its length.
+
+    A vertex is kept where the cumulative L1 path length crosses a multiple of
+    (total length / ``max_points``); the first and last vertices are always kept, so the
+    drawn curve deviates from the full one by at most one such step.  Used to keep the ROC
+    curve of a 100,000-image test set (~10,000 vertices) small in ``metrics.json``.
+    """
+    if x.size <= max_points + 1:
+        return x, y
+    step = np.abs(np.diff(x)) + np.abs(np.diff(y))
+    length = np.concatenate([[0.0], np.cumsum(step)])
+    bins = np.floor(length / (length[-1] / max_points)).astype(np.int64)
+    keep = np.flatnonzero(np.diff(bins, prepend=-1) != 0)
+    keep = np.union1d(keep, [x.size - 1])
+    return x[keep], y[keep]
+
+
+def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: int = 100,
+            roc_points: int = 1000) -> dict:
     """Every metric of this module in one JSON-ready dict (the body of ``metrics.json``).
 
     Returns
@@ -268,7 +287,9 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
         ``precision``, ``recall``, ``fbeta`` (at ``threshold``), ``i_auc``, ``soft_fbeta``,
         ``auroc`` (None with a single class), ``tpr0``, ``tpr10``, ``confusion`` (tp/fp/fn/tn)
         and ``curves``: ``thresholds``, ``fbeta``, ``precision``, ``recall`` (length
-        ``steps + 1``) and ``roc_fpr``, ``roc_tpr`` (empty with a single class), all lists.
+        ``steps + 1``) and ``roc_fpr``, ``roc_tpr`` (at most ``roc_points + 1`` vertices of
+        the ROC curve, see :func:`thin_curve`; empty with a single class), all lists.
+        AUROC and TPR0/TPR10 are computed from the full data, never from the thinned curve.
     """
     y, p = _as_arrays(y, p)
     c = confusion(y, p, threshold)
@@ -276,7 +297,7 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
     rec = _safe_div(c["tp"], c["tp"] + c["fn"])
     curve = fbeta_curve(y, p, beta=beta, steps=steps)
     two_classes = np.unique(y).size == 2
-    fpr, tpr = (roc_curve(y, p)[:2]) if two_classes else (np.array([]), np.array([]))
+    fpr, tpr = thin_curve(*roc_curve(y, p)[:2], max_points=roc_points) if two_classes else (np.array([]),) * 2
     return {
         "n_test": int(y.size),
         "n_positive": int((y == 1).sum()),

@@ -166,3 +166,20 @@ def test_bad_inputs_are_clear_errors():
     # (N, 1) columns are flattened like (N,) vectors; booleans are labels too.
     assert metrics.accuracy(np.array([[1], [0]]), np.array([[0.7], [0.2]])) == 1.0
     assert metrics.recall(np.array([True, False]), [0.7, 0.2]) == 1.0
+
+
+def test_roc_curve_in_the_summary_is_thinned_to_real_vertices():
+    rng = np.random.default_rng(8)
+    n = 20_000
+    y = rng.integers(0, 2, n)
+    p = np.clip(0.3 * y + rng.uniform(0, 0.7, n), 0, 1)
+    full_fpr, full_tpr, _ = skm.roc_curve(y, p)
+    assert full_fpr.size > 1000
+    s = metrics.summary(y, p, roc_points=200)
+    fpr, tpr = np.array(s["curves"]["roc_fpr"]), np.array(s["curves"]["roc_tpr"])
+    assert 2 <= fpr.size <= 201
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    full = set(zip(full_fpr.tolist(), full_tpr.tolist()))
+    assert all(pt in full for pt in zip(fpr.tolist(), tpr.tolist()))  # vertices of the real curve
+    assert np.trapezoid(tpr, fpr) == pytest.approx(s["auroc"], abs=0.01)
+    assert s["auroc"] == pytest.approx(skm.roc_auc_score(y, p))  # from the full data
