@@ -189,3 +189,13 @@ def test_keras_compile_and_fit_accept_the_losses():
         model.compile(optimizer=keras.optimizers.Adam(0.1), loss=losses.get(name))
         hist = model.fit(x, y, batch_size=32, epochs=5, verbose=0).history["loss"]
         assert hist[-1] < hist[0], (name, hist)
+
+
+def test_losses_compile_under_xla_with_integer_labels():
+    """The training step is an XLA-compiled tf.function fed uint8 labels and (B, 1) scores."""
+    y = tf.constant([1, 0, 1, 0, 1], tf.uint8)
+    p = tf.constant([[0.9], [0.2], [0.6], [0.1], [0.4]], tf.float32)
+    for name in ("bce", *SOFT):
+        fn = losses.get(name)
+        compiled = tf.function(fn.__call__, jit_compile=True)
+        assert float(compiled(y, p)) == pytest.approx(float(fn(y, p)), rel=1e-6)
