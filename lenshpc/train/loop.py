@@ -156,13 +156,15 @@ def _check_data(cfg) -> None:
 
 
 def _check_names(cfg) -> None:
-    """Unknown model or loss names fail before any data is synthesised, listing the valid ones."""
+    """Unknown model, hyper-parameter or loss names fail before any data is synthesised (ConfigError with hints)."""
     from lenshpc import losses, models
 
-    for what, name, registry in (("model.name", cfg.model.name, models), ("loss.name", cfg.loss.name, losses)):
-        available = list(registry.available())
-        if name not in available:
-            raise UserError(f"{what} = {name!r} is not one of {', '.join(available)}")
+    accepted = models.default_hparams(cfg.model.name)
+    unknown = sorted(set(cfg.model.params) - set(accepted))
+    if unknown:
+        raise UserError(f"model.params: '{cfg.model.name}' has no hyper-parameter {unknown[0]!r} "
+                        f"(valid, with defaults: {accepted})")
+    losses.get(cfg.loss.name, beta=cfg.loss.beta)
 
 
 def _check_same_config(rd: RunDir, cfg) -> None:
@@ -240,7 +242,7 @@ class Trainer:
 
         self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size)
         self.model = models.build(cfg.model.name, tuple(self.engine.image_shape), num_outputs=1, **cfg.model.params)
-        self.loss_fn = losses.get(cfg.loss.name, **({"beta": cfg.loss.beta} if cfg.loss.name == "fbeta_soft" else {}))
+        self.loss_fn = losses.get(cfg.loss.name, beta=cfg.loss.beta)
 
         lr = float(cfg.train.learning_rate)
         if cfg.train.optimizer == "adam":
