@@ -4,15 +4,52 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "summarise a lenshpc HDF5 dataset (kinds, sizes, splits, metadata, provenance)"
+HELP = "summarise a lenshpc HDF5 dataset (kinds, sizes, splits, metadata, skipped inputs, provenance)"
+DESCRIPTION = """Summarise a lenshpc HDF5 dataset: kind, schema version, image shape, pixel scale, bands,
+per-array sizes and split sizes, metadata columns, labels, inputs skipped by `lenshpc stack`, provenance.
+
+Examples:
+  lenshpc info data/population.h5
+  lenshpc info --tree data/challenge.h5     # also every HDF5 object with shape, dtype, chunks
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="dataset file written by `lenshpc simulate`, `stack` or `maxtree`")
+    p.add_argument("--tree", action="store_true", help="also list every HDF5 dataset with shape, dtype and storage")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.data.format import describe
+    import h5py
 
-    print(describe(args.path))
+    from lenshpc.data.format import describe, hdf5_tree
+    from lenshpc.errors import DataError
+
+    try:
+        print(describe(args.path, tree=args.tree))
+    except DataError:
+        # Other lenshpc files (e.g. SEG.h5 from `lenshpc maxtree`) have their own layout: list them generically.
+        kind = _other_lenshpc_kind(args.path)
+        if kind is None:
+            raise
+        with h5py.File(args.path, "r") as fh:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in fh.attrs.items()}
+            print(f"{args.path}: lenshpc {kind} file")
+            for key, value in attrs.items():
+                print(f"  {key}: {str(value)[:300]}")
+            for line in hdf5_tree(fh):
+                print(f"  {line}")
     return 0
+
+
+def _other_lenshpc_kind(path: str) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            kind = fh.attrs.get("lenshpc_format")
+    except OSError:
+        return None
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    return kind if kind and kind not in ("population", "labelled") else None

@@ -90,8 +90,12 @@ def _check_images(name: str, images: np.ndarray) -> np.ndarray:
         images = images[..., None]
     if images.ndim != 4:
         raise DataError(f"{name}: expected images of shape (N, H, W, C), got {images.shape}")
-    if not np.isfinite(images).all():
-        bad = int((~np.isfinite(images)).reshape(len(images), -1).any(axis=1).sum())
+    # Checked in blocks: a whole-array isfinite() would need a bool copy of 1/4 the array's size.
+    bad = 0
+    for start in range(0, len(images), 1024):
+        block = images[start : start + 1024]
+        bad += int((~np.isfinite(block)).reshape(len(block), -1).any(axis=1).sum())
+    if bad:
         raise DataError(f"{name}: {bad} image(s) contain NaN or Inf values")
     return images
 
@@ -110,7 +114,8 @@ def _write_root_attrs(fh: h5py.File, kind: str, *, pixel_scale: float, bands: li
 
 def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping[str, np.ndarray]],
            extra: Mapping[str, np.ndarray], *, pixel_scale: float, bands: list[str], seed: int, provenance: dict,
-           fractions: Iterable[float], splits: Mapping[str, Mapping[str, np.ndarray]] | None) -> None:
+           fractions: Iterable[float], splits: Mapping[str, Mapping[str, np.ndarray]] | None,
+           logs: Mapping[str, Iterable[str]] | None = None) -> None:
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             _write_root_attrs(fh, kind, pixel_scale=pixel_scale, bands=bands, seed=seed, provenance=provenance)
@@ -130,13 +135,18 @@ def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: 
                     fh.create_dataset(f"splits/{name}/{split}", data=np.asarray(parts[split], dtype=np.int64))
             for name, values in extra.items():
                 fh.create_dataset(name, data=values)
+            # Full lists (e.g. every skipped file) go to datasets: attributes are limited to 64 KiB.
+            fh.require_group("log")
+            for name, lines in (logs or {}).items():
+                fh.create_dataset(f"log/{name}", data=[str(line) for line in lines], dtype=h5py.string_dtype())
 
 
 def write_population(path: str | Path, lenses: np.ndarray, sources: np.ndarray, negatives: np.ndarray, *,
                      meta: Mapping[str, Mapping[str, np.ndarray]] | None = None, pixel_scale: float = 0.2,
                      bands: list[str] | None = None, seed: int = 0, provenance: dict | None = None,
                      fractions: Iterable[float] = DEFAULT_FRACTIONS,
-                     splits: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> None:
+                     splits: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+                     logs: Mapping[str, Iterable[str]] | None = None) -> None:
     """Write a population dataset atomically (temp file + rename).
 
     Parameters
@@ -148,17 +158,24 @@ def write_population(path: str | Path, lenses: np.ndarray, sources: np.ndarray, 
     splits : dict, optional
         Explicit ``{"lenses": {"train": idx, "val": idx, "test": idx}, ...}``; by default a
         seeded 80/10/10 split per population.
+    logs : dict, optional
+        ``{"skipped": ["path: reason", ...]}``: text lines stored as ``log/<name>``.
     """
     _write(path, "population", {"lenses": lenses, "sources": sources, "negatives": negatives}, meta or {}, {},
            pixel_scale=pixel_scale, bands=bands or ["r"], seed=seed, provenance=provenance or {},
-           fractions=fractions, splits=splits)
+           fractions=fractions, splits=splits, logs=logs)
 
 
 def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray, *, ids: np.ndarray | None = None,
                    meta: Mapping[str, np.ndarray] | None = None, pixel_scale: float = 0.2,
                    bands: list[str] | None = None, seed: int = 0, provenance: dict | None = None,
-                   fractions: Iterable[float] = DEFAULT_FRACTIONS, splits: Mapping[str, np.ndarray] | None = None) -> None:
-    """Write a labelled dataset (``images`` + ``labels`` + metadata) atomically."""
+                   fractions: Iterable[float] = DEFAULT_FRACTIONS, splits: Mapping[str, np.ndarray] | None = None,
+                   logs: Mapping[str, Iterable[str]] | None = None) -> None:
+    """Write a labelled dataset (``images`` + ``labels`` + metadata) atomically.
+
+    ``ids`` become the metadata column ``id``; ``labels`` must be 0/1; other arguments as
+    in :func:`write_population`.
+    """
     images = np.asarray(images)
     labels = np.asarray(labels)
     if len(labels) != len(images):
@@ -170,7 +187,7 @@ def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray, *, 
         columns["id"] = np.asarray(ids)
     _write(path, "labelled", {"images": images}, {"images": columns}, {"labels": labels.astype(np.uint8)},
            pixel_scale=pixel_scale, bands=bands or ["r"], seed=seed, provenance=provenance or {},
-           fractions=fractions, splits={"images": splits} if splits is not None else None)
+           fractions=fractions, splits={"images": splits} if splits is not None else None, logs=logs)
 
 
 class PopulationWriter:
@@ -284,7 +301,11 @@ class Dataset:
             self._fh.close()
             raise DataError(f"{self.path}: not a lenshpc dataset (missing 'lenshpc_format' attribute); "
                             "create one with `lenshpc simulate` or `lenshpc stack`")
-        version = int(attrs.get("schema_version", -1))
+        if "schema_version" not in attrs:
+            self._fh.close()
+            raise DataError(f"{self.path}: lenshpc dataset without a 'schema_version' attribute (damaged or "
+                            "written by a foreign tool); re-create it with `lenshpc simulate` or `lenshpc stack`")
+        version = int(attrs["schema_version"])
         if version > SCHEMA_VERSION:
             self._fh.close()
             raise DataError(f"{self.path}: schema version {version} is newer than this lenshpc "
@@ -386,13 +407,20 @@ class Dataset:
         return out
 
 
+    def logs(self) -> dict[str, list[str]]:
+        """Text logs stored with the data (e.g. ``skipped``: the inputs `lenshpc stack` left out)."""
+        if "log" not in self._fh:
+            return {}
+        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
+
+
 def open_dataset(path: str | Path) -> Dataset:
     """Open a lenshpc HDF5 dataset for reading (raises :class:`DataError` with the reason)."""
     return Dataset(path)
 
 
-def describe(path: str | Path) -> str:
-    """A human-readable summary (``lenshpc info``)."""
+def describe(path: str | Path, *, tree: bool = False) -> str:
+    """A human-readable summary (``lenshpc info``); ``tree`` adds every HDF5 object with its storage."""
     with open_dataset(path) as ds:
         attrs = ds.attrs
         lines = [f"{ds.path}: lenshpc {ds.kind} dataset, schema v{ds.schema_version}",
@@ -405,7 +433,31 @@ def describe(path: str | Path) -> str:
         if ds.kind == "labelled":
             labels = ds.labels()
             lines.append(f"  labels: {int(labels.sum())} positive, {int(len(labels) - labels.sum())} negative")
+        for name, entries in ds.logs().items():
+            if entries:
+                shown = "\n".join(f"    {e}" for e in entries[:10])
+                more = f"\n    … {len(entries) - 10} more (read log/{name} with h5py)" if len(entries) > 10 else ""
+                lines.append(f"  log/{name}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}\n{shown}{more}")
         prov = attrs.get("provenance") or {}
         if prov:
-            lines.append(f"  provenance: {json.dumps(prov)[:300]}")
+            text = json.dumps(prov)
+            lines.append(f"  provenance: {text if tree else text[:300] + ('…' if len(text) > 300 else '')}")
+        if tree:
+            lines.append("  objects:")
+            lines.extend(f"    {line}" for line in hdf5_tree(ds._fh))  # noqa: SLF001 - same module
         return "\n".join(lines)
+
+
+def hdf5_tree(group: h5py.Group) -> list[str]:
+    """One line per dataset: path, shape, dtype, chunk shape and compression filter."""
+    out: list[str] = []
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset):
+            storage = f"chunks {obj.chunks}" if obj.chunks else "contiguous"
+            if obj.compression:
+                storage += f", {obj.compression}"
+            out.append(f"{name}  {obj.shape} {obj.dtype}  [{storage}]")
+
+    group.visititems(visit)
+    return out
