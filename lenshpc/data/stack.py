@@ -310,9 +310,13 @@ def parse_labels(cat: Catalogue, column: str, rows: np.ndarray) -> np.ndarray:
         labels = np.array([m or 0 for m in mapped], dtype=np.uint8)
     if not good.all():
         bad = np.flatnonzero(~good)
-        examples = ", ".join(f"ID {cat.ids[rows[i]]}={values[i]!r}" for i in bad[:5])
+        examples = ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])}" for i in bad[:5])
         raise DataError(f"catalogue {cat.path}: column {column!r} must be 0/1; {len(bad)} bad value(s), e.g. {examples}")
     return labels
+
+
+def _text(value: object) -> str:
+    return repr(value.item()) if isinstance(value, np.generic) else repr(value)
 
 
 # ------------------------------------------------------------------ reading one cutout
