@@ -397,7 +397,8 @@ def _load_row(task: tuple[int, tuple[str, ...], int | None, tuple[int, int, int]
             continue
         shapes.append(image.shape)
         if expected is not None and image.shape != tuple(expected):
-            problems.append((path, f"wrong shape {_fmt_shape(image.shape)}, expected {_fmt_shape(expected)}"))
+            hint = " (pick one HDU with --hdu N)" if expected[2] == 1 and image.shape[2] > 1 else ""
+            problems.append((path, f"wrong shape {_fmt_shape(image.shape)}, expected {_fmt_shape(expected)}{hint}"))
             continue
         reason = _nonfinite_reason(image)
         if reason:
