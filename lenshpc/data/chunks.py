@@ -1,0 +1,575 @@
+"""The chunk engine: fast, deterministic synthesis of training, validation and test data.
+
+A *chunk* (thesis Sec 4.2) is ``data.chunk_size`` images: a fraction
+``data.positive_fraction`` (default ½) of positives and the rest negatives, shuffled, with
+labels 1/0.  In a *population* dataset positives are mock lenses made on the fly — a lens
+and a lensed source drawn with replacement from the train split, merged with
+``α ~ U(alpha_min, alpha_max)`` (Eq 4.2), normalised (Eq 4.1) and √-stretched — and
+negatives are contaminants/LRGs, normalised and √-stretched.  In a *labelled* dataset
+(challenge-style ``images`` + ``labels``) both classes are drawn with replacement from
+the train split and get the same normalisation and stretch.  Every training image is then
+augmented (:mod:`lenshpc.data.augment`).
+
+Determinism: chunk ``k`` of rank ``r`` in a world of ``s`` ranks uses only the random stream
+``rng_for(seed, "chunk", k, r, s)``, so a resumed run replays exactly the chunks a fresh run
+would have drawn, and the thread count does not matter.  Each rank loads and samples only
+its own shard of the train split (disjoint across ranks, together covering it).  The
+validation chunk and the test set come from the val/test splits, are never augmented and
+are the same on every call and every rank.
+
+Speed: the train pools live in RAM as flat float32 arrays (negatives and labelled images
+already normalised + stretched once at load); a chunk is made by two compiled, GIL-free
+kernels that write straight into the preallocated output (see ``benchmarks/chunks.py`` and
+``docs/benchmarks.md``).
+
+Extension seam: :meth:`ChunkEngine._draw_positives` and :meth:`ChunkEngine._draw_negatives`
+return a :class:`MergeDraw` or :class:`PoolDraw` — a lazy description of pre-augmentation
+images that can render itself (fast kernel) or materialise itself (numpy reference).  A new
+source of positives/negatives (e.g. Max-Tree segmented pools) overrides these two methods
+(and :meth:`ChunkEngine._load_pools`) and returns a :class:`PoolDraw` over its own array.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from lenshpc.config import AugmentConfig, Config
+from lenshpc.data import augment as aug
+from lenshpc.data import transforms
+from lenshpc.data.format import Dataset, open_dataset
+from lenshpc.errors import ConfigError, DataError
+from lenshpc.utils import progress, rng_for
+
+#: Rows read per contiguous HDF5 slab when loading a split (h5py point selections are slow).
+_READ_BLOCK = 2048
+#: Images normalised + stretched per numpy call when preparing a pool (bounds temporaries).
+_PREPARE_BLOCK = 1024
+
+
+# ======================================================================= pools and draws
+@dataclass
+class Pool:
+    """Images held in RAM for drawing: flat float32 ``(N, H·W·C)``.
+
+    ``index`` maps pool rows to rows of the dataset array ``name``; ``peak`` (per-image
+    maximum) is set for raw pools used in merging, ``None`` for prepared pools
+    (normalised + √-stretched).
+    """
+
+    name: str
+    images: np.ndarray
+    index: np.ndarray
+    peak: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _parts(n: int, parts: int) -> list[slice]:
+    bounds = np.linspace(0, n, max(1, parts) + 1).astype(int)
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+@dataclass
+class PoolDraw:
+    """``len(rows)`` prepared images ``pool.images[rows]`` (pool rows, with repeats)."""
+
+    pool: Pool
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def images(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """Pre-augmentation images ``(n, H, W, C)`` (numpy reference path)."""
+        return self.pool.images[self.rows].reshape(len(self.rows), *shape)
+
+    def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
+               augment: bool, parts: int = 1) -> list:
+        """Closures that each render a share of the draw into rows ``dest`` of flat ``out``."""
+        order = np.argsort(self.rows, kind="stable")  # ascending addresses: cache/prefetch friendly
+        rows, coef, dest = self.rows[order], coef[order], dest[order]
+        h, w, c = shape
+        return [(lambda s=s: aug.render_pool(self.pool.images, rows[s], coef[s], dest[s], out, h, w, c, augment))
+                for s in _parts(len(rows), parts)]
+
+    def meta(self) -> dict[str, np.ndarray]:
+        return {"index": self.pool.index[self.rows]}
+
+
+@dataclass
+class MergeDraw:
+    """Mock lenses: raw ``lenses`` row ``lens_rows[i]`` + ``sources`` row ``source_rows[i]`` at ``alpha[i]``."""
+
+    lenses: Pool
+    sources: Pool
+    lens_rows: np.ndarray
+    source_rows: np.ndarray
+    alpha: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lens_rows)
+
+    def scale(self) -> np.ndarray:
+        return transforms.merge_scale(self.lenses.peak[self.lens_rows], self.sources.peak[self.source_rows], self.alpha)
+
+    def images(self, shape: tuple[int, int, int]) -> np.ndarray:
+        n = len(self)
+        return transforms.mock_lenses(self.lenses.images[self.lens_rows].reshape(n, *shape),
+                                      self.sources.images[self.source_rows].reshape(n, *shape), self.alpha)
+
+    def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
+               augment: bool, parts: int = 1) -> list:
+        order = np.argsort(self.source_rows, kind="stable")  # the big pool: walk it in address order
+        lens_rows, source_rows = self.lens_rows[order], self.source_rows[order]
+        scale, coef, dest = self.scale()[order], coef[order], dest[order]
+        h, w, c = shape
+        return [(lambda s=s: aug.render_merged(self.lenses.images, self.sources.images, lens_rows[s], source_rows[s],
+                                               scale[s], coef[s], dest[s], out, h, w, c, augment))
+                for s in _parts(len(order), parts)]
+
+    def meta(self) -> dict[str, np.ndarray]:
+        return {"alpha": self.alpha.astype(np.float64), "lens_index": self.lenses.index[self.lens_rows],
+                "source_index": self.sources.index[self.source_rows]}
+
+
+# ======================================================================= loading helpers
+def read_rows(ds: Dataset, name: str, indices: np.ndarray, desc: str = "") -> np.ndarray:
+    """Rows ``indices`` (sorted, unique) of array ``name`` as float32 ``(n, H, W, C)``.
+
+    Reads contiguous slabs and picks the rows in RAM: for a shard that is a sizeable
+    fraction of the array this is ~20× faster than an h5py point selection.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    shape = ds.image_shape
+    out = np.empty((len(indices), *shape), dtype=np.float32)
+    if len(indices) == 0:
+        return out
+    arr = ds._array(name)  # the h5py dataset: slab reads are not part of Dataset's public API
+    starts = np.arange(indices[0], indices[-1] + 1, _READ_BLOCK)
+    bar = progress(total=len(indices), desc=desc or f"load {name}", unit="img", disable=None if len(indices) > 20000 else True)
+    for lo in starts:
+        hi = lo + _READ_BLOCK
+        a, b = np.searchsorted(indices, [lo, hi])
+        if a == b:
+            continue
+        wanted = indices[a:b]
+        if (b - a) * 8 < wanted[-1] + 1 - wanted[0]:  # sparse: a point read is cheaper than the slab
+            out[a:b] = ds.read(name, wanted)
+        else:
+            slab = arr[int(wanted[0]) : int(wanted[-1]) + 1]
+            out[a:b] = slab[wanted - wanted[0]]
+        bar.update(b - a)
+    bar.close()
+    return out
+
+
+def prepare_in_place(images: np.ndarray) -> np.ndarray:
+    """Normalise + √-stretch a flat float32 pool block by block (no full-size temporaries)."""
+    n = len(images)
+    for lo in range(0, n, _PREPARE_BLOCK):
+        block = images[lo : lo + _PREPARE_BLOCK]
+        block[...] = transforms.prepare(block[:, :, None, None]).reshape(block.shape)
+    return images
+
+
+def _pick(rng: np.random.Generator, size: int, n: int, replace: bool) -> np.ndarray:
+    """``n`` rows of a pool of ``size``: uniform with replacement, or a random subset without."""
+    if replace:
+        return rng.integers(0, size, n, dtype=np.int64)
+    return rng.permutation(size)[:n].astype(np.int64)
+
+
+# ======================================================================= the engine
+class ChunkEngine:
+    """Synthesises training chunks, the fixed validation chunk and the fixed test set.
+
+    Parameters
+    ----------
+    cfg : Config
+        Uses ``cfg.seed``, ``cfg.data`` and ``cfg.augment``.
+    rank, size : int
+        This process's rank and the world size (Horovod); each rank samples its own shard
+        of the train split and makes ``chunk_size // size`` images per chunk.
+    dataset_path : str, optional
+        Overrides ``cfg.data.path``.
+
+    Raises
+    ------
+    ConfigError
+        No dataset path, or a chunk too small for the world size.
+    DataError
+        Missing/unreadable file, inconsistent image shapes, or a split too small for this rank.
+
+    Examples
+    --------
+    >>> engine = ChunkEngine(cfg, rank=0, size=1)
+    >>> x, y = engine.chunk(17)          # (4096, 101, 101, 1) float32, (4096,) float32
+    >>> for index, x, y in engine.iter_chunks(0, 100):   # synthesised ahead in the background
+    ...     model.train_on_batch(x, y)
+    """
+
+    def __init__(self, cfg: Config, *, rank: int = 0, size: int = 1, dataset_path: str | None = None):
+        if size < 1 or not 0 <= rank < size:
+            raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
+        self.cfg = cfg
+        self.rank, self.size = int(rank), int(size)
+        self.path = str(dataset_path or cfg.data.path)
+        if not self.path:
+            raise ConfigError("no dataset given: set data.path in the config (or --set data.path=DATA.h5); "
+                              "make one with `lenshpc simulate` or `lenshpc stack`")
+        if cfg.data.preprocess != "none":
+            raise ConfigError(f"data.preprocess = {cfg.data.preprocess!r} is not supported by the plain chunk "
+                              "engine; use data.preprocess: none")
+        if cfg.data.alpha_min > cfg.data.alpha_max:
+            raise ConfigError(f"data.alpha_min ({cfg.data.alpha_min}) is above data.alpha_max ({cfg.data.alpha_max})")
+        if cfg.augment.zoom_min > cfg.augment.zoom_max:
+            raise ConfigError(f"augment.zoom_min ({cfg.augment.zoom_min}) is above augment.zoom_max ({cfg.augment.zoom_max})")
+        self.per_rank_chunk_size = cfg.data.chunk_size // self.size
+        if self.per_rank_chunk_size < 2:
+            raise ConfigError(f"data.chunk_size = {cfg.data.chunk_size} leaves {self.per_rank_chunk_size} image(s) "
+                              f"per rank for {self.size} ranks; use at least {2 * self.size}")
+        with open_dataset(self.path) as ds:
+            self.kind: str = ds.kind
+            self.image_shape: tuple[int, int, int] = tuple(int(v) for v in ds.image_shape)  # type: ignore[assignment]
+            self._check_shapes(ds)
+        self._pools: dict[str, dict[str, Pool]] = {}
+        self._load_pools("train", shard=True)
+        self.compile_seconds = aug.warm_up()
+        self._executor: ThreadPoolExecutor | None = None
+        self._cache: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    def _check_shapes(self, ds: Dataset) -> None:
+        shapes = {name: tuple(ds._array(name).shape[1:]) for name in ds.names}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{self.path}: image arrays have different shapes {shapes}; mock lenses need lenses, "
+                            "sources and negatives of one shape (re-make the dataset)")
+
+    def _load_pools(self, split: str, shard: bool) -> dict[str, Pool]:
+        """Read ``split`` into RAM (this rank's shard when ``shard``) and keep it as pools.
+
+        Population: raw ``lenses`` and ``sources`` (with per-image peaks, for merging) and
+        prepared ``negatives``.  Labelled: prepared ``positives`` and ``negatives``.
+        """
+        if split in self._pools:
+            return self._pools[split]
+        rank, size = (self.rank, self.size) if shard else (0, 1)
+        pools: dict[str, Pool] = {}
+        with open_dataset(self.path) as ds:
+            if ds.kind == "population":
+                for name in ("lenses", "sources", "negatives"):
+                    index = self._indices(ds, name, split, rank, size)
+                    images = read_rows(ds, name, index, f"load {split} {name}").reshape(len(index), -1)
+                    if name == "negatives":
+                        pools[name] = Pool(name, prepare_in_place(images), index)
+                    else:
+                        pools[name] = Pool(name, images, index, transforms.image_max(images))
+            else:
+                index = self._indices(ds, "images", split, rank, size)
+                labels = ds.labels(index).astype(bool)
+                images = prepare_in_place(read_rows(ds, "images", index, f"load {split} images").reshape(len(index), -1))
+                for name, mask in (("positives", labels), ("negatives", ~labels)):
+                    if not mask.any():
+                        where = f" of rank {rank}/{size}" if size > 1 else ""
+                        raise DataError(f"{self.path}: the {split} split{where} has no "
+                                        f"{'positive' if name == 'positives' else 'negative'} images "
+                                        f"({len(index)} images in all); a labelled dataset needs both classes "
+                                        "in every split (re-split it or use fewer ranks)")
+                    pools[name] = Pool(name, np.ascontiguousarray(images[mask]), index[mask])
+        self._pools[split] = pools
+        return pools
+
+    def _indices(self, ds: Dataset, name: str, split: str, rank: int, size: int) -> np.ndarray:
+        index = np.sort(ds.shard(name, split, rank, size))
+        if len(index) == 0:
+            total = len(ds.split(name, split))
+            who = f"rank {rank} of {size} gets" if size > 1 else "there are"
+            raise DataError(f"{self.path}: {who} no '{name}' images in the {split} split ({total} in the split); "
+                            "use a larger dataset" + (" or fewer ranks" if size > 1 else ""))
+        return index
+
+    # ------------------------------------------------------------------ the seam
+    def _draw_positives(self, rng: np.random.Generator, n: int, split: str = "train",
+                        replace: bool = True) -> MergeDraw | PoolDraw:
+        """``n`` positives (pre-augmentation) from ``split``; lens/source draws with replacement."""
+        pools = self._pools[split]
+        if self.kind == "labelled":
+            pool = pools["positives"]
+            return PoolDraw(pool, _pick(rng, len(pool), n, replace or n > len(pool)))
+        lenses, sources = pools["lenses"], pools["sources"]
+        lens_rows = _pick(rng, len(lenses), n, replace or n > len(lenses))
+        source_rows = _pick(rng, len(sources), n, replace or n > len(sources))
+        alpha = rng.uniform(self.cfg.data.alpha_min, self.cfg.data.alpha_max, n)
+        return MergeDraw(lenses, sources, lens_rows, source_rows, alpha)
+
+    def _draw_negatives(self, rng: np.random.Generator, n: int, split: str = "train",
+                        replace: bool = True) -> PoolDraw:
+        """``n`` negatives (pre-augmentation) from ``split``."""
+        pool = self._pools[split]["negatives"]
+        if not replace and n > len(pool):
+            raise DataError(f"{self.path}: asked for {n} distinct negatives from the {split} split, which has "
+                            f"{len(pool)}; lower data.{'test_size' if split == 'test' else 'val_size'}")
+        return PoolDraw(pool, _pick(rng, len(pool), n, replace))
+
+    # ------------------------------------------------------------------ synthesis
+    def _assemble(self, rng: np.random.Generator, n_pos: int, n_neg: int, split: str, augment: AugmentConfig,
+                  replace: bool = True, reference: bool = False):
+        """Draw, shuffle and render one batch. The order of random draws is part of the contract."""
+        pos = self._draw_positives(rng, n_pos, split, replace)
+        neg = self._draw_negatives(rng, n_neg, split, replace)
+        n = n_pos + n_neg
+        perm = rng.permutation(n)
+        params = aug.draw_params(rng, n, augment)
+        h, w, c = self.image_shape
+        y = np.zeros(n, dtype=np.float32)
+        y[perm[:n_pos]] = 1.0
+        if reference:  # the numpy reference path: transforms + vectorised numpy augmentation
+            x = np.empty((n, h, w, c), dtype=np.float32)
+            x[perm[:n_pos]] = aug.apply_affine(pos.images(self.image_shape), params.take(slice(0, n_pos)))
+            x[perm[n_pos:]] = aug.apply_affine(neg.images(self.image_shape), params.take(slice(n_pos, n)))
+            return x, y, pos, neg, perm
+        coef = aug.affine_coefficients(params, h, w)
+        flat = np.empty((n, h * w * c), dtype=np.float32)
+        threads = self.cfg.data.threads
+        jobs = (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, augment.enabled, threads)
+                + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, augment.enabled, threads))
+        if threads > 1:
+            for future in [self._pool().submit(job) for job in jobs]:
+                future.result()
+        else:
+            for job in jobs:
+                job()
+        return flat.reshape(n, h, w, c), y, pos, neg, perm
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.cfg.data.threads, thread_name_prefix="lenshpc-chunk")
+            return self._executor
+
+    def _chunk_counts(self) -> tuple[int, int]:
+        n = self.per_rank_chunk_size
+        n_pos = int(round(n * self.cfg.data.positive_fraction))
+        return n_pos, n - n_pos
+
+    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's share of global chunk ``index``: ``x (n, H, W, C)``, ``y (n,)`` float32.
+
+        Deterministic in ``(cfg.seed, index, rank, size)`` only.
+        """
+        rng = rng_for(self.cfg.seed, "chunk", int(index), self.rank, self.size)
+        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment)
+        return x, y
+
+    def reference_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``index`` made by the numpy reference path (slow; equals :meth:`chunk`)."""
+        rng = rng_for(self.cfg.seed, "chunk", int(index), self.rank, self.size)
+        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment, reference=True)
+        return x, y
+
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed, balanced validation chunk (``data.val_size`` images, val split, no augmentation).
+
+        Identical on every call and every rank (it uses the whole val split and a stream
+        that depends on the seed only).  Where the val split has fewer negatives (or labelled
+        positives) than needed they are drawn with replacement; otherwise each is used once.
+        """
+        with self._lock:
+            cached = self._cache.get("validation")
+        if cached is None:
+            self._load_pools("val", shard=False)
+            n = self.cfg.data.val_size
+            rng = rng_for(self.cfg.seed, "validation")
+            pools = self._pools["val"]
+            n_pos, n_neg = n // 2, n - n // 2
+            pos_pool = pools.get("positives")
+            x, y, *_ = self._assemble_fixed(rng, n_pos, n_neg, "val",
+                                            replace_neg=n_neg > len(pools["negatives"]),
+                                            replace_pos=pos_pool is not None and n_pos > len(pos_pool))
+            for arr in (x, y):
+                arr.setflags(write=False)  # shared between callers: keep it fixed
+            cached = (x, y)
+            with self._lock:
+                self._cache["validation"] = cached
+        return cached
+
+    def _assemble_fixed(self, rng, n_pos, n_neg, split, replace_neg: bool, replace_pos: bool):
+        """Un-augmented balanced batch; positives/negatives drawn with or without replacement."""
+        identity = AugmentConfig(enabled=False)
+        pos = self._draw_positives(rng, n_pos, split, replace=replace_pos)
+        neg = self._draw_negatives(rng, n_neg, split, replace=replace_neg)
+        n = n_pos + n_neg
+        perm = rng.permutation(n)
+        h, w, c = self.image_shape
+        coef = aug.affine_coefficients(aug.AffineParams.identity(n), h, w)
+        flat = np.empty((n, h * w * c), dtype=np.float32)
+        for job in pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, identity.enabled) + \
+                neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, identity.enabled):
+            job()
+        y = np.zeros(n, dtype=np.float32)
+        y[perm[:n_pos]] = 1.0
+        return flat.reshape(n, h, w, c), y, pos, neg, perm
+
+    def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The fixed test set (test split, no augmentation) with per-image metadata.
+
+        Size ``data.test_size``; 0 means as large as the split allows: for a population,
+        ``2·min(test lenses, test negatives)`` (each lens and negative used once, each lens
+        with a distinct source where there are enough); for a labelled dataset the whole
+        test split.  Returns ``x``, ``y`` and ``meta``: ``label``, ``alpha``,
+        ``lens_index``, ``source_index`` and every source metadata column for mock lenses;
+        ``index``, ``kind`` and every negative metadata column for negatives (labelled:
+        ``index`` and every image metadata column).  Every key has a value on every row:
+        NaN for numbers, ``""`` for strings and −1 for indices where it does not apply.
+        """
+        with self._lock:
+            cached = self._cache.get("test")
+        if cached is not None:
+            return cached
+        pools = self._load_pools("test", shard=False)
+        rng = rng_for(self.cfg.seed, "test")
+        size = self.cfg.data.test_size
+        if self.kind == "labelled" and size == 0:  # the whole split, every image once
+            n_pos, n_neg = len(pools["positives"]), len(pools["negatives"])
+        else:
+            first = pools["lenses"] if self.kind == "population" else pools["positives"]
+            n_pos = n_neg = (size // 2) if size else min(len(first), len(pools["negatives"]))
+            # Mock lenses may reuse a lens (with another source); real images may not repeat.
+            distinct = len(pools["negatives"]) if self.kind == "population" else min(len(first), len(pools["negatives"]))
+            if n_neg > distinct:
+                raise DataError(f"{self.path}: data.test_size = {size} needs {n_neg} distinct images per class, "
+                                f"but the test split has {distinct}; set data.test_size ≤ {2 * distinct} "
+                                "(or 0 for the largest balanced test set)")
+        x, y, pos_draw, neg_draw, perm = self._assemble_fixed(rng, n_pos, n_neg, "test", replace_neg=False,
+                                                              replace_pos=False)
+        meta = self._test_meta(pos_draw, neg_draw, perm, n_pos)
+        for arr in (x, y):
+            arr.setflags(write=False)
+        cached = (x, y, meta)
+        with self._lock:
+            self._cache["test"] = cached
+        return cached
+
+    def _test_meta(self, pos: MergeDraw | PoolDraw, neg: PoolDraw, perm: np.ndarray, n_pos: int) -> dict[str, np.ndarray]:
+        """Per-row metadata of the test set, rows placed like the images (``perm``)."""
+        n = len(perm)
+        with open_dataset(self.path) as ds:
+            pos_cols = pos.meta()
+            neg_cols = neg.meta()
+            if isinstance(pos, MergeDraw):
+                pos_cols.update(ds.meta("sources", pos_cols["source_index"]))
+                neg_cols.update(ds.meta("negatives", neg_cols["index"]))
+                neg_cols.setdefault("kind", np.full(len(neg), "", dtype=object))
+            else:
+                pos_cols.update(ds.meta("images", pos_cols["index"]))
+                neg_cols.update(ds.meta("images", neg_cols["index"]))
+        meta: dict[str, np.ndarray] = {}
+        for key in dict.fromkeys([*pos_cols, *neg_cols]):
+            parts = [pos_cols.get(key), neg_cols.get(key)]
+            sample = next(p for p in parts if p is not None)
+            if key in ("index", "lens_index", "source_index"):
+                fill, dtype = -1, np.int64
+            elif np.asarray(sample).dtype.kind in "USO":
+                fill, dtype = "", object
+            else:
+                fill, dtype = np.nan, np.float64
+            column = np.full(n, fill, dtype=dtype)
+            for rows, part in ((perm[:n_pos], parts[0]), (perm[n_pos:], parts[1])):
+                if part is not None:
+                    column[rows] = np.asarray(part).astype(dtype) if dtype is not object else np.asarray(part, dtype=object)
+            meta[key] = column.astype(str) if dtype is object else column
+        label = np.zeros(n, dtype=np.float32)
+        label[perm[:n_pos]] = 1.0
+        meta["label"] = label
+        return meta
+
+    # ------------------------------------------------------------------ streaming
+    def iter_chunks(self, start: int, stop: int, prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(index, x, y)`` for chunks ``start … stop−1``, synthesised ahead in a thread.
+
+        Parameters
+        ----------
+        prefetch : int, optional
+            Chunks made ahead of the consumer (default ``data.prefetch``; 0 = synchronous).
+            Memory: each chunk is ``chunk_size/size · H·W·C · 4`` bytes.
+        """
+        prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
+        if prefetch <= 0:
+            for index in range(start, stop):
+                yield (index, *self.chunk(index))
+            return
+        slots: queue.Queue = queue.Queue(maxsize=prefetch)
+        stop_event = threading.Event()
+
+        def produce() -> None:
+            try:
+                for index in range(start, stop):
+                    item = (index, *self.chunk(index))
+                    while not stop_event.is_set():
+                        try:
+                            slots.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop_event.is_set():
+                        return
+                slots.put(None)
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                slots.put(exc)
+
+        worker = threading.Thread(target=produce, name="lenshpc-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = slots.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop_event.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    slots.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            worker.join()
+
+    def tf_dataset(self, start: int, stop: int, batch_size: int):
+        """A ``tf.data.Dataset`` of ``(x, y)`` batches from chunks ``start … stop−1`` (prefetching).
+
+        Batches do not straddle chunks (the last batch of a chunk may be smaller).
+        """
+        import tensorflow as tf
+
+        h, w, c = self.image_shape
+
+        def batches():
+            for _, x, y in self.iter_chunks(start, stop):
+                for lo in range(0, len(x), batch_size):
+                    yield x[lo : lo + batch_size], y[lo : lo + batch_size]
+
+        signature = (tf.TensorSpec((None, h, w, c), tf.float32), tf.TensorSpec((None,), tf.float32))
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+
+    def close(self) -> None:
+        """Stop the synthesis threads (the engine stays usable; threads restart on demand)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def __enter__(self) -> "ChunkEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
