@@ -27,7 +27,7 @@ from lenshpc.hpc.status import collect_status, format_status
 from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, plan, run_sweep
 
 TINY = {  # a few seconds per run on one CPU core
-    "data.chunk_size": 32, "data.val_size": 32, "data.test_size": 32, "data.prefetch": 0,
+    "data.chunk_size": 32, "data.val_size": 32, "data.test_size": 0, "data.prefetch": 0,
     "model.name": "tiny_resnet", "train.chunks": 2, "train.batch_size": 16, "train.patience": 0,
     "train.checkpoint_every": 1, "distributed.backend": "none", "augment.enabled": False,
 }
@@ -232,6 +232,7 @@ def test_running_jobs_are_not_resubmitted(small_population, tmp_path):
     assert {p.point.id: p.action for p in plan(spec)}["good/seed0"] == LIST_FAILED
 
 
+@pytest.mark.slow
 def test_local_executor_runs_in_background_processes(small_population, tmp_path, capsys):
     sweep = tiny_sweep(tmp_path, small_population)
     out = tmp_path / "out"

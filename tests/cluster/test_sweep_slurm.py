@@ -13,7 +13,7 @@ from lenshpc.cli import main
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TINY = {
-    "data.chunk_size": 32, "data.val_size": 32, "data.test_size": 32, "data.prefetch": 0,
+    "data.chunk_size": 32, "data.val_size": 32, "data.test_size": 0, "data.prefetch": 0,
     "model.name": "tiny_resnet", "train.chunks": 2, "train.batch_size": 16, "train.patience": 0,
     "train.checkpoint_every": 1, "distributed.backend": "none", "augment.enabled": False,
 }
