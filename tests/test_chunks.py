@@ -253,3 +253,18 @@ def test_simulated_population_chunks(small_population):
     assert np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
     xt, yt, meta = eng.test()
     assert yt.sum() == len(yt) / 2 and "theta_E" in meta and np.isfinite(meta["theta_E"][yt == 1]).all()
+
+
+def test_recycled_buffers_never_overwrite_held_chunks(engine):
+    x0, _ = engine.chunk(0)
+    kept = x0.copy()
+    part = engine.chunk(1)[0][:3]  # a view keeps its chunk's buffer alive too
+    part_copy = part.copy()
+    for k in range(2, 8):  # chunks not held by anyone are recycled
+        engine.chunk(k)
+    np.testing.assert_array_equal(x0, kept)
+    np.testing.assert_array_equal(part, part_copy)
+    assert not np.shares_memory(x0, part)
+    del x0
+    reused, _ = engine.chunk(9)
+    np.testing.assert_array_equal(reused, engine.reference_chunk(9)[0])

@@ -134,16 +134,22 @@ def source_indices(coef: np.ndarray, height: int, width: int) -> tuple[np.ndarra
     return np.where(valid, iy, 0), np.where(valid, ix, 0), valid
 
 
-def apply_affine(images: np.ndarray, params: AffineParams) -> np.ndarray:
+def apply_affine(images: np.ndarray, params: AffineParams, block: int = 128) -> np.ndarray:
     """Vectorised numpy augmentation of a batch ``(n, H, W, C)`` (the reference path).
 
-    One index map for the whole batch, one fancy-indexing gather; out-of-image → 0.
+    One index map and one fancy-indexing gather per ``block`` images (blocks keep the
+    int64 index maps cache-sized); out-of-image → 0.
     """
     images = np.asarray(images, dtype=np.float32)
     n, height, width, _ = images.shape
-    iy, ix, valid = source_indices(affine_coefficients(params, height, width), height, width)
-    out = images[np.arange(n)[:, None, None], iy, ix]
-    out[~valid] = 0
+    coef = affine_coefficients(params, height, width)
+    out = np.empty_like(images)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        iy, ix, valid = source_indices(coef[lo:hi], height, width)
+        part = images[np.arange(lo, hi)[:, None, None], iy, ix]
+        part[~valid] = 0
+        out[lo:hi] = part
     return out
 
 

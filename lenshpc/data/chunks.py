@@ -32,6 +32,7 @@ source of positives/negatives (e.g. Max-Tree segmented pools) overrides these tw
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -199,6 +200,13 @@ class ChunkEngine:
         of the train split and makes ``chunk_size // size`` images per chunk.
     dataset_path : str, optional
         Overrides ``cfg.data.path``.
+    load_train : bool
+        Load this rank's train split now (default).  False defers it to the first chunk
+        (``lenshpc maxtree`` only needs :meth:`validation` and :meth:`test`).
+
+    With ``data.preprocess: maxtree`` positives come from the segmented mock-lens pool and
+    negatives, validation and test images from their segmented versions in
+    ``data.segmented_path`` (:class:`lenshpc.preprocess.segsource.SegmentedSource`).
 
     Raises
     ------
@@ -215,7 +223,8 @@ class ChunkEngine:
     ...     model.train_on_batch(x, y)
     """
 
-    def __init__(self, cfg: Config, *, rank: int = 0, size: int = 1, dataset_path: str | None = None):
+    def __init__(self, cfg: Config, *, rank: int = 0, size: int = 1, dataset_path: str | None = None,
+                 load_train: bool = True):
         if size < 1 or not 0 <= rank < size:
             raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
         self.cfg = cfg
@@ -224,9 +233,11 @@ class ChunkEngine:
         if not self.path:
             raise ConfigError("no dataset given: set data.path in the config (or --set data.path=DATA.h5); "
                               "make one with `lenshpc simulate` or `lenshpc stack`")
-        if cfg.data.preprocess != "none":
-            raise ConfigError(f"data.preprocess = {cfg.data.preprocess!r} is not supported by the plain chunk "
-                              "engine; use data.preprocess: none")
+        self._segmented = None
+        if cfg.data.preprocess == "maxtree":
+            from lenshpc.preprocess.segsource import SegmentedSource
+
+            self._segmented = SegmentedSource(cfg, self.path)
         if cfg.data.alpha_min > cfg.data.alpha_max:
             raise ConfigError(f"data.alpha_min ({cfg.data.alpha_min}) is above data.alpha_max ({cfg.data.alpha_max})")
         if cfg.augment.zoom_min > cfg.augment.zoom_max:
@@ -240,10 +251,13 @@ class ChunkEngine:
             self.image_shape: tuple[int, int, int] = tuple(int(v) for v in ds.image_shape)  # type: ignore[assignment]
             self._check_shapes(ds)
         self._pools: dict[str, dict[str, Pool]] = {}
-        self._load_pools("train", shard=True)
-        self.compile_seconds = aug.warm_up()
+        self.compile_seconds = 0.0
+        if load_train:
+            self._load_pools("train", shard=True)
+            self.compile_seconds = aug.warm_up()
         self._executor: ThreadPoolExecutor | None = None
         self._cache: dict[str, tuple] = {}
+        self._buffers: list[np.ndarray] = []  # recycled chunk outputs (see _output_buffer)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
@@ -264,7 +278,9 @@ class ChunkEngine:
         rank, size = (self.rank, self.size) if shard else (0, 1)
         pools: dict[str, Pool] = {}
         with open_dataset(self.path) as ds:
-            if ds.kind == "population":
+            if self._segmented is not None and split == "train":  # segmented "positives" + "negatives"
+                pools = self._segmented.train_pools(ds, rank, size, Pool)
+            elif ds.kind == "population":
                 for name in ("lenses", "sources", "negatives"):
                     index = self._indices(ds, name, split, rank, size)
                     images = read_rows(ds, name, index, f"load {split} {name}").reshape(len(index), -1)
@@ -300,8 +316,8 @@ class ChunkEngine:
     def _draw_positives(self, rng: np.random.Generator, n: int, split: str = "train",
                         replace: bool = True) -> MergeDraw | PoolDraw:
         """``n`` positives (pre-augmentation) from ``split``; lens/source draws with replacement."""
-        pools = self._pools[split]
-        if self.kind == "labelled":
+        pools = self._load_pools(split, shard=split == "train")
+        if "positives" in pools:  # labelled dataset, or the Max-Tree segmented pool
             pool = pools["positives"]
             return PoolDraw(pool, _pick(rng, len(pool), n, replace or n > len(pool)))
         lenses, sources = pools["lenses"], pools["sources"]
@@ -313,7 +329,7 @@ class ChunkEngine:
     def _draw_negatives(self, rng: np.random.Generator, n: int, split: str = "train",
                         replace: bool = True) -> PoolDraw:
         """``n`` negatives (pre-augmentation) from ``split``."""
-        pool = self._pools[split]["negatives"]
+        pool = self._load_pools(split, shard=split == "train")["negatives"]
         if not replace and n > len(pool):
             raise DataError(f"{self.path}: asked for {n} distinct negatives from the {split} split, which has "
                             f"{len(pool)}; lower data.{'test_size' if split == 'test' else 'val_size'}")
@@ -337,7 +353,7 @@ class ChunkEngine:
             x[perm[n_pos:]] = aug.apply_affine(neg.images(self.image_shape), params.take(slice(n_pos, n)))
             return x, y, pos, neg, perm
         coef = aug.affine_coefficients(params, h, w)
-        flat = np.empty((n, h * w * c), dtype=np.float32)
+        flat = self._output_buffer(n, h * w * c)
         threads = self.cfg.data.threads
         jobs = (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, augment.enabled, threads)
                 + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, augment.enabled, threads))
@@ -348,6 +364,23 @@ class ChunkEngine:
             for job in jobs:
                 job()
         return flat.reshape(n, h, w, c), y, pos, neg, perm
+
+    def _output_buffer(self, n: int, npix: int) -> np.ndarray:
+        """A ``(n, npix)`` float32 array for a chunk, recycled once nobody references it.
+
+        A fresh 4096×101×101 chunk costs ~170 MB of page faults (the kernel zeroes every
+        page) — a fifth of the synthesis time.  A buffer whose only references are this
+        list is provably unused (numpy views keep their base alive), so it is reused.
+        """
+        with self._lock:
+            for buf in self._buffers:
+                # references: the list, the loop variable, getrefcount's argument
+                if buf.shape == (n, npix) and sys.getrefcount(buf) <= 3:
+                    return buf
+            buf = np.empty((n, npix), dtype=np.float32)
+            if len(self._buffers) < self.cfg.data.prefetch + 3:
+                self._buffers.append(buf)
+            return buf
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -382,6 +415,8 @@ class ChunkEngine:
         that depends on the seed only).  Where the val split has fewer negatives (or labelled
         positives) than needed they are drawn with replacement; otherwise each is used once.
         """
+        if self._segmented is not None:
+            return self._cached("validation", self._segmented.validation)
         with self._lock:
             cached = self._cache.get("validation")
         if cached is None:
@@ -430,6 +465,8 @@ class ChunkEngine:
         ``index`` and every image metadata column).  Every key has a value on every row:
         NaN for numbers, ``""`` for strings and −1 for indices where it does not apply.
         """
+        if self._segmented is not None:
+            return self._cached("test", self._segmented.test)
         with self._lock:
             cached = self._cache.get("test")
         if cached is not None:
@@ -457,6 +494,12 @@ class ChunkEngine:
         with self._lock:
             self._cache["test"] = cached
         return cached
+
+    def _cached(self, key: str, make):
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = make()
+            return self._cache[key]
 
     def _test_meta(self, pos: MergeDraw | PoolDraw, neg: PoolDraw, perm: np.ndarray, n_pos: int) -> dict[str, np.ndarray]:
         """Per-row metadata of the test set, rows placed like the images (``perm``)."""
@@ -562,9 +605,10 @@ class ChunkEngine:
         return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
 
     def close(self) -> None:
-        """Stop the synthesis threads (the engine stays usable; threads restart on demand)."""
+        """Stop the synthesis threads and drop recycled buffers (the engine stays usable)."""
         with self._lock:
             executor, self._executor = self._executor, None
+            self._buffers = []
         if executor is not None:
             executor.shutdown(wait=True)
 
