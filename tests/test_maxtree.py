@@ -221,3 +221,228 @@ def test_bad_input_names_the_image():
         mt.segment(np.zeros((2, 3, 16, 16, 1)))
     with pytest.raises(DataError, match=r"at least 5×5"):
         mt.segment(np.zeros((2, 3, 3)))
+
+
+# ------------------------------------------------------------------ lenshpc maxtree: shards, executors, resume
+@pytest.fixture(scope="module")
+def seg_config(small_population):
+    from lenshpc.config import load_config
+
+    return load_config(None, overrides=[f"data.path={small_population}", "data.val_size=32", "data.test_size=24",
+                                        "preprocess.maxtree.pool_size=48", "seed=3"])
+
+
+def _cli(*argv) -> int:
+    from lenshpc.cli import main
+
+    return main(["maxtree", *map(str, argv)])
+
+
+def _set_args(cfg) -> list[str]:
+    return ["--set", f"data.path={cfg.data.path}", "--set", "data.val_size=32", "--set", "data.test_size=24",
+            "--set", "seed=3", "--pool", "48"]
+
+
+@pytest.fixture(scope="module")
+def one_shard(seg_config, small_population, tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg1") / "seg.h5"
+    assert _cli(small_population, "--out", out, "--executor", "inline", *_set_args(seg_config)) == 0
+    return out
+
+
+def test_one_shard_output(one_shard, small_population, seg_config):
+    from lenshpc.data.format import open_dataset
+    from lenshpc.preprocess.segfile import SegmentedDataset
+    from lenshpc.preprocess.shards import montage_path
+
+    with SegmentedDataset(one_shard) as seg, open_dataset(small_population) as ds:
+        a = seg.attrs
+        assert a["shards"] == 1 and a["maxtree"]["min_area"] == 45 and a["data"]["seed"] == 3
+        assert a["content_sha256"] and a["code_version"].startswith("0.")
+        assert seg.count("lenses") == ds.count("lenses") and seg.count("negatives") == ds.count("negatives")
+        assert seg.count("pool") == 48 and seg.count("val") == 32
+        pool, meta = seg.read("pool"), seg.meta("pool")
+        assert {"lens_index", "source_index", "alpha", "theta_E"} <= set(meta)
+        assert np.all((meta["alpha"] >= 0.02) & (meta["alpha"] <= 0.30))
+        assert set(meta["lens_index"]) <= set(ds.split("lenses", "train"))
+        # the pool row is the segmentation of exactly that merge
+        from lenshpc.data import transforms
+
+        i = 5
+        original = transforms.mock_lenses(ds.read("lenses", meta["lens_index"][i:i + 1]),
+                                          ds.read("sources", meta["source_index"][i:i + 1]), meta["alpha"][i:i + 1])
+        expected = mt.segment(original, seg_config.preprocess.maxtree)
+        assert np.array_equal(pool[i:i + 1], expected)
+        kept = pool[i] != 0
+        assert 0 < kept.mean() < 1 and np.array_equal(pool[i][kept], original[0][kept])
+        assert set(np.unique(seg.labels("val"))) == {0, 1}
+    png = montage_path(one_shard)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_val_test_are_the_plain_sets_segmented(one_shard, seg_config):
+    from lenshpc.data.chunks import ChunkEngine
+    from lenshpc.preprocess.segfile import SegmentedDataset
+
+    engine = ChunkEngine(seg_config, dataset_path=seg_config.data.path)
+    x_val, y_val = engine.validation()
+    x_test, y_test, meta = engine.test()
+    with SegmentedDataset(one_shard) as seg:
+        assert np.array_equal(seg.read("val"), mt.segment(x_val, seg_config.preprocess.maxtree))
+        assert np.array_equal(seg.labels("val"), y_val.astype(np.uint8))
+        assert np.array_equal(seg.labels("test"), y_test.astype(np.uint8))
+        assert np.array_equal(seg.read("test"), mt.segment(x_test, seg_config.preprocess.maxtree))
+
+
+def test_three_local_shards_are_byte_identical(one_shard, small_population, seg_config, tmp_path):
+    from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
+
+    out = tmp_path / "seg.h5"
+    assert _cli(small_population, "--out", out, "--executor", "local", "--shards", 3, *_set_args(seg_config)) == 0
+    assert content_digest(out) == content_digest(one_shard)
+    with SegmentedDataset(out) as seg:
+        assert seg.attrs["shards"] == 3 and seg.attrs["executor"] == "local"
+        assert seg.attrs["content_sha256"] == content_digest(one_shard)
+    assert len(list((tmp_path / "seg.h5.shards").glob("shard-*-of-0003.h5"))) == 3
+
+
+@pytest.mark.mpi
+def test_two_mpi_ranks_are_byte_identical(one_shard, small_population, seg_config, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
+
+    mpirun = shutil.which("mpirun")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        mpirun = None
+    if mpirun is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mpirun and mpi4py are required in CI (tests/setup.sh installs them)")
+        pytest.skip("mpirun or mpi4py missing (apt install openmpi-bin libopenmpi-dev; pip install mpi4py)")
+    out = tmp_path / "seg.h5"
+    cmd = [mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-m", "lenshpc", "maxtree",
+           str(small_population), "--out", str(out), "--executor", "mpi", *_set_args(seg_config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert content_digest(out) == content_digest(one_shard)
+    with SegmentedDataset(out) as seg:
+        assert seg.attrs["shards"] == 2 and seg.attrs["executor"] == "mpi"
+
+
+def test_interrupted_run_resumes_and_skips_finished_shards(one_shard, small_population, seg_config, tmp_path,
+                                                           monkeypatch):
+    from lenshpc.preprocess import shards
+    from lenshpc.preprocess.segfile import content_digest
+
+    out = tmp_path / "seg.h5"
+    calls = {"n": 0}
+    real = shards._segment_block
+
+    def dies_in_the_last_shard(args):
+        images, params, offset, where = args
+        if where == "test":  # the last rows: shard 3 of 3 dies half-way
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(args)
+
+    monkeypatch.setattr(shards, "_segment_block", dies_in_the_last_shard)
+    assert _cli(small_population, "--out", out, "--executor", "inline", "--shards", 3, *_set_args(seg_config)) == 130
+    done = sorted(p.name for p in (tmp_path / "seg.h5.shards").glob("*.h5"))
+    assert done == ["shard-0000-of-0003.h5", "shard-0001-of-0003.h5"]  # the killed shard left no file
+    assert not out.exists()
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "seg.h5.shards").glob("*.h5")}
+    monkeypatch.setattr(shards, "_segment_block", real)
+    plan = shards.make_plan(small_population, out, seg_config, 3)
+    assert plan.pending() == [2]
+    from lenshpc.preprocess.executors import run_plan
+
+    result = run_plan(plan, "inline")
+    assert result["done"] == 1 and result["skipped"] == 2
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert content_digest(out) == content_digest(one_shard)
+    assert run_plan(plan, "inline")["status"] == "current"  # a second re-run does nothing
+
+
+def test_nan_image_in_dataset_is_a_clear_error(small_population, seg_config, tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    from lenshpc.data.format import open_dataset
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(small_population, bad)
+    with open_dataset(bad) as ds:
+        victim = int(ds.split("negatives", "train")[3])
+    with h5py.File(bad, "r+") as fh:
+        fh["negatives"][victim, 10, 10, 0] = np.nan
+    rc = _cli(bad, "--out", tmp_path / "seg.h5", "--executor", "inline", *_set_args(seg_config)[2:],
+              "--set", f"data.path={bad}")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"image {victim} contains NaN" in err, err
+
+
+def test_not_a_segmented_file(small_population):
+    from lenshpc.preprocess.segfile import SegmentedDataset
+
+    with pytest.raises(DataError, match="not a segmented dataset"):
+        SegmentedDataset(small_population)
+
+
+# ------------------------------------------------------------------ training integration (data.preprocess: maxtree)
+def _maxtree_cfg(seg_config, seg_path, **more):
+    return seg_config.replace(**{"data.preprocess": "maxtree", "data.segmented_path": str(seg_path),
+                                 "data.chunk_size": 64, "augment.enabled": False, **more})
+
+
+def test_chunk_engine_draws_from_the_segmented_arrays(one_shard, seg_config):
+    from lenshpc.data.chunks import ChunkEngine
+    from lenshpc.preprocess.segfile import SegmentedDataset
+
+    cfg = _maxtree_cfg(seg_config, one_shard)
+    engine = ChunkEngine(cfg)
+    x, y = engine.chunk(0)
+    with SegmentedDataset(one_shard) as seg:
+        pool = seg.read("pool").reshape(seg.count("pool"), -1)
+        negatives = seg.read("negatives").reshape(seg.count("negatives"), -1)
+        assert np.array_equal(engine.validation()[0], seg.read("val"))
+        x_test, y_test, meta = engine.test()
+        assert np.array_equal(x_test, seg.read("test")) and "alpha" in meta and len(meta["label"]) == len(y_test)
+    rows = x.reshape(len(x), -1)
+    # without augmentation every positive is a pool row and every negative a segmented train negative
+    assert all((pool == r).all(axis=1).any() for r in rows[y == 1])
+    assert all((negatives == r).all(axis=1).any() for r in rows[y == 0])
+    assert np.array_equal(ChunkEngine(cfg).chunk(0)[0], x)  # deterministic
+    aug = ChunkEngine(_maxtree_cfg(seg_config, one_shard, **{"augment.enabled": True})).chunk(0)[0]
+    assert aug.shape == x.shape and not np.array_equal(aug, x)
+
+
+def test_chunk_engine_refuses_a_mismatched_segmented_file(one_shard, seg_config):
+    from lenshpc.data.chunks import ChunkEngine
+    from lenshpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.val_size: file 32, config 64.*lenshpc maxtree"):
+        ChunkEngine(_maxtree_cfg(seg_config, one_shard, **{"data.val_size": 64}))
+    with pytest.raises(ConfigError, match=r"preprocess.maxtree.flood: file 'corner', config 'centre'"):
+        ChunkEngine(_maxtree_cfg(seg_config, one_shard, **{"preprocess.maxtree.flood": "centre"}))
+    with pytest.raises(ConfigError, match="segmented_path is empty"):
+        ChunkEngine(seg_config.replace(**{"data.preprocess": "maxtree"}))
+
+
+def test_tiny_training_run_on_segmented_data(one_shard, seg_config, repo_root, tmp_path):
+    from lenshpc.config import load_config
+    from lenshpc.train import run_training
+
+    cfg = load_config(repo_root / "configs" / "tiny.yaml", overrides=[
+        f"data.path={seg_config.data.path}", "data.preprocess=maxtree", f"data.segmented_path={one_shard}",
+        "data.val_size=32", "data.test_size=24", "seed=4", "data.chunk_size=64", "train.chunks=2",
+        "train.batch_size=32", "preprocess.maxtree.pool_size=999"])  # pool_size: the file's pool is used
+    metrics = run_training(cfg, tmp_path / "run", show_progress=False)
+    assert (tmp_path / "run" / "DONE").exists()
+    assert metrics["n_test"] == 24 and metrics["chunks_trained"] == 2

@@ -144,7 +144,9 @@ def _engine(cfg: Config, data_path: str):
     from lenshpc.data.chunks import ChunkEngine
 
     # The plain experiment's engine: its validation()/test() are the sets to segment.
-    return ChunkEngine(cfg.replace(**{"data.preprocess": "none"}), rank=0, size=1, dataset_path=data_path)
+    # load_train=False: only validation()/test() are needed, not the (large) train split.
+    return ChunkEngine(cfg.replace(**{"data.preprocess": "none"}), rank=0, size=1, dataset_path=data_path,
+                       load_train=False)
 
 
 def make_plan(data_path: str | Path, out: str | Path, cfg: Config, shards: int) -> Plan:
