@@ -104,3 +104,30 @@ def slurm() -> Slurm:
     yield Slurm()
     if not was_up and not os.environ.get("LENSHPC_KEEP_SLURM"):
         subprocess.run(["bash", str(SLURM_LOCAL), "stop"], capture_output=True, timeout=120)
+
+
+#: Files a finished run dir holds (docs/run-dir.md); nothing else may appear (e.g. files from non-root ranks).
+RUN_FILES = {"config.yaml", "train.log", "history.csv", "checkpoint", "model.keras", "predictions.h5", "metrics.json",
+             "DONE"}
+
+
+@pytest.fixture(scope="session")
+def run_files() -> set[str]:
+    return set(RUN_FILES)
+
+
+@pytest.fixture
+def tiny_config(small_population, tmp_path):
+    """``tiny_config(chunks=3, name="tiny")`` → a YAML extending configs/tiny.yaml, sized for seconds per run."""
+
+    def make(chunks: int = 3, name: str = "tiny") -> Path:
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(f"""extends: {REPO / 'configs' / 'tiny.yaml'}
+name: {name}
+data: {{path: {small_population}, chunk_size: 64, val_size: 32, test_size: 0, prefetch: 0}}
+augment: {{enabled: false}}
+train: {{chunks: {chunks}, batch_size: 16, patience: 0, checkpoint_every: 1}}
+""")
+        return cfg
+
+    return make

@@ -118,5 +118,21 @@ def test_two_ranks_mpirun(horovod, mpirun, tmp_path):
     _run([*mpirun, "-np", "2"], tmp_path)
 
 
+@pytest.mark.slow
+def test_two_rank_lenshpc_train_gives_a_normal_run_dir(horovod, tiny_config, run_files, tmp_path):
+    """`horovodrun -np 2 lenshpc train`: a complete run dir written by rank 0 alone, nothing else anywhere."""
+    cfg = tiny_config(chunks=2)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1", "LENSHPC_NO_PROGRESS": "1"}
+    proc = subprocess.run(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "lenshpc",
+                           "train", str(cfg), "--seed", "0", "--run-dir", "run", "--distributed", "horovod"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([cfg.name, "run"])
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} == run_files
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["chunks_trained"] == 2 and 0.0 <= metrics["auroc"] <= 1.0
+
+
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "worker":
     _worker(sys.argv[2])
