@@ -157,7 +157,7 @@ def main() -> int:
         n = engine.per_rank_chunk_size
         h, w, c = engine.image_shape
         print(f"dataset: {engine.kind}, image {h}×{w}×{c}, chunk {n}, cores {os.cpu_count()}, "
-              f"engine init (load + prepare + kernel warm-up) {t_init:.2f} s")
+              f"load average {os.getloadavg()[0]:.1f}, engine init (load + prepare + kernel warm-up) {t_init:.2f} s")
 
         t_base = best(lambda: baseline_chunk(engine, 0, args.baseline_images), max(1, args.repeats // 2))
         rate_base = args.baseline_images / t_base

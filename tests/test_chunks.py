@@ -268,3 +268,11 @@ def test_recycled_buffers_never_overwrite_held_chunks(engine):
     del x0
     reused, _ = engine.chunk(9)
     np.testing.assert_array_equal(reused, engine.reference_chunk(9)[0])
+
+
+def test_deferred_train_loading(population, engine):
+    lazy = ChunkEngine(_cfg(population, "seed=7"), load_train=False)
+    assert "train" not in lazy._pools
+    np.testing.assert_array_equal(lazy.validation()[0], engine.validation()[0])
+    assert "train" not in lazy._pools
+    np.testing.assert_array_equal(lazy.chunk(1)[0], engine.chunk(1)[0])  # loads on first use

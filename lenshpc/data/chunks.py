@@ -251,6 +251,7 @@ class ChunkEngine:
             self.image_shape: tuple[int, int, int] = tuple(int(v) for v in ds.image_shape)  # type: ignore[assignment]
             self._check_shapes(ds)
         self._pools: dict[str, dict[str, Pool]] = {}
+        self._load_lock = threading.Lock()  # each split loads once, even when asked from two threads
         self.compile_seconds = 0.0
         if load_train:
             self._load_pools("train", shard=True)
@@ -273,8 +274,12 @@ class ChunkEngine:
         Population: raw ``lenses`` and ``sources`` (with per-image peaks, for merging) and
         prepared ``negatives``.  Labelled: prepared ``positives`` and ``negatives``.
         """
-        if split in self._pools:
+        with self._load_lock:
+            if split not in self._pools:
+                self._pools[split] = self._read_pools(split, shard)
             return self._pools[split]
+
+    def _read_pools(self, split: str, shard: bool) -> dict[str, Pool]:
         rank, size = (self.rank, self.size) if shard else (0, 1)
         pools: dict[str, Pool] = {}
         with open_dataset(self.path) as ds:
@@ -300,7 +305,6 @@ class ChunkEngine:
                                         f"({len(index)} images in all); a labelled dataset needs both classes "
                                         "in every split (re-split it or use fewer ranks)")
                     pools[name] = Pool(name, np.ascontiguousarray(images[mask]), index[mask])
-        self._pools[split] = pools
         return pools
 
     def _indices(self, ds: Dataset, name: str, split: str, rank: int, size: int) -> np.ndarray:
