@@ -59,7 +59,7 @@ def make_dataset(path: Path, size: int, n_lenses: int, n_sources: int, n_negativ
 
 
 def baseline_chunk(engine: ChunkEngine, index: int, limit: int) -> int:
-    """The first ``limit`` images of chunk ``index``, one image at a time (thesis-style)."""
+    """``limit`` images of chunk ``index`` (half positives, half negatives), one at a time (thesis-style)."""
     from scipy import ndimage
 
     rng = rng_for(engine.cfg.seed, "chunk", index, engine.rank, engine.size)
@@ -70,7 +70,8 @@ def baseline_chunk(engine: ChunkEngine, index: int, limit: int) -> int:
     h, w, c = engine.image_shape
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
     out = np.empty((limit, h, w, c), dtype=np.float32)
-    for i in range(limit):
+    rows = np.r_[0 : limit // 2, n_pos : n_pos + limit - limit // 2]
+    for j, i in enumerate(rows):
         if i < n_pos:
             lens = pos.lenses.images[pos.lens_rows[i]].reshape(h, w, c)
             src = pos.sources.images[pos.source_rows[i]].reshape(h, w, c)
@@ -83,7 +84,7 @@ def baseline_chunk(engine: ChunkEngine, index: int, limit: int) -> int:
         offset = centre - matrix @ (centre + [params.shift_y[i], params.shift_x[i]])
         for ch in range(c):
             res = ndimage.affine_transform(image[:, :, ch], matrix, offset, order=0, mode="constant", cval=0.0)
-            out[i, :, :, ch] = res[:, ::-1] if params.flip[i] else res
+            out[j, :, :, ch] = res[:, ::-1] if params.flip[i] else res
     return limit
 
 
