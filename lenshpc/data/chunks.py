@@ -442,7 +442,6 @@ class ChunkEngine:
 
     def _assemble_fixed(self, rng, n_pos, n_neg, split, replace_neg: bool, replace_pos: bool):
         """Un-augmented balanced batch; positives/negatives drawn with or without replacement."""
-        identity = AugmentConfig(enabled=False)
         pos = self._draw_positives(rng, n_pos, split, replace=replace_pos)
         neg = self._draw_negatives(rng, n_neg, split, replace=replace_neg)
         n = n_pos + n_neg
@@ -450,8 +449,8 @@ class ChunkEngine:
         h, w, c = self.image_shape
         coef = aug.affine_coefficients(aug.AffineParams.identity(n), h, w)
         flat = np.empty((n, h * w * c), dtype=np.float32)
-        for job in pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, identity.enabled) + \
-                neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, identity.enabled):
+        for job in (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, False)
+                    + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, False)):
             job()
         y = np.zeros(n, dtype=np.float32)
         y[perm[:n_pos]] = 1.0
