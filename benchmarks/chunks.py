@@ -32,9 +32,8 @@ import numpy as np
 
 os.environ.setdefault("LENSHPC_NO_PROGRESS", "1")
 
-from lenshpc.config import AugmentConfig, load_config  # noqa: E402
+from lenshpc.config import load_config  # noqa: E402
 from lenshpc.data import augment as aug  # noqa: E402
-from lenshpc.data import transforms as T  # noqa: E402
 from lenshpc.data.chunks import ChunkEngine  # noqa: E402
 from lenshpc.data.format import write_population  # noqa: E402
 from lenshpc.utils import rng_for  # noqa: E402
