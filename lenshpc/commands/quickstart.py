@@ -22,7 +22,7 @@ examples:
 """
 
 #: Population size of the quickstart dataset (test split: 10 % of lenses / negatives).
-POPULATION = {"n_lenses": 240, "n_sources": 480, "n_negatives": 240, "size": 64, "seed": 0}
+POPULATION = {"n_lenses": 400, "n_sources": 800, "n_negatives": 400, "size": 64, "seed": 0}
 
 
 def resource(name: str) -> Path:

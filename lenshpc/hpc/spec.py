@@ -86,7 +86,8 @@ def parse_seeds(value: Any, where: str) -> list[int]:
         raise ConfigError(f"{where}: seeds must be a range like 0-9, a list or a count, got {value!r}")
     if isinstance(value, int):
         if value < 1:
-            raise ConfigError(f"{where}: seeds = {value}: a count must be ≥ 1 (or give a range like 0-9)")
+            raise ConfigError(f"{where}: seeds = {value}: a number is a count of seeds (3 = seeds 0,1,2) and must "
+                              f"be ≥ 1; for the single seed {value} write [{value}] or '{value}'")
         return list(range(value))
     if isinstance(value, list):
         items = value

@@ -71,7 +71,10 @@ def best_rows(groups: list[GroupSummary]) -> dict[str, int]:
         means = [(g.mean.get(name, math.nan), i) for i, g in enumerate(groups)]
         means = [(m, i) for m, i in means if math.isfinite(m)]
         if len(means) >= 2:
-            best[name] = max(means)[1]
+            top = max(m for m, _ in means)
+            winners = [i for m, i in means if round(m, 3) == round(top, 3)]
+            if len(winners) == 1:  # a tie at the shown precision marks nothing
+                best[name] = winners[0]
     return best
 
 
