@@ -31,9 +31,6 @@ EXECUTORS = ("local", "slurm", "mpi", "inline")
 
 def shard_job(plan: Plan, k: int, workers: int) -> str:
     """Entry point of one submitit array task (module level: pickled by reference)."""
-    import os
-
-    os.environ.setdefault("LENSHPC_NO_PROGRESS", "")  # job logs still get the (rate-limited) bar
     return run_shard(plan, k, workers=workers)
 
 
