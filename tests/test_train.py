@@ -26,7 +26,7 @@ RUN_FILES = ("config.yaml", "train.log", "history.csv", "model.keras", "predicti
 
 def tiny_cfg(repo_root, data, *overrides, **dotted):
     """configs/tiny.yaml shrunk for unit tests (chunks of 128, validation 64, checkpoint every 2)."""
-    base = [f"data.path={data}", "data.chunk_size=128", "data.val_size=64", "data.test_size=96", "train.chunks=4",
+    base = [f"data.path={data}", "data.chunk_size=128", "data.val_size=64", "data.test_size=0", "train.chunks=4",
             "train.checkpoint_every=2", "train.patience=0", "train.batch_size=32"]
     return load_config(repo_root / "configs" / "tiny.yaml", overrides=[*base, *overrides], **dotted)
 
@@ -126,7 +126,10 @@ def test_preempt_and_resume_equals_uninterrupted_run(straight_run, tmp_path):
 
 
 def test_resume_from_periodic_checkpoint_after_a_crash(straight_run, tmp_path):
-    """A crash between checkpoints (no signal): the chunks after the last checkpoint are redone identically."""
+    """A crash between checkpoints (no signal): the chunks after the last checkpoint are redone identically.
+
+    Resuming with a changed config is refused in between (it would not be the same run).
+    """
     from lenshpc.train import run_training
 
     cfg, straight_dir, straight_metrics = straight_run
@@ -140,22 +143,11 @@ def test_resume_from_periodic_checkpoint_after_a_crash(straight_run, tmp_path):
         run_training(cfg, run_dir, on_chunk_end=crash_in_chunk_4, show_progress=False)
     assert (run_dir / "FAILED").read_text().startswith("RuntimeError: node died")
     assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["next_chunk"] == 4
+    with pytest.raises(UserError, match="different config.*learning_rate"):
+        run_training(cfg.replace(**{"train.learning_rate": 0.01}), run_dir, show_progress=False)
     resumed = run_training(cfg, run_dir, show_progress=False)
     assert not (run_dir / "FAILED").exists()
     assert strip_timings(resumed) == strip_timings(straight_metrics)
-
-
-def test_resume_with_a_different_config_is_refused(straight_run, tmp_path, repo_root, small_population):
-    from lenshpc.train import run_training
-
-    cfg, _, _ = straight_run
-    run_dir = tmp_path / "mismatch"
-    with pytest.raises(Preempted):
-        run_training(cfg, run_dir, on_chunk_end=lambda c, r: os.kill(os.getpid(), signal.SIGTERM),
-                     show_progress=False)
-    other = tiny_cfg(repo_root, small_population, "train.chunks=6", "train.learning_rate=0.01")
-    with pytest.raises(UserError, match="different config.*learning_rate"):
-        run_training(other, run_dir, show_progress=False)
 
 
 # ----------------------------------------------------------------------- selection and early stopping
@@ -218,23 +210,35 @@ def test_same_seed_same_metrics_different_seed_different(straight_run, tmp_path)
     cfg, _, straight_metrics = straight_run
     again = run_training(cfg, tmp_path / "again", show_progress=False)
     assert strip_timings(again) == strip_timings(straight_metrics)
-    other = run_training(cfg.replace(seed=cfg.seed + 1), tmp_path / "other", show_progress=False)
+    other = run_training(cfg.replace(seed=cfg.seed + 1, **{"train.chunks": 2}), tmp_path / "other",
+                         show_progress=False)
     assert other["seed"] == cfg.seed + 1
-    assert history_without_seconds(tmp_path / "other" / "history.csv") != \
-        history_without_seconds(tmp_path / "again" / "history.csv")
+    first_two = history_without_seconds(tmp_path / "again" / "history.csv")[:2]
+    assert [r["train_loss"] for r in history_without_seconds(tmp_path / "other" / "history.csv")] != \
+        [r["train_loss"] for r in first_two]
 
 
 # ----------------------------------------------------------------------- learning
 @pytest.mark.slow
-def test_tiny_resnet_learns_to_find_lenses(repo_root, small_population, tmp_path):
-    """A short CPU run separates mock lenses from non-lenses on the fixed test set (AUROC > 0.9)."""
+def test_tiny_resnet_learns_to_find_lenses(repo_root, tmp_path):
+    """A short CPU run separates mock lenses from hard non-lenses on the fixed test set (AUROC > 0.9).
+
+    Needs more distinct galaxies than ``small_population`` (with 100 lenses the network memorises galaxy
+    identities instead of arcs), so it simulates 800 of each at 48×48 px; brighter arcs (α 0.3–0.8) and
+    selection on validation AUROC keep the run to ~80 small chunks (about 20 s of training on 2 cores).
+    """
+    from lenshpc.data.simulate import simulate_population
     from lenshpc.train import run_training
 
-    cfg = tiny_cfg(repo_root, small_population, "train.chunks=30", "data.chunk_size=256", "data.test_size=0",
-                   "train.learning_rate=0.002", "data.alpha_min=0.1", "data.alpha_max=0.6")
+    data = simulate_population(tmp_path / "population.h5", n_lenses=800, n_sources=800, n_negatives=800, seed=4,
+                               workers=2, size=48, progress=False)
+    cfg = tiny_cfg(repo_root, data, "train.chunks=80", "data.chunk_size=256", "data.val_size=128",
+                   "train.learning_rate=0.001", "data.alpha_min=0.3", "data.alpha_max=0.8",
+                   "selection.metric=val_auroc", "train.checkpoint_every=20")
     metrics = run_training(cfg, tmp_path / "learn", show_progress=False)
+    assert metrics["n_test"] >= 150
     assert metrics["auroc"] > 0.9, metrics["auroc"]
-    assert metrics["accuracy"] > 0.75
+    assert metrics["accuracy"] > 0.7, metrics["accuracy"]
 
 
 # ----------------------------------------------------------------------- every loss, selection metric and model
@@ -269,13 +273,14 @@ def population_72(tmp_path_factory):
                                n_negatives=30, seed=2, workers=1, size=72, progress=False)
 
 
-@pytest.mark.parametrize("name", ["tiny_resnet", "resnet18", "lastro_cnn", "lensflow_cnn", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["tiny_resnet", "resnet18", "lastro_cnn", "lensflow_cnn",
+                                  pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
 def test_every_registered_model_trains_one_chunk(repo_root, population_72, tmp_path, name):
     from lenshpc.train import run_training
 
     assert name in _models()
     cfg = tiny_cfg(repo_root, population_72, "train.chunks=1", "data.chunk_size=64", "data.val_size=32",
-                   "data.test_size=32", f"model.name={name}")
+                   f"model.name={name}")
     metrics = run_training(cfg, tmp_path / name, show_progress=False)
     assert metrics["chunks_trained"] == 1 and (tmp_path / name / "DONE").is_file()
     assert metrics["config"]["model.name"] == name
@@ -291,7 +296,7 @@ def test_cli_trains_and_prints_a_summary(repo_root, small_population, tmp_path, 
 
     run_dir = tmp_path / "cli"
     code = main(["train", str(repo_root / "configs" / "tiny.yaml"), "--set", f"data.path={small_population}",
-                 "--set", "data.chunk_size=64", "--set", "data.val_size=32", "--set", "data.test_size=32",
+                 "--set", "data.chunk_size=64", "--set", "data.val_size=32",
                  "--chunks", "1", "--seed", "5", "--run-dir", str(run_dir)])
     assert code == 0
     assert "test auroc" in capsys.readouterr().out

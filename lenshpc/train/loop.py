@@ -21,10 +21,10 @@ deterministic (``enable_op_determinism``), chunk ``i``'s data, batch order and d
 depend only on ``(seed, i, rank, size)``.  Hence a run killed at any point and resumed from
 its checkpoint ends with the same weights and metrics as an uninterrupted run.
 
-Validation and test: every rank scores the full validation and test sets it is given by the
-chunk engine; with several ranks the per-rank predictions are gathered
-(``ctx.allgather``) before the metrics are computed, so the numbers are those of the whole
-set whatever the world size.
+Validation and test: the chunk engine gives every rank the same full validation chunk and test
+set, so every rank scores them itself and reaches the same selection and early-stopping
+decisions without communication (validation is small next to a training chunk); only rank 0
+writes files.
 """
 
 from __future__ import annotations
@@ -121,9 +121,10 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         dump_config(cfg, rd.config)
     ctx.barrier()  # other ranks read the checkpoint only after the root has vetted (or removed) it
 
+    trainer = Trainer(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress)
     with file_logging(rd.log if ctx.is_root else None):
         try:
-            return Trainer(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress).run()
+            return trainer.run()
         except Preempted:
             raise
         except Exception as exc:
@@ -131,6 +132,10 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
                 log.error("run failed: %s: %s", type(exc).__name__, exc)
                 rd.mark_failed(exc)
             raise
+        finally:
+            engine = getattr(trainer, "engine", None)
+            if engine is not None:
+                engine.close()  # synthesis threads
 
 
 def _read_metrics(rd: RunDir) -> dict:
@@ -298,10 +303,6 @@ class Trainer:
                for i in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.empty(0, np.float32)
 
-    def gather(self, *arrays: np.ndarray) -> tuple:
-        """Each rank's rows concatenated in rank order (identity with one rank)."""
-        return tuple(self.ctx.allgather(np.asarray(a)) for a in arrays)
-
     def val_metrics(self, y: np.ndarray, p: np.ndarray) -> dict:
         """All history metrics of validation labels ``y`` and scores ``p``."""
         from lenshpc import metrics
@@ -350,6 +351,7 @@ class Trainer:
         ctx.broadcast_variables(list(self.model.variables) + list(self.optimizer.variables))
 
         x_val, y_val = self.engine.validation()
+        self.engine.test()  # built (and cached) now: a test set the data cannot supply fails before training
         stop_at = int(cfg.train.chunks)
         timings = {"data_wait_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
         images_trained, chunks_here = 0, 0  # this invocation only (timings are per invocation)
@@ -446,8 +448,8 @@ class Trainer:
 
         t0 = time.perf_counter()
         p_val = self.predict(x_val)
-        y_all, p_all = self.gather(np.asarray(y_val).reshape(-1), p_val)
-        row = {"chunk": int(chunk), "train_loss": train_loss, **self.val_metrics(y_all, p_all), "lr": float(lr),
+        y_val = np.asarray(y_val).reshape(-1)
+        row = {"chunk": int(chunk), "train_loss": train_loss, **self.val_metrics(y_val, p_val), "lr": float(lr),
                "seconds": round(train_s, 4)}
         timings["eval_s"] += time.perf_counter() - t0
         return row
@@ -477,10 +479,9 @@ class Trainer:
             self.model.set_weights(best_weights)
         x_test, y_test, meta_test = self.engine.test()
         p_test = self.predict(x_test)
-        y_test, p_test = self.gather(np.asarray(y_test).reshape(-1), p_test)
-        meta_test = {k: self.gather(np.asarray(v))[0] for k, v in sorted(meta_test.items())}
+        y_test = np.asarray(y_test).reshape(-1)
         p_val = self.predict(x_val)
-        y_val, p_val = self.gather(np.asarray(y_val).reshape(-1), p_val)
+        y_val = np.asarray(y_val).reshape(-1)
 
         sel = cfg.selection
         result = dict(metrics.summary(y_test, p_test, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
