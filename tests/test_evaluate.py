@@ -22,7 +22,8 @@ def finished_run(repo_root, small_population, tmp_path_factory):
 
     cfg = load_config(repo_root / "configs" / "tiny.yaml",
                       overrides=[f"data.path={small_population}", "data.chunk_size=128", "data.val_size=64",
-                                 "data.test_size=0", "train.chunks=2", "train.batch_size=32"])
+                                 "data.test_size=0", "train.chunks=2", "train.batch_size=32",
+                                 "train.patience=0"])
     run_dir = tmp_path_factory.mktemp("eval") / "run"
     return run_dir, run_training(cfg, run_dir, show_progress=False)
 

@@ -149,11 +149,11 @@ def _read_metrics(rd: RunDir) -> dict:
 def _check_data(cfg) -> None:
     path = cfg.data.path
     if not path:
-        raise UserError("data.path is empty: set it in the config or with --set data.path=DATA.h5 "
-                        "(make one with `lenshpc simulate --out data/kids_population.h5`)")
+        raise UserError("data.path is empty: set it in the config or with --set data.path=DATA.h5 (make one with "
+                        "`lenshpc simulate --out DATA.h5 --lenses N --sources N --negatives N`)")
     if not Path(path).is_file():
-        raise UserError(f"data file not found: {path} (data.path); create it with "
-                        f"`lenshpc simulate --out {path}` (or `lenshpc stack` for survey/challenge data), "
+        raise UserError(f"data file not found: {path} (data.path); create it with `lenshpc simulate --out {path} "
+                        "--lenses N --sources N --negatives N` (or `lenshpc stack` for survey/challenge data), "
                         "or point --set data.path=… at an existing dataset")
     if cfg.data.preprocess == "maxtree" and not Path(cfg.data.segmented_path).is_file():
         raise UserError(f"segmented data not found: {cfg.data.segmented_path} (data.segmented_path); "
