@@ -373,7 +373,7 @@ class Trainer:
         run_loop = start < stop_at and not stopped_early
         with _StopRequest() as stop, progress(total=stop_at, desc="chunks", unit="chunk",
                                               disable=not self.show_progress or not run_loop) as bar:
-            bar.update(min(start, stop_at))
+            bar.n = bar.last_print_n = min(start, stop_at)  # resumed: start the bar (and its rate) at `start`
             chunks = self.engine.iter_chunks(start, stop_at) if run_loop else iter(())
             try:
                 t_wait = time.perf_counter()
