@@ -442,7 +442,10 @@ def test_tiny_training_run_on_segmented_data(one_shard, seg_config, repo_root, t
     cfg = load_config(repo_root / "configs" / "tiny.yaml", overrides=[
         f"data.path={seg_config.data.path}", "data.preprocess=maxtree", f"data.segmented_path={one_shard}",
         "data.val_size=32", "data.test_size=24", "seed=4", "data.chunk_size=64", "train.chunks=2",
-        "train.batch_size=32", "preprocess.maxtree.pool_size=999"])  # pool_size: the file's pool is used
+        "train.batch_size=32", "preprocess.maxtree.pool_size=999",  # pool_size: the file's pool is used
+        # the SEG file was made with seg_config's merge settings (tiny.yaml uses brighter arcs)
+        f"data.alpha_min={seg_config.data.alpha_min}", f"data.alpha_max={seg_config.data.alpha_max}",
+        f"data.positive_fraction={seg_config.data.positive_fraction}"])
     metrics = run_training(cfg, tmp_path / "run", show_progress=False)
     assert (tmp_path / "run" / "DONE").exists()
     assert metrics["n_test"] == 24 and metrics["chunks_trained"] == 2
