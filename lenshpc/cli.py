@@ -32,8 +32,11 @@ COMMANDS = (
     "status",
     "reduce",
     "maxtree",
+    "ensemble",
+    "gradcam",
+    "infocontent",
+    "rank",
 )
-# Analysis verbs (ensemble, gradcam, infocontent, rank — issue 7) are not built yet.
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,3 +30,42 @@ def small_population(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "population.h5"
     simulate_population(out, n_lenses=120, n_sources=300, n_negatives=120, seed=1, workers=1, size=64, progress=False)
     return out
+
+
+#: Groups and seeds of :func:`tiny_sweep` (the analysis tests' members).
+TINY_SWEEP_GROUPS = ("bce", "fbeta_soft", "f1_soft")
+TINY_SWEEP_SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(small_population, tmp_path_factory) -> Path:
+    """A real, finished sweep of tiny ResNets: 3 losses × seeds 0–1 (``ROOT/<loss>/seed<k>``).
+
+    Written by ``lenshpc.hpc.sweep.run_sweep`` (debug executor: in this process) from a sweep
+    file ``ROOT/sweep.yaml``, exactly as ``lenshpc sweep`` lays it out, so ensembles, Grad-CAM,
+    information content and ranking are tested on the output of the real pipeline.  The models
+    are short-trained (12 chunks of 128 on 64×64 images, bright arcs: α 0.3–0.8), enough to be
+    clearly better than chance.  Tests must not modify it (copy it first).
+    """
+    import yaml
+
+    from lenshpc.hpc.spec import load_sweep
+    from lenshpc.hpc.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("tiny_sweep")
+    sweep = {
+        "name": "tiny_sweep",
+        "base": str(REPO / "configs" / "tiny.yaml"),
+        "out": str(root),
+        "seeds": list(TINY_SWEEP_SEEDS),
+        "set": {"data.path": str(small_population), "data.chunk_size": 128, "data.val_size": 128,
+                "data.test_size": 0, "train.chunks": 12, "train.patience": 0, "train.checkpoint_every": 12},
+        "grid": [{"name": g, "loss.name": g} for g in TINY_SWEEP_GROUPS],
+    }
+    (root / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    spec = load_sweep(root / "sweep.yaml")
+    outcome = run_sweep(spec, executor="debug", echo=lambda _msg: None)
+    assert not outcome.failed_after, outcome.failed_after
+    missing = [p.run_dir for p in spec.points if not (p.run_dir / "DONE").is_file()]
+    assert not missing, f"tiny sweep runs did not finish: {missing}"
+    return root
