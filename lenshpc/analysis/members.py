@@ -1,0 +1,521 @@
+"""Ensemble members: run directories, sweep groups, common prediction matrices and scorers.
+
+An ensemble combines *members*: finished training runs (``docs/run-dir.md``).  A member is named
+either by a run directory or by a *sweep group* (``<runs>/<group>/seed<k>``), in which case an
+ensemble run ``k`` takes the group's ``seed<k>`` run.
+
+Fitting an ensemble needs every member's scores on the **same** validation and test images.
+:func:`prediction_matrices` reads them from the members' ``predictions.h5`` when the members
+were evaluated on the data the ensemble is evaluated on (same seed and same data keys, labels
+checked), and otherwise re-scores the members' ``model.keras`` on the common validation / test
+sets built by :class:`lenshpc.data.chunks.ChunkEngine`, caching each member's scores so a re-run
+never re-scores.
+
+:func:`load_scorer` turns a run directory or an ensemble run directory into a :class:`Scorer`
+that scores prepared images (what ``lenshpc rank`` and other consumers call).
+
+Importing this module is cheap; TensorFlow is imported when a model is first used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from lenshpc.errors import UserError
+
+log = logging.getLogger("lenshpc.analysis")
+
+#: Data-config keys that (with the seed) determine a run's validation and test sets.
+DATA_KEYS = ("data.path", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
+             "data.positive_fraction", "data.preprocess", "data.segmented_path")
+#: Keys that determine what the *input images* look like (raw vs Max-Tree segmented).
+INPUT_KEYS = ("data.preprocess", "data.segmented_path")
+#: Name of the file that makes a directory an ensemble run.
+ENSEMBLE_JSON = "ensemble.json"
+#: Version of the member score cache files (``seed<k>/members/<label>.h5``).
+CACHE_VERSION = 1
+
+
+# ====================================================================== scorers
+@runtime_checkable
+class Scorer(Protocol):
+    """Something that turns prepared images into lens probabilities.
+
+    Attributes
+    ----------
+    name : str
+        Human-readable name (run or ensemble directory).
+    image_shape : tuple of int
+        ``(H, W, C)`` of the images it expects.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+
+    def score(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Scores ``(N,)`` float32 of prepared images ``x`` ``(N, H, W, C)`` float32."""
+        ...
+
+
+class ModelScorer:
+    """The selected model (``model.keras``) of a finished run directory.
+
+    The model is loaded on first use, so constructing many scorers is cheap.
+    """
+
+    def __init__(self, run_dir: str | Path, name: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.name = name or _short_name(self.run_dir)
+        self._model = None
+        path = self.run_dir / "model.keras"
+        if not path.is_file():
+            raise UserError(f"{self.run_dir}: no model.keras (the run has not finished, or this is not a run "
+                            "directory); finish it with `lenshpc train` or pass another run")
+
+    @property
+    def model(self):
+        if self._model is None:
+            from lenshpc.train.evaluate import load_model
+
+            self._model = load_model(self.run_dir / "model.keras")
+        return self._model
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        shape = self.model.input_shape
+        return tuple(int(v) for v in shape[1:])  # type: ignore[return-value]
+
+    def score(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        from lenshpc.train.evaluate import predict_scores
+
+        x = _check_images(x, self.image_shape, self.name)
+        return np.asarray(predict_scores(self.model, x, batch_size), dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"ModelScorer({str(self.run_dir)!r})"
+
+
+class WeightedScorer:
+    """A fixed weighted sum of member scorers: ``ŷ = X·w`` (Eq 3.22; the plain average has w = 1/M)."""
+
+    def __init__(self, members: Sequence[Scorer], weights: Sequence[float], name: str = "ensemble"):
+        if len(members) != len(weights) or not members:
+            raise UserError(f"{name}: {len(members)} members but {len(weights)} weights")
+        self.members = list(members)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.name = name
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        shapes = {tuple(m.image_shape) for m in self.members}
+        if len(shapes) > 1:
+            raise UserError(f"{self.name}: members expect different image shapes {sorted(shapes)}")
+        return shapes.pop()  # type: ignore[return-value]
+
+    def score(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        matrix = np.stack([m.score(x, batch_size) for m in self.members], axis=1).astype(np.float64)
+        return (matrix @ self.weights).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"WeightedScorer({self.name!r}, {len(self.members)} members)"
+
+
+def load_scorer(path: str | Path) -> Scorer:
+    """A :class:`Scorer` for a finished run directory or a finished ensemble run directory.
+
+    Parameters
+    ----------
+    path : path
+        A run directory (holds ``model.keras``) or an ensemble run directory (holds
+        ``ensemble.json``; see ``docs/ensembles.md``).  Input-dependent ensembles are loaded by
+        :func:`lenshpc.analysis.ide.load_ide_scorer`.
+
+    Raises
+    ------
+    UserError
+        When ``path`` is neither, or is not finished.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: not a directory; pass a finished run directory (with model.keras) or an ensemble "
+                        f"run directory (with {ENSEMBLE_JSON})")
+    if (path / ENSEMBLE_JSON).is_file():
+        info = read_ensemble_json(path)
+        if not (path / "DONE").is_file():
+            raise UserError(f"{path}: the ensemble run has not finished (no DONE); run `lenshpc ensemble` again")
+        method = info.get("method")
+        if method == "input_dependent":
+            from lenshpc.analysis.ide import load_ide_scorer
+
+            return load_ide_scorer(path)
+        if method not in ("nelder_mead", "average"):
+            raise UserError(f"{path / ENSEMBLE_JSON}: unknown ensemble method {method!r}")
+        runs = ensemble_member_dirs(path, info)
+        weights = info.get("weights")
+        if not isinstance(weights, list) or len(weights) != len(runs):
+            raise UserError(f"{path / ENSEMBLE_JSON}: 'weights' must list one number per member")
+        labels = [m.get("label") or _short_name(Path(m["run_dir"])) for m in info["members"]]
+        return WeightedScorer([ModelScorer(r, name=lab) for r, lab in zip(runs, labels)], weights,
+                              name=_short_name(path))
+    if (path / "model.keras").is_file():
+        if not (path / "DONE").is_file():
+            log.warning("%s has model.keras but no DONE; scoring with it anyway", path)
+        return ModelScorer(path)
+    raise UserError(f"{path}: neither a finished run directory (no model.keras) nor an ensemble run directory "
+                    f"(no {ENSEMBLE_JSON}); wait for the run to finish or check the path")
+
+
+def read_ensemble_json(path: str | Path) -> dict:
+    """The parsed ``ensemble.json`` of an ensemble run directory (UserError when unreadable)."""
+    file = Path(path) / ENSEMBLE_JSON
+    try:
+        info = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{file}: unreadable ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("members"), list):
+        raise UserError(f"{file}: not an ensemble description (needs 'method' and a 'members' list)")
+    return info
+
+
+def ensemble_member_dirs(path: str | Path, info: dict | None = None) -> list[Path]:
+    """Member run directories of an ensemble run: the recorded absolute path, else the relative one.
+
+    The relative path (from the ensemble run directory) lets a whole results tree move.
+    """
+    path = Path(path)
+    info = info if info is not None else read_ensemble_json(path)
+    out = []
+    for m in info["members"]:
+        absolute = Path(m.get("run_dir", ""))
+        relative = path / m["run_dir_rel"] if m.get("run_dir_rel") else None
+        if (absolute / "model.keras").is_file() or relative is None:
+            out.append(absolute)
+        elif (relative / "model.keras").is_file():
+            out.append(relative.resolve())
+        else:
+            raise UserError(f"{path / ENSEMBLE_JSON}: member {m.get('label', absolute)} not found at {absolute} "
+                            f"nor at {relative} (moved or deleted?)")
+    return out
+
+
+def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise UserError(f"{name}: images of shape {x.shape} given, the model expects (N, {', '.join(map(str, shape))})")
+    return x
+
+
+def _short_name(path: Path) -> str:
+    """``…/bce/seed3`` → ``bce/seed3`` (a run's group and seed)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+# ====================================================================== members
+@dataclass(frozen=True)
+class Member:
+    """One member of one ensemble run: a label (the group name) and a finished run directory."""
+
+    label: str
+    run_dir: Path
+
+
+def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, Path, bool]:
+    """Resolve a spec's member entry to ``(label, path, is_group)``.
+
+    ``entry`` is looked up as ``<runs_root>/<entry>`` (or as an absolute path).  A directory that
+    is itself a run directory is a fixed member (the same run in every ensemble run); a directory
+    holding ``seed<k>`` run directories is a sweep group.
+    """
+    from lenshpc.hpc.state import is_run_dir
+
+    candidate = Path(entry)
+    if not candidate.is_absolute():
+        if runs_root is None:
+            raise UserError(f"{where}: member {entry!r} is relative but no runs directory is set; "
+                            "set 'runs:' in the spec or pass --runs ROOT")
+        candidate = runs_root / entry
+    label = entry.rstrip("/")
+    if is_run_dir(candidate):
+        return label, candidate, False
+    if candidate.is_dir() and any(p.name.startswith("seed") and p.is_dir() for p in candidate.iterdir()):
+        return label, candidate, True
+    near = ""
+    if runs_root is not None and runs_root.is_dir():
+        import difflib
+
+        names = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        close = difflib.get_close_matches(entry, names, n=1, cutoff=0.5)
+        near = (f" Did you mean '{close[0]}'?" if close else
+                f" Groups under {runs_root}: {', '.join(names) or '(none)'}.")
+    raise UserError(f"{where}: member '{entry}' not found: {candidate} is neither a run directory nor a sweep group "
+                    f"(a folder of seed<k> run directories).{near}")
+
+
+def member_for_seed(label: str, path: Path, is_group: bool, seed: int, where: str) -> Member:
+    """The member of ensemble run ``seed``: the group's ``seed<k>`` run, or the fixed run directory."""
+    run_dir = path / f"seed{seed}" if is_group else path
+    check_finished(run_dir, f"{where}: member '{label}'" + (f" seed {seed}" if is_group else ""))
+    return Member(label, run_dir)
+
+
+def group_seed_runs(path: Path) -> dict[int, Path]:
+    """``{k: <group>/seed<k>}`` for every seed directory of a sweep group (finished or not)."""
+    out = {}
+    for p in path.iterdir() if path.is_dir() else []:
+        if p.is_dir() and p.name.startswith("seed") and p.name[4:].isdigit():
+            out[int(p.name[4:])] = p
+    return dict(sorted(out.items()))
+
+
+def check_finished(run_dir: Path, what: str) -> None:
+    """Raise a clear UserError unless ``run_dir`` is a finished run with predictions and a model."""
+    if not run_dir.is_dir():
+        raise UserError(f"{what}: run directory {run_dir} does not exist (not trained yet? check --runs and --seeds)")
+    if (run_dir / "FAILED").is_file() and not (run_dir / "DONE").is_file():
+        reason = (run_dir / "FAILED").read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise UserError(f"{what}: run {run_dir} failed ({reason[0]}); retry it with `lenshpc sweep … --retry-failed`")
+    if not (run_dir / "DONE").is_file():
+        raise UserError(f"{what}: run {run_dir} has not finished (no DONE); wait for it or resume it")
+    for name in ("config.yaml", "predictions.h5", "model.keras"):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{what}: run {run_dir} is DONE but lacks {name}; re-run it with --force")
+
+
+# ====================================================================== prediction matrices
+@dataclass
+class PredictionSet:
+    """Member scores on common validation and test sets.
+
+    ``X_val``/``X_test`` are ``(N, M)`` float64 (column m = member m), ``y_*`` ``(N,)`` uint8,
+    ``test_meta`` the test set's metadata columns, ``sources[m]`` ``"predictions"`` (read from the
+    member's ``predictions.h5``), ``"cache"`` or ``"rescored"``.
+    """
+
+    members: list[Member]
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    test_meta: dict[str, np.ndarray] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def rescored(self) -> int:
+        return sum(s == "rescored" for s in self.sources)
+
+
+def data_signature(cfg) -> dict[str, Any]:
+    """Seed + :data:`DATA_KEYS` of a config (paths resolved), which fix its validation and test sets."""
+    from lenshpc.config import flatten
+
+    flat = flatten(cfg.to_dict())
+    sig = {"seed": int(cfg.seed)}
+    for key in DATA_KEYS:
+        value = flat.get(key)
+        if key in ("data.path", "data.segmented_path") and value:
+            value = str(Path(value).resolve())
+        sig[key] = value
+    return sig
+
+
+def load_member_config(run_dir: Path):
+    from lenshpc.config import load_config
+
+    try:
+        return load_config(run_dir / "config.yaml")
+    except UserError as exc:
+        raise UserError(f"{run_dir}: unreadable config.yaml: {exc}") from None
+
+
+def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: Path | None = None,
+                        show_progress: bool = True) -> PredictionSet:
+    """Every member's validation and test scores on one common pair of sets.
+
+    Parameters
+    ----------
+    members : list of Member
+        Finished runs (:func:`check_finished`).
+    data_cfg : Config, optional
+        The evaluation data (seed + data section).  Default: member 0's config.
+    cache_dir : path, optional
+        Where re-scored members' scores are cached (``<label>.h5``); None = no cache.
+    show_progress : bool
+        Progress bar while re-scoring.
+
+    Notes
+    -----
+    A member whose data signature (:func:`data_signature`) equals ``data_cfg``'s contributes the
+    scores of its own ``predictions.h5`` — after checking its labels equal the common labels.
+    Every other member is re-scored on the sets built by ``ChunkEngine(data_cfg)``, which is only
+    possible when its input preprocessing (:data:`INPUT_KEYS`) matches the data's.
+    """
+    from lenshpc.train.rundir import read_predictions
+    from lenshpc.utils import progress
+
+    if not members:
+        raise UserError("an ensemble needs at least one member")
+    cfgs = [load_member_config(m.run_dir) for m in members]
+    data_cfg = data_cfg if data_cfg is not None else cfgs[0]
+    target = data_signature(data_cfg)
+    matches = [data_signature(c) == target for c in cfgs]
+
+    preds: list[dict | None] = [None] * len(members)
+    for i, m in enumerate(members):
+        if matches[i]:
+            preds[i] = {g: read_predictions(m.run_dir / "predictions.h5", g) for g in ("val", "test")}
+
+    reference = None  # (x_val, y_val, x_test, y_test, meta) from the engine, built only when needed
+    if all(matches):
+        y_val, y_test = preds[0]["val"]["labels"], preds[0]["test"]["labels"]
+        bad = [i for i, p in enumerate(preds) if not (_same(p["val"]["labels"], y_val)
+                                                      and _same(p["test"]["labels"], y_test))]
+        if bad:
+            log.warning("members %s have the same data config but different labels (data file changed?); "
+                        "re-scoring every member on the common sets", ", ".join(members[i].label for i in bad))
+            matches = [False] * len(members)
+    if not all(matches):
+        reference = _common_sets(data_cfg)
+        x_val, y_val, x_test, y_test, meta = reference
+        for i, p in enumerate(preds):
+            if p is not None and not (_same(p["val"]["labels"], y_val) and _same(p["test"]["labels"], y_test)):
+                preds[i], matches[i] = None, False
+    else:
+        meta = preds[0]["test"]["meta"]
+
+    sources = ["predictions" if ok else "" for ok in matches]
+    todo = [i for i, ok in enumerate(matches) if not ok]
+    for i in todo:
+        _check_rescorable(members[i], cfgs[i], data_cfg)
+    cols_val: list[np.ndarray | None] = [p["val"]["scores"] if p else None for p in preds]
+    cols_test: list[np.ndarray | None] = [p["test"]["scores"] if p else None for p in preds]
+    if todo:
+        fingerprint = _fingerprint(target, y_val, y_test)
+        bar = progress(todo, desc="re-scoring members", unit="model", disable=None if show_progress else True)
+        for i in bar:
+            m = members[i]
+            cache = cache_dir / f"{_safe(m.label)}.h5" if cache_dir is not None else None
+            cached = _read_cache(cache, m.run_dir, fingerprint) if cache is not None else None
+            if cached is not None:
+                cols_val[i], cols_test[i] = cached
+                sources[i] = "cache"
+                continue
+            scorer = ModelScorer(m.run_dir, name=m.label)
+            if tuple(scorer.image_shape) != tuple(x_val.shape[1:]):
+                raise UserError(f"member {m.label} ({m.run_dir}) expects images {scorer.image_shape} but the common "
+                                f"data {data_cfg.data.path} has {tuple(x_val.shape[1:])}")
+            cols_val[i], cols_test[i] = scorer.score(x_val), scorer.score(x_test)
+            sources[i] = "rescored"
+            if cache is not None:
+                _write_cache(cache, m.run_dir, fingerprint, cols_val[i], cols_test[i])
+        log.info("members re-scored on the common sets: %s", ", ".join(
+            f"{members[i].label} ({sources[i]})" for i in todo))
+    X_val = np.stack([np.asarray(c, dtype=np.float64) for c in cols_val], axis=1)
+    X_test = np.stack([np.asarray(c, dtype=np.float64) for c in cols_test], axis=1)
+    return PredictionSet(list(members), X_val, np.asarray(y_val).astype(np.uint8), X_test,
+                         np.asarray(y_test).astype(np.uint8), dict(meta), sources)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.shape(a) == np.shape(b) and bool(np.array_equal(np.asarray(a).astype(np.uint8),
+                                                              np.asarray(b).astype(np.uint8)))
+
+
+def _common_sets(data_cfg):
+    """Validation and test images, labels and test metadata of ``data_cfg`` (no train split loaded)."""
+    from lenshpc.data.chunks import ChunkEngine
+
+    engine = ChunkEngine(data_cfg, rank=0, size=1, load_train=False)
+    try:
+        x_val, y_val = engine.validation()
+        x_test, y_test, meta = engine.test()
+    finally:
+        engine.close()
+    return (np.asarray(x_val), np.asarray(y_val).reshape(-1).astype(np.uint8), np.asarray(x_test),
+            np.asarray(y_test).reshape(-1).astype(np.uint8), dict(meta))
+
+
+def _check_rescorable(member: Member, cfg, data_cfg) -> None:
+    from lenshpc.config import flatten
+
+    a, b = flatten(cfg.to_dict()), flatten(data_cfg.to_dict())
+    diff = [k for k in INPUT_KEYS if (a.get(k) or "") != (b.get(k) or "")]
+    if diff:
+        raise UserError(
+            f"member {member.label} ({member.run_dir}) was trained on {a.get('data.preprocess')} inputs "
+            f"({', '.join(f'{k}={a.get(k)!r}' for k in diff)}) but the ensemble's data uses "
+            f"{', '.join(f'{k}={b.get(k)!r}' for k in diff)}; it cannot be re-scored on these images. "
+            "Combine it only with members evaluated on the same seed and data (their predictions.h5 are used as "
+            "they are), or put it first so its data becomes the common data")
+
+
+def _fingerprint(target: dict, y_val: np.ndarray, y_test: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(target, sort_keys=True, default=str).encode())
+    h.update(np.asarray(y_val, np.uint8).tobytes())
+    h.update(np.asarray(y_test, np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def _model_stamp(run_dir: Path) -> str:
+    st = (run_dir / "model.keras").stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _safe(label: str) -> str:
+    from lenshpc.hpc.spec import slug
+
+    return slug(label.replace("/", "__"))
+
+
+def _read_cache(path: Path, run_dir: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cached (val, test) scores when the cache matches this data and this model file, else None."""
+    import h5py
+
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as fh:
+            attrs = dict(fh.attrs)
+            if (int(attrs.get("version", -1)) != CACHE_VERSION or attrs.get("fingerprint") != fingerprint
+                    or attrs.get("model_stamp") != _model_stamp(run_dir)):
+                return None
+            return fh["val/scores"][()], fh["test/scores"][()]
+    except (OSError, KeyError) as exc:
+        log.warning("ignoring unreadable score cache %s (%s)", path, exc)
+        return None
+
+
+def _write_cache(path: Path, run_dir: Path, fingerprint: str, val: np.ndarray, test: np.ndarray) -> None:
+    import h5py
+
+    from lenshpc.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.attrs.update({"version": CACHE_VERSION, "fingerprint": fingerprint, "run_dir": str(run_dir),
+                             "model_stamp": _model_stamp(run_dir)})
+            fh.create_dataset("val/scores", data=np.asarray(val, np.float32))
+            fh.create_dataset("test/scores", data=np.asarray(test, np.float32))
+
+
+def relpath(target: Path, start: Path) -> str:
+    """``os.path.relpath`` that never raises (different drives → the absolute path)."""
+    try:
+        return os.path.relpath(target, start)
+    except ValueError:
+        return str(target)
+
+
+__all__ = ["DATA_KEYS", "ENSEMBLE_JSON", "INPUT_KEYS", "Member", "ModelScorer", "PredictionSet", "Scorer",
+           "WeightedScorer", "check_finished", "data_signature", "ensemble_member_dirs", "group_seed_runs",
+           "load_member_config", "load_scorer", "member_for_seed", "prediction_matrices", "read_ensemble_json",
+           "relpath", "resolve_entry"]
