@@ -161,7 +161,7 @@ def load_scorer(path: str | Path) -> Scorer:
         weights = info.get("weights")
         if not isinstance(weights, list) or len(weights) != len(runs):
             raise UserError(f"{path / ENSEMBLE_JSON}: 'weights' must list one number per member")
-        labels = [m.get("label") or _short_name(Path(m["run_dir"])) for m in info["members"]]
+        labels = member_names(info)
         return WeightedScorer([ModelScorer(r, name=lab) for r, lab in zip(runs, labels)], weights,
                               name=_short_name(path))
     if (path / "model.keras").is_file():
@@ -185,24 +185,33 @@ def read_ensemble_json(path: str | Path) -> dict:
 
 
 def ensemble_member_dirs(path: str | Path, info: dict | None = None) -> list[Path]:
-    """Member run directories of an ensemble run: the recorded absolute path, else the relative one.
+    """Member run directories of an ensemble run (``members`` absolute, ``members_relative`` fallback).
 
-    The relative path (from the ensemble run directory) lets a whole results tree move.
+    ``members_relative`` (relative to the ensemble run directory) lets a whole results tree move.
     """
     path = Path(path)
     info = info if info is not None else read_ensemble_json(path)
+    rel = info.get("members_relative") or [None] * len(info["members"])
     out = []
-    for m in info["members"]:
-        absolute = Path(m.get("run_dir", ""))
-        relative = path / m["run_dir_rel"] if m.get("run_dir_rel") else None
-        if (absolute / "model.keras").is_file() or relative is None:
+    for absolute, relative in zip(info["members"], rel):
+        absolute = Path(absolute)
+        candidate = path / relative if relative else None
+        if (absolute / "model.keras").is_file() or candidate is None:
             out.append(absolute)
-        elif (relative / "model.keras").is_file():
-            out.append(relative.resolve())
+        elif (candidate / "model.keras").is_file():
+            out.append(candidate.resolve())
         else:
-            raise UserError(f"{path / ENSEMBLE_JSON}: member {m.get('label', absolute)} not found at {absolute} "
-                            f"nor at {relative} (moved or deleted?)")
+            raise UserError(f"{path / ENSEMBLE_JSON}: member not found at {absolute} nor at {candidate} "
+                            "(moved or deleted?)")
     return out
+
+
+def member_names(info: dict) -> list[str]:
+    """Display names of an ensemble's members (``member_names``, else from the run directories)."""
+    names = info.get("member_names")
+    if isinstance(names, list) and len(names) == len(info["members"]):
+        return [str(n) for n in names]
+    return [_short_name(Path(m)) for m in info["members"]]
 
 
 def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -517,5 +526,5 @@ def relpath(target: Path, start: Path) -> str:
 
 __all__ = ["DATA_KEYS", "ENSEMBLE_JSON", "INPUT_KEYS", "Member", "ModelScorer", "PredictionSet", "Scorer",
            "WeightedScorer", "check_finished", "data_signature", "ensemble_member_dirs", "group_seed_runs",
-           "load_member_config", "load_scorer", "member_for_seed", "prediction_matrices", "read_ensemble_json",
+           "load_member_config", "load_scorer", "member_for_seed", "member_names", "prediction_matrices", "read_ensemble_json",
            "relpath", "resolve_entry"]
