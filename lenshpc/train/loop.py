@@ -59,7 +59,7 @@ ChunkCallback = Callable[[int, dict], None]
 # ======================================================================= public entry points
 def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True, distributed: str = "auto",
                  force: bool = False, on_chunk_end: Optional[ChunkCallback] = None,
-                 show_progress: bool = True) -> dict:
+                 show_progress: bool = True, trainer_cls: Optional[Callable[..., "Trainer"]] = None) -> dict:
     """Train one model as configured and write its run directory; return the metrics.
 
     Parameters
@@ -82,6 +82,11 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         checkpoint (progress reporting; tests send themselves SIGUSR1 from here).
     show_progress : bool
         Progress bar over chunks on stderr (root rank only).
+    trainer_cls : callable, optional
+        A :class:`Trainer` subclass (or a ``functools.partial`` of one) to run instead of
+        :class:`Trainer`, called like it (e.g. the dynamic
+        ensembler of :mod:`lenshpc.analysis.ide`); it gets the same run dir, checkpoints,
+        resume, preemption and model selection.
 
     Returns
     -------
@@ -121,7 +126,7 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         dump_config(cfg, rd.config)
     ctx.barrier()  # other ranks read the checkpoint only after the root has vetted (or removed) it
 
-    trainer = Trainer(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress)
+    trainer = (trainer_cls or Trainer)(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress)
     with file_logging(rd.log if ctx.is_root else None):
         try:
             return trainer.run()
@@ -221,7 +226,14 @@ class Trainer:
 
     Use :func:`run_training`; the class is public for ``benchmarks/train_step.py``, which calls
     :meth:`build` and :meth:`fit_chunk` to time the training step alone.
+
+    Subclasses (``run_training(..., trainer_cls=...)``) may override :attr:`num_outputs`,
+    :meth:`chunk_targets`, :meth:`predict`, :meth:`val_metrics`, :meth:`extra_metrics` and
+    :meth:`write_extra_files`; the loop, checkpoints and selection stay the same.
     """
+
+    #: Width of the model's head (``models.build(..., num_outputs=...)``): 1 = a sigmoid lens score.
+    num_outputs: int = 1
 
     def __init__(self, cfg, rd: RunDir, ctx, *, on_chunk_end: Optional[ChunkCallback] = None,
                  show_progress: bool = False):
@@ -246,7 +258,8 @@ class Trainer:
         tf.config.experimental.enable_op_determinism()
 
         self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size)
-        self.model = models.build(cfg.model.name, tuple(self.engine.image_shape), num_outputs=1, **cfg.model.params)
+        self.model = models.build(cfg.model.name, tuple(self.engine.image_shape), num_outputs=self.num_outputs,
+                                   **cfg.model.params)
         self.loss_fn = losses.get(cfg.loss.name, beta=cfg.loss.beta)
 
         lr = float(cfg.train.learning_rate)
@@ -429,9 +442,9 @@ class Trainer:
         self.optimizer.learning_rate = lr
         self._reseed_dropout(chunk)
         order = rng_for(cfg.seed, "shuffle", chunk, self.ctx.rank).permutation(len(x))
-        y = np.asarray(y, dtype=np.float32).reshape(-1)
         bs = int(cfg.train.batch_size)
         t0 = time.perf_counter()
+        y = self.chunk_targets(x, y)
         total, count = 0.0, 0
         # The last partial batch is kept (a chunk is never silently shortened).
         for i in range(0, len(order), bs):
@@ -440,6 +453,17 @@ class Trainer:
             total += float(loss) * len(idx)
             count += len(idx)
         return total / max(count, 1), time.perf_counter() - t0, lr
+
+    def chunk_targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Training targets of a chunk's images ``x`` with labels ``y``: here the labels as ``(N,)`` float32."""
+        return np.asarray(y, dtype=np.float32).reshape(-1)
+
+    def extra_metrics(self) -> dict:
+        """Keys added to ``metrics.json`` at the end (none here)."""
+        return {}
+
+    def write_extra_files(self, result: dict) -> None:
+        """Write additional run-dir files at the end, after ``metrics.json`` and before ``DONE`` (root only)."""
 
     def _train_chunk(self, chunk: int, x: np.ndarray, y: np.ndarray, x_val, y_val, timings: dict) -> dict:
         local_loss, train_s, lr = self.fit_chunk(chunk, x, y)
@@ -500,6 +524,7 @@ class Trainer:
                         "images_per_s": round(images_trained / timings["train_s"], 1) if timings["train_s"] else None},
             "versions": versions(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
         })
+        result.update(self.extra_metrics())
         if self.root:
             write_predictions(rd.predictions, {
                 "test": {"scores": p_test, "labels": y_test, "meta": meta_test},
@@ -508,6 +533,7 @@ class Trainer:
             atomic_write_json(rd.metrics, _json_safe(result))
             save_model(self.model, rd.model)
             write_history(rd.history, history)
+            self.write_extra_files(_json_safe(result))
             rd.mark_done()
             log.info("done: %s chunks, best chunk %d (%s %.6g); test auroc %.4f, accuracy %.4f, fbeta %.4f → %s",
                      chunks_trained, selector.best_chunk, selector.metric, selector.best_score or float("nan"),

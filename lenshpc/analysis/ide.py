@@ -1,0 +1,539 @@
+"""The input-dependent ensemble (thesis Sec 3.6.2, 4.6): a dynamic ensembler trained by the run loop.
+
+A *dynamic ensembler* DE_M is a CNN (``model.name``, ResNet18 in the thesis) whose head is an
+M-way softmax ``g(x) = (g_1(x) … g_M(x))``.  It learns, per input image, which of M trained
+lens finders (the *members*, finished run directories) to trust:
+
+* **targets** (:func:`ide_targets`): for each training image the M members' scores ``p_m(x)``
+  are computed; the one-hot target marks the member closest to the label — the highest score
+  for a lens (y = 1), the lowest for a non-lens (y = 0);
+* **loss**: categorical cross-entropy between ``g(x)`` and that one-hot target;
+* **prediction** (Eq 3.23): ``ŷ(x) = Σ_m g_m(x) · p_m(x)``, a convex combination of the
+  members' scores, so ``ŷ ∈ [0, 1]``.
+
+Training runs through :func:`lenshpc.train.run_training` with :class:`IDETrainer`, so a DE run
+gets everything an ordinary run has: chunk synthesis, deterministic minibatches, checkpoints,
+exact resume, SIGTERM/SIGUSR1 preemption, Horovod, model selection on the fixed validation
+chunk and early stopping; and it writes an ordinary run directory (``docs/run-dir.md``) whose
+``predictions.h5`` holds the **ensemble** scores ŷ, plus ``ensemble.json``.  History columns:
+``train_loss`` and ``val_loss`` are the DE's categorical cross-entropy (on the chunk's and the
+validation chunk's targets); ``val_accuracy``, ``val_fbeta_auc``, ``val_soft_fbeta`` and
+``val_auroc`` are metrics of the ensemble score ŷ on the validation chunk.  ``selection.metric``
+therefore chooses between "the gating network's own loss" (``val_loss``) and "the best
+ensemble" (any other metric) — see ``docs/ensembles-ide.md``.
+
+Members are scored with one compiled function (all M models in one graph, loaded once); their
+scores on the fixed validation and test sets are computed once per invocation and reused.
+
+Public API
+----------
+ide_targets(member_scores, labels) -> (N, M) float32 one-hot
+train_ide(members, cfg, out, *, resume=True, force=False, show_progress=True) -> dict
+load_ide_scorer(path) -> IDEScorer            # .name, .image_shape, .score(x, batch_size=256)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from lenshpc.errors import UserError
+from lenshpc.train.loop import Trainer
+from lenshpc.train.rundir import PREDICT_BATCH, RunDir
+from lenshpc.train.selection import VAL_METRICS
+from lenshpc.utils import atomic_write_json
+
+log = logging.getLogger("lenshpc.ide")
+
+#: ``ensemble.json`` ``method`` of an input-dependent ensemble.
+METHOD = "input_dependent"
+#: The ensemble description in the run directory.
+ENSEMBLE_FILE = "ensemble.json"
+#: Metrics of each member / the oracle stored in ``ensemble.json`` (keys of ``lenshpc.metrics.summary``).
+_SUMMARY_KEYS = ("auroc", "accuracy", "precision", "recall", "fbeta", "tpr0", "tpr10", "i_auc")
+
+
+# ======================================================================= targets
+def ide_targets(member_scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One-hot training targets of the dynamic ensembler: the member closest to the label.
+
+    Parameters
+    ----------
+    member_scores : array (N, M)
+        Member ``m``'s lens score of image ``i`` in column ``m``.
+    labels : array (N,)
+        0/1 labels.
+
+    Returns
+    -------
+    ndarray (N, M) float32
+        Row ``i`` is 1 at ``argmin_m |labels[i] − member_scores[i, m]|`` and 0 elsewhere: for a
+        lens (y = 1) the member with the highest score, for a non-lens (y = 0) the lowest.
+        Ties go to the **lowest member index** (``np.argmin`` returns the first minimum), so
+        the targets — and hence training — are deterministic.
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes, no members, non-finite scores or labels other than 0/1.
+    """
+    scores = np.asarray(member_scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if scores.ndim != 2 or scores.shape[1] < 1:
+        raise ValueError(f"member_scores must be (N, M) with M ≥ 1, got shape {scores.shape}")
+    if len(y) != len(scores):
+        raise ValueError(f"{len(y)} labels for {len(scores)} rows of member scores")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("member_scores holds NaN or Inf")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be 0 or 1")
+    closest = np.argmin(np.abs(y[:, None] - scores), axis=1)
+    out = np.zeros(scores.shape, dtype=np.float32)
+    out[np.arange(len(y)), closest] = 1.0
+    return out
+
+
+# ======================================================================= members
+@dataclass
+class _Member:
+    """A finished run used as an ensemble member."""
+
+    path: Path  # resolved run dir
+    name: str  # "<group>/<seed dir>", for logs and ensemble.json
+    preprocess: str
+    model: Any = None  # keras.Model, loaded by load()
+
+    def load(self) -> "_Member":
+        from lenshpc.train.evaluate import load_model
+
+        self.model = load_model(self.path / "model.keras")
+        outputs = tuple(self.model.output_shape)
+        if outputs[1:] not in ((1,), ()):
+            raise UserError(f"member {self.path}: its model has outputs of shape {outputs[1:]}, not one lens score; "
+                            "members must be ordinary lens-finder runs (an input-dependent ensemble cannot be a "
+                            "member)")
+        return self
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.model.input_shape[1:])
+
+
+def _member_name(path: Path) -> str:
+    from lenshpc.analysis.members import _short_name
+
+    return _short_name(path)
+
+
+def _resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
+    """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
+    from lenshpc.analysis.members import check_finished, load_member_config
+
+    if isinstance(members, (str, os.PathLike)):
+        members = [members]
+    paths = [Path(m).resolve() for m in members]
+    if len(paths) < 2:
+        raise UserError(f"an input-dependent ensemble needs at least 2 members, got {len(paths)}: "
+                        f"{[str(p) for p in paths]}")
+    dupes = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if dupes:
+        raise UserError(f"ensemble members given twice: {', '.join(dupes)}; list each run dir once")
+    out = []
+    for path in paths:
+        check_finished(path, f"input-dependent ensemble member {_member_name(path)}")
+        mcfg = load_member_config(path)
+        out.append(_Member(path=path, name=_member_name(path), preprocess=mcfg.data.preprocess))
+    return out
+
+
+def _check_members(members: list[_Member], preprocess: str, image_shape: Optional[tuple]) -> None:
+    """Every member must see the images the DE sees: same preprocessing, same image shape."""
+    for m in members:
+        if m.preprocess != preprocess:
+            raise UserError(f"member {m.path} was trained on data.preprocess = {m.preprocess!r} images but the "
+                            f"dynamic ensembler's data.preprocess is {preprocess!r}: every member must score the "
+                            "images the ensembler sees (segmented members need a segmented ensembler, and vice "
+                            "versa); choose members trained with the same preprocessing")
+        if image_shape is not None and m.model is not None and m.image_shape != tuple(image_shape):
+            raise UserError(f"member {m.path} takes images of shape {m.image_shape}, but the dynamic ensembler's "
+                            f"data (data.path) has images of shape {tuple(image_shape)}; members must be trained on "
+                            "cutouts of the ensembler's size and channels")
+
+
+def _make_member_step(models: Sequence[Any], image_shape: tuple):
+    """One compiled function ``x (B, H, W, C) → (B, M)`` float32 scores of all members (inference mode)."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *image_shape], tf.float32)
+
+    def step(x):
+        cols = [tf.reshape(tf.cast(m(x, training=False), tf.float32), [-1, 1]) for m in models]
+        return tf.concat(cols, axis=1)
+
+    return tf.function(step, input_signature=[spec])
+
+
+def _batched(fn, x: np.ndarray, width: int, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """``fn`` over ``x`` in fixed-size batches (the loop's inference batch), stacked to ``(N, width)`` float32."""
+    import tensorflow as tf
+
+    out = [np.asarray(fn(tf.constant(x[i:i + batch_size], tf.float32)), dtype=np.float32).reshape(-1, width)
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.empty((0, width), np.float32)
+
+
+def _combine(gates: np.ndarray, member_scores: np.ndarray) -> np.ndarray:
+    """Eq 3.23: ``ŷ = Σ_m g_m · p_m`` (float32), clipped to [0, 1] against rounding (Σ g = 1 ± 1 ulp)."""
+    return np.clip(np.sum(gates * member_scores, axis=1, dtype=np.float32), 0.0, 1.0).astype(np.float32)
+
+
+# ======================================================================= the trainer
+class IDETrainer(Trainer):
+    """:class:`~lenshpc.train.loop.Trainer` of a dynamic ensembler over fixed members.
+
+    ``run_training(cfg, out, trainer_cls=functools.partial(IDETrainer, members=[...]))``; use
+    :func:`train_ide`, which checks the members first.
+    """
+
+    def __init__(self, cfg, rd, ctx, *, members: Sequence[_Member], **kwargs):
+        super().__init__(cfg, rd, ctx, **kwargs)
+        self.members = list(members)
+        self.num_outputs = len(self.members)
+        self._fixed: list[tuple[np.ndarray, np.ndarray]] = []  # (fixed array, its member scores)
+        self._last: Optional[tuple] = None  # (ŷ, gates, member scores) of the last predict()
+
+    # ------------------------------------------------------------------ set-up
+    def build(self) -> None:
+        super().build()  # seeds first: the DE's initial weights do not depend on the members
+        _check_members(self.members, self.cfg.data.preprocess, tuple(self.engine.image_shape))
+        self.member_step = _make_member_step([m.model for m in self.members], tuple(self.engine.image_shape))
+        if self.root:  # the members are part of the run's definition: a resume checks them (train_ide)
+            atomic_write_json(self.rd.path / ENSEMBLE_FILE, _definition(self.members, self.rd.path))
+
+    def _make_train_step(self):
+        import keras
+        import tensorflow as tf
+
+        model, optimizer, ctx = self.model, self.optimizer, self.ctx
+        variables = model.trainable_variables
+
+        def step(x, t):
+            with tf.GradientTape() as tape:
+                g = tf.cast(model(x, training=True), tf.float32)
+                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(t, g))
+                total = loss + tf.add_n(model.losses) if model.losses else loss
+                scaled = optimizer.scale_loss(total)
+            grads = tape.gradient(scaled, [v.value for v in variables])
+            grads = ctx.allreduce_gradients(grads)
+            optimizer.apply(grads, variables)
+            return loss
+
+        return tf.function(step, jit_compile=bool(self.cfg.train.jit_compile),
+                           input_signature=[self.image_spec, tf.TensorSpec([None, self.num_outputs], tf.float32)])
+
+    # ------------------------------------------------------------------ members
+    def member_scores(self, x: np.ndarray) -> np.ndarray:
+        """``(N, M)`` member scores; cached for the fixed (read-only) validation and test arrays."""
+        for arr, scores in self._fixed:
+            if arr is x:
+                return scores
+        scores = _batched(self.member_step, x, self.num_outputs)
+        # Only the engine's fixed sets are read-only; training chunks live in recycled (writeable) buffers,
+        # so caching them by identity would be wrong.
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            self._fixed.append((x, scores))
+        return scores
+
+    def chunk_targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return ide_targets(self.member_scores(x), np.asarray(y).reshape(-1))
+
+    def gates(self, x: np.ndarray) -> np.ndarray:
+        """``(N, M)`` softmax weights of the DE."""
+        return _batched(self.predict_step, x, self.num_outputs)
+
+    # ------------------------------------------------------------------ evaluation
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Ensemble scores ``ŷ = Σ g·p`` ``(N,)`` float32 (what validation, test and predictions.h5 see)."""
+        pm = self.member_scores(x)
+        g = self.gates(x)
+        p = _combine(g, pm)
+        self._last = (p, g, pm)
+        return p
+
+    def val_metrics(self, y: np.ndarray, p: np.ndarray) -> dict:
+        """``val_loss`` = the DE's cross-entropy on the validation targets; the rest are metrics of ŷ."""
+        import keras
+
+        from lenshpc import metrics
+
+        if self._last is None or self._last[0] is not p:
+            raise RuntimeError("IDETrainer.val_metrics needs the scores of the preceding predict() call")
+        _, g, pm = self._last
+        y = np.asarray(y).reshape(-1)
+        targets = ide_targets(pm, y)
+        loss = float(np.mean(np.asarray(keras.losses.categorical_crossentropy(targets, g))))
+        sel = self.cfg.selection
+        out = {"val_loss": loss}
+        for name in VAL_METRICS[1:]:
+            out[name] = float(metrics.selection_score(name, y, p, loss_value=loss, beta=sel.beta, steps=sel.steps))
+        return out
+
+    # ------------------------------------------------------------------ the end
+    def extra_metrics(self) -> dict:
+        return {"ensemble": {"method": METHOD, "members": [str(m.path) for m in self.members]}}
+
+    def write_extra_files(self, result: dict) -> None:
+        """``ensemble.json``: definition + gate statistics + members' and oracle's metrics on the same sets."""
+        from lenshpc import metrics
+
+        sel = self.cfg.selection
+        info = _definition(self.members, self.rd.path)
+        x_test, y_test, _ = self.engine.test()
+        x_val, y_val = self.engine.validation()
+        stats: dict = {"gate_mean": {}, "target_share": {}, "gate_argmax_share": {}}
+        for split, x, y in (("test", x_test, y_test), ("val", x_val, y_val)):
+            y = np.asarray(y).reshape(-1)
+            pm, g = self.member_scores(x), self.gates(x)
+            targets = ide_targets(pm, y)
+            stats["gate_mean"][split] = g.mean(axis=0).tolist()
+            stats["target_share"][split] = targets.mean(axis=0).tolist()
+            counts = np.bincount(g.argmax(axis=1), minlength=len(self.members))
+            stats["gate_argmax_share"][split] = (counts / max(len(g), 1)).tolist()
+            if split == "test":
+                test_pm, test_targets, test_y = pm, targets, y
+
+        def pick(y, p):
+            s = metrics.summary(y, p, beta=sel.beta, threshold=sel.threshold, steps=sel.steps)
+            return {k: s.get(k) for k in _SUMMARY_KEYS}
+
+        info.update({
+            "gating_model": "model.keras",
+            "selection": result.get("selection"),
+            **stats,
+            "member_test_metrics": {m.name: pick(test_y, test_pm[:, i]) for i, m in enumerate(self.members)},
+            # The oracle picks the closest member on every image: an upper bound no gating network can beat.
+            "oracle_test_metrics": pick(test_y, np.sum(test_targets * test_pm, axis=1)),
+            "members_test_set_matches": [_same_test_set(m.path, test_pm[:, i]) for i, m in enumerate(self.members)],
+        })
+        from lenshpc.train.loop import _json_safe
+
+        atomic_write_json(self.rd.path / ENSEMBLE_FILE, _json_safe(info))
+
+
+def _definition(members: Sequence[_Member], out: Path) -> dict:
+    """The part of ``ensemble.json`` that defines the ensemble (written at the start, checked on resume)."""
+    from lenshpc.analysis.members import relpath
+
+    out = Path(out).resolve()
+    return {"method": METHOD, "members": [str(m.path) for m in members],
+            "member_names": [m.name for m in members],
+            # Relative paths let load_ide_scorer find members after the whole tree was moved.
+            "members_relative": [relpath(m.path, out) for m in members]}
+
+
+def _same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
+    """Whether the member's own stored test scores equal its scores on the DE's test set (same test set)."""
+    from lenshpc.train.rundir import read_predictions
+
+    try:
+        stored = read_predictions(member_dir / "predictions.h5", "test")["scores"]
+    except (OSError, KeyError):
+        return None
+    return bool(len(stored) == len(scores) and np.allclose(stored, scores, rtol=0, atol=1e-5))
+
+
+# ======================================================================= entry points
+def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike, *, resume: bool = True,
+              force: bool = False, show_progress: bool = True, on_chunk_end=None) -> dict:
+    """Train a dynamic ensembler over ``members`` and write its run directory at ``out``.
+
+    Parameters
+    ----------
+    members : sequence of path
+        Finished run directories (``DONE``, ``model.keras``), at least 2, each trained with the
+        DE's ``data.preprocess`` on images of the DE's shape.
+    cfg : lenshpc.config.Config
+        The dynamic ensembler's run config: ``model.name``/``params`` (the DE's architecture;
+        its head is replaced by an M-way softmax), ``data`` (chunks, validation and test sets;
+        use the members' data and seed so the test set is theirs), ``train`` (chunks,
+        learning rate, optimizer, patience, checkpoints), ``selection`` and ``seed``.
+        ``loss`` is not used for training (the DE always trains with categorical
+        cross-entropy) but must name a valid loss.
+    out : path
+        Run directory to write (``config.yaml``, ``history.csv``, ``checkpoint/``,
+        ``model.keras`` = the gating network, ``predictions.h5`` = ensemble scores,
+        ``metrics.json`` with an ``ensemble`` key, ``ensemble.json``, ``DONE``).
+    resume, force, show_progress
+        As for :func:`lenshpc.train.run_training`: a checkpoint is resumed (the member list
+        must be the same), a finished (``DONE``) directory is skipped unless ``force``.
+    on_chunk_end : callable, optional
+        ``fn(chunk, history_row)`` after each chunk (tests use it to send SIGUSR1).
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``.
+
+    Raises
+    ------
+    UserError
+        Bad members (missing, unfinished, duplicate, fewer than 2, other preprocessing or image
+        shape, not a single-score model), a directory holding an ensemble of other members, or
+        any error of ``run_training`` (missing data, different config, …).
+    Preempted
+        SIGTERM/SIGUSR1: checkpointed; call again to resume.
+    """
+    from lenshpc.train import run_training
+
+    resolved = _resolve_members(members)
+    _check_members(resolved, cfg.data.preprocess, None)
+    rd = RunDir(out)
+    _check_same_members(rd, resolved, resume=resume, force=force)
+    if rd.is_done() and not force:
+        return run_training(cfg, rd.path, resume=resume, force=False, show_progress=show_progress)
+    for m in resolved:
+        m.load()
+    data_shape = _data_image_shape(cfg)
+    if data_shape is not None:
+        _check_members(resolved, cfg.data.preprocess, data_shape)  # fail before the run dir is touched
+    log.info("input-dependent ensemble of %d members → %s: %s", len(resolved), rd.path,
+             ", ".join(m.name for m in resolved))
+    trainer = functools.partial(IDETrainer, members=resolved)
+    return run_training(cfg, rd.path, resume=resume, force=force, show_progress=show_progress, trainer_cls=trainer,
+                        on_chunk_end=on_chunk_end)
+
+
+def _data_image_shape(cfg) -> Optional[tuple]:
+    """Image shape of the DE's dataset, or None when it is missing (run_training then explains)."""
+    from lenshpc.data.format import open_dataset
+
+    if not cfg.data.path or not Path(cfg.data.path).is_file():
+        return None
+    with open_dataset(cfg.data.path) as ds:
+        return tuple(int(v) for v in ds.image_shape)
+
+
+def _check_same_members(rd: RunDir, members: Sequence[_Member], *, resume: bool, force: bool) -> None:
+    """A checkpoint or finished run of other members is never resumed or returned silently."""
+    path = rd.path / ENSEMBLE_FILE
+    if force or not path.is_file() or not (rd.is_done() or (resume and rd.has_checkpoint())):
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    now = [str(m.path) for m in members]
+    if old.get("method") != METHOD:
+        raise UserError(f"{rd.path} holds a {old.get('method')!r} ensemble, not an input-dependent one; choose "
+                        "another output directory")
+    if old.get("members") != now:
+        raise UserError(f"{rd.path} holds an input-dependent ensemble of other members ({old.get('members')}, "
+                        f"now {now}); use the same members (same order) to resume, --force to start over, or "
+                        "another output directory")
+
+
+# ======================================================================= scoring with a finished IDE
+class IDEScorer:
+    """A finished input-dependent ensemble as a scorer of prepared images.
+
+    Attributes
+    ----------
+    name : str
+        ``"<parent>/<dir>"`` of the IDE run directory.
+    image_shape : tuple
+        ``(H, W, C)`` the gating network and every member take.
+    members : list of str
+        The members' run directories.
+    """
+
+    def __init__(self, path: Path, gating, members: list[_Member]):
+        self.path = Path(path)
+        self.name = _member_name(self.path.resolve())
+        self.gating = gating
+        self.members = [str(m.path) for m in members]
+        self.image_shape = tuple(int(s) for s in gating.input_shape[1:])
+        self._member_step = _make_member_step([m.model for m in members], self.image_shape)
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None, *self.image_shape], tf.float32)
+        self._gate_step = tf.function(lambda x: gating(x, training=False), input_signature=[spec])
+        self._width = len(members)
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise UserError(f"{self.name}: images of shape {tuple(x.shape[1:])} given, the ensemble takes "
+                            f"{self.image_shape}")
+        return x
+
+    def member_scores(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+        """``(N, M)`` member scores of prepared images ``x``."""
+        return _batched(self._member_step, self._check(x), self._width, batch_size)
+
+    def gates(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+        """``(N, M)`` softmax weights of the gating network."""
+        return _batched(self._gate_step, self._check(x), self._width, batch_size)
+
+    def score(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+        """Ensemble scores ``ŷ = Σ_m g_m(x) p_m(x)`` ``(N,)`` float32 of prepared images ``x`` ``(N, H, W, C)``."""
+        return _combine(self.gates(x, batch_size), self.member_scores(x, batch_size))
+
+    def __repr__(self) -> str:
+        return f"IDEScorer({self.name!r}, members={len(self.members)})"
+
+
+def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
+    """Load a finished input-dependent ensemble (run dir of :func:`train_ide`) as a scorer.
+
+    Members are found at their recorded absolute paths, else relative to the IDE directory
+    (a moved tree).
+
+    Raises
+    ------
+    UserError
+        Not an IDE run dir, unfinished, or a member that cannot be found or loaded.
+    """
+    from lenshpc.train.evaluate import load_model
+
+    rd = RunDir(path)
+    info_path = rd.path / ENSEMBLE_FILE
+    if not info_path.is_file():
+        raise UserError(f"{rd.path}: not an input-dependent ensemble (no {ENSEMBLE_FILE}); make one with "
+                        "`lenshpc ensemble` (method input_dependent)")
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{info_path}: unreadable ({exc})") from None
+    if info.get("method") != METHOD:
+        raise UserError(f"{rd.path}: a {info.get('method')!r} ensemble, not an input-dependent one")
+    if not rd.is_done() or not rd.model.is_file():
+        raise UserError(f"{rd.path}: the input-dependent ensemble has not finished training (no DONE); "
+                        "run it to the end first")
+    paths = []
+    for absolute, relative in zip(info["members"], info.get("members_relative", info["members"])):
+        candidates = [Path(absolute), rd.path / relative]
+        found = next((c for c in candidates if (c / "model.keras").is_file()), None)
+        if found is None:
+            raise UserError(f"{rd.path}: member {absolute} not found (nor at {rd.path / relative}); the ensemble "
+                            "needs its members' model.keras files")
+        paths.append(found)
+    members = [_Member(path=p.resolve(), name=_member_name(p.resolve()), preprocess="").load() for p in paths]
+    gating = load_model(rd.model)
+    width = int(gating.output_shape[-1])
+    if width != len(members):
+        raise UserError(f"{rd.model}: the gating network has {width} outputs for {len(members)} members")
+    shape = tuple(int(s) for s in gating.input_shape[1:])
+    for m in members:
+        if m.image_shape != shape:
+            raise UserError(f"member {m.path} takes images of shape {m.image_shape}, the gating network {shape}")
+    return IDEScorer(rd.path, gating, members)
+
+
+__all__ = ["ENSEMBLE_FILE", "IDEScorer", "IDETrainer", "METHOD", "ide_targets", "load_ide_scorer", "train_ide"]
