@@ -799,7 +799,8 @@ def _positives_csv(columns: Mapping[str, np.ndarray]) -> str:
     names = list(columns)
     w.writerow(names)
     for row in zip(*(columns[n] for n in names)):
-        w.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
+        # floats in full (round-trip) precision: the table is for re-analysis, not for reading
+        w.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in row])
     return buf.getvalue()
 
 
