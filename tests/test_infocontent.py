@@ -290,6 +290,31 @@ def test_command_bad_inputs(run_copy, tmp_path, capsys):
     assert main(["infocontent", str(moved), "--data", data_path, "--gridsize", "4"]) == 0  # …which fixes it
     capsys.readouterr()
 
+    # a dataset that is not the one the run was tested on: too few images, or other source parameters
+    import h5py
+
+    from lenshpc.data.format import write_population
+
+    small = tmp_path / "small.h5"
+    imgs = np.ones((3, 8, 8), np.float32)
+    write_population(small, imgs, imgs, imgs, meta={"sources": {"theta_E": np.ones(3)}})
+    assert main(["infocontent", str(run_copy), "--data", str(small), "--out", str(tmp_path / "x")]) == 2
+    assert "not the dataset the run was tested on" in capsys.readouterr().err
+    other = tmp_path / "other.h5"
+    shutil.copyfile(data_path, other)
+    with h5py.File(other, "r+") as fh:
+        fh["meta/sources/theta_E"][...] = fh["meta/sources/theta_E"][()] + 0.1
+    assert main(["infocontent", str(run_copy), "--data", str(other), "--out", str(tmp_path / "x")]) == 2
+    assert "'theta_E' differs" in capsys.readouterr().err
+
+    # an ensemble-style run directory (no model, no checkpoint: predictions + metrics + config + DONE) works
+    ens = tmp_path / "ens"
+    shutil.copytree(run_copy, ens, ignore=shutil.ignore_patterns("model.keras", "checkpoint", "history.csv",
+                                                                  "train.log"))
+    assert main(["infocontent", str(ens), "--gridsize", "4", "--bins", "3"]) == 0
+    assert (ens / "infocontent" / "source_area.png").is_file()
+    capsys.readouterr()
+
     # predictions without alpha / theta_E (e.g. a labelled dataset): exit 2 naming the way out
     bare = tmp_path / "bare"
     shutil.copytree(run_copy, bare)
