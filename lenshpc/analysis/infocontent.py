@@ -793,8 +793,9 @@ def _reach_text(name: str, r: TprOne, rates: BinnedRates) -> str:
     binned = (f"TPR = 1 in every bin from **{name} ≥ {r.edge:.4g}** (bin {r.bin + 1} of {len(rates.n)}, "
               f"edges {r.edge:.4g}–{rates.edges[-1]:.4g}; {r.n_tail} positives)" if r.edge is not None
               else "the highest non-empty bin still misses lenses (TPR never reaches 1)")
-    return (f"- **{name}**: {binned}; exactly: every positive with {name} > {r.exact:.4g} was found "
-            f"({r.n_above_exact} positives; {r.n_missed} missed in all).")
+    exact = (f"every positive with {name} > {r.exact:.4g} was found ({r.n_above_exact} positives)"
+             if r.n_above_exact else f"the positive with the largest {name} ({r.exact:.4g}) was missed")
+    return f"- **{name}**: {binned}; exactly: {exact}; {r.n_missed} missed in all."
 
 
 def _summary_md(s: dict, tables: dict[str, BinnedRates], reach: dict[str, TprOne]) -> str:
@@ -960,6 +961,8 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
     figures = []
     xs, ys = (np.asarray(columns[n], dtype=np.float64) for n in (x, y))
     ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        raise DataError(f"no test positive has finite values of both '{x}' and '{y}'; choose other --x/--y columns")
     _, cells = plot_hexbin(xs[ok], ys[ok], predicted[ok], x, y, gridsize, title, out_dir / "tpr_hexbin.png")
     figures.append("tpr_hexbin.png")
     for name in binned_names:

@@ -75,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
         if r["n_missed"] == 0:
             print(f"  {name}: no misses")
         else:
-            edge = f"≥ {r['edge']:.4g}" if r["edge"] is not None else "never (top bin misses)"
-            print(f"  {name}: TPR = 1 from bin edge {edge}; every positive above {r['exact']:.4g} found")
+            binned = (f"TPR = 1 in every bin from {name} ≥ {r['edge']:.4g}" if r["edge"] is not None
+                      else "TPR < 1 in the top non-empty bin")
+            exact = (f"all {r['n_above_exact']} positives above {r['exact']:.4g} found" if r["n_above_exact"]
+                     else f"the positive with the largest {name} ({r['exact']:.4g}) was missed")
+            print(f"  {name}: {binned}; {exact} ({r['n_missed']} missed)")
     if s.get("source_area_skipped"):
         print(f"  source area not computed: {s['source_area_skipped']}")
     print(f"{state}: {out}/ ({', '.join(s['figures'])}, summary.json, summary.md)")
