@@ -273,3 +273,23 @@ def test_dry_run_shows_members_and_the_dynamic_ensembler_config(tiny_sweep, tmp_
     assert "model tiny_resnet, 7 chunks of 64, lr 0.0003" in text
     assert str(tiny_sweep / "f1_soft" / "seed1") in text
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_input_dependent_entry_trains_through_train_ide_with_the_spec_overrides(tiny_sweep, tmp_path):
+    """The IDE dispatch (debug executor = in this process): member 0's config + overrides + seed + name."""
+    from lenshpc.analysis.members import load_scorer
+
+    spec = _spec(tmp_path, tiny_sweep, [
+        {"name": "IDE2", "method": "input_dependent", "members": ["bce", "f1_soft"],
+         "model": {"name": "tiny_resnet"}, "train": {"chunks": 1, "checkpoint_every": 1},
+         "set": {"data.chunk_size": 64}}], seeds=[1])
+    assert _cli("ensemble", str(spec), "--quiet", "--no-plots") == 0
+    rd = tmp_path / "out" / "IDE2" / "seed1"
+    assert (rd / "DONE").is_file()
+    cfg = yaml.safe_load((rd / "config.yaml").read_text())
+    assert (cfg["name"], cfg["seed"], cfg["train"]["chunks"], cfg["data"]["chunk_size"]) == ("IDE2", 1, 1, 64)
+    assert json.loads((rd / "ensemble.json").read_text())["method"] == "input_dependent"
+    assert "| IDE2 |" in (tmp_path / "out" / "report.md").read_text()
+    sweep = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [r["id"] for r in sweep["runs"]] == ["IDE2/seed1"]
+    assert type(load_scorer(rd)).__name__ == "IDEScorer"  # load_scorer delegates to lenshpc.analysis.ide
