@@ -15,6 +15,11 @@ Multi-band: bands become channels in the order given; files are matched by ID. E
   lenshpc stack --images Public --bands R=Band1,I=Band2,G=Band3,U=Band4 --catalogue cat.csv --out ch4.h5
   lenshpc stack --images 'cutouts/{band}/*.fits' --bands r,g,i --catalogue cat.fits --out rgi.h5
 
+Unlabelled catalogue (a survey to rank with `lenshpc rank`; no labels array, every catalogue
+column but the ID kept as metadata, e.g. a tracer flag; the catalogue is optional):
+  lenshpc stack --images 'kids/cutouts/*.fits' --catalogue kids_cat.fits --label-column none --out kids.h5
+  lenshpc stack --images kids/cutouts --label-column none --out kids.h5        # IDs from file names only
+
 Population mode (three image sets, each with an optional catalogue of its own):
   lenshpc stack --population lenses=kids/lenses --population sources=sims/sources \\
                 --population negatives=kids/negatives --catalogue sources=sims/sources.csv --out pop.h5
@@ -43,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--hdu", type=int, default=None,
                      help="read only this HDU of each file (default: every image HDU/cube plane is a channel)")
     src.add_argument("--id-column", default=None, help="catalogue ID column (default: the column named ID, any case)")
-    src.add_argument("--label-column", default="is_lens", help="labelled mode: the 0/1 label column (default: is_lens)")
+    src.add_argument("--label-column", default="is_lens",
+                     help="labelled mode: the 0/1 label column (default: is_lens); 'none' = an unlabelled "
+                          "catalogue for `lenshpc rank` (no labels array; --catalogue optional)")
     src.add_argument("--id-pattern", default=None,
                      help=r"regex with one group (or (?P<id>…)) for the ID in the file name; default '(\d+)(?!.*\d)' "
                           "= the last run of digits")
@@ -104,9 +111,12 @@ def run(args: argparse.Namespace) -> int:
                   workers=args.workers or st.default_workers(), skip_bad=args.skip_bad,
                   pixel_scale=args.pixel_scale, seed=args.seed, fractions=_fractions(args.split))
     if args.images:
-        if len(args.catalogue) != 1:
-            raise UserError("labelled mode needs exactly one --catalogue CAT (.csv or .fits) with the ID and label columns")
-        result = st.stack_labelled(out, args.images, args.catalogue[0], label_column=args.label_column, **common)
+        unlabelled = args.label_column.strip().lower() == "none"
+        if len(args.catalogue) > 1 or (not unlabelled and len(args.catalogue) != 1):
+            raise UserError("labelled mode needs exactly one --catalogue CAT (.csv or .fits) with the ID and label "
+                            "columns (an unlabelled catalogue, --label-column none, takes at most one)")
+        result = st.stack_labelled(out, args.images, args.catalogue[0] if args.catalogue else None,
+                                   label_column=None if unlabelled else args.label_column, **common)
         results = {"images": result}
     else:
         results = st.stack_population(out, _pairs(args.population, "--population"),

@@ -5,7 +5,9 @@ Two kinds of file share one layout:
 *population* (``lenshpc simulate``, or ``lenshpc stack`` per population)
     ``lenses``, ``sources``, ``negatives``: image arrays ``(N, H, W, C)`` float32.
 *labelled* (``lenshpc stack`` of challenge-style data)
-    ``images`` ``(N, H, W, C)`` float32 and ``labels`` ``(N,)`` uint8.
+    ``images`` ``(N, H, W, C)`` float32 and ``labels`` ``(N,)`` uint8.  A survey catalogue to
+    be ranked may have no ``labels`` (``lenshpc stack --label-column none``): readers that need
+    labels raise :class:`DataError` (:attr:`Dataset.has_labels` tells).
 
 For every image array ``X`` there is
 
@@ -166,26 +168,30 @@ def write_population(path: str | Path, lenses: np.ndarray, sources: np.ndarray, 
            fractions=fractions, splits=splits, logs=logs)
 
 
-def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray, *, ids: np.ndarray | None = None,
+def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray | None, *, ids: np.ndarray | None = None,
                    meta: Mapping[str, np.ndarray] | None = None, pixel_scale: float = 0.2,
                    bands: list[str] | None = None, seed: int = 0, provenance: dict | None = None,
                    fractions: Iterable[float] = DEFAULT_FRACTIONS, splits: Mapping[str, np.ndarray] | None = None,
                    logs: Mapping[str, Iterable[str]] | None = None) -> None:
     """Write a labelled dataset (``images`` + ``labels`` + metadata) atomically.
 
-    ``ids`` become the metadata column ``id``; ``labels`` must be 0/1; other arguments as
-    in :func:`write_population`.
+    ``ids`` become the metadata column ``id``; ``labels`` must be 0/1, or ``None`` for an
+    unlabelled catalogue (no ``labels`` array is written); other arguments as in
+    :func:`write_population`.
     """
     images = np.asarray(images)
-    labels = np.asarray(labels)
-    if len(labels) != len(images):
-        raise DataError(f"{len(labels)} labels for {len(images)} images")
-    if not np.isin(labels, (0, 1)).all():
-        raise DataError("labels must be 0 or 1")
+    extra: dict[str, np.ndarray] = {}
+    if labels is not None:
+        labels = np.asarray(labels)
+        if len(labels) != len(images):
+            raise DataError(f"{len(labels)} labels for {len(images)} images")
+        if not np.isin(labels, (0, 1)).all():
+            raise DataError("labels must be 0 or 1")
+        extra["labels"] = labels.astype(np.uint8)
     columns = dict(meta or {})
     if ids is not None:
         columns["id"] = np.asarray(ids)
-    _write(path, "labelled", {"images": images}, {"images": columns}, {"labels": labels.astype(np.uint8)},
+    _write(path, "labelled", {"images": images}, {"images": columns}, extra,
            pixel_scale=pixel_scale, bands=bands or ["r"], seed=seed, provenance=provenance or {},
            fractions=fractions, splits={"images": splits} if splits is not None else None, logs=logs)
 
@@ -385,10 +391,19 @@ class Dataset:
         out[order] = block[inverse]
         return out
 
+    @property
+    def has_labels(self) -> bool:
+        """True for a labelled dataset with a ``labels`` array (False: population or unlabelled catalogue)."""
+        return self.kind == "labelled" and "labels" in self._fh
+
     def labels(self, indices: np.ndarray | None = None) -> np.ndarray:
-        """Labels of a labelled dataset."""
+        """Labels of a labelled dataset (:class:`DataError` for a population or an unlabelled catalogue)."""
         if self.kind != "labelled":
             raise DataError(f"{self.path}: a population dataset has no labels (they are made by merging)")
+        if "labels" not in self._fh:
+            raise DataError(f"{self.path}: an unlabelled catalogue (no 'labels' array; written by `lenshpc stack "
+                            "--label-column none`): training and evaluation need 0/1 labels. Rank it with "
+                            "`lenshpc rank MODEL " + str(self.path) + "`, or re-stack it with --label-column COLUMN")
         labels = self._fh["labels"][()]
         return labels if indices is None else labels[np.asarray(indices, dtype=np.int64)]
 
@@ -430,7 +445,9 @@ def describe(path: str | Path, *, tree: bool = False) -> str:
             sizes = ", ".join(f"{s} {len(ds.split(name, s))}" for s in SPLITS)
             cols = ", ".join(ds.meta_columns(name)) or "-"
             lines.append(f"  {name}: {ds.count(name)} images ({sizes}); metadata: {cols}")
-        if ds.kind == "labelled":
+        if ds.kind == "labelled" and not ds.has_labels:
+            lines.append("  labels: none (unlabelled catalogue: for `lenshpc rank`, not for training)")
+        elif ds.kind == "labelled":
             labels = ds.labels()
             lines.append(f"  labels: {int(labels.sum())} positive, {int(len(labels) - labels.sum())} negative")
         for name, entries in ds.logs().items():

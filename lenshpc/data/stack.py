@@ -6,6 +6,9 @@ Two modes (see ``docs/data-format.md``):
     one image set + one catalogue with an ID column and a 0/1 label column (the Lens Finding
     Challenge layout: ``ID, is_lens, Einstein_area, numb_pix_lensed_image,
     flux_lensed_image_in_sigma``); every other catalogue column becomes metadata.
+    *Unlabelled* (``label_column=None``, ``--label-column none``): a survey catalogue to rank;
+    no ``labels`` array is written, every catalogue column but the ID becomes metadata, and
+    the catalogue itself is optional (IDs then come from the file names only).
 *population*
     three image sets, ``lenses``, ``sources`` and ``negatives``, each with an optional
     catalogue of its own (``--population sources=DIR --catalogue sources=CAT.csv``).
@@ -635,18 +638,25 @@ def _set_provenance(s: StackedSet, spec: str, catalogue: Catalogue | None) -> di
             "inputs": s.n_inputs, "stacked": len(s.ids), "skipped": len(s.problems)}
 
 
-def stack_labelled(out: str | Path, images: str, catalogue: str | Path, *, bands: list[Band] | None = None,
-                   id_column: str | None = None, label_column: str = "is_lens", id_pattern: str = DEFAULT_ID_PATTERN,
-                   hdu: int | None = None, workers: int = 1, skip_bad: bool = False, pixel_scale: float | None = None,
-                   seed: int = 0, fractions: Iterable[float] = (0.8, 0.1, 0.1)) -> StackedSet:
+def stack_labelled(out: str | Path, images: str, catalogue: str | Path | None, *, bands: list[Band] | None = None,
+                   id_column: str | None = None, label_column: str | None = "is_lens",
+                   id_pattern: str = DEFAULT_ID_PATTERN, hdu: int | None = None, workers: int = 1,
+                   skip_bad: bool = False, pixel_scale: float | None = None, seed: int = 0,
+                   fractions: Iterable[float] = (0.8, 0.1, 0.1)) -> StackedSet:
     """Build a *labelled* dataset (``images``, ``labels``, ``meta/images/*``) from FITS cutouts.
 
-    Raises :class:`DataError` listing every problem (and writes nothing) unless ``skip_bad``.
+    With ``label_column=None`` the dataset is an *unlabelled catalogue* (no ``labels`` array;
+    for ``lenshpc rank``) and ``catalogue`` may be ``None`` (rows sorted by ID, no metadata
+    besides ``id``).  Raises :class:`DataError` listing every problem (and writes nothing)
+    unless ``skip_bad``.
     """
     from lenshpc.data.format import write_labelled
 
-    cat = read_catalogue(catalogue, id_column)
-    if label_column not in cat.table.colnames:
+    if catalogue is None and label_column is not None:
+        raise UserError("a labelled dataset needs --catalogue with the label column "
+                        "(or --label-column none for an unlabelled catalogue)")
+    cat = read_catalogue(catalogue, id_column) if catalogue is not None else None
+    if cat is not None and label_column is not None and label_column not in cat.table.colnames:
         parse_labels(cat, label_column, np.zeros(0, dtype=np.int64))  # raises the "no label column" error
     result = stack_set(images, bands=bands, catalogue=cat, id_pattern=id_pattern, hdu=hdu, workers=workers,
                        label_column=label_column, desc="stack images")
@@ -655,7 +665,8 @@ def stack_labelled(out: str | Path, images: str, catalogue: str | Path, *, bands
     if not result.ids:
         raise DataError(f"no usable cutouts in {images!r}; nothing written")
     scale, scale_source = _resolve_pixel_scale(pixel_scale, result.first_file, hdu)
-    provenance = {"command": "stack", "mode": "labelled", "id_column": cat.id_column, "label_column": label_column,
+    provenance = {"command": "stack", "mode": "labelled" if label_column is not None else "unlabelled",
+                  "id_column": cat.id_column if cat is not None else None, "label_column": label_column,
                   "id_pattern": id_pattern, "hdu": hdu, "pixel_scale_source": scale_source,
                   "images": _set_provenance(result, images, cat)}
     write_labelled(out, result.images, result.labels, ids=_ids_array(result.ids), meta=result.meta,

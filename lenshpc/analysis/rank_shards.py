@@ -1,0 +1,372 @@
+"""Sharded scoring of a catalogue for ``lenshpc rank`` (the pattern of :mod:`lenshpc.preprocess.shards`).
+
+The catalogue's rows are cut into *batches* of ``batch_size`` consecutive rows (the last one
+may be shorter) and shard ``k`` of ``K`` owns the contiguous batches
+``[⌊nb·k/K⌋, ⌊nb·(k+1)/K⌋)`` of the ``nb`` batches.  Shard boundaries therefore always fall on
+batch boundaries: every batch the network sees holds the same rows whatever ``K``, so the
+scores — and ``ranked.csv`` — are bit-identical for any shard count and executor (a network's
+float32 output may depend on the batch it is computed in).
+
+Each shard reads its rows block by block (whole batches, about ``BLOCK_ROWS`` rows; the next
+block is read and prepared in a background thread while the current one is scored), so memory
+stays at two blocks whatever the catalogue's size, and writes ``OUT/shards/scores-KKKK-of-NNNN.h5``
+atomically (``scores`` float32, attributes ``plan``, ``first``, ``stop``).  A shard file whose
+``plan`` attribute matches is skipped on a re-run; the plan fingerprints the model files, the
+catalogue and the batch size, so a retrained model or a rewritten catalogue recomputes
+everything.
+
+Executors: ``inline`` (this process, shard after shard, one model load), ``local`` and
+``slurm`` (a submitit array through :func:`lenshpc.hpc.jobs.make_executor`: one task per
+pending shard).  ``jobs/rank_array.sh`` does the same with plain sbatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lenshpc.errors import DataError, UserError
+from lenshpc.utils import atomic_path, progress
+
+log = logging.getLogger("lenshpc.analysis")
+
+EXECUTORS = ("inline", "local", "slurm")
+#: Version of the shard file layout (part of the plan fingerprint).
+SHARD_VERSION = 1
+#: Default rows per batch: what the network sees at once.
+DEFAULT_BATCH = 256
+#: About this many rows (whole batches) are read, prepared and scored per step: bounds memory
+#: (two blocks in flight: ~330 MB at 101×101 px) and amortises per-call overheads.
+BLOCK_ROWS = 4096
+
+
+def shards_dir(out: str | Path) -> Path:
+    """``OUT/shards``: where the per-shard score files live."""
+    return Path(out) / "shards"
+
+
+def shard_path(out: str | Path, k: int, shards: int) -> Path:
+    return shards_dir(out) / f"scores-{k:04d}-of-{shards:04d}.h5"
+
+
+# ---------------------------------------------------------------------- identities
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def model_files(model: str | Path) -> dict[str, str]:
+    """``{file: size:mtime}`` of the files a scorer for ``model`` reads (its fingerprint).
+
+    A run directory: its ``model.keras``.  An ensemble run directory: ``ensemble.json``, every
+    other top-level file and each member run's ``model.keras``.
+    """
+    from lenshpc.analysis.members import ENSEMBLE_JSON, ensemble_member_dirs
+
+    model = Path(model).resolve()
+    files: dict[str, str] = {}
+    if (model / ENSEMBLE_JSON).is_file():
+        for p in sorted(model.iterdir()):
+            if p.is_file() and not p.name.startswith("."):
+                files[str(p)] = _stamp(p)
+        for run in ensemble_member_dirs(model):
+            if (run / "model.keras").is_file():
+                files[str(run / "model.keras")] = _stamp(run / "model.keras")
+    elif (model / "model.keras").is_file():
+        files[str(model / "model.keras")] = _stamp(model / "model.keras")
+    return files
+
+
+def run_configs(model: str | Path) -> list[Path]:
+    """``config.yaml`` of the run(s) behind ``model`` (a run or an ensemble run directory)."""
+    from lenshpc.analysis.members import ENSEMBLE_JSON, ensemble_member_dirs
+
+    model = Path(model)
+    runs = ensemble_member_dirs(model) if (model / ENSEMBLE_JSON).is_file() else [model]
+    return [r / "config.yaml" for r in runs if (r / "config.yaml").is_file()]
+
+
+# ---------------------------------------------------------------------- the plan
+@dataclass
+class RankPlan:
+    """Everything a shard needs; picklable (sent to submitit jobs)."""
+
+    model: str
+    catalogue: str
+    out: str
+    shards: int
+    batch_size: int
+    n: int
+    image_shape: tuple[int, ...]
+    source: dict = field(default_factory=dict)  # identity of the catalogue
+    model_stamp: dict = field(default_factory=dict)  # model_files()
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def rows(self, k: int) -> tuple[int, int]:
+        """``(first, stop)``: the catalogue rows of shard ``k`` (batch-aligned, contiguous)."""
+        nb = self.n_batches
+        lo, hi = nb * k // self.shards, nb * (k + 1) // self.shards
+        return min(lo * self.batch_size, self.n), min(hi * self.batch_size, self.n)
+
+    def fingerprint(self) -> str:
+        """What the scores depend on (shard count excluded) as canonical JSON."""
+        return json.dumps({"version": SHARD_VERSION, "model": self.model_stamp, "catalogue": self.source,
+                           "batch_size": self.batch_size, "n": self.n}, sort_keys=True)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.fingerprint().encode()).hexdigest()[:16]
+
+    def is_complete(self, k: int) -> bool:
+        """True when shard ``k``'s file exists, belongs to this plan and holds all its rows."""
+        import h5py
+
+        path = shard_path(self.out, k, self.shards)
+        if not path.is_file():
+            return False
+        first, stop = self.rows(k)
+        try:
+            with h5py.File(path, "r") as fh:
+                return (fh.attrs.get("plan") == self.fingerprint() and int(fh.attrs.get("first", -1)) == first
+                        and int(fh.attrs.get("stop", -1)) == stop and fh["scores"].shape == (stop - first,))
+        except (OSError, KeyError) as exc:
+            log.warning("ignoring unreadable shard file %s (%s); it will be recomputed", path, exc)
+            return False
+
+    def pending(self) -> list[int]:
+        """Shards without a finished file."""
+        return [k for k in range(self.shards) if not self.is_complete(k)]
+
+
+def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards: int = 1,
+              batch_size: int = DEFAULT_BATCH) -> RankPlan:
+    """Check the catalogue and the model path and return the plan (no TensorFlow needed).
+
+    Raises
+    ------
+    UserError
+        For a missing model, a catalogue that is not a labelled lenshpc dataset, an empty
+        catalogue, or bad ``shards`` / ``batch_size``.
+    """
+    from lenshpc.data.format import open_dataset
+
+    if shards < 1:
+        raise UserError(f"--shards must be at least 1, got {shards}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    model = Path(model)
+    if not model.is_dir():
+        raise UserError(f"model not found: {model} (pass a finished run directory or an ensemble run directory)")
+    stamp = model_files(model)
+    if not stamp:
+        raise UserError(f"{model}: neither a finished run directory (no model.keras) nor an ensemble run "
+                        "directory (no ensemble.json); wait for the run to finish or check the path")
+    with open_dataset(catalogue) as ds:
+        if ds.kind != "labelled":
+            raise DataError(f"{catalogue}: a {ds.kind} dataset; `lenshpc rank` scores a catalogue of cutouts "
+                            "(a labelled dataset with an 'images' array, e.g. from `lenshpc stack --images … "
+                            "--label-column none`)")
+        n = ds.count("images")
+        if n == 0:
+            raise DataError(f"{catalogue}: the catalogue has no images")
+        a = ds.attrs
+        source = {"path": str(Path(catalogue).resolve()), "created": a.get("created"), "n": n,
+                  "image_shape": list(ds.image_shape), "stamp": _stamp(Path(catalogue))}
+        shape = tuple(int(s) for s in ds.image_shape)
+    if shards > n:
+        log.warning("--shards %d > %d catalogue rows: %d shard(s) will be empty", shards, n, shards - n)
+    return RankPlan(str(model.resolve()), str(Path(catalogue).resolve()), str(Path(out).resolve()), int(shards),
+                    int(batch_size), n, shape, source, stamp)
+
+
+# ---------------------------------------------------------------------- scoring
+def load_checked_scorer(plan: RankPlan):
+    """The plan's scorer (:func:`lenshpc.analysis.members.load_scorer`), checked against the catalogue.
+
+    Raises
+    ------
+    UserError
+        When the model expects another image shape than the catalogue's cutouts, or was trained
+        on Max-Tree segmented inputs (``rank`` feeds ``transforms.prepare``d cutouts).
+    """
+    from lenshpc.analysis.members import load_scorer
+    from lenshpc.config import load_config
+
+    for cfg_path in run_configs(plan.model):
+        cfg = load_config(cfg_path)
+        if cfg.data.preprocess != "none":
+            raise UserError(f"{cfg_path.parent}: trained on data.preprocess={cfg.data.preprocess!r} inputs; "
+                            "`lenshpc rank` scores normalised, √-stretched cutouts (data.preprocess=none), so "
+                            "this model's scores would be meaningless")
+    scorer = load_scorer(plan.model)
+    expected = tuple(int(s) for s in scorer.image_shape)
+    if expected != tuple(plan.image_shape):
+        raise UserError(f"{plan.catalogue}: cutouts of shape {tuple(plan.image_shape)} (H, W, C) but the model "
+                        f"{plan.model} expects {expected}; stack cutouts of the training size and bands "
+                        "(lenshpc stack --bands …) or rank with a model trained on this cutout size")
+    return scorer
+
+
+def block_rows(plan: RankPlan) -> int:
+    """Rows read (and handed to the scorer) at once: whole batches, about :data:`BLOCK_ROWS` rows."""
+    return plan.batch_size * max(1, BLOCK_ROWS // plan.batch_size)
+
+
+def _blocks(plan: RankPlan, first: int, stop: int):
+    """Prepared images of consecutive blocks ``[a, b)`` of rows ``first..stop-1``, read one ahead.
+
+    Blocks are whole batches from a batch boundary (``first`` is one), so the scorer, which
+    cuts them into ``batch_size`` batches, sees the same batches whatever the shard layout.
+    """
+    from lenshpc.data import transforms
+    from lenshpc.data.format import open_dataset
+
+    step = block_rows(plan)
+    with open_dataset(plan.catalogue) as ds:
+        arr = ds._array("images")  # noqa: SLF001 - a slab read of consecutive rows (no fancy indexing)
+
+        def load(a: int, b: int) -> np.ndarray:
+            return transforms.prepare(np.asarray(arr[a:b], dtype=np.float32))
+
+        bounds = [(a, min(a + step, stop)) for a in range(first, stop, step)]
+        with ThreadPoolExecutor(1) as pool:  # h5py and numpy release the GIL: reading overlaps scoring
+            future = pool.submit(load, *bounds[0]) if bounds else None
+            for i, (a, b) in enumerate(bounds):
+                x = future.result()
+                future = pool.submit(load, *bounds[i + 1]) if i + 1 < len(bounds) else None
+                yield a, b, x
+
+
+def run_shard(plan: RankPlan, k: int, scorer=None, show_progress: bool = True) -> str:
+    """Score shard ``k`` and write its file atomically; returns ``"done"`` or ``"skipped"``.
+
+    Parameters
+    ----------
+    plan : RankPlan
+    k : int
+        Shard number, ``0 <= k < plan.shards``.
+    scorer : Scorer, optional
+        A loaded scorer (the inline executor loads the model once for all shards).
+    """
+    import h5py
+
+    if plan.is_complete(k):
+        log.info("shard %d/%d already done: %s", k, plan.shards, shard_path(plan.out, k, plan.shards))
+        return "skipped"
+    scorer = scorer if scorer is not None else load_checked_scorer(plan)
+    first, stop = plan.rows(k)
+    scores = np.empty(stop - first, dtype=np.float32)
+    with progress(total=stop - first, desc=f"score shard {k + 1}/{plan.shards}", unit="img",
+                  disable=None if show_progress else True) as bar:
+        for a, b, x in _blocks(plan, first, stop):
+            # The scorer cuts the block into batches of batch_size from its start (a batch boundary), so
+            # the network sees the same batches for any K.  One call per block, not per batch: each
+            # call of the run scorer builds (traces) a new tf.function.
+            s = np.asarray(scorer.score(x, batch_size=plan.batch_size), dtype=np.float32).reshape(-1)
+            if s.shape != (b - a,):
+                raise RuntimeError(f"scorer returned {s.shape} scores for {b - a} images")
+            scores[a - first:b - first] = s
+            bar.update(b - a)
+    path = shard_path(plan.out, k, plan.shards)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.attrs.update({"plan": plan.fingerprint(), "shard": k, "shards": plan.shards, "first": first,
+                             "stop": stop})
+            fh.create_dataset("scores", data=scores)
+    return "done"
+
+
+def read_scores(plan: RankPlan) -> np.ndarray:
+    """All scores in catalogue row order, from the finished shard files."""
+    import h5py
+
+    missing = plan.pending()
+    if missing:
+        raise UserError(f"cannot merge {plan.out}: shard(s) {missing} of {plan.shards} are not finished; "
+                        "re-run the same command (without --merge-only) to compute them")
+    out = np.empty(plan.n, dtype=np.float32)
+    for k in range(plan.shards):
+        first, stop = plan.rows(k)
+        with h5py.File(shard_path(plan.out, k, plan.shards), "r") as fh:
+            out[first:stop] = fh["scores"][()]
+    return out
+
+
+# ---------------------------------------------------------------------- executors
+def shard_job(plan: RankPlan, k: int) -> str:
+    """Entry point of one submitit array task (module level: pickled by reference)."""
+    return run_shard(plan, k, show_progress=False)
+
+
+def _hpc(plan: RankPlan, hpc=None):
+    """Resources of one shard task: the given ``hpc``, else the (first) model run's, one task, ≤ 1 GPU."""
+    from lenshpc.config import HpcConfig, load_config
+
+    if hpc is None:
+        configs = run_configs(plan.model)
+        hpc = load_config(configs[0]).hpc if configs else HpcConfig()
+    return dataclasses.replace(hpc, nodes=1, tasks_per_node=1, gpus_per_node=min(int(hpc.gpus_per_node), 1))
+
+
+def _run_submitit(plan: RankPlan, pending: list[int], kind: str, hpc=None) -> None:
+    from lenshpc.hpc.jobs import make_executor
+
+    folder = shards_dir(plan.out) / "submitit" / "%j"
+    executor = make_executor(kind, folder, _hpc(plan, hpc), job_name=f"rank-{Path(plan.catalogue).stem}")
+    jobs = executor.map_array(shard_job, [plan] * len(pending), pending)
+    log.info("submitted %d shard job(s) (%s executor): %s", len(jobs), kind, ", ".join(j.job_id for j in jobs))
+    failures = []
+    with progress(total=len(jobs), desc="shards", unit="shard") as bar:
+        for k, job in zip(pending, jobs):
+            try:
+                job.result()
+            except Exception as exc:  # noqa: BLE001 - reported per shard below
+                last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+                failures.append(f"shard {k} (job {job.job_id}): {last} — log: {job.paths.stderr}")
+            bar.update(1)
+    if failures:
+        raise UserError("rank shard job(s) failed:\n  " + "\n  ".join(failures)
+                        + "\nfinished shards are kept; fix the cause and re-run the same command")
+
+
+def compute_shards(plan: RankPlan, executor: str = "inline", *, shard_index: int | None = None,
+                   merge_only: bool = False, hpc=None, show_progress: bool = True) -> dict:
+    """Compute the plan's pending shards (or only ``shard_index``) with ``executor``.
+
+    Returns
+    -------
+    dict
+        ``{"done": [k…], "skipped": [k…]}``: shards computed now and shards reused.
+    """
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    if shard_index is not None:
+        if not 0 <= shard_index < plan.shards:
+            raise UserError(f"--shard-index {shard_index} is outside 0..{plan.shards - 1} (--shards {plan.shards})")
+        todo = [shard_index] if not plan.is_complete(shard_index) else []
+        wanted = [shard_index]
+    else:
+        todo = [] if merge_only else plan.pending()
+        wanted = list(range(plan.shards))
+    if todo:
+        if executor == "inline":
+            scorer = load_checked_scorer(plan)
+            for k in todo:
+                run_shard(plan, k, scorer=scorer, show_progress=show_progress)
+        else:
+            load_checked_scorer(plan)  # fail here, once, on a shape mismatch, not in every array task
+            _run_submitit(plan, todo, executor, hpc)
+    return {"done": todo, "skipped": [k for k in wanted if k not in todo]}
+
+
+__all__ = ["DEFAULT_BATCH", "EXECUTORS", "RankPlan", "compute_shards", "load_checked_scorer", "make_plan",
+           "model_files", "read_scores", "run_shard", "shard_job", "shard_path", "shards_dir"]
