@@ -8,6 +8,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from lenshpc.analysis.gradcam import (GradCAM, case_of, default_layers, display_normalise, overlay, select_cases,
                                       upscale_nearest)
@@ -236,10 +237,14 @@ def test_cli_on_a_sweep_run(tiny_sweep, tmp_path, capsys):
     # the same request again is skipped; fewer images and one layer remove the stale panels
     assert main(["gradcam", str(run), "--n", "2"]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert main(["gradcam", str(run), "--n", "1", "--layers", "add_3", "--cases", "tp,tn",
+    # --data: the test set of a dataset (here the run's own), scored by the model instead of predictions.h5
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]["path"]
+    assert main(["gradcam", str(run), "--n", "1", "--layers", "add_3", "--cases", "tp,tn", "--data", data,
                  "--out", str(tmp_path / "o")]) == 0
     small = json.loads((tmp_path / "o" / "gradcam" / "summary.json").read_text())
     assert list(small["layers"]) == ["add_3"] and set(small["cases"]) == {"tp", "tn"}
+    assert small["scores_from"] == "model (--data)"
+    assert {c: v["available"] for c, v in small["cases"].items()} == {c: counts[c] for c in ("tp", "tn")}
     assert sorted(p.name for p in (tmp_path / "o" / "gradcam").glob("*.png")) == sorted(
         f for f in small["files"] if f.endswith(".png"))
 

@@ -399,7 +399,7 @@ def plot_panel(path: str | os.PathLike, images: np.ndarray, heatmaps: Mapping[st
     plt = _pyplot()
     layers = list(heatmaps)
     rows, cols = len(images), 1 + 2 * len(layers)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, 1.95 * rows + (0.35 if title else 0)), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, 2.1 * rows + (0.35 if title else 0)), squeeze=False)
     for r in range(rows):
         plane = display_image(images[r])
         ax = axes[r, 0]
@@ -575,6 +575,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     for c, k in short.items():
         log.warning("only %d %s in the test set at threshold %.3g (asked for %d)", k, c.upper(), thr, n)
 
+    run_name = "/".join(rd.path.resolve().parts[-2:])  # e.g. bce/seed0: the group and the seed
     rows = [(c, i, int(idx)) for c in cases for i, idx in enumerate(chosen[c])]
     index = np.array([r[2] for r in rows], dtype=np.int64)
     t_cam = time.perf_counter()
@@ -591,7 +592,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     bar = progress(total=len(rows), desc="panels", unit="img", disable=None if show_progress else True)
     for j, (case, i, idx) in enumerate(rows):
         title = (f"{case.upper()} #{i} (test index {idx}): score {scores[idx]:.4f}, label {labels[idx]}, "
-                 f"threshold {thr:g} — {rd.path.name}")
+                 f"threshold {thr:g} — {run_name}")
         plot_panel(out_dir / f"{case}_{i}.png", x[idx][None], {k: v[j:j + 1] for k, v in result.heatmaps.items()},
                    [_row_title(case, i, idx, float(scores[idx]), int(labels[idx]), meta)], title=title)
         files.append(f"{case}_{i}.png")
@@ -603,7 +604,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
             plot_panel(out_dir / f"{case}.png", x[index[sel]], {k: v[sel] for k, v in result.heatmaps.items()},
                        [_row_title(case, rows[j][1], rows[j][2], float(scores[rows[j][2]]), int(labels[rows[j][2]]),
                                    meta) for j in sel],
-                       title=f"{case.upper()} at threshold {thr:g} — {rd.path}")
+                       title=f"{case.upper()} at threshold {thr:g} — {run_name}")
             files.append(f"{case}.png")
     _remove_stale_panels(out_dir, set(files))
     _write_heatmaps(out_dir / "heatmaps.h5", x[index], result, scores[index], labels[index],
