@@ -293,3 +293,16 @@ def test_input_dependent_entry_trains_through_train_ide_with_the_spec_overrides(
     sweep = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [r["id"] for r in sweep["runs"]] == ["IDE2/seed1"]
     assert type(load_scorer(rd)).__name__ == "IDEScorer"  # load_scorer delegates to lenshpc.analysis.ide
+
+
+def test_shipped_ensemble_specs_parse(repo_root, tmp_path):
+    """configs/ensembles/*.yaml are valid specs (unknown keys, bad methods or members would fail here)."""
+    from lenshpc.analysis.ensemble_spec import load_ensemble_spec
+
+    files = sorted((repo_root / "configs" / "ensembles").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"thesis_table52", "quickstart"}
+    for path in files:
+        spec = load_ensemble_spec(path, runs=tmp_path, out=tmp_path / "out")
+        assert spec.ensembles and spec.seeds, path
+        methods = {e.method for e in spec.ensembles}
+        assert methods >= {"nelder_mead", "input_dependent", "average"}, (path, methods)
