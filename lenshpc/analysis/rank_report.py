@@ -239,8 +239,9 @@ def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total:
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.2))
     for ax, logx in zip(axes, (False, True)):
         if logx:
-            keep = x > 0
-            ax.plot(100 * x[keep], 100 * y[keep], color="black", lw=1.6, label=label)
+            # The curve is piecewise linear in x: sample it densely so straight runs from 0 show on a log axis.
+            xs = np.union1d(np.geomspace(1 / n_total, 1, 400), x[x >= 1 / n_total])
+            ax.plot(100 * xs, 100 * np.interp(xs, x, y), color="black", lw=1.6, label=label)
             grid = np.geomspace(100 / n_total, 100, 200)
             ax.plot(grid, grid, "r--", lw=0.9, label="line of no discrimination")
             ax.set_xscale("log")
@@ -267,6 +268,12 @@ def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total:
 
 
 # ---------------------------------------------------------------------- the command
+def _model_name(path: str | Path) -> str:
+    """``…/bce/seed3`` → ``bce/seed3``."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def default_out(model: str | Path, catalogue: str | Path) -> Path:
     """``MODEL/rank-<catalogue stem>`` (like ``evaluate``'s ``RUN_DIR/eval-<data>``)."""
     return Path(model) / f"rank-{Path(catalogue).stem}"
@@ -340,7 +347,7 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
             head = order[:top]
             outputs["top_png"] = str(write_top_montage(
                 out / "top.png", ds, head, ids, scores, ranks, flags,
-                f"top {len(head)} of {plan.n} cutouts in {Path(catalogue).name} ranked by {Path(plan.model).name}"))
+                f"top {len(head)} of {plan.n} cutouts in {Path(catalogue).name} ranked by {_model_name(plan.model)}"))
     metrics = None
     if flags is not None and flags.any():
         metrics = rk.rank_metrics(scores, flags)
