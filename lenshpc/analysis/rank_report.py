@@ -158,15 +158,25 @@ def write_ranked_csv(path: str | Path, ids: np.ndarray, scores: np.ndarray, trac
     order = rk.ranking_order(scores)
     r = rk.ranks(scores)
     n = len(scores)
-    flags = np.zeros(n, dtype=bool) if tracers is None else np.asarray(tracers, dtype=bool)
+    flags = np.zeros(n, dtype=np.int8) if tracers is None else np.asarray(tracers, dtype=bool).astype(np.int8)
+    id_text = [_csv_field(_id_text(v)) for v in np.asarray(ids, dtype=object)[order].tolist()]
+    # Plain string formatting in one pass (csv.writer per row is ~3× slower on 10⁶-row catalogues).
+    lines = [f"{i},{s:.9g},{_rank_text(k)},{k / n!r},{t},{row}\n" for i, s, k, t, row in
+             zip(id_text, np.asarray(scores, dtype=np.float64)[order].tolist(), r[order].tolist(),
+                 flags[order].tolist(), order.tolist())]
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, lineterminator="\n")
-            w.writerow(CSV_COLUMNS)
-            for i in order.tolist():
-                w.writerow((_id_text(ids[i]), f"{float(scores[i]):.9g}", _rank_text(r[i]), repr(float(r[i] / n)),
-                            int(flags[i]), i))
+            fh.write(",".join(CSV_COLUMNS) + "\n")
+            for lo in range(0, len(lines), 100_000):
+                fh.write("".join(lines[lo:lo + 100_000]))
     return order
+
+
+def _csv_field(text: str) -> str:
+    """A CSV field, quoted (RFC 4180) only when it holds a comma, a quote or a line break."""
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def read_ranked_csv(path: str | Path) -> dict[str, np.ndarray]:

@@ -182,8 +182,10 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
         source = {"path": str(Path(catalogue).resolve()), "created": a.get("created"), "n": n,
                   "image_shape": list(ds.image_shape), "stamp": _stamp(Path(catalogue))}
         shape = tuple(int(s) for s in ds.image_shape)
-    if shards > n:
-        log.warning("--shards %d > %d catalogue rows: %d shard(s) will be empty", shards, n, shards - n)
+    n_batches = -(-n // batch_size)
+    if shards > n_batches:
+        log.warning("--shards %d > %d batches of %d rows: %d shard(s) will be empty (shards hold whole batches)",
+                    shards, n_batches, batch_size, shards - n_batches)
     return RankPlan(str(model.resolve()), str(Path(catalogue).resolve()), str(Path(out).resolve()), int(shards),
                     int(batch_size), n, shape, source, stamp)
 
