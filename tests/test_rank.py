@@ -7,6 +7,7 @@ plus bright mock lenses (the tracers), scored by a ``tiny_sweep`` run directory.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -359,3 +360,73 @@ def test_rank_help_lists_examples(capsys):
     out = capsys.readouterr().out
     for text in ("--shards", "--merge-only", "--tracers", "Examples:", "ranking performance", "--partition"):
         assert text in out
+
+
+def test_tracer_rank_curve_matches_its_formula_on_random_cases():
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        n_total = int(rng.integers(5, 300))
+        n = int(rng.integers(1, n_total))
+        scores = np.round(rng.random(n_total), int(rng.integers(1, 3)))  # ties of every size
+        tracers = np.zeros(n_total, bool)
+        tracers[rng.choice(n_total, n, replace=False)] = True
+        rel = rk.relative_ranks(scores)[tracers]
+        x, y = rk.tracer_rank_curve(rel, n_total)
+        xs = np.linspace(0, 1, 501)
+        brute = np.clip(n_total * xs[:, None] - rel[None, :] * n_total + 1, 0, 1).mean(axis=1)
+        assert np.allclose(np.interp(xs, x, y), brute, atol=1e-12)
+
+
+def test_csv_quotes_text_ids_and_reads_back(tmp_path):
+    from lenshpc.analysis.rank_report import read_ranked_csv, write_ranked_csv
+
+    ids = np.array(["KiDS J0012,3-2501", 'odd"name', "plain"], dtype=object)
+    write_ranked_csv(tmp_path / "r.csv", ids, np.array([0.1, 0.5, 0.5], np.float32), np.array([1, 0, 0], bool))
+    assert (tmp_path / "r.csv").read_text().splitlines() == [
+        "id,score,rank,relative_rank,tracer,row", '"odd""name",0.5,1.5,0.5,0,1', "plain,0.5,1.5,0.5,0,2",
+        '"KiDS J0012,3-2501",0.100000001,3,1.0,1,0']
+    t = read_ranked_csv(tmp_path / "r.csv")
+    assert t["id"].tolist() == ['odd"name', "plain", "KiDS J0012,3-2501"] and t["tracer"].tolist() == [0, 0, 1]
+
+
+def test_empty_shards_and_a_changed_model_recompute(model, catalogue, ranked, tmp_path):
+    from lenshpc.analysis.rank_report import rank_catalogue
+
+    # More shards than batches (120 rows = 8 batches of 16): empty shards are fine, the result the same.
+    out = tmp_path / "k10"
+    r = rank_catalogue(model, catalogue["path"], out, shards=10, tracers="is_known_lens", top=12, batch_size=16,
+                       show_progress=False)
+    assert len(r["shards_computed"]) == 10
+    assert (out / "ranked.csv").read_bytes() == (ranked / "ranked.csv").read_bytes()
+    # A retrained model (new model.keras) invalidates every shard of the plan.
+    run = tmp_path / "run"
+    shutil.copytree(model, run)
+    kw = dict(shards=2, tracers="is_known_lens", top=0, batch_size=16, show_progress=False)
+    assert rank_catalogue(run, catalogue["path"], tmp_path / "o", **kw)["shards_computed"] == [0, 1]
+    assert rank_catalogue(run, catalogue["path"], tmp_path / "o", **kw)["shards_computed"] == []
+    st = (run / "model.keras").stat()
+    os.utime(run / "model.keras", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert rank_catalogue(run, catalogue["path"], tmp_path / "o", **kw)["shards_computed"] == [0, 1]
+
+
+def test_rank_array_script_dry_run(repo_root, tmp_path):
+    import subprocess
+
+    model, cat = tmp_path / "run", tmp_path / "cat.h5"
+    model.mkdir()
+    cat.touch()
+    script = str(repo_root / "jobs" / "rank_array.sh")
+    env = {**os.environ, "LENSHPC_DRY_RUN": "1", "RANK_SHARDS": "4", "LENSHPC_CMD": "lenshpc"}
+    env.pop("SLURM_JOB_ID", None)
+    login = subprocess.run(["bash", script, str(model), str(cat), "--tracers", "is_lens"], env=env,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert login[0].startswith("sbatch --parsable --array=0-3 ") and login[0].endswith("--tracers is_lens")
+    assert "--dependency=afterok:<array> --export=ALL,RANK_STEP=merge" in login[1]
+    task = subprocess.run(["bash", script, str(model), str(cat), "--top", "9"], capture_output=True, text=True,
+                          env={**env, "SLURM_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "2"}, check=True).stdout
+    assert f"lenshpc rank {model} {cat} --shards 4 --shard-index 2 --executor inline --top 9" in task
+    merge = subprocess.run(["bash", script, str(model), str(cat)], capture_output=True, text=True,
+                           env={**env, "SLURM_JOB_ID": "8", "RANK_STEP": "merge"}, check=True).stdout
+    assert f"lenshpc rank {model} {cat} --shards 4 --executor inline --merge-only" in merge
+    bad = subprocess.run(["bash", script, str(tmp_path / "nope"), str(cat)], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "model not found" in bad.stderr

@@ -74,8 +74,9 @@ def test_unlabelled_without_catalogue_sorts_by_id(survey, tmp_path):
 def test_labelled_mode_still_needs_a_catalogue_and_a_label(survey, tmp_path, capsys):
     assert _stack("--images", str(survey / "cutouts"), "--out", str(tmp_path / "x.h5")) == 2
     assert "--catalogue" in capsys.readouterr().err
-    assert _stack("--images", str(survey / "cutouts"), "--catalogue", str(survey / "cat.csv"),
-                  "--catalogue", str(survey / "cat.csv"), "--label-column", "none", "--out", str(tmp_path / "y.h5")) == 2
+    cat = str(survey / "cat.csv")
+    assert _stack("--images", str(survey / "cutouts"), "--catalogue", cat, "--catalogue", cat,
+                  "--label-column", "none", "--out", str(tmp_path / "y.h5")) == 2
     assert "at most one" in capsys.readouterr().err
     # A labelled stack of the same files keeps the labels array (the default path is unchanged).
     out = tmp_path / "labelled.h5"

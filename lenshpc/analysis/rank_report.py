@@ -19,7 +19,6 @@ Outputs in ``OUT`` (``docs/ranking.md``):
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 
