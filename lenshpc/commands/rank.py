@@ -30,7 +30,7 @@ truthy rows are tracers (e.g. is_lens), a file of IDs (one per line), 'labels' (
 or 'none'. Default: labels == 1 when the catalogue has labels, else no tracers.
 
 Big catalogues: the rows are split into --shards contiguous, batch-aligned ranges, each
-scored by one task (reading one batch at a time) into OUT/shards/scores-KKKK-of-NNNN.h5,
+scored by one task (reading ~4096 rows at a time) into OUT/shards/scores-KKKK-of-NNNN.h5,
 written atomically; finished shards are skipped on a re-run, then a merge writes the outputs.
 The result is byte-identical for any shard count and executor. Re-running with other
 --tracers or --top only re-merges.
@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="meta column (truthy rows), file of IDs, 'labels' or 'none' (default: labels == 1 if any)")
     p.add_argument("--top", type=int, default=25, metavar="N", help="cutouts in top.png (default 25; 0: none)")
     p.add_argument("--batch-size", type=int, default=256, metavar="B",
-                   help="cutouts per network call and per read (default 256)")
+                   help="cutouts per network batch (default 256; shards and reads hold whole batches)")
     g = p.add_argument_group("sharding")
     g.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
                    help="inline: this process, shard after shard; local: submitit processes here; "
