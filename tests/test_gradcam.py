@@ -125,7 +125,7 @@ def test_matches_analytic_cam_and_a_separate_tape():
         for name, a, g in zip(layers, acts, grads):
             alpha = g.numpy()[0].mean(axis=(0, 1))                      # Eq 3.24
             ref = np.maximum(np.tensordot(a.numpy()[0], alpha, axes=([2], [0])), 0)   # Eq 3.25
-            peak = max(peak, ref.max())  # a map may be empty (all α_k A^k ≤ 0: thesis Fig 5.5), not all of them
+            peak = max(peak, ref.max())  # a map may be empty (Σ α_k A^k ≤ 0 everywhere: Fig 5.5), not all of them
             np.testing.assert_allclose(res.heatmaps[name][i], ref, rtol=1e-4, atol=1e-6 * max(ref.max(), 1e-3))
     assert peak > 0
 
