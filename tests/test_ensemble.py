@@ -300,7 +300,8 @@ def test_shipped_ensemble_specs_parse(repo_root, tmp_path):
     from lenshpc.analysis.ensemble_spec import load_ensemble_spec
 
     files = sorted((repo_root / "configs" / "ensembles").glob("*.yaml"))
-    assert {f.stem for f in files} >= {"thesis_table52", "quickstart"}
+    files.append(repo_root / "lenshpc" / "resources" / "quickstart_ensembles.yaml")
+    assert {f.stem for f in files} >= {"thesis_table52", "quickstart_ensembles"}
     for path in files:
         spec = load_ensemble_spec(path, runs=tmp_path, out=tmp_path / "out")
         assert spec.ensembles and spec.seeds, path

@@ -99,3 +99,16 @@ def test_evaluate_user_errors_exit_2(finished_run, tmp_path, capsys, setup, args
     code = main(["evaluate", str(run_dir), *[a.replace("{tmp}", str(tmp_path)) for a in args]])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_predict_scores_compiles_once_per_model_and_shape():
+    """Scoring block after block (lenshpc rank, gradcam) reuses one trace: no per-call retracing."""
+    import lenshpc.models as models
+    from lenshpc.train.evaluate import _predict_step, predict_scores
+
+    model = models.build("tiny_resnet", (32, 32, 1))
+    x = np.random.default_rng(0).random((10, 32, 32, 1), dtype=np.float32)
+    full = predict_scores(model, x, batch_size=4)
+    parts = np.concatenate([predict_scores(model, x[:7]), predict_scores(model, x[7:])])
+    np.testing.assert_allclose(full, parts, rtol=1e-6, atol=1e-7)
+    assert _predict_step(model, (32, 32, 1)).experimental_get_tracing_count() == 1

@@ -29,7 +29,7 @@ Finished ensemble runs (DONE) are skipped unless --force. A run whose members ar
 finished is skipped and listed (exit code 2); the others still run.
 
 examples:
-  lenshpc ensemble configs/ensembles/quickstart.yaml
+  lenshpc ensemble lenshpc/resources/quickstart_ensembles.yaml --runs lenshpc-quickstart/runs
   lenshpc ensemble configs/ensembles/thesis_table52.yaml --dry-run
   lenshpc ensemble configs/ensembles/thesis_table52.yaml --only NM3 NM6 --seeds 0-4
   lenshpc ensemble configs/ensembles/thesis_table52.yaml --executor slurm --partition gpu

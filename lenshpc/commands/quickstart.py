@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "end-to-end demo: simulate a small population, run a 2 losses × 3 seeds sweep, print the report"
+HELP = "end-to-end demo: simulate → 2 losses × 3 seeds sweep → report → ensembles, Grad-CAM, info content, ranking"
 DESCRIPTION = """\
 The main job on the embedded default (lenshpc/resources/quickstart.yaml), from a fresh clone:
 
   1. simulate a small KiDS-like population (64×64 px) with lenstronomy  → OUT/data/population.h5
   2. sweep: BCE and Fβ-soft loss × seeds 0–2 of a tiny ResNet (local executor) → OUT/runs/
   3. reduce: Table-5.1-style mean ± std report and plots                 → OUT/report.md, OUT/plots/
+  4. analysis (skip with --no-analysis), each step the CLI command it prints:
+     ensembles (Nelder–Mead, simplex, input-dependent, average, committee) → OUT/ensembles/report.md
+     Grad-CAM panels of runs/bce/seed0                                      → OUT/runs/bce/seed0/gradcam/
+     information content of runs/bce/seed0                                  → OUT/runs/bce/seed0/infocontent/
+     ranking of a mock survey (held-out negatives + 20 tracer lenses)       → OUT/rank/
 
-A few minutes on 2 CPU cores. Re-running skips finished work (the dataset and every finished
-run); an interrupted quickstart resumes from the runs' checkpoints.
+A few minutes on 2 CPU cores. Re-running skips finished work (the dataset, every finished run and
+finished analysis outputs); an interrupted quickstart resumes from the runs' checkpoints.
 
 examples:
   lenshpc quickstart
@@ -43,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local: one background process per run (default); debug: in this process")
     p.add_argument("--parallel", type=int, default=1, help="runs trained at once (default 1; 2 cores: try 2)")
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes (default 2)")
+    p.add_argument("--no-analysis", action="store_true",
+                   help="stop after the report (skip step 4: ensembles, Grad-CAM, information content, ranking)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
     out = Path(args.out).resolve()
     data = out / "data" / "population.h5"
-    print(f"[1/3] population → {data}", flush=True)
+    steps = 3 if args.no_analysis else 4
+    print(f"[1/{steps}] population → {data}", flush=True)
     if data.exists():
         print("      exists, skipped", flush=True)
     else:
@@ -64,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         simulate_population(data, workers=max(1, args.workers), progress=True, **POPULATION)
 
     spec = load_sweep(resource("quickstart.yaml"), overrides=[f"data.path={data}"], out=out / "runs")
-    print(f"[2/3] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
+    print(f"[2/{steps}] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
     # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
     outcome = run_sweep(spec, executor=args.executor, parallel=args.parallel, retry_failed=True)
     done = outcome.count("done")
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for point, error in outcome.failed_after:
         print(f"      failed: {point.id}: {error}", flush=True)
 
-    print(f"[3/3] report → {out}", flush=True)
+    print(f"[3/{steps}] report → {out}", flush=True)
     result = reduce_runs(spec.out, out=out)
     print()
     print(result.table)
@@ -88,4 +96,48 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(outcome.failed_after)} run(s) failed; see {spec.out}/<loss>/seed<k>/train.log, then re-run "
               "`lenshpc quickstart` (it retries failed runs and skips finished ones)")
         return 1
+    if args.no_analysis:
+        return 0
+    print(f"\n[4/4] analysis", flush=True)
+    return _analysis(out, spec)
+
+
+#: The quickstart's analysis commands (step 4): (title, argv after ``lenshpc``), with OUT/… placeholders.
+def _analysis_commands(out: Path, spec) -> list[tuple[str, list[str]]]:
+    runs, bce0 = spec.out, spec.out / "bce" / "seed0"
+    return [
+        ("ensembles of the sweep's members",
+         ["ensemble", str(resource("quickstart_ensembles.yaml")), "--runs", str(runs), "--out",
+          str(out / "ensembles"), "--quiet"]),
+        ("Grad-CAM of bce/seed0", ["gradcam", str(bce0), "--n", "2"]),
+        ("information content of bce/seed0", ["infocontent", str(bce0)]),
+        ("ranking a mock survey with the NM2 ensemble of seed 0",
+         ["rank", str(out / "ensembles" / "NM2" / "seed0"), str(out / "data" / "survey.h5"), "--out",
+          str(out / "rank"), "--tracers", "is_tracer", "--top", "16"]),
+    ]
+
+
+def _analysis(out: Path, spec) -> int:
+    """Step 4: run the analysis verbs on the sweep's output, as a user would type them."""
+    from lenshpc.cli import main
+    from lenshpc.data.survey import mock_survey
+
+    survey = out / "data" / "survey.h5"
+    if not survey.exists():
+        cfg = spec.points[0].config
+        mock_survey(cfg.data.path, survey, n_tracers=20, alpha_min=cfg.data.alpha_min, alpha_max=cfg.data.alpha_max,
+                    seed=0)
+    failed = []
+    for title, argv in _analysis_commands(out, spec):
+        print(f"\n--- {title}\n$ lenshpc {' '.join(argv)}", flush=True)
+        code = main(argv)
+        if code != 0:
+            failed.append(f"lenshpc {argv[0]} (exit {code})")
+    print()
+    if failed:
+        print(f"analysis step(s) failed: {', '.join(failed)}; fix the cause (messages above) and re-run "
+              "`lenshpc quickstart` (finished work is skipped)")
+        return 1
+    print(f"analysis: {out / 'ensembles' / 'report.md'}, {spec.out / 'bce' / 'seed0' / 'gradcam'}/, "
+          f"{spec.out / 'bce' / 'seed0' / 'infocontent'}/, {out / 'rank'}/")
     return 0

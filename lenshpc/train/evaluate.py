@@ -109,14 +109,28 @@ def load_model(path: Path):
 
 
 def predict_scores(model, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Sigmoid scores ``(N,)`` float32 of ``model`` on images ``x`` in inference mode."""
+    """Sigmoid scores ``(N,)`` float32 of ``model`` on images ``x`` in inference mode.
+
+    The compiled inference step is built once per model and image shape and kept on the model,
+    so calling this per block of a large catalogue (``lenshpc rank``) never retraces.
+    """
     import tensorflow as tf
 
-    spec = tf.TensorSpec([None, *np.shape(x)[1:]], tf.float32)
-    step = tf.function(lambda b: model(b, training=False), input_signature=[spec])
+    step = _predict_step(model, tuple(np.shape(x)[1:]))
     out = [np.asarray(tf.cast(step(tf.constant(x[i:i + batch_size], tf.float32)), tf.float32)).reshape(-1)
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.empty(0, np.float32)
+
+
+def _predict_step(model, image_shape: tuple):
+    """The cached ``tf.function`` of ``model(x, training=False)`` for images of ``image_shape``."""
+    import tensorflow as tf
+
+    cache = model.__dict__.setdefault("_lenshpc_predict_steps", {})
+    if image_shape not in cache:
+        spec = tf.TensorSpec([None, *image_shape], tf.float32)
+        cache[image_shape] = tf.function(lambda b: model(b, training=False), input_signature=[spec])
+    return cache[image_shape]
 
 
 def _load_split(cfg, kind: str, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
