@@ -6,7 +6,6 @@ on small cutouts (32–48 px) so the whole file stays within a few seconds per t
 
 from __future__ import annotations
 
-import math
 
 import h5py
 import numpy as np

@@ -24,7 +24,7 @@ from lenshpc.errors import ConfigError
 from lenshpc.hpc.jobs import slurm_parameters
 from lenshpc.hpc.spec import load_sweep, parse_seeds, slug
 from lenshpc.hpc.status import collect_status, format_status
-from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, plan, run_sweep
+from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, plan, run_sweep
 
 TINY = {  # a few seconds per run on one CPU core
     "data.chunk_size": 32, "data.val_size": 32, "data.test_size": 0, "data.prefetch": 0,

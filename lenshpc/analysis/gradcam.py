@@ -373,15 +373,6 @@ def select_cases(labels: np.ndarray, scores: np.ndarray, threshold: float, cases
 
 
 # ====================================================================== plotting
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_panel(path: str | os.PathLike, images: np.ndarray, heatmaps: Mapping[str, np.ndarray],
                row_titles: Sequence[str], title: str | None = None) -> Path:
     """Write a PNG of Fig 5.3 panels: one row per image, columns input | heatmap per layer | overlay per layer.
@@ -396,10 +387,12 @@ def plot_panel(path: str | os.PathLike, images: np.ndarray, heatmaps: Mapping[st
     title : str, optional
         Figure title.
     """
-    plt = _pyplot()
+    from lenshpc.report.plots import pyplot, save_png
+
+    plt = pyplot()
     layers = list(heatmaps)
     rows, cols = len(images), 1 + 2 * len(layers)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, 2.1 * rows + (0.35 if title else 0)), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, 2.4 * rows + (0.35 if title else 0)), squeeze=False)
     for r in range(rows):
         plane = display_image(images[r])
         ax = axes[r, 0]
@@ -422,11 +415,7 @@ def plot_panel(path: str | os.PathLike, images: np.ndarray, heatmaps: Mapping[st
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _row_title(case: str, rank: int, index: int, score: float, label: int, meta: Mapping[str, np.ndarray]) -> str:
@@ -494,20 +483,11 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     dict
         The written ``summary.json``.
     """
-    from lenshpc.config import load_config
-    from lenshpc.train import RunDir, read_predictions
-    from lenshpc.train.evaluate import load_model, predict_scores
+    from lenshpc.train import read_predictions
+    from lenshpc.train.evaluate import load_model, open_run, predict_scores
 
     t0 = time.perf_counter()
-    rd = RunDir(run_dir)
-    if not rd.path.is_dir():
-        raise UserError(f"{rd.path}: no such directory; pass a run directory written by `lenshpc train`")
-    if not rd.config.is_file():
-        raise UserError(f"{rd.path}: not a run directory (no config.yaml); pass a directory `lenshpc train` wrote, "
-                        "e.g. runs/<name>/seed<k>")
-    if not rd.is_done() or not rd.model.is_file():
-        raise UserError(f"{rd.path}: the run has not finished (no DONE/model.keras); finish it with `lenshpc train` "
-                        "or wait for it (`lenshpc status` shows its state)")
+    rd, cfg, data_path = open_run(run_dir, data, require_done=True)
     if data is None and not rd.predictions.is_file():
         raise UserError(f"{rd.path}: no predictions.h5; re-score the run with `lenshpc evaluate {rd.path}` or pass --data")
     cases = list(dict.fromkeys(cases))
@@ -518,13 +498,6 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     if batch_size < 1:
         raise UserError(f"--batch-size must be ≥ 1, got {batch_size}")
 
-    cfg = load_config(rd.config)
-    if data is not None:
-        cfg = cfg.replace(**{"data.path": str(data)})
-    data_path = Path(cfg.data.path)
-    if not data_path.is_file():
-        raise UserError(f"data file not found: {data_path}" + ("" if data is not None else
-                        " (the run's data.path; pass --data to use another copy)"))
     thr = float(cfg.selection.threshold if threshold is None else threshold)
     if not 0.0 <= thr <= 1.0:
         raise UserError(f"--threshold must be in [0, 1], got {thr}")

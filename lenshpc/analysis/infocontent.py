@@ -654,20 +654,15 @@ def _edges_for(name: str, values: np.ndarray, bins: Mapping[str, Any], config: M
 
 # =========================================================================== plots
 def _pyplot():
-    import matplotlib
+    from lenshpc.report.plots import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    from lenshpc.utils import atomic_path
+    from lenshpc.report.plots import save_png
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
-    return path
+    return save_png(fig, path, dpi=130, tight=True, close=False)  # the callers close in their `finally`
 
 
 def _label(name: str) -> str:

@@ -200,10 +200,9 @@ def _display(images: np.ndarray) -> tuple[np.ndarray, str | None]:
 def write_top_montage(path: str | Path, ds, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray,
                       ranks: np.ndarray, tracers: np.ndarray | None, title: str) -> Path:
     """A grid of the cutouts ``rows`` (in rank order) as the network sees them (Eq 4.1 + √ stretch)."""
-    import matplotlib
+    from lenshpc.report.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from lenshpc.data import transforms
 
@@ -229,20 +228,15 @@ def write_top_montage(path: str | Path, ds, rows: np.ndarray, ids: np.ndarray, s
             spine.set_linewidth(2.0 if is_tracer else 0.5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total: int, metrics: dict,
                    label: str = "tracer lenses") -> Path:
     """LensFlow Fig. 8-style tracer rank curve (linear axes, %) and the same curve on a log rank axis."""
-    import matplotlib
+    from lenshpc.report.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x, y = rk.tracer_rank_curve(relative_tracer_ranks, n_total)
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.2))
@@ -269,11 +263,7 @@ def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total:
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"tracer rank curve: {metrics['n_tracers']} tracers in {n_total} cutouts", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=120)
 
 
 # ---------------------------------------------------------------------- the command

@@ -320,24 +320,11 @@ def _hpc(plan: RankPlan, hpc=None):
 
 
 def _run_submitit(plan: RankPlan, pending: list[int], kind: str, hpc=None) -> None:
-    from lenshpc.hpc.jobs import make_executor
+    from lenshpc.hpc.jobs import run_array_and_wait
 
-    folder = shards_dir(plan.out) / "submitit" / "%j"
-    executor = make_executor(kind, folder, _hpc(plan, hpc), job_name=f"rank-{Path(plan.catalogue).stem}")
-    jobs = executor.map_array(shard_job, [plan] * len(pending), pending)
-    log.info("submitted %d shard job(s) (%s executor): %s", len(jobs), kind, ", ".join(j.job_id for j in jobs))
-    failures = []
-    with progress(total=len(jobs), desc="shards", unit="shard") as bar:
-        for k, job in zip(pending, jobs):
-            try:
-                job.result()
-            except Exception as exc:  # noqa: BLE001 - reported per shard below
-                last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
-                failures.append(f"shard {k} (job {job.job_id}): {last} — log: {job.paths.stderr}")
-            bar.update(1)
-    if failures:
-        raise UserError("rank shard job(s) failed:\n  " + "\n  ".join(failures)
-                        + "\nfinished shards are kept; fix the cause and re-run the same command")
+    run_array_and_wait(kind, shards_dir(plan.out) / "submitit" / "%j", _hpc(plan, hpc),
+                       f"rank-{Path(plan.catalogue).stem}", shard_job, [(plan, k) for k in pending], pending,
+                       "rank shard", log=log)
 
 
 def compute_shards(plan: RankPlan, executor: str = "inline", *, shard_index: int | None = None,

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.no_analysis:
         return 0
-    print(f"\n[4/4] analysis", flush=True)
+    print("\n[4/4] analysis", flush=True)
     return _analysis(out, spec)
 
 

@@ -239,6 +239,52 @@ class JobState:
     state: str
 
 
+def run_array_and_wait(kind: str, folder: Path, hpc: HpcConfig, job_name: str, fn, items: list[tuple],
+                       labels: list[Any], what: str, log=None) -> None:
+    """Submit ``fn(*item)`` for every item as one submitit array, wait for all, report failures together.
+
+    The sharded batch commands (``lenshpc maxtree``, ``lenshpc rank``) use this: their shard jobs
+    write their own files atomically and skip finished work, so after a failure the user fixes the
+    cause and re-runs the same command.
+
+    Parameters
+    ----------
+    kind, folder, hpc, job_name
+        As :func:`make_executor`.
+    fn : callable
+        Module-level function (pickled by reference).
+    items : list of tuple
+        The positional arguments of each job.
+    labels : list
+        One label per item for messages (e.g. the shard index).
+    what : str
+        What a job is, for messages (``"max-tree shard"``).
+
+    Raises
+    ------
+    UserError
+        One or more jobs failed: each with its last error line and its log file.
+    """
+    from lenshpc.utils import progress
+
+    executor = make_executor(kind, folder, hpc, job_name=job_name)
+    jobs = executor.map_array(fn, *zip(*items)) if items else []
+    if log is not None:
+        log.info("submitted %d %s job(s) (%s executor): %s", len(jobs), what, kind, ", ".join(j.job_id for j in jobs))
+    failures = []
+    with progress(total=len(jobs), desc=f"{what}s", unit="job") as bar:
+        for label, job in zip(labels, jobs):
+            try:
+                job.result()
+            except Exception as exc:  # noqa: BLE001 - reported per job below
+                last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+                failures.append(f"{what} {label} (job {job.job_id}): {last} — log: {job.paths.stderr}")
+            bar.update(1)
+    if failures:
+        raise UserError(f"{what} job(s) failed:\n  " + "\n  ".join(failures)
+                        + f"\nfinished {what}s are kept; fix the cause and re-run the same command")
+
+
 def job_log(folder: Path, job_id: str) -> Path:
     """submitit's stderr log of task 0 of ``job_id`` (``folder`` may contain ``%j``)."""
     from submitit.core.utils import JobPaths

@@ -35,28 +35,12 @@ def shard_job(plan: Plan, k: int, workers: int) -> str:
 
 
 def _run_submitit(plan: Plan, pending: list[int], kind: str, workers: int) -> None:
-    from lenshpc.hpc.jobs import make_executor
+    from lenshpc.hpc.jobs import run_array_and_wait
 
     hpc = dataclasses.replace(plan.cfg.hpc, gpus_per_node=0, nodes=1, tasks_per_node=1,
                               cpus_per_task=max(int(workers), 1))
-    folder = shards_dir(plan.out) / "submitit" / "%j"
-    executor = make_executor(kind, folder, hpc, job_name=f"maxtree-{Path(plan.out).stem}")
-    jobs = executor.map_array(shard_job, [plan] * len(pending), pending, [workers] * len(pending))
-    log.info("submitted %d shard job(s) (%s executor): %s", len(jobs), kind, ", ".join(j.job_id for j in jobs))
-    failures = []
-    from lenshpc.utils import progress
-
-    with progress(total=len(jobs), desc="shards", unit="shard") as bar:
-        for k, job in zip(pending, jobs):
-            try:
-                job.result()
-            except Exception as exc:  # noqa: BLE001 - reported per shard below
-                failures.append(f"shard {k} (job {job.job_id}): {str(exc).strip().splitlines()[-1][:300]} "
-                                f"— log: {job.paths.stderr}")
-            bar.update(1)
-    if failures:
-        raise UserError("max-tree shard job(s) failed:\n  " + "\n  ".join(failures)
-                        + "\nfinished shards are kept; fix the cause and re-run the same command")
+    run_array_and_wait(kind, shards_dir(plan.out) / "submitit" / "%j", hpc, f"maxtree-{Path(plan.out).stem}",
+                       shard_job, [(plan, k, workers) for k in pending], pending, "max-tree shard", log=log)
 
 
 def run_plan(plan: Plan, executor: str, workers: int = 1, shard_index: int | None = None,

@@ -16,17 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lenshpc.utils import atomic_path
 
 
 def montage_figure(images: np.ndarray, params, titles: list[str] | None = None):
     """A matplotlib figure for ``images`` ``(n, H, W[, C])`` segmented with ``params``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from lenshpc.preprocess.maxtree import segment_steps
+    from lenshpc.report.plots import pyplot
+
+    plt = pyplot()
 
     steps = segment_steps(images, params)
     plane = np.asarray(images, dtype=np.float32)
@@ -59,7 +56,6 @@ def montage_figure(images: np.ndarray, params, titles: list[str] | None = None):
 
 def write_montage(plan, path: str | Path, n: int = 6) -> Path:
     """Write the montage for the first ``n`` pool mock lenses (or labelled images) of ``plan``."""
-    import matplotlib.pyplot as plt
 
     from lenshpc.preprocess.shards import _Inputs
 
@@ -72,9 +68,6 @@ def write_montage(plan, path: str | Path, n: int = 6) -> Path:
     finally:
         inputs.close()
     titles = [f"{group} {i}" + (f", α={cols['alpha'][i]:.2f}" if "alpha" in cols else "") for i in range(n)]
-    fig = montage_figure(images, plan.params, titles)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    from lenshpc.report.plots import save_png
+
+    return save_png(montage_figure(images, plan.params, titles), path)

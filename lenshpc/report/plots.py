@@ -24,13 +24,33 @@ HIST_BINS = np.linspace(0.0, 1.0, 41)
 MAX_HIST_PANELS = 36
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (batch jobs have no display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+_pyplot = pyplot
+
+
+def save_png(fig, path: str | Path, *, dpi: int = 110, tight: bool = False, close: bool = True) -> Path:
+    """Write ``fig`` to ``path`` as a PNG atomically (temp file + rename), then close it.
+
+    Every figure of lenshpc goes through here (or :func:`_save` for PNG + PDF), so a reader never
+    sees half a PNG and long batch jobs do not accumulate open figures.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    finally:
+        if close:
+            pyplot().close(fig)
+    return path
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:

@@ -54,24 +54,12 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
         The written ``metrics.json``.
     """
     from lenshpc import metrics
-    from lenshpc.config import load_config
     from lenshpc.data.format import open_dataset
     from lenshpc.train.loop import _json_safe
 
-    rd = RunDir(run_dir)
-    if not rd.config.is_file():
-        raise UserError(f"{rd.path}: not a run directory (no config.yaml); pass the directory `lenshpc train` wrote")
-    if not rd.model.is_file():
-        raise UserError(f"{rd.path}: no model.keras yet (the run has not finished); finish it with `lenshpc train` "
-                        "or wait for it")
     if split not in SPLITS:
         raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
-    cfg = load_config(rd.config)
-    if data_path is not None:
-        cfg = cfg.replace(**{"data.path": str(data_path)})
-    data = Path(cfg.data.path)
-    if not data.is_file():
-        raise UserError(f"data file not found: {data}" + ("" if data_path else " (the run's data.path; pass --data)"))
+    rd, cfg, data = open_run(run_dir, data_path)
     with open_dataset(data) as ds:
         kind = ds.kind
     if kind == "population" and split != "test":
@@ -94,6 +82,40 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     log.info("evaluated %s on %s (%s, %d images): auroc %s, accuracy %.4f → %s", rd.path, data, split, len(y),
              result.get("auroc"), result.get("accuracy", float("nan")), out_dir)
     return result
+
+
+def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, require_done: bool = False):
+    """Check a run directory with a model and return ``(RunDir, config, data file)``.
+
+    The config is the run's ``config.yaml`` with ``data.path`` replaced by ``data_path`` when
+    given; every command that re-scores a run (``evaluate``, ``gradcam``) starts here, so they
+    all explain a wrong directory, an unfinished run or a moved dataset the same way.
+
+    Raises
+    ------
+    UserError
+        No such directory, no ``config.yaml``, no ``model.keras`` (or no ``DONE`` with
+        ``require_done``), or the data file does not exist.
+    """
+    from lenshpc.config import load_config
+
+    rd = RunDir(run_dir)
+    if not rd.path.is_dir():
+        raise UserError(f"{rd.path}: no such directory; pass a run directory written by `lenshpc train`")
+    if not rd.config.is_file():
+        raise UserError(f"{rd.path}: not a run directory (no config.yaml); pass a directory `lenshpc train` wrote, "
+                        "e.g. runs/<name>/seed<k>")
+    if not rd.model.is_file() or (require_done and not rd.is_done()):
+        raise UserError(f"{rd.path}: the run has not finished (no {'DONE/' if require_done else ''}model.keras); "
+                        "finish it with `lenshpc train` or wait for it (`lenshpc status` shows its state)")
+    cfg = load_config(rd.config)
+    if data_path is not None:
+        cfg = cfg.replace(**{"data.path": str(data_path)})
+    data = Path(cfg.data.path)
+    if not data.is_file():
+        raise UserError(f"data file not found: {data}" + ("" if data_path is not None else
+                        " (the run's data.path; pass --data to use another copy)"))
+    return rd, cfg, data
 
 
 def load_model(path: Path):
@@ -155,4 +177,4 @@ def _load_split(cfg, kind: str, split: str) -> tuple[np.ndarray, np.ndarray, dic
         return x, ds.labels(idx).astype(np.uint8), ds.meta("images", idx)
 
 
-__all__ = ["SPLITS", "evaluate_run", "load_model", "predict_scores"]
+__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores"]
