@@ -307,3 +307,19 @@ def test_shipped_ensemble_specs_parse(repo_root, tmp_path):
         assert spec.ensembles and spec.seeds, path
         methods = {e.method for e in spec.ensembles}
         assert methods >= {"nelder_mead", "input_dependent", "average"}, (path, methods)
+
+
+def test_status_suggests_rerunning_the_ensemble_for_failed_runs(ensembled, tmp_path):
+    """`lenshpc status` on an ensemble output points at `lenshpc ensemble SPEC`, not at `lenshpc sweep`."""
+    import shutil
+
+    from lenshpc.hpc.status import collect_status, format_status
+
+    spec, out = ensembled
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    run = work / "NM3" / "seed1"
+    (run / "DONE").unlink()
+    (run / "FAILED").write_text("UserError: a member vanished\n")
+    text = format_status(collect_status(work), work)
+    assert f"lenshpc ensemble {spec.resolve()}" in text and "--retry-failed" not in text

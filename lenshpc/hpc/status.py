@@ -82,7 +82,12 @@ def format_status(rows: list[RunStatus], root: Path | None = None, width: int = 
     lines.append("")
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if counts["failed"]:
-        sweep_file = (read_sweep_json(root).get("sweep_file") if root else None) or "SWEEP.yaml"
-        lines.append(f"resubmit failed runs with: lenshpc sweep {sweep_file} --retry-failed"
-                     + (f" --out {root}" if root else ""))
+        record = read_sweep_json(root) if root else {}
+        if record.get("kind") == "ensemble":  # written by `lenshpc ensemble`, which re-runs unfinished ensembles
+            spec = record.get("sweep_file") or "SPEC.yaml"
+            lines.append(f"re-run failed ensembles with: lenshpc ensemble {spec}" + (f" --out {root}" if root else ""))
+        else:
+            sweep_file = record.get("sweep_file") or "SWEEP.yaml"
+            lines.append(f"resubmit failed runs with: lenshpc sweep {sweep_file} --retry-failed"
+                         + (f" --out {root}" if root else ""))
     return "\n".join(lines)
