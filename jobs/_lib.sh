@@ -75,3 +75,41 @@ check_gpu_layout() {
 
 # config_stem CONFIG — "configs/thesis/bce.yaml" → "bce" (names the results folder of a config).
 config_stem() { local b; b=$(basename "$1"); printf '%s\n' "${b%.*}"; }
+
+# shard_count ENV_NAME VALUE — validate a shard count (positive integer) or exit 2 naming the variable.
+shard_count() {
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || (($2 < 1)); then
+        echo "$(basename "$0"): $1 must be a positive integer, got '$2'" >&2; exit 2
+    fi
+    printf '%s\n' "$2"
+}
+
+# submit_shard_array NAME SCRIPT K PREFIX NPOS POS... ARGS... — on a login node: submit SCRIPT as an array of K
+# shard tasks, then one merge job (afterok, PREFIX_STEP=merge) with the same arguments; print
+# "NAME shards <id>" and "NAME merge <id>" (or, with LENSHPC_DRY_RUN=1, the two sbatch lines).  The first NPOS
+# arguments are the script's positionals, the rest its pass-through arguments.  Extra sbatch options come from the
+# variable PREFIX_SBATCH (word-split); the jobs get PREFIX_SHARDS=K and LENSHPC_JOBS_DIR.  Shared by the
+# "array over shards + merge" templates (maxtree_array.sh, rank_array.sh).
+submit_shard_array() {
+    local name=$1 script=$2 k=$3 prefix=$4 npos=$5; shift 5
+    local pos=("${@:1:npos}"); shift "$npos"
+    local sbatch_var="${prefix}_SBATCH" extra=() quoted
+    read -r -a extra <<<"${!sbatch_var:-}"
+    quoted=$(printf '%q ' "$script" "${pos[@]}")
+    if [[ "${LENSHPC_DRY_RUN:-0}" == 1 ]]; then
+        printf 'sbatch --parsable --array=0-%d %s%s%s\n' $((k - 1)) "${extra[*]:+${extra[*]} }" "$quoted" "$*"
+        printf 'sbatch --parsable --dependency=afterok:<array> --export=ALL,%s_STEP=merge %s%s%s\n' "$prefix" \
+            "${extra[*]:+${extra[*]} }" "$quoted" "$*"
+        return 0
+    fi
+    command -v sbatch >/dev/null || { echo "$(basename "$script"): sbatch not found: run this on a SLURM login node" \
+        "(or use the command's --executor local)" >&2; return 2; }
+    mkdir -p logs
+    export LENSHPC_JOBS_DIR=$JOBS "${prefix}_SHARDS=$k"
+    local aid mid
+    aid=$(sbatch --parsable --array=0-$((k - 1)) "${extra[@]}" "$script" "${pos[@]}" "$@"); aid=${aid%%;*}
+    mid=$(sbatch --parsable --dependency=afterok:"$aid" --export=ALL,"${prefix}"_STEP=merge --cpus-per-task=1 \
+          "${extra[@]}" "$script" "${pos[@]}" "$@"); mid=${mid%%;*}
+    echo "$name shards $aid (array 0-$((k - 1)))"
+    echo "$name merge $mid"
+}

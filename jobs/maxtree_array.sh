@@ -34,33 +34,14 @@ if [[ $# -lt 2 || "$1" == -h || "$1" == --help ]]; then
     [[ $# -lt 2 ]] && exit 2 || exit 0
 fi
 DATA=$1 SEG=$2; shift 2
-K=${MAXTREE_SHARDS:-8}
-if ! [[ "$K" =~ ^[0-9]+$ ]] || ((K < 1)); then
-    echo "maxtree_array.sh: MAXTREE_SHARDS must be a positive integer, got '$K'" >&2; exit 2
-fi
+K=$(shard_count MAXTREE_SHARDS "${MAXTREE_SHARDS:-8}")
 if [[ ! -f "$DATA" ]]; then
     echo "maxtree_array.sh: dataset not found: $DATA (relative paths are taken from $(pwd))" >&2; exit 2
 fi
 
-if [[ -z "${SLURM_JOB_ID:-}" ]]; then
-    # Login node: submit the array and the merge job that waits for it.
-    read -r -a extra <<<"${MAXTREE_SBATCH:-}"
-    if [[ "${LENSHPC_DRY_RUN:-0}" == 1 ]]; then
-        printf 'sbatch --parsable --array=0-%d %s%q %q %q %s\n' $((K - 1)) "${extra[*]:+${extra[*]} }" "$0" "$DATA" "$SEG" "$*"
-        printf 'sbatch --parsable --dependency=afterok:<array> --export=ALL,MAXTREE_STEP=merge %s%q %q %q %s\n' \
-            "${extra[*]:+${extra[*]} }" "$0" "$DATA" "$SEG" "$*"
-        exit 0
-    fi
-    command -v sbatch >/dev/null || { echo "maxtree_array.sh: sbatch not found: run this on a SLURM login node" \
-        "(or use: lenshpc maxtree $DATA --out $SEG --executor local)" >&2; exit 2; }
-    mkdir -p logs
-    export LENSHPC_JOBS_DIR=$JOBS MAXTREE_SHARDS=$K
-    aid=$(sbatch --parsable --array=0-$((K - 1)) "${extra[@]}" "$0" "$DATA" "$SEG" "$@"); aid=${aid%%;*}
-    mid=$(sbatch --parsable --dependency=afterok:"$aid" --export=ALL,MAXTREE_STEP=merge --cpus-per-task=1 \
-          "${extra[@]}" "$0" "$DATA" "$SEG" "$@"); mid=${mid%%;*}
-    echo "maxtree shards $aid (array 0-$((K - 1)))"
-    echo "maxtree merge $mid"
-    exit 0
+if [[ -z "${SLURM_JOB_ID:-}" ]]; then  # login node: submit the array and the merge job that waits for it
+    submit_shard_array maxtree "$0" "$K" MAXTREE 2 "$DATA" "$SEG" "$@"
+    exit $?
 fi
 
 if [[ "${MAXTREE_STEP:-}" == merge ]]; then

@@ -35,10 +35,7 @@ if [[ $# -lt 2 || "$1" == -h || "$1" == --help ]]; then
     [[ $# -lt 2 ]] && exit 2 || exit 0
 fi
 MODEL=$1 CAT=$2; shift 2
-K=${RANK_SHARDS:-8}
-if ! [[ "$K" =~ ^[0-9]+$ ]] || ((K < 1)); then
-    echo "rank_array.sh: RANK_SHARDS must be a positive integer, got '$K'" >&2; exit 2
-fi
+K=$(shard_count RANK_SHARDS "${RANK_SHARDS:-8}")
 if [[ ! -d "$MODEL" ]]; then
     echo "rank_array.sh: model not found: $MODEL (a run or ensemble run directory; relative to $(pwd))" >&2; exit 2
 fi
@@ -46,25 +43,9 @@ if [[ ! -f "$CAT" ]]; then
     echo "rank_array.sh: catalogue not found: $CAT (relative paths are taken from $(pwd))" >&2; exit 2
 fi
 
-if [[ -z "${SLURM_JOB_ID:-}" ]]; then
-    # Login node: submit the array and the merge job that waits for it.
-    read -r -a extra <<<"${RANK_SBATCH:-}"
-    if [[ "${LENSHPC_DRY_RUN:-0}" == 1 ]]; then
-        printf 'sbatch --parsable --array=0-%d %s%q %q %q %s\n' $((K - 1)) "${extra[*]:+${extra[*]} }" "$0" "$MODEL" "$CAT" "$*"
-        printf 'sbatch --parsable --dependency=afterok:<array> --export=ALL,RANK_STEP=merge %s%q %q %q %s\n' \
-            "${extra[*]:+${extra[*]} }" "$0" "$MODEL" "$CAT" "$*"
-        exit 0
-    fi
-    command -v sbatch >/dev/null || { echo "rank_array.sh: sbatch not found: run this on a SLURM login node" \
-        "(or use: lenshpc rank $MODEL $CAT --shards $K --executor local)" >&2; exit 2; }
-    mkdir -p logs
-    export LENSHPC_JOBS_DIR=$JOBS RANK_SHARDS=$K
-    aid=$(sbatch --parsable --array=0-$((K - 1)) "${extra[@]}" "$0" "$MODEL" "$CAT" "$@"); aid=${aid%%;*}
-    mid=$(sbatch --parsable --dependency=afterok:"$aid" --export=ALL,RANK_STEP=merge --cpus-per-task=1 \
-          "${extra[@]}" "$0" "$MODEL" "$CAT" "$@"); mid=${mid%%;*}
-    echo "rank shards $aid (array 0-$((K - 1)))"
-    echo "rank merge $mid"
-    exit 0
+if [[ -z "${SLURM_JOB_ID:-}" ]]; then  # login node: submit the array and the merge job that waits for it
+    submit_shard_array rank "$0" "$K" RANK 2 "$MODEL" "$CAT" "$@"
+    exit $?
 fi
 
 if [[ "${RANK_STEP:-}" == merge ]]; then
