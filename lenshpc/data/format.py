@@ -284,12 +284,50 @@ class PopulationWriter:
 
 
 # ----------------------------------------------------------------------- reading
-class Dataset:
+def decode_attr(value):
+    """An HDF5 attribute as a plain Python value (bytes → str, numpy scalar → Python scalar)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+class H5Reader:
+    """What lenshpc's HDF5 readers share: an open ``h5py.File`` in ``_fh``, context management, and root
+    attributes decoded (:func:`decode_attr`), the names in ``JSON_ATTRS`` parsed from their JSON strings."""
+
+    JSON_ATTRS: tuple[str, ...] = ()
+    _fh: h5py.File
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    @property
+    def attrs(self) -> dict:
+        out = {}
+        for key, value in self._fh.attrs.items():
+            value = decode_attr(value)
+            if key in self.JSON_ATTRS and isinstance(value, str):
+                value = json.loads(value)
+            out[key] = value
+        return out
+
+
+class Dataset(H5Reader):
     """A read-only view of a lenshpc HDF5 dataset.
 
     Use as a context manager or call :meth:`close`.  Image reads take sorted or unsorted
     index arrays and return rows in the order asked for.
     """
+
+    JSON_ATTRS = ("bands", "provenance")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -323,28 +361,6 @@ class Dataset:
             if name not in self._fh:
                 self._fh.close()
                 raise DataError(f"{self.path}: {kind} dataset lacks the '{name}' array")
-
-    # context manager ---------------------------------------------------------
-    def __enter__(self) -> "Dataset":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._fh.close()
-
-    # attributes ----------------------------------------------------------------
-    @property
-    def attrs(self) -> dict:
-        out = {}
-        for key, value in self._fh.attrs.items():
-            if isinstance(value, bytes):
-                value = value.decode()
-            if key in ("bands", "provenance") and isinstance(value, str):
-                value = json.loads(value)
-            out[key] = value.item() if isinstance(value, np.generic) else value
-        return out
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
+from lenshpc.data.format import H5Reader, decode_attr
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
@@ -40,12 +41,7 @@ FORMAT = "segmented"
 SCHEMA_VERSION = 1
 
 
-def _decode(value):
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, np.generic):
-        value = value.item()
-    return value
+_decode = decode_attr
 
 
 def _write_column(group: h5py.Group, name: str, values: np.ndarray) -> None:
@@ -205,7 +201,7 @@ def content_digest(path: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------- reading
-class SegmentedDataset:
+class SegmentedDataset(H5Reader):
     """Reader for ``SEG.h5``.
 
     Parameters
@@ -218,6 +214,8 @@ class SegmentedDataset:
     DataError
         When the file is missing, unreadable or not a segmented dataset.
     """
+
+    JSON_ATTRS = ("maxtree", "data", "source", "provenance")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -233,25 +231,6 @@ class SegmentedDataset:
             self._fh.close()
             raise DataError(f"{self.path}: not a segmented dataset (lenshpc_format={kind!r}); "
                             "create one with `lenshpc maxtree DATA.h5 --out SEG.h5`")
-
-    def __enter__(self) -> "SegmentedDataset":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._fh.close()
-
-    @property
-    def attrs(self) -> dict:
-        out = {}
-        for key, value in self._fh.attrs.items():
-            value = _decode(value)
-            if key in ("maxtree", "data", "source", "provenance") and isinstance(value, str):
-                value = json.loads(value)
-            out[key] = value
-        return out
 
     @property
     def groups(self) -> list[str]:
