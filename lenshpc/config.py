@@ -228,19 +228,33 @@ def from_dict(data: dict, source: str = "<dict>") -> Config:
     return _build(Config, data, source, "")
 
 
-def _load_yaml_tree(path: Path, _seen: tuple = ()) -> dict:
+#: The seed and data keys the chunk engine's fixed validation and test sets depend on (so two runs with equal
+#: values score the same images): Max-Tree SEG files record them, ensembles compare members by them.
+EVAL_SET_KEYS = ("seed", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
+                 "data.positive_fraction")
+
+
+def read_yaml_mapping(path: Path, what: str = "config file",
+                      expected: str = "the top level must be a mapping of keys") -> dict:
+    """The mapping in YAML file ``path``; a :class:`ConfigError` naming the file when it is missing,
+    not valid YAML or not a mapping (``what`` / ``expected`` word the message: config, sweep, spec)."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    resolved = path.resolve()
-    if resolved in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, resolved))
-        raise ConfigError(f"{path}: circular 'extends' chain: {chain}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"{path}: {expected}, got {type(data).__name__}")
+    return data
+
+
+def _load_yaml_tree(path: Path, _seen: tuple = ()) -> dict:
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise ConfigError(f"{path}: circular 'extends' chain: {chain}")
+    data = read_yaml_mapping(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data

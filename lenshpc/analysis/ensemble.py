@@ -165,13 +165,9 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
 
 
 def _metrics(cfg, y: np.ndarray, scores: np.ndarray, n_val: int) -> dict:
-    from lenshpc import metrics as m
+    from lenshpc.train.rundir import run_metrics
 
-    sel = cfg.selection
-    out = dict(m.summary(y, scores, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
-    out.update({"seed": int(cfg.seed), "threshold": float(sel.threshold), "beta": float(sel.beta),
-                "n_test": int(len(y)), "n_val": int(n_val)})
-    return out
+    return {**run_metrics(cfg, y, scores), "n_val": int(n_val)}
 
 
 def _ensemble_info(run: EnsembleRun, fit: dict, sources: list[str]) -> dict:

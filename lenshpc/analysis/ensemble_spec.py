@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
-from lenshpc.config import _build, _suggest  # the config schema's strict builder (unknown keys → suggestion)
+from lenshpc.config import _build, _suggest, read_yaml_mapping  # the config schema's strict builder (unknown keys → suggestion)
 from lenshpc.errors import ConfigError
 
 METHODS = ("nelder_mead", "average", "input_dependent")
@@ -145,15 +144,8 @@ def load_ensemble_spec(path: str | Path, *, runs: str | Path | None = None, out:
 
     path = Path(path)
     cwd = Path(cwd) if cwd is not None else Path.cwd()
-    if not path.is_file():
-        raise ConfigError(f"ensemble spec not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: an ensemble spec is a mapping with keys "
-                          f"{', '.join(f.name for f in dataclasses.fields(EnsembleSpecFile))}")
+    data = read_yaml_mapping(path, "ensemble spec", "an ensemble spec is a mapping with keys "
+                             + ", ".join(f.name for f in dataclasses.fields(EnsembleSpecFile)))
     top = _build(EnsembleSpecFile, data, str(path), "")
     if not isinstance(top.ensembles, list) or not top.ensembles:
         raise ConfigError(f"{path}: 'ensembles' must be a non-empty list, e.g. "

@@ -44,6 +44,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from lenshpc.analysis.members import ENSEMBLE_JSON
 from lenshpc.errors import UserError
 from lenshpc.train.loop import Trainer
 from lenshpc.train.rundir import PREDICT_BATCH, RunDir
@@ -54,8 +55,8 @@ log = logging.getLogger("lenshpc.ide")
 
 #: ``ensemble.json`` ``method`` of an input-dependent ensemble.
 METHOD = "input_dependent"
-#: The ensemble description in the run directory.
-ENSEMBLE_FILE = "ensemble.json"
+#: The ensemble description in the run directory (the same file as every ensemble run's).
+ENSEMBLE_FILE = ENSEMBLE_JSON
 #: Metrics of each member / the oracle stored in ``ensemble.json`` (keys of ``lenshpc.metrics.summary``).
 _SUMMARY_KEYS = ("auroc", "accuracy", "precision", "recall", "fbeta", "tpr0", "tpr10", "i_auc")
 
@@ -505,30 +506,20 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     UserError
         Not an IDE run dir, unfinished, or a member that cannot be found or loaded.
     """
+    from lenshpc.analysis.members import ensemble_member_dirs, read_ensemble_json
     from lenshpc.train.evaluate import load_model
 
     rd = RunDir(path)
-    info_path = rd.path / ENSEMBLE_FILE
-    if not info_path.is_file():
+    if not (rd.path / ENSEMBLE_FILE).is_file():
         raise UserError(f"{rd.path}: not an input-dependent ensemble (no {ENSEMBLE_FILE}); make one with "
                         "`lenshpc ensemble` (method input_dependent)")
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{info_path}: unreadable ({exc})") from None
+    info = read_ensemble_json(rd.path)
     if info.get("method") != METHOD:
         raise UserError(f"{rd.path}: a {info.get('method')!r} ensemble, not an input-dependent one")
     if not rd.is_done() or not rd.model.is_file():
         raise UserError(f"{rd.path}: the input-dependent ensemble has not finished training (no DONE); "
                         "run it to the end first")
-    paths = []
-    for absolute, relative in zip(info["members"], info.get("members_relative", info["members"])):
-        candidates = [Path(absolute), rd.path / relative]
-        found = next((c for c in candidates if (c / "model.keras").is_file()), None)
-        if found is None:
-            raise UserError(f"{rd.path}: member {absolute} not found (nor at {rd.path / relative}); the ensemble "
-                            "needs its members' model.keras files")
-        paths.append(found)
+    paths = ensemble_member_dirs(rd.path, info)  # recorded absolute paths, else relative (a moved tree)
     members = [_Member(path=p.resolve(), name=_member_name(p.resolve()), preprocess="").load() for p in paths]
     gating = load_model(rd.model)
     width = int(gating.output_shape[-1])

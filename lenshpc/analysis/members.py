@@ -29,14 +29,15 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lenshpc.errors import UserError
+from lenshpc.config import EVAL_SET_KEYS
 
 log = logging.getLogger("lenshpc.analysis")
 
-#: Data-config keys that (with the seed) determine a run's validation and test sets.
-DATA_KEYS = ("data.path", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
-             "data.positive_fraction", "data.preprocess", "data.segmented_path")
 #: Keys that determine what the *input images* look like (raw vs Max-Tree segmented).
 INPUT_KEYS = ("data.preprocess", "data.segmented_path")
+#: Data-config keys that (with the seed) determine a run's validation and test sets: the file, the keys the
+#: chunk engine's fixed sets depend on (one list, shared with the Max-Tree SEG files) and the input kind.
+DATA_KEYS = ("data.path", *(k for k in EVAL_SET_KEYS if k != "seed"), *INPUT_KEYS)
 #: Name of the file that makes a directory an ensemble run.
 ENSEMBLE_JSON = "ensemble.json"
 #: Version of the member score cache files (``seed<k>/members/<label>.h5``).

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from lenshpc.config import Config, HpcConfig, from_dict, load_config
+from lenshpc.config import Config, HpcConfig, from_dict, load_config, read_yaml_mapping
 from lenshpc.errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "out", "seeds", "set", "grid", "product", "hpc")
@@ -163,14 +163,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     """
     path = Path(path)
     cwd = Path(cwd) if cwd is not None else Path.cwd()
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    data = read_yaml_mapping(path, "sweep file", f"a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
     unknown = [k for k in data if k not in SWEEP_KEYS]
     if unknown:
         import difflib

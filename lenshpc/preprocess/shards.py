@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.config import Config, MaxTreeConfig, from_dict
+from lenshpc.config import EVAL_SET_KEYS, Config, MaxTreeConfig, from_dict
 from lenshpc.errors import DataError
 from lenshpc.preprocess import segfile
 from lenshpc.utils import progress, rng_for
@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 #: Images segmented per block (progress granularity, memory bound, unit of work for workers).
 BLOCK = 256
 #: Config keys the val/test sets and the pool depend on (checked again at training time).
-DATA_KEYS = ("seed", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
-             "data.positive_fraction")
+DATA_KEYS = EVAL_SET_KEYS
 
 
 def data_fingerprint(cfg: Config) -> dict:

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import PREDICT_BATCH, RunDir, write_predictions
+from lenshpc.train.rundir import PREDICT_BATCH, RunDir, run_metrics, write_predictions
 from lenshpc.utils import atomic_write_json
 
 log = logging.getLogger("lenshpc.train")
@@ -53,7 +53,6 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     dict
         The written ``metrics.json``.
     """
-    from lenshpc import metrics
     from lenshpc.data.format import open_dataset
     from lenshpc.train.loop import _json_safe
 
@@ -69,11 +68,8 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     model = load_model(rd.model)
     scores = predict_scores(model, x, batch_size)
 
-    sel = cfg.selection
-    result = dict(metrics.summary(y, scores, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
-    result.update({"seed": int(cfg.seed), "threshold": float(sel.threshold), "beta": float(sel.beta),
-                   "n_test": int(len(y)), "run_dir": str(rd.path), "data": str(data), "split": split,
-                   "data_kind": kind})
+    result = run_metrics(cfg, y, scores)
+    result.update({"run_dir": str(rd.path), "data": str(data), "split": split, "data_kind": kind})
     result = _json_safe(result)
     out_dir = Path(out) if out is not None else rd.path / f"eval-{data.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ import numpy as np
 from lenshpc.errors import Preempted, UserError
 from lenshpc.train import checkpoint as ckpt
 from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, append_history, config_differences, default_run_dir, file_logging,
-                                  save_model, versions, write_history, write_predictions)
+                                  save_model, run_metrics, versions, write_history, write_predictions)
 from lenshpc.train.selection import VAL_METRICS, Selector
 from lenshpc.utils import atomic_write_json, progress, rng_for
 
@@ -495,7 +495,6 @@ class Trainer:
     # ------------------------------------------------------------------ the end
     def _finish(self, history, selector, best_weights, stopped_early, x_val, y_val, timings, images_trained,
                 chunks_here, total_s) -> dict:
-        from lenshpc import metrics
         from lenshpc.config import flatten
 
         cfg, ctx, rd = self.cfg, self.ctx, self.rd
@@ -507,13 +506,11 @@ class Trainer:
         p_val = self.predict(x_val)
         y_val = np.asarray(y_val).reshape(-1)
 
-        sel = cfg.selection
-        result = dict(metrics.summary(y_test, p_test, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
+        result = run_metrics(cfg, y_test, p_test)
         chunks_trained = len(history)
         best_row = next((r for r in history if r["chunk"] == selector.best_chunk), {})
         result.update({
-            "seed": int(cfg.seed), "threshold": float(sel.threshold), "beta": float(sel.beta),
-            "n_test": int(len(y_test)), "n_val": int(len(y_val)),
+            "n_val": int(len(y_val)),
             "selection": {"metric": selector.metric, "best_chunk": int(selector.best_chunk),
                           "best_score": selector.best_score,
                           "val": {k: best_row.get(k) for k in VAL_METRICS}},

@@ -194,6 +194,22 @@ def read_predictions(path: str | os.PathLike, group: str = "test") -> dict:
         return {"scores": g["scores"][()], "labels": g["labels"][()], "meta": meta}
 
 
+# ----------------------------------------------------------------------- metrics.json
+def run_metrics(cfg, y, scores) -> dict:
+    """The metric keys every ``metrics.json`` shares (training runs, ``evaluate``, ensembles).
+
+    :func:`lenshpc.metrics.summary` of test labels ``y`` and ``scores`` at the config's
+    ``selection`` threshold, β and curve steps, plus ``seed``, ``threshold``, ``beta``, ``n_test``.
+    """
+    from lenshpc import metrics
+
+    sel = cfg.selection
+    out = dict(metrics.summary(y, scores, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
+    out.update({"seed": int(cfg.seed), "threshold": float(sel.threshold), "beta": float(sel.beta),
+                "n_test": int(len(np.asarray(y).reshape(-1)))})
+    return out
+
+
 # ----------------------------------------------------------------------- model.keras
 def save_model(model, path: Path) -> None:
     """``model.save`` atomically (Keras insists on the ``.keras`` suffix, so the temp name keeps it)."""
@@ -246,4 +262,5 @@ def versions() -> dict:
 
 
 __all__ = ["HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
-           "read_history", "read_predictions", "save_model", "versions", "write_history", "write_predictions"]
+           "read_history", "read_predictions", "save_model", "run_metrics", "versions", "write_history",
+           "write_predictions"]

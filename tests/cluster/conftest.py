@@ -53,6 +53,15 @@ def mpirun() -> list[str]:
     return cmd
 
 
+@pytest.fixture()
+def job_env() -> dict:
+    """Environment for a job submitted from a test: no SLURM/LENSHPC/PYTEST variables leak in from the test
+    process, one compute thread, no progress bars, and the job scripts call this interpreter's lenshpc."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LENSHPC_", "PYTEST_"))}
+    env.update(OMP_NUM_THREADS="1", LENSHPC_NO_PROGRESS="1", LENSHPC_CMD=f"{sys.executable} -m lenshpc")
+    return env
+
+
 class Slurm:
     """Thin helpers around the SLURM client commands of the running local cluster."""
 

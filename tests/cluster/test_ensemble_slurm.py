@@ -8,10 +8,8 @@ they are done skips them and writes the full report.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,13 +17,7 @@ import yaml
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LENSHPC_", "PYTEST_"))}
-    env.update(OMP_NUM_THREADS="1", LENSHPC_NO_PROGRESS="1")
-    return env
-
-
-def test_input_dependent_ensembles_train_as_slurm_jobs(slurm, tiny_sweep, tmp_path):
+def test_input_dependent_ensembles_train_as_slurm_jobs(job_env, slurm, tiny_sweep, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "slurm_ide", "runs": str(tiny_sweep), "out": str(tmp_path / "out"), "seeds": [0, 1],
@@ -36,7 +28,7 @@ def test_input_dependent_ensembles_train_as_slurm_jobs(slurm, tiny_sweep, tmp_pa
              "train": {"chunks": 2, "checkpoint_every": 1, "patience": 0}},
         ]}, sort_keys=False))
     cmd = [sys.executable, "-m", "lenshpc", "ensemble", str(spec), "--quiet"]
-    first = subprocess.run([*cmd, "--executor", "slurm"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+    first = subprocess.run([*cmd, "--executor", "slurm"], cwd=tmp_path, env=job_env, capture_output=True, text=True,
                            timeout=600)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert "submitted 2 input-dependent ensemble job(s) to SLURM" in first.stdout + first.stderr
@@ -55,11 +47,11 @@ def test_input_dependent_ensembles_train_as_slurm_jobs(slurm, tiny_sweep, tmp_pa
         ens = json.loads((run / "ensemble.json").read_text())
         assert ens["method"] == "input_dependent" and len(ens["members"]) == 2
 
-    status = subprocess.run([sys.executable, "-m", "lenshpc", "status", str(out)], cwd=tmp_path, env=_env(),
+    status = subprocess.run([sys.executable, "-m", "lenshpc", "status", str(out)], cwd=tmp_path, env=job_env,
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "IDE2" in status.stdout, status.stdout + status.stderr
 
-    again = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, cwd=tmp_path, env=job_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 ensemble run(s) computed" in again.stdout or "already done" in again.stdout
     report = (out / "report.md").read_text()

@@ -8,7 +8,6 @@ both give a SEG.h5 whose content digest equals a 1-shard run in this process.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -22,12 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--set", "data.val_size=32", "--set", "data.test_size=24", "--set", "seed=3", "--pool", "48"]
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LENSHPC_", "PYTEST_"))}
-    env.update(OMP_NUM_THREADS="1", LENSHPC_NO_PROGRESS="1", LENSHPC_CMD=f"{sys.executable} -m lenshpc")
-    return env
-
-
 @pytest.fixture(scope="module")
 def reference(small_population, tmp_path_factory) -> str:
     from lenshpc.cli import main
@@ -39,11 +32,11 @@ def reference(small_population, tmp_path_factory) -> str:
     return content_digest(out)
 
 
-def test_sbatch_array_and_merge_job(slurm, small_population, reference, tmp_path):
+def test_sbatch_array_and_merge_job(job_env, slurm, small_population, reference, tmp_path):
     from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
 
     out = tmp_path / "seg.h5"
-    env = _env() | {"MAXTREE_SHARDS": "2", "MAXTREE_SBATCH": "--cpus-per-task=1 --mem=2G --time=00:10:00"}
+    env = job_env | {"MAXTREE_SHARDS": "2", "MAXTREE_SBATCH": "--cpus-per-task=1 --mem=2G --time=00:10:00"}
     proc = subprocess.run(["bash", str(REPO / "jobs" / "maxtree_array.sh"), str(small_population), str(out),
                            "--set", f"data.path={small_population}", *ARGS],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -60,14 +53,14 @@ def test_sbatch_array_and_merge_job(slurm, small_population, reference, tmp_path
     assert out.with_name("seg.montage.png").is_file()
 
 
-def test_submitit_slurm_executor(slurm, small_population, reference, tmp_path):
+def test_submitit_slurm_executor(job_env, slurm, small_population, reference, tmp_path):
     from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
 
     out = tmp_path / "seg.h5"
     proc = subprocess.run([sys.executable, "-m", "lenshpc", "maxtree", str(small_population), "--out", str(out),
                            "--executor", "slurm", "--shards", "2", "--set", f"data.path={small_population}",
                            "--set", "hpc.cpus_per_task=1", "--set", "hpc.mem_gb=2", "--set", "hpc.time_min=10", *ARGS],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, env=job_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert content_digest(out) == reference
     with SegmentedDataset(out) as seg:

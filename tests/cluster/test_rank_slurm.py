@@ -11,7 +11,6 @@ model a ``tiny_sweep`` run.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,12 +22,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--tracers", "is_tracer", "--top", "9", "--batch-size", "16"]
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LENSHPC_", "PYTEST_"))}
-    env.update(OMP_NUM_THREADS="1", LENSHPC_NO_PROGRESS="1", LENSHPC_CMD=f"{sys.executable} -m lenshpc")
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +42,9 @@ def reference(tiny_sweep, survey, tmp_path_factory) -> str:
     return (out / "ranked.csv").read_text()
 
 
-def test_sbatch_array_and_merge_job(slurm, tiny_sweep, survey, reference, tmp_path):
+def test_sbatch_array_and_merge_job(job_env, slurm, tiny_sweep, survey, reference, tmp_path):
     out = tmp_path / "rank"
-    env = _env() | {"RANK_SHARDS": "2", "RANK_SBATCH": "--cpus-per-task=1 --mem=2G --time=00:10:00"}
+    env = job_env | {"RANK_SHARDS": "2", "RANK_SBATCH": "--cpus-per-task=1 --mem=2G --time=00:10:00"}
     proc = subprocess.run(["bash", str(REPO / "jobs" / "rank_array.sh"), str(tiny_sweep / "bce" / "seed0"),
                            str(survey), "--out", str(out), *ARGS],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -68,11 +61,11 @@ def test_sbatch_array_and_merge_job(slurm, tiny_sweep, survey, reference, tmp_pa
     assert metrics["n_tracers"] == 12 and (out / "top.png").is_file()
 
 
-def test_submitit_slurm_executor(slurm, tiny_sweep, survey, reference, tmp_path):
+def test_submitit_slurm_executor(job_env, slurm, tiny_sweep, survey, reference, tmp_path):
     out = tmp_path / "rank"
     proc = subprocess.run([sys.executable, "-m", "lenshpc", "rank", str(tiny_sweep / "bce" / "seed0"), str(survey),
                            "--out", str(out), "--executor", "slurm", "--shards", "2", "--cpus-per-task", "1",
                            "--mem-gb", "2", "--time", "10", "--gpus-per-node", "0", *ARGS],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, env=job_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "ranked.csv").read_text() == reference
