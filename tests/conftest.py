@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import lenshpc  # noqa: F401,E402 - takes the oneDNN choice (lenshpc/runtime.py) before any test imports TensorFlow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("LENSHPC_NO_PROGRESS", "1")
 

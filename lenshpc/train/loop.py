@@ -41,6 +41,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from lenshpc import runtime
 from lenshpc.errors import Preempted, UserError
 from lenshpc.train import checkpoint as ckpt
 from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, append_history, config_differences, default_run_dir, file_logging,
@@ -360,6 +361,8 @@ class Trainer:
             log.info("starting %s: model %s, loss %s, selection %s, %d chunks of %d, seed %d, %d rank(s)", rd.path,
                      cfg.model.name, cfg.loss.name, cfg.selection.metric, cfg.train.chunks, cfg.data.chunk_size,
                      cfg.seed, ctx.size)
+        if self.root:
+            runtime.log_decision(log)
         # Every rank starts from rank 0's state (identical anyway when seeded, but cheap insurance).
         ctx.broadcast_variables(list(self.model.variables) + list(self.optimizer.variables))
 
@@ -519,7 +522,7 @@ class Trainer:
                         "per_chunk_s": round(timings["train_s"] / chunks_here, 4) if chunks_here else None,
                         **{k: round(v, 3) for k, v in timings.items()},
                         "images_per_s": round(images_trained / timings["train_s"], 1) if timings["train_s"] else None},
-            "versions": versions(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
+            "versions": versions(), "runtime": runtime.describe(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
         })
         result.update(self.extra_metrics())
         if self.root:
