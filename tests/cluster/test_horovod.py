@@ -25,6 +25,7 @@ STEPS, HALF_BATCH = 4, 8
 
 def _worker(out_dir: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import lenshpc  # noqa: F401 - first: takes the oneDNN choice (lenshpc/runtime.py) before TensorFlow loads
     import keras
     import numpy as np
     import tensorflow as tf
