@@ -163,6 +163,35 @@ def configure_tensorflow() -> dict:
     return decision
 
 
+def check_float16_convolutions() -> None:
+    """Refuse ``mixed_float16`` where CPU convolutions would have no float16 kernel.
+
+    Under the AVX2 cap TensorFlow still routes float16 convolutions to oneDNN (it asks the CPU, not
+    the cap, whether oneDNN can do float16), and oneDNN then cannot build them: ``AbortedError:
+    could not create a primitive descriptor``.  Mixed precision only pays on a GPU anyway, where
+    convolutions run in cuDNN, so the check passes wherever TensorFlow sees a GPU.
+
+    Raises
+    ------
+    lenshpc.errors.UserError
+        On a CPU-only process whose oneDNN is capped at AVX2.
+    """
+    d = describe()
+    if not (d["onednn"] and d["isa_cap"] and d["isa_cap"].upper() in SAFE_ISAS):
+        return
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    from lenshpc.errors import UserError
+
+    raise UserError(
+        f"train.mixed_precision=true needs a GPU here: on this CPU oneDNN is capped at {d['isa_cap']} "
+        f"({d['reason']}), and that leaves no float16 convolution kernel. Train on a GPU node, set "
+        f"train.mixed_precision=false (float16 is no faster on a CPU), or export {POLICY_ENV}=off "
+        f"(slower float32, working float16) before running lenshpc.")
+
+
 def describe() -> dict:
     """The decision recorded in ``metrics.json`` (``runtime``)."""
     return dict(configure_tensorflow())
@@ -176,5 +205,5 @@ def log_decision(logger: logging.Logger | None = None) -> None:
                          d["cpu"]["model"] or d["cpu"]["vendor"] or "unknown")
 
 
-__all__ = ["POLICIES", "POLICY_ENV", "affected", "configure_tensorflow", "cpu_info", "decide", "describe",
+__all__ = ["POLICIES", "POLICY_ENV", "affected", "check_float16_convolutions", "configure_tensorflow", "cpu_info", "decide", "describe",
            "log_decision"]

@@ -117,3 +117,27 @@ def test_run_records_and_logs_the_choice(tiny_sweep):
     recorded = json.loads((run / "metrics.json").read_text())["runtime"]
     assert recorded == runtime.describe()
     assert "oneDNN " in (run / "train.log").read_text()
+
+
+MIXED_PRECISION_RUN = r"""
+import sys
+import lenshpc
+from lenshpc.cli import main
+sys.exit(main(["train", sys.argv[1], "--run-dir", sys.argv[2], "--set", "train.mixed_precision=true",
+               "--set", "train.chunks=1"]))
+"""
+
+
+@pytest.mark.skipif(not runtime.affected(), reason="only AVX-512 CPUs get the AVX2 cap")
+def test_mixed_precision_under_the_cap_is_a_clear_user_error(tmp_path, small_population, repo_root):
+    """Under the AVX2 cap a CPU has no float16 convolution kernel: ``lenshpc train`` says so (exit 2, the fix, no
+    traceback) instead of TensorFlow's AbortedError from inside the first convolution."""
+    cfg = tmp_path / "mp.yaml"
+    cfg.write_text(f"extends: {repo_root / 'configs' / 'tiny.yaml'}\ndata:\n  path: {small_population}\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in (runtime.ONEDNN_OPTS_ENV, runtime.ONEDNN_ISA_ENV, runtime.POLICY_ENV)}
+    proc = subprocess.run([sys.executable, "-c", MIXED_PRECISION_RUN, str(cfg), str(tmp_path / "run")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "mixed_precision" in proc.stderr and "LENSHPC_ONEDNN=off" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -547,6 +547,8 @@ class Trainer:
 def _set_precision(mixed: bool):
     import keras
 
+    if mixed:
+        runtime.check_float16_convolutions()
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     return previous
