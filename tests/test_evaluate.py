@@ -13,7 +13,8 @@ import pytest
 from lenshpc.config import load_config
 
 SCORED = ("accuracy", "precision", "recall", "fbeta", "auroc", "tpr0", "tpr10", "i_auc", "soft_fbeta", "confusion",
-          "curves", "n_test", "seed")
+          "curves", "n_test", "seed", "threshold_tuned", "accuracy_tuned", "fbeta_tuned", "precision_tuned",
+          "recall_tuned", "confusion_tuned", "threshold_tuning")
 
 
 @pytest.fixture(scope="module")

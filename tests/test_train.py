@@ -33,7 +33,8 @@ def tiny_cfg(repo_root, data, *overrides, **dotted):
 
 
 def strip_timings(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "timings"}
+    """metrics.json without what legitimately differs between invocations: timings and provenance (times, hosts)."""
+    return {k: v for k, v in metrics.items() if k not in ("timings", "provenance")}
 
 
 def model_weights(path):
@@ -70,7 +71,8 @@ def test_run_dir_is_complete(straight_run):
     assert on_disk == metrics
     for key in ("accuracy", "precision", "recall", "fbeta", "auroc", "tpr0", "tpr10", "i_auc", "soft_fbeta",
                 "confusion", "curves", "seed", "selection", "chunks_trained", "stopped_early", "timings", "versions",
-                "world_size", "config"):
+                "world_size", "config", "provenance", "threshold_tuned", "accuracy_tuned", "fbeta_tuned",
+                "precision_tuned", "recall_tuned", "confusion_tuned", "threshold_tuning"):
         assert key in metrics, key
     assert metrics["chunks_trained"] == 6 and metrics["stopped_early"] is False and metrics["world_size"] == 1
     assert metrics["config"]["train.chunks"] == 6 and metrics["seed"] == cfg.seed

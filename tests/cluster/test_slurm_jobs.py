@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
 # Keys that legitimately differ between an interrupted and an uninterrupted run.
-VOLATILE = {"timings", "versions"}
+VOLATILE = {"timings", "versions", "provenance"}
 
 
 def _job_env(**extra) -> dict:
