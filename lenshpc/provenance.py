@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -166,8 +165,10 @@ def image_digest(path: str | os.PathLike) -> str | None:
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key in _digests:
         return _digests[key]
+    from lenshpc.utils import atomic_write_json, read_json_object
+
     cache = _digest_cache_file()
-    stored = _read_json(cache).get(key[0]) if cache is not None else None
+    stored = read_json_object(cache).get(key[0]) if cache is not None else None
     if isinstance(stored, dict) and stored.get("size") == st.st_size and stored.get("mtime_ns") == st.st_mtime_ns:
         _digests[key] = str(stored.get("sha256"))
         return _digests[key]
@@ -181,9 +182,7 @@ def image_digest(path: str | os.PathLike) -> str | None:
     _digests[key] = h.hexdigest()
     if cache is not None:
         with contextlib.suppress(OSError, TypeError, ValueError):
-            from lenshpc.utils import atomic_write_json
-
-            data = _read_json(cache)
+            data = read_json_object(cache)
             data[key[0]] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _digests[key]}
             atomic_write_json(cache, data)
     return _digests[key]
@@ -197,14 +196,6 @@ def _digest_cache_file() -> Path | None:
         except (RuntimeError, KeyError):  # no HOME and no passwd entry (some batch nodes)
             return None
     return Path(base) / "lenshpc" / "sif_digests.json"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def host_info() -> dict:

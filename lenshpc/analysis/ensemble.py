@@ -44,7 +44,7 @@ from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec, load_ens
 from lenshpc.analysis.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import Preempted, UserError
-from lenshpc.utils import atomic_write_json, progress
+from lenshpc.utils import atomic_write_json, progress, read_json_object
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -374,7 +374,7 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     runs = plan_ensemble_runs(spec, entries)
     outcome = EnsembleOutcome(runs=runs)
     spec.out.mkdir(parents=True, exist_ok=True)
-    previous = _read_json(spec.out / SWEEP_JSON)
+    previous = read_json_object(spec.out / SWEEP_JSON)
     jobs_by_id = {r["id"]: list(r.get("jobs") or []) for r in previous.get("runs", []) if isinstance(r, dict)}
     created = previous.get("created") or _now()
 
@@ -440,14 +440,6 @@ def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], exec
     path = spec.out / SWEEP_JSON
     atomic_write_json(path, data)
     return path
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 __all__ = ["EnsembleOutcome", "EnsembleRun", "IdeJob", "check_finished", "ide_config", "load_ensemble_spec",
