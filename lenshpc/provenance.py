@@ -204,14 +204,16 @@ def host_info() -> dict:
 
 
 # ------------------------------------------------------------------ the data
-def data_fingerprint(cfg=None, path: str | os.PathLike | None = None) -> dict | None:
+def data_provenance(cfg=None, path: str | os.PathLike | None = None) -> dict | None:
     """The dataset's fingerprint: config signature (when ``cfg``) and the file's stamp and attributes.
 
     ``path`` defaults to ``cfg.data.path``.  The signature is
     :func:`lenshpc.analysis.members.data_signature` (seed and the keys that fix the val/test
     sets); the file part is its resolved path, size, mtime and the ``created``,
-    ``schema_version``, ``lenshpc_format`` and ``lenshpc_version`` root attributes (cheap: no
-    content is hashed, a multi-GB dataset is fingerprinted in milliseconds).
+    ``schema_version``, ``lenshpc_format``, ``lenshpc_version`` and ``seed`` root attributes
+    (cheap: no content is hashed, a multi-GB dataset is fingerprinted in milliseconds); a
+    Max-Tree run also gets ``segmented_file``, whose ``content_sha256`` the segmented file
+    records itself.
     """
     out: dict[str, Any] = {}
     if cfg is not None:
@@ -220,6 +222,9 @@ def data_fingerprint(cfg=None, path: str | os.PathLike | None = None) -> dict | 
 
             out["signature"] = data_signature(cfg)
         path = path if path is not None else (getattr(cfg.data, "path", None) or None)
+        segmented = getattr(cfg.data, "segmented_path", None)
+        if getattr(cfg.data, "preprocess", None) == "maxtree" and segmented:
+            out["segmented_file"] = file_stamp(segmented)  # the Max-Tree inputs the run actually read
     if path is not None:
         out["file"] = file_stamp(path)
     return out or None
@@ -238,7 +243,7 @@ def file_stamp(path: str | os.PathLike) -> dict:
         import h5py
 
         with h5py.File(path, "r") as fh:
-            for key in ("lenshpc_format", "schema_version", "created", "lenshpc_version", "seed"):
+            for key in ("lenshpc_format", "schema_version", "created", "lenshpc_version", "seed", "content_sha256"):
                 if key in fh.attrs:
                     value = fh.attrs[key]
                     stamp[key] = value.item() if hasattr(value, "item") else (
@@ -275,7 +280,7 @@ def collect(cfg=None, *, started: str | None = None, world_size: int | None = No
     out["world_size"] = int(world_size) if world_size is not None else 1
     out["started"] = started or ended
     out["ended"] = ended
-    out["data"] = _safe(lambda: data_fingerprint(cfg, data_path), None)
+    out["data"] = _safe(lambda: data_provenance(cfg, data_path), None)
     out["runtime"] = _safe(runtime.describe, None)
     out.update(extra)
     return out
@@ -290,5 +295,5 @@ def _safe(fn, default):
 
 
 __all__ = ["CONTAINER_VARS", "PACKAGES", "PROVENANCE_VERSION", "SLURM_VARS", "code_version", "collect",
-           "container_info", "data_fingerprint", "file_stamp", "git_info", "host_info", "image_digest", "now",
+           "container_info", "data_provenance", "file_stamp", "git_info", "host_info", "image_digest", "now",
            "package_versions", "slurm_info"]

@@ -96,3 +96,20 @@ def test_collect_has_every_field_and_is_json(tmp_path, monkeypatch):
     assert prov["runtime"] == lenshpc.runtime.describe()
     assert prov["packages"]["lenshpc"] == lenshpc.__version__ and prov["packages"]["numpy"]
     json.dumps(prov)
+
+
+def test_data_fingerprint_of_a_real_dataset(tmp_path):
+    import numpy as np
+
+    from lenshpc.config import load_config
+    from lenshpc.data.format import SCHEMA_VERSION, write_labelled
+
+    data = tmp_path / "cat.h5"
+    write_labelled(data, np.zeros((10, 8, 8, 1), np.float32), np.arange(10) % 2, seed=5)
+    cfg = load_config().replace(**{"data.path": str(data), "seed": 3})
+    fp = provenance.data_provenance(cfg)
+    assert fp["signature"]["seed"] == 3 and fp["signature"]["data.path"] == str(data.resolve())
+    assert fp["file"]["path"] == str(data.resolve()) and fp["file"]["size"] == data.stat().st_size
+    assert fp["file"]["mtime_ns"] == data.stat().st_mtime_ns and fp["file"]["lenshpc_format"] == "labelled"
+    assert fp["file"]["schema_version"] == SCHEMA_VERSION and fp["file"]["seed"] == 5 and fp["file"]["created"]
+    json.dumps(fp)
