@@ -29,6 +29,11 @@ Soft Fβ (thesis Sec 3.5.2) uses the soft counts of Eq 3.9–3.12 and the same �
 The soft-count and soft-Fβ formulas below use only arithmetic operators and a pluggable
 ``reduce_sum``, so :mod:`lenshpc.losses` evaluates the very same code on Keras tensors.
 
+Validation-tuned threshold: :func:`tuned_summary` finds the threshold that maximises Fβ on the
+validation scores (:func:`best_fbeta_threshold`) and reports the test metrics at it, beside those
+at the fixed ``threshold`` (``metrics.json``: ``<metric>_tuned`` keys), so a model whose scores
+all fall below 0.5 is not reported as Fβ = 0.
+
 Challenge metrics (Metcalf et al. 2019): TPR0 is the highest TPR reachable with zero false
 positives, TPR10 the highest with at most ten (:func:`tpr_at_fp`).
 """
@@ -143,10 +148,7 @@ def recall(y: Any, p: Any, threshold: float = 0.5) -> float:
 
 def fbeta(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5) -> float:
     """Fβ at ``threshold`` (Eq 3.18); 0 when precision and recall are both 0."""
-    c = confusion(y, p, threshold)
-    prec = _safe_div(c["tp"], c["tp"] + c["fp"])
-    rec = _safe_div(c["tp"], c["tp"] + c["fn"])
-    return float(fbeta_from_pr(prec, rec, beta))
+    return at_threshold(y, p, threshold, beta)["fbeta"]
 
 
 def _counts_at(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +278,73 @@ def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = 1000) -> tuple[np
     return x[keep], y[keep]
 
 
+def at_threshold(y: Any, p: Any, threshold: float, beta: float = 0.17) -> dict:
+    """Accuracy, precision, recall, Fβ and the confusion matrix at one ``threshold`` (one pass)."""
+    y, p = _as_arrays(y, p)
+    c = confusion(y, p, threshold)
+    prec = _safe_div(c["tp"], c["tp"] + c["fp"])
+    rec = _safe_div(c["tp"], c["tp"] + c["fn"])
+    return {"accuracy": _safe_div(c["tp"] + c["tn"], y.size), "precision": prec, "recall": rec,
+            "fbeta": float(fbeta_from_pr(prec, rec, beta)), "confusion": c}
+
+
+def best_fbeta_threshold(y: Any, p: Any, beta: float = 0.17) -> tuple[float, float] | None:
+    """The threshold that maximises Fβ on labelled scores (the validation set) and that Fβ.
+
+    Every distinct score is a candidate (``sklearn.metrics.precision_recall_curve``; exact,
+    no grid), so a model whose scores all lie below 0.5 still gets its best cut.  The returned
+    threshold is the midpoint between the Fβ-maximising score and the next lower distinct
+    score (the lowest score itself when there is none): it classifies the validation set exactly
+    like the maximising score but leaves a margin on both sides for unseen (test) scores, as a
+    decision stump does.  Among equal maxima the first (lowest threshold, highest recall) wins.
+
+    Returns
+    -------
+    (threshold, fbeta) or None
+        None when the set has no lenses or no non-lenses (Fβ cannot be traded off).
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y, p = _as_arrays(y, p)
+    if np.unique(y).size < 2:
+        return None
+    prec, rec, thr = precision_recall_curve(y, p, drop_intermediate=False)
+    f = np.asarray(fbeta_from_pr(prec[:-1], rec[:-1], beta), dtype=np.float64)  # the last point has no threshold
+    k = int(np.argmax(f))
+    lower = np.unique(p)
+    below = lower[lower < thr[k]]
+    t = float(thr[k]) if below.size == 0 else float((thr[k] + below[-1]) / 2.0)
+    return t, float(f[k])
+
+
+#: metrics.json keys measured at the validation-tuned threshold: ``<name>_tuned`` (plus ``threshold_tuned``).
+TUNED_METRICS = ("accuracy", "fbeta", "precision", "recall")
+TUNED_SUFFIX = "_tuned"
+
+
+def tuned_summary(y_val: Any, p_val: Any, y_test: Any, p_test: Any, beta: float = 0.17) -> dict:
+    """Test metrics at the threshold that maximises Fβ on the validation set (:func:`best_fbeta_threshold`).
+
+    Returns
+    -------
+    dict
+        ``threshold_tuned``, ``accuracy_tuned``, ``fbeta_tuned``, ``precision_tuned``,
+        ``recall_tuned`` (test set), ``confusion_tuned`` and ``threshold_tuning``
+        (``rule``, ``val_fbeta``, ``n_val``); every value None when the validation set has a
+        single class.
+    """
+    found = best_fbeta_threshold(y_val, p_val, beta)
+    n_val = int(np.asarray(y_val).size)
+    rule = f"maximises Fβ (β = {float(beta):g}) on the validation set; applied to the test set"
+    if found is None:
+        out = {f"{k}{TUNED_SUFFIX}": None for k in ("threshold", *TUNED_METRICS, "confusion")}
+        return {**out, "threshold_tuning": {"rule": rule, "val_fbeta": None, "n_val": n_val}}
+    t, val_f = found
+    test = at_threshold(y_test, p_test, t, beta)
+    out = {f"threshold{TUNED_SUFFIX}": t, **{f"{k}{TUNED_SUFFIX}": test[k] for k in (*TUNED_METRICS, "confusion")}}
+    return {**out, "threshold_tuning": {"rule": rule, "val_fbeta": val_f, "n_val": n_val}}
+
+
 def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: int = 100,
             roc_points: int = 1000) -> dict:
     """Every metric of this module in one JSON-ready dict (the body of ``metrics.json``).
@@ -292,9 +361,7 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
         AUROC and TPR0/TPR10 are computed from the full data, never from the thinned curve.
     """
     y, p = _as_arrays(y, p)
-    c = confusion(y, p, threshold)
-    prec = _safe_div(c["tp"], c["tp"] + c["fp"])
-    rec = _safe_div(c["tp"], c["tp"] + c["fn"])
+    at = at_threshold(y, p, threshold, beta)
     curve = fbeta_curve(y, p, beta=beta, steps=steps)
     two_classes = np.unique(y).size == 2
     fpr, tpr = thin_curve(*roc_curve(y, p)[:2], max_points=roc_points) if two_classes else (np.array([]),) * 2
@@ -304,16 +371,16 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
         "threshold": float(threshold),
         "beta": float(beta),
         "steps": int(steps),
-        "accuracy": _safe_div(c["tp"] + c["tn"], y.size),
-        "precision": prec,
-        "recall": rec,
-        "fbeta": float(fbeta_from_pr(prec, rec, beta)),
+        "accuracy": at["accuracy"],
+        "precision": at["precision"],
+        "recall": at["recall"],
+        "fbeta": at["fbeta"],
         "i_auc": float(np.mean(curve["fbeta"][:-1])),
         "soft_fbeta": soft_fbeta(y, p, beta),
         "auroc": _json_float(auroc(y, p)),
         "tpr0": tpr_at_fp(y, p, 0),
         "tpr10": tpr_at_fp(y, p, 10),
-        "confusion": c,
+        "confusion": at["confusion"],
         "curves": {
             **{k: v.tolist() for k, v in curve.items()},
             "roc_fpr": fpr.tolist(),

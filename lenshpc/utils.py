@@ -63,6 +63,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``; ``{}`` when the file is missing, unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 # ---------------------------------------------------------------- random streams
 def rng_for(seed: int, *keys: int | str) -> np.random.Generator:
     """A ``numpy`` generator determined only by ``seed`` and the ``keys``.

@@ -105,7 +105,7 @@ def ensembled(tiny_sweep, tmp_path_factory):
 
 
 def test_cli_writes_complete_ensemble_run_dirs_with_scores_equal_to_X_w(ensembled, tiny_sweep):
-    from lenshpc.metrics import summary
+    from lenshpc.metrics import at_threshold, best_fbeta_threshold, summary
 
     _, out = ensembled
     for e in ENSEMBLES:
@@ -134,6 +134,15 @@ def test_cli_writes_complete_ensemble_run_dirs_with_scores_equal_to_X_w(ensemble
             for key in ("accuracy", "fbeta", "precision", "recall", "auroc", "tpr0", "tpr10"):
                 assert metrics[key] == pytest.approx(ref[key])
             assert metrics["seed"] == k and metrics["n_val"] == len(_read(rd, "val")["labels"])
+            # the threshold tuned on the ensemble's own validation scores, applied to its test scores
+            val = _read(rd, "val")
+            t_star = best_fbeta_threshold(val["labels"], val["scores"], beta=metrics["beta"])[0]
+            assert metrics["threshold_tuned"] == pytest.approx(t_star)
+            at = at_threshold(test["labels"], test["scores"], metrics["threshold_tuned"], beta=metrics["beta"])
+            assert metrics["fbeta_tuned"] == pytest.approx(at["fbeta"]) and metrics["confusion_tuned"] == at["confusion"]
+            prov = metrics["provenance"]
+            assert prov["command"] == "ensemble" and sorted(prov["members"]) == sorted(e["members"])
+            assert all(p["lenshpc"]["version"] for p in prov["members"].values())
             assert metrics["config"]["ensemble.name"] == e["name"]
             assert yaml.safe_load((rd / "config.yaml").read_text())["name"] == e["name"]
             # the thesis variant's weights are softmax(theta): recompute from the optimiser's record

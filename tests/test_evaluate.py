@@ -13,7 +13,8 @@ import pytest
 from lenshpc.config import load_config
 
 SCORED = ("accuracy", "precision", "recall", "fbeta", "auroc", "tpr0", "tpr10", "i_auc", "soft_fbeta", "confusion",
-          "curves", "n_test", "seed")
+          "curves", "n_test", "seed", "threshold_tuned", "accuracy_tuned", "fbeta_tuned", "precision_tuned",
+          "recall_tuned", "confusion_tuned", "threshold_tuning")
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +54,19 @@ def test_evaluate_cli_on_another_population(finished_run, tmp_path, capsys):
                                 size=64, progress=False)
     out = tmp_path / "scored"
     assert main(["evaluate", str(run_dir), "--data", str(other), "--out", str(out)]) == 0
-    assert "auroc" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "auroc" in printed and "at t = 0.5" in printed
     result = json.loads((out / "metrics.json").read_text())
     assert result["data"] == str(other) and result["data_kind"] == "population" and result["n_test"] > 0
     assert (out / "predictions.h5").is_file()
+    # the run's own t* (tuned on the run's validation set), applied to the other file's test set
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert result["threshold_tuned"] == run_metrics["threshold_tuned"]
+    if result["threshold_tuned"] is not None:
+        assert f"at t* = {result['threshold_tuned']:.4g}" in printed
+    prov = result["provenance"]
+    assert prov["command"] == "evaluate" and prov["data"]["file"]["path"] == str(other.resolve())
+    assert prov["source_run"]["lenshpc"] == run_metrics["provenance"]["lenshpc"]
 
 
 def test_labelled_dataset_trains_and_evaluates_through_the_same_loop(repo_root, small_population, tmp_path):

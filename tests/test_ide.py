@@ -36,7 +36,8 @@ def members_of(root, groups=GROUPS):
 
 
 def strip_timings(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "timings"}
+    """metrics.json without what legitimately differs between invocations: timings and provenance (times, hosts)."""
+    return {k: v for k, v in metrics.items() if k not in ("timings", "provenance")}
 
 
 def history_without_seconds(path):

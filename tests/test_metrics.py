@@ -183,3 +183,54 @@ def test_roc_curve_in_the_summary_is_thinned_to_real_vertices():
     assert all(pt in full for pt in zip(fpr.tolist(), tpr.tolist()))  # vertices of the real curve
     assert np.trapezoid(tpr, fpr) == pytest.approx(s["auroc"], abs=0.01)
     assert s["auroc"] == pytest.approx(skm.roc_auc_score(y, p))  # from the full data
+
+
+# ----------------------------------------------------------------------- validation-tuned threshold
+def _brute_best_fbeta(y, p, beta):
+    """Fβ at every distinct score by direct counting (independent of sklearn's precision_recall_curve)."""
+    y, p = np.asarray(y), np.asarray(p, dtype=float)
+    best = (-1.0, None)
+    for t in np.unique(p):
+        pred = p >= t
+        tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
+        prec, rec = tp / (tp + fp), tp / int((y == 1).sum())
+        f = (1 + beta**2) * prec * rec / (beta**2 * prec + rec) if prec + rec else 0.0
+        if f > best[0]:
+            best = (f, t)
+    return best
+
+
+def test_best_fbeta_threshold_is_the_exact_maximum_over_the_scores():
+    rng = np.random.default_rng(14)
+    for _ in range(40):
+        n = int(rng.integers(6, 200))
+        y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        p = np.round(rng.random(n) * 0.45, 2)  # ties and every score below 0.5
+        t, f = metrics.best_fbeta_threshold(y, p, beta=0.17)
+        f_brute, t_brute = _brute_best_fbeta(y, p, 0.17)
+        assert f == pytest.approx(f_brute, abs=1e-12)
+        # the midpoint cut classifies the validation set exactly like the maximising score
+        np.testing.assert_array_equal(p >= t, p >= t_brute)
+        assert metrics.fbeta(y, p, beta=0.17, threshold=t) == pytest.approx(f_brute, abs=1e-12)
+
+
+def test_tuned_summary_rescues_a_model_that_scores_everything_below_one_half():
+    # A perfectly ranking model whose scores never reach 0.5: Fβ = 0 at t = 0.5, 1 at the tuned cut.
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p_val, p_test = np.array([0.1, 0.12, 0.2, 0.3, 0.35, 0.4]), np.array([0.05, 0.15, 0.22, 0.28, 0.33, 0.45])
+    assert metrics.fbeta(y, p_test, threshold=0.5) == 0.0
+    out = metrics.tuned_summary(y, p_val, y, p_test, beta=0.17)
+    assert out["threshold_tuned"] == pytest.approx((0.2 + 0.3) / 2)  # midpoint of the last non-lens and first lens
+    assert out["fbeta_tuned"] == out["accuracy_tuned"] == out["precision_tuned"] == out["recall_tuned"] == 1.0
+    assert out["confusion_tuned"] == {"tp": 3, "fp": 0, "fn": 0, "tn": 3}
+    assert out["threshold_tuning"]["val_fbeta"] == 1.0 and out["threshold_tuning"]["n_val"] == 6
+    # the test metrics at t* are the module's own thresholded metrics at that threshold
+    at = metrics.at_threshold(y, p_test, out["threshold_tuned"], beta=0.17)
+    assert {k: out[f"{k}_tuned"] for k in metrics.TUNED_METRICS} == {k: at[k] for k in metrics.TUNED_METRICS}
+
+
+def test_tuned_summary_of_a_single_class_validation_set_is_null():
+    assert metrics.best_fbeta_threshold([1, 1], [0.3, 0.4]) is None
+    out = metrics.tuned_summary([1, 1], [0.3, 0.4], [0, 1], [0.2, 0.6])
+    assert out["threshold_tuned"] is None and out["fbeta_tuned"] is None and out["threshold_tuning"]["n_val"] == 2
+    json.dumps(out)  # JSON-ready

@@ -210,6 +210,12 @@ def test_tracer_metrics_montage_and_provenance(ranked, catalogue, direct_scores)
         assert head == b"\x89PNG\r\n\x1a\n" and (ranked / png).stat().st_size > 10_000
     info = json.loads((ranked / "rank.json").read_text())
     assert info["n"] == N_NEG + N_TRACERS and info["shards"] == 1 and len(info["top"]) == 10
+    prov = info["provenance"]
+    assert m["provenance"] == prov and prov["command"] == "rank" and prov["executor"] == "inline"
+    assert prov["data"]["file"]["path"] == str(Path(catalogue["path"]).resolve())
+    assert prov["data"]["file"]["lenshpc_format"] == "labelled" and prov["started"] <= prov["ended"]
+    model_prov = json.loads((Path(info["model"]) / "metrics.json").read_text())["provenance"]
+    assert prov["model"]["lenshpc"] == model_prov["lenshpc"]  # which code trained the ranking model
     assert sorted(p.name for p in (ranked / "shards").iterdir()) == ["scores-0000-of-0001.h5"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +34,8 @@ def tiny_cfg(repo_root, data, *overrides, **dotted):
 
 
 def strip_timings(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "timings"}
+    """metrics.json without what legitimately differs between invocations: timings and provenance (times, hosts)."""
+    return {k: v for k, v in metrics.items() if k not in ("timings", "provenance")}
 
 
 def model_weights(path):
@@ -70,7 +72,8 @@ def test_run_dir_is_complete(straight_run):
     assert on_disk == metrics
     for key in ("accuracy", "precision", "recall", "fbeta", "auroc", "tpr0", "tpr10", "i_auc", "soft_fbeta",
                 "confusion", "curves", "seed", "selection", "chunks_trained", "stopped_early", "timings", "versions",
-                "world_size", "config"):
+                "world_size", "config", "provenance", "threshold_tuned", "accuracy_tuned", "fbeta_tuned",
+                "precision_tuned", "recall_tuned", "confusion_tuned", "threshold_tuning"):
         assert key in metrics, key
     assert metrics["chunks_trained"] == 6 and metrics["stopped_early"] is False and metrics["world_size"] == 1
     assert metrics["config"]["train.chunks"] == 6 and metrics["seed"] == cfg.seed
@@ -84,6 +87,36 @@ def test_run_dir_is_complete(straight_run):
     assert all(len(v) == len(test["scores"]) for v in test["meta"].values())
     assert "chunk 6/6" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["next_chunk"] == 6
+
+
+def test_metrics_carry_the_tuned_threshold_and_provenance(straight_run):
+    """t* is the validation set's Fβ maximiser applied to the test set; provenance describes this run."""
+    import tensorflow as tf
+
+    import lenshpc
+    from lenshpc import metrics as M
+    from lenshpc.train import read_predictions
+
+    cfg, run_dir, metrics = straight_run
+    val = read_predictions(run_dir / "predictions.h5", "val")
+    test = read_predictions(run_dir / "predictions.h5", "test")
+    found = M.best_fbeta_threshold(val["labels"], val["scores"], beta=cfg.selection.beta)
+    if found is None:
+        assert metrics["threshold_tuned"] is None
+    else:
+        assert metrics["threshold_tuned"] == pytest.approx(found[0], abs=1e-7)
+        at = M.at_threshold(test["labels"], test["scores"], metrics["threshold_tuned"], beta=cfg.selection.beta)
+        for key in M.TUNED_METRICS:
+            assert metrics[f"{key}_tuned"] == pytest.approx(at[key]), key
+        assert metrics["threshold_tuning"]["val_fbeta"] == pytest.approx(found[1], abs=1e-6)
+    prov = metrics["provenance"]
+    assert prov["lenshpc"]["version"] == lenshpc.__version__ and prov["packages"]["tensorflow"] == tf.__version__
+    assert prov["packages"] == metrics["versions"] and prov["runtime"] == metrics["runtime"]
+    assert prov["world_size"] == 1 and prov["started"] <= prov["ended"] and prov["host"]["hostname"]
+    assert prov["data"]["file"]["path"] == str(Path(cfg.data.path).resolve())
+    assert prov["data"]["file"]["size"] == Path(cfg.data.path).stat().st_size
+    assert prov["data"]["signature"]["seed"] == cfg.seed
+    assert prov["data"]["signature"]["data.val_size"] == cfg.data.val_size
 
 
 def test_done_run_is_skipped(straight_run):

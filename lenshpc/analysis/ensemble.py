@@ -31,11 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -46,7 +44,7 @@ from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec, load_ens
 from lenshpc.analysis.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import Preempted, UserError
-from lenshpc.utils import atomic_write_json, progress
+from lenshpc.utils import atomic_write_json, progress, read_json_object
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -123,14 +121,14 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     Returns the ``metrics.json`` written (or the existing one when ``DONE`` and not ``force``).
     """
     from lenshpc.config import flatten
-    from lenshpc.train.rundir import RunDir, write_predictions
+    from lenshpc.train.rundir import RunDir, versions, write_predictions
 
     entry, rd = run.entry, RunDir(run.run_dir)
     if rd.is_done() and not force:
         return json.loads(rd.metrics.read_text())
     if run.problem:
         raise UserError(run.problem)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), _now()
     rd.clear_markers()
     data_cfg = load_member_config(run.members[0].run_dir).replace(seed=run.seed)
     cfg = data_cfg.replace(name=entry.name)
@@ -144,13 +142,14 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
         else:
             fit = average_weights(ps.X_val, ps.y_val)
         s_val, s_test = apply_weights(ps.X_val, fit.weights), apply_weights(ps.X_test, fit.weights)
-        metrics = _metrics(cfg, ps.y_test, s_test, n_val=len(ps.y_val))
+        metrics = _metrics(cfg, ps.y_test, s_test, n_val=len(ps.y_val), val=(ps.y_val, s_val))
         info = _ensemble_info(run, fit.to_dict(), ps.sources)
         metrics["ensemble"] = {k: info[k] for k in ("name", "method", "variant", "member_names", "weights")}
         metrics["ensemble"]["members"] = info["members"]
         metrics["config"] = {**flatten(cfg.to_dict()), **_ensemble_keys(entry)}
         metrics["timings"] = {"total_s": time.perf_counter() - start}
-        metrics["versions"] = _versions()
+        metrics["versions"] = versions()
+        metrics["provenance"] = _provenance(data_cfg, started, run)
         write_predictions(rd.predictions, {"val": {"scores": s_val, "labels": ps.y_val},
                                            "test": {"scores": s_test, "labels": ps.y_test, "meta": ps.test_meta}})
         atomic_write_json(rd.path / ENSEMBLE_JSON, info)
@@ -164,10 +163,20 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     return metrics
 
 
-def _metrics(cfg, y: np.ndarray, scores: np.ndarray, n_val: int) -> dict:
+def _metrics(cfg, y: np.ndarray, scores: np.ndarray, n_val: int, val=None) -> dict:
     from lenshpc.train.rundir import run_metrics
 
-    return {**run_metrics(cfg, y, scores), "n_val": int(n_val)}
+    return {**run_metrics(cfg, y, scores, val=val), "n_val": int(n_val)}
+
+
+def _provenance(data_cfg, started: str, run: EnsembleRun) -> dict:
+    """``metrics.json["provenance"]`` of a weighted ensemble run, with each member's lenshpc/package versions."""
+    from lenshpc import provenance
+    from lenshpc.train.evaluate import run_provenance
+    from lenshpc.train.rundir import RunDir
+
+    return provenance.collect(data_cfg, started=started, command="ensemble",
+                              members={m.label: run_provenance(RunDir(m.run_dir)) for m in run.members})
 
 
 def _ensemble_info(run: EnsembleRun, fit: dict, sources: list[str]) -> dict:
@@ -198,18 +207,10 @@ def _json_safe(obj):
     return safe(obj)
 
 
-def _versions() -> dict:
-    import h5py
-    import scipy
-
-    from lenshpc import __version__
-
-    return {"lenshpc": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "h5py": h5py.__version__,
-            "python": platform.python_version()}
-
-
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    from lenshpc.provenance import now
+
+    return now()
 
 
 # ====================================================================== input-dependent ensembles
@@ -373,7 +374,7 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     runs = plan_ensemble_runs(spec, entries)
     outcome = EnsembleOutcome(runs=runs)
     spec.out.mkdir(parents=True, exist_ok=True)
-    previous = _read_json(spec.out / SWEEP_JSON)
+    previous = read_json_object(spec.out / SWEEP_JSON)
     jobs_by_id = {r["id"]: list(r.get("jobs") or []) for r in previous.get("runs", []) if isinstance(r, dict)}
     created = previous.get("created") or _now()
 
@@ -439,14 +440,6 @@ def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], exec
     path = spec.out / SWEEP_JSON
     atomic_write_json(path, data)
     return path
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 __all__ = ["EnsembleOutcome", "EnsembleRun", "IdeJob", "check_finished", "ide_config", "load_ensemble_spec",

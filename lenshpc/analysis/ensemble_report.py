@@ -2,7 +2,9 @@
 
 Rows are the spec's ensembles (mean ± std over the ensemble runs, std with ddof = 1) followed by
 the member groups' own rows over the same seeds, for comparison; columns Accuracy, Fβ, Precision,
-Recall at the decision threshold, then AUROC, TPR0, TPR10.  Writes ``OUT/report.{md,csv,tex}``,
+Recall at the decision threshold, then AUROC, TPR0, TPR10; a second table at each run's
+validation-tuned threshold t* (:func:`lenshpc.metrics.tuned_summary`); † marks rows distinguishable
+from a column's best row (:mod:`lenshpc.report.significance`).  Writes ``OUT/report.{md,csv,tex}``,
 ``OUT/plots/fbeta_curves.*`` (all ensembles), ``OUT/plots/<ensemble>/fbeta_curves.*`` (one
 ensemble with its std band, recall and precision: Figs 5.15–5.18), ``OUT/plots/members/…``,
 ROC curves and prediction histograms.
@@ -18,9 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec
-from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord, load_run
-from lenshpc.report.stats import GroupSummary, metric_matrix, summarise
-from lenshpc.report.tables import STD_NOTE, csv_text, markdown_table, tex_escape, tex_table, write_tables
+from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, load_run
+from lenshpc.report.stats import GroupSummary, summarise_group
+from lenshpc.report import provenance as code_provenance
+from lenshpc.report import significance
+from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, markdown_tables, tex_escape, tex_tables,
+                                   write_tables)
 
 #: Extra columns of report.csv (the row's description).
 CSV_KEYS = ["kind", "method", "variant", "members", "weights_mean", "weights_std"]
@@ -46,9 +51,7 @@ def _group(label: str, values: dict, dirs: dict[int, Path]) -> GroupSummary:
         rec.seed = seed if rec.seed is None else rec.seed
         {OK: g.runs, FAILED: g.failed, INCOMPLETE: g.incomplete, CORRUPT: g.corrupt}[rec.status].append(rec)
     g.seeds = g._seeds(g.runs)
-    matrix = metric_matrix(g.runs)
-    for j, name in enumerate(METRICS):
-        g.mean[name], g.std[name], g.count[name] = summarise(matrix[:, j])
+    summarise_group(g)
     return g
 
 
@@ -110,7 +113,8 @@ def write_report(spec: EnsembleSpec, *, plots: bool = True) -> EnsembleReport:
     """Write ``report.{md,csv,tex}`` and the plots under ``spec.out``; returns what was written."""
     ens, members, weights = build_groups(spec)
     groups = ens + members
-    table = markdown_table(groups)
+    significance.annotate(groups, TESTED_COLUMNS)
+    table = markdown_tables(groups, _common(groups, "threshold"))
     report = EnsembleReport(groups=groups, table=table, weights=weights)
     out = spec.out
     problems: list[str] = []
@@ -120,7 +124,7 @@ def write_report(spec: EnsembleSpec, *, plots: bool = True) -> EnsembleReport:
     md = _markdown(spec, report, threshold, problems)
     caption = (f"Ensembles (rows 1--{len(ens)}) and their members: mean $\\pm$ std over the ensemble runs at decision "
                f"threshold {threshold} ({tex_escape(STD_NOTE)}).")
-    report.files = write_tables(out, md, csv_text(groups, CSV_KEYS), tex_table(groups, caption))
+    report.files = write_tables(out, md, csv_text(groups, CSV_KEYS), tex_tables(groups, caption))
     return report
 
 
@@ -160,9 +164,12 @@ def _markdown(spec: EnsembleSpec, r: EnsembleReport, threshold: str, problems: l
     lines = [f"# Ensemble report: {spec.name}", "",
              f"Spec: `{spec.path}`; ensemble runs in `{spec.out}`; members from `{spec.runs}`; seeds "
              f"{', '.join(map(str, spec.seeds))}.",
-             f"Test-set metrics at decision threshold t = {threshold} (β = {beta}); mean ± std over the ensemble runs "
-             f"(a committee is one run), {STD_NOTE}. Member rows: the members' own runs over the same seeds.", "",
-             r.table, ""]
+             f"Test-set metrics (β = {beta}); mean ± std over the ensemble runs "
+             f"(a committee is one run), {STD_NOTE}. Member rows: the members' own runs over the same seeds.", ""]
+    warnings = code_provenance.mixing_warnings(r.groups)
+    if warnings:
+        lines += ["## Warnings", "", *(f"- **warning**: {w}" for w in warnings), ""]
+    lines += [r.table, ""]
     if r.weights:
         lines += ["## Weights (mean ± std over the ensemble runs)", ""]
         for label, (names, mean, std) in r.weights.items():
@@ -186,6 +193,7 @@ def _markdown(spec: EnsembleSpec, r: EnsembleReport, threshold: str, problems: l
                 rel = p.relative_to(spec.out) if p.is_relative_to(spec.out) else p
                 lines.append(f"![{rel.parent.name}/{p.stem}]({rel})")
         lines.append("")
+    lines += code_provenance.markdown_lines(r.groups)
     lines += ["Files: `report.csv` (all numbers, full precision, mean weights), `report.tex` (booktabs table). "
               "Each ensemble run directory holds `ensemble.json` (members, weights, optimiser result).", ""]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenshpc import provenance
 from lenshpc.analysis import rank as rk
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import atomic_path, atomic_write_json
@@ -318,6 +319,7 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
     from lenshpc.analysis import rank_shards as rs
     from lenshpc.data.format import open_dataset
 
+    started = provenance.now()
     if top < 0:
         raise UserError(f"--top must be ≥ 0, got {top}")
     out = Path(out) if out is not None else default_out(model, catalogue)
@@ -348,9 +350,11 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
                 out / "top.png", ds, head, ids, scores, ranks, flags,
                 f"top {len(head)} of {plan.n} cutouts in {Path(catalogue).name} ranked by {_model_name(plan.model)}"))
     metrics = None
+    prov = _provenance(plan, started, executor)
     if flags is not None and flags.any():
         metrics = rk.rank_metrics(scores, flags)
-        metrics = {**metrics, "tracers": tracer_info, "model": plan.model, "catalogue": plan.catalogue}
+        metrics = {**metrics, "tracers": tracer_info, "model": plan.model, "catalogue": plan.catalogue,
+                   "provenance": prov}
         atomic_write_json(out / "rank_metrics.json", metrics)
         outputs["rank_metrics_json"] = str(out / "rank_metrics.json")
         outputs["tracer_rank_curve_png"] = str(write_trc_plot(out / "tracer_rank_curve.png",
@@ -360,9 +364,22 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
     summary = {**summary, "status": "merged", "tracers": tracer_info, "outputs": outputs,
                "top": [{"id": _id_text(ids[i]), "score": float(scores[i]), "rank": float(ranks[i])}
                        for i in order[:min(10, plan.n)].tolist()],
-               "lenshpc_version": __version__}
+               "lenshpc_version": __version__, "provenance": prov}
     atomic_write_json(out / "rank.json", summary)
     return {**summary, "metrics": metrics}
+
+
+def _provenance(plan, started: str, executor: str) -> dict:
+    """``provenance`` of ``rank.json`` / ``rank_metrics.json``: this merge, the catalogue, the model's own runs.
+
+    The shards may have been scored by other (SLURM array) tasks; this block describes the process
+    that merged and reported them.
+    """
+    from lenshpc.train.evaluate import run_provenance
+    from lenshpc.train.rundir import RunDir
+
+    return provenance.collect(started=started, data_path=plan.catalogue, command="rank", executor=executor,
+                              model=run_provenance(RunDir(plan.model)))
 
 
 __all__ = ["CSV_COLUMNS", "catalogue_ids", "default_out", "rank_catalogue", "read_id_file", "read_ranked_csv",

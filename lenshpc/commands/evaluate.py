@@ -11,6 +11,8 @@ Apply a run's selected model (RUN_DIR/model.keras) to a dataset and write metric
 predictions.h5 (same format as the run's own; docs/run-dir.md).
 
 Without --data the run's own fixed test set is scored, which reproduces RUN_DIR/metrics.json.
+Metrics are given at selection.threshold and at t*, the threshold that maximises Fβ on the
+run's own validation scores (RUN_DIR/predictions.h5), applied to the scored set.
 A population dataset is scored on its fixed test set (mock lenses + negatives, as in training);
 a labelled dataset on its test split, or on every image with --split all.
 
@@ -31,11 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lenshpc.commands import thresholds_text
     from lenshpc.train import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data, split=args.split, out=args.out)
     auroc = result.get("auroc")
     print(f"{args.run_dir} on {result['data']} ({result['split']}, {result['n_test']} images): "
           f"auroc {auroc if auroc is None else round(auroc, 4)}, accuracy {round(result.get('accuracy', float('nan')), 4)}, "
-          f"fbeta {round(result.get('fbeta', float('nan')), 4)}")
+          f"{thresholds_text(result)}")
     return 0

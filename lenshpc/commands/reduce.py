@@ -12,7 +12,11 @@ Runs are grouped by every config key that differs between them, except the seed 
 --group-by). For each group: mean ± std over seeds of accuracy, Fβ, precision and recall at
 the decision threshold (0.5 by default), AUROC, TPR0 and TPR10, the number of finished runs
 and which seeds are missing, failed or still running. std is the SAMPLE standard deviation
-over seeds (ddof = 1).
+over seeds (ddof = 1). A second table repeats accuracy, Fβ, precision and recall at t*, the
+threshold that maximises Fβ on each run's validation set (runs that recorded it).
+† marks groups distinguishable from a column's best group (Welch's t-test over seeds,
+two-sided, α = 0.05). A "Provenance" section lists the lenshpc version/commit and TensorFlow
+version behind each group; a group mixing them is warned about (report and stderr).
 
 Writes OUT/report.md, OUT/report.csv, OUT/report.tex and OUT/plots/{fbeta_curves,
 prediction_histograms,roc_curves}.{png,pdf}. A partial sweep is fine; a corrupt metrics.json
@@ -35,10 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from lenshpc.report import reduce_runs
 
     group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
     result = reduce_runs(args.dir, out=args.out, group_by=group_by, plots=not args.no_plots)
+    for warning in result.warnings:  # on stderr even with --quiet: these numbers mix code versions
+        print(f"lenshpc reduce: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(result.table)
         print()

@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lenshpc.commands import thresholds_text
     from lenshpc.config import load_config
     from lenshpc.errors import UserError
     from lenshpc.train import RunDir, default_run_dir, run_training
@@ -61,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
     auroc = metrics.get("auroc")
     print(f"{run_dir}: test auroc {auroc if auroc is None else round(auroc, 4)}, "
           f"accuracy {round(metrics.get('accuracy', float('nan')), 4)}, "
-          f"chunks {metrics.get('chunks_trained')}, best chunk {metrics.get('selection', {}).get('best_chunk')}")
+          f"chunks {metrics.get('chunks_trained')}, best chunk {metrics.get('selection', {}).get('best_chunk')}; "
+          f"{thresholds_text(metrics)}")
     return 0

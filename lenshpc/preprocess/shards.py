@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from lenshpc import __version__
 from lenshpc.config import EVAL_SET_KEYS, Config, MaxTreeConfig, from_dict
 from lenshpc.errors import DataError
 from lenshpc.preprocess import segfile
+from lenshpc.provenance import code_version
 from lenshpc.utils import progress, rng_for
 
 log = logging.getLogger(__name__)
@@ -46,18 +45,6 @@ def data_fingerprint(cfg: Config) -> dict:
     for key in DATA_KEYS[1:]:
         flat[key] = getattr(cfg.data, key.split(".", 1)[1])
     return flat
-
-
-def code_version() -> str:
-    """``lenshpc <version>`` plus the git commit when running from a checkout."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        if rev.returncode == 0 and rev.stdout.strip():
-            return f"{__version__}+g{rev.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return __version__
 
 
 def shards_dir(out: str | Path) -> Path:

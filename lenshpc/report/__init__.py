@@ -19,8 +19,11 @@ from pathlib import Path
 
 from lenshpc.errors import UserError
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord, find_run_dirs, load_runs
+from lenshpc.report import provenance as code_provenance
+from lenshpc.report import significance
 from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
-from lenshpc.report.tables import STD_NOTE, csv_text, markdown_table, tex_escape, tex_table, write_tables
+from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, markdown_tables, tex_escape,
+                                   tex_tables, write_tables)
 
 __all__ = ["METRICS", "STD_DDOF", "ReduceResult", "reduce_runs"]
 
@@ -32,10 +35,12 @@ class ReduceResult:
     groups: list[GroupSummary]
     keys: list[str]
     records: list[RunRecord]
-    table: str  # the Markdown table (also printed by the CLI)
+    table: str  # the Markdown tables with their footnotes (also printed by the CLI)
     files: dict[str, Path] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Groups mixing lenshpc/TensorFlow versions (:mod:`lenshpc.report.provenance`); the CLI prints them on stderr.
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.records)
@@ -93,9 +98,10 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
                         "DONE or FAILED); is this the sweep's --out directory?")
     records = load_runs(run_dirs, threads=threads)
     groups, keys = group_runs(records, group_by=group_by, sweep=sweep)
+    significance.annotate(groups, TESTED_COLUMNS)
     problems = [f"{r.path}: {r.problem}" for r in records if r.status == CORRUPT]
 
-    table = markdown_table(groups)
+    table = markdown_tables(groups, _common(records, "threshold"))
     plot_paths: list[Path] = []
     if plots:
         from lenshpc.report import plots as figures
@@ -110,11 +116,12 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
         if len(groups) > figures.MAX_HIST_PANELS:
             problems.append(f"prediction histograms show the first {figures.MAX_HIST_PANELS} of {len(groups)} groups")
 
-    result = ReduceResult(groups=groups, keys=keys, records=records, table=table, plots=plot_paths, problems=problems)
+    result = ReduceResult(groups=groups, keys=keys, records=records, table=table, plots=plot_paths, problems=problems,
+                          warnings=code_provenance.mixing_warnings(groups))
     md = _markdown_report(root, out, result)
     caption = (f"Mean $\\pm$ std over seeds at decision threshold {_common(records, 'threshold')} "
                f"({tex_escape(STD_NOTE)}). Grouped by {tex_escape(', '.join(keys)) or 'nothing (one group)'}.")
-    result.files = write_tables(out, md, csv_text(groups, keys), tex_table(groups, caption))
+    result.files = write_tables(out, md, csv_text(groups, keys), tex_tables(groups, caption))
     return result
 
 
@@ -130,10 +137,12 @@ def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     lines = [f"# Report: {root}", "",
              f"Runs: {r.count(OK)} finished, {r.count(FAILED)} failed, {r.count(INCOMPLETE)} running or unfinished, "
              f"{r.count(CORRUPT)} corrupt, {missing} missing.",
-             f"Metrics on the test set at decision threshold t = {_common(r.records, 'threshold')} "
-             f"(β = {_common(r.records, 'beta')}); values are mean ± std over seeds, {STD_NOTE}.",
-             f"Grouped by: {', '.join(f'`{k}`' for k in r.keys) or 'nothing (one group)'}. "
-             "Bold: the best mean per column.", "", r.table, ""]
+             f"Metrics on the test set (β = {_common(r.records, 'beta')}); values are mean ± std over seeds, "
+             f"{STD_NOTE}.",
+             f"Grouped by: {', '.join(f'`{k}`' for k in r.keys) or 'nothing (one group)'}.", ""]
+    if r.warnings:
+        lines += ["## Warnings", "", *(f"- **warning**: {w}" for w in r.warnings), ""]
+    lines += [r.table, ""]
     gaps = [g for g in r.groups if g.missing_seeds or g.failed or g.incomplete or g.corrupt]
     if gaps:
         lines += ["## Missing, failed and unfinished runs", ""]
@@ -157,5 +166,7 @@ def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
                 rel = p.relative_to(out) if p.is_relative_to(out) else p
                 lines.append(f"![{p.stem}]({rel})")
         lines.append("")
-    lines += ["Files: `report.csv` (all numbers, full precision), `report.tex` (booktabs table).", ""]
+    lines += code_provenance.markdown_lines(r.groups)
+    lines += ["Files: `report.csv` (all numbers, full precision, p-values against each column's best group), "
+              "`report.tex` (booktabs tables).", ""]
     return "\n".join(lines)

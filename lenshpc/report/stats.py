@@ -17,10 +17,17 @@ from typing import Any, Iterable
 import numpy as np
 
 from lenshpc.errors import UserError
+from lenshpc.metrics import TUNED_METRICS, TUNED_SUFFIX
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord
 
 #: Degrees of freedom of the reported std (1 = sample std over seeds).
 STD_DDOF = 1
+
+#: Columns of the validation-tuned-threshold table (metrics.json keys, :func:`lenshpc.metrics.tuned_summary`);
+#: runs written before they existed simply lack them (the column shows "–" or the table is left out).
+TUNED_COLUMNS = (*(f"{m}{TUNED_SUFFIX}" for m in TUNED_METRICS), f"threshold{TUNED_SUFFIX}")
+#: Every summarised column: the fixed-threshold metrics, then the tuned ones.
+COLUMNS = (*METRICS, *TUNED_COLUMNS)
 
 #: Keys never used to group runs: the seed (averaged over), the run's name, and resources.
 IGNORED_KEYS = frozenset({"seed", "name"})
@@ -42,6 +49,10 @@ class GroupSummary:
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
+    #: Per column: p-value of the test against the column's best group, and whether it differs at α
+    #: (:mod:`lenshpc.report.significance`; absent for the best group and for untested groups).
+    pvalue: dict[str, float] = field(default_factory=dict)
+    differs: dict[str, bool] = field(default_factory=dict)
 
     @property
     def n_runs(self) -> int:
@@ -108,6 +119,13 @@ def metric_matrix(runs: list[RunRecord], metrics: tuple[str, ...] = METRICS) -> 
     return out
 
 
+def summarise_group(g: GroupSummary, columns: tuple[str, ...] = COLUMNS) -> None:
+    """Fill ``g.mean``/``g.std``/``g.count`` for every column from the group's finished runs (NaN/0 when none)."""
+    matrix = metric_matrix(g.runs, columns)
+    for j, name in enumerate(columns):
+        g.mean[name], g.std[name], g.count[name] = summarise(matrix[:, j])
+
+
 def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
                sweep: dict | None = None) -> tuple[list[GroupSummary], list[str]]:
     """Group ``records`` and compute mean ± std per metric.
@@ -150,9 +168,7 @@ def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
             {OK: g.runs, FAILED: g.failed, INCOMPLETE: g.incomplete, CORRUPT: g.corrupt}[rec.status].append(rec)
         g.runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
         g.seeds = g._seeds(g.runs)
-        matrix = metric_matrix(g.runs)
-        for j, name in enumerate(METRICS):
-            g.mean[name], g.std[name], g.count[name] = summarise(matrix[:, j])
+        summarise_group(g)
         groups.append(g)
 
     _attach_expected_seeds(groups, records, sweep_points)
@@ -198,8 +214,7 @@ def _attach_expected_seeds(groups: list[GroupSummary], records: list[RunRecord],
             g = by_label.get(p["group"])
             if g is None:  # a whole row that never started
                 g = GroupSummary(label=p["group"], values={})
-                for name in METRICS:
-                    g.mean[name], g.std[name], g.count[name] = float("nan"), float("nan"), 0
+                summarise_group(g)
                 by_label[p["group"]] = g
                 groups.append(g)
             g.missing_seeds.append(p["seed"])

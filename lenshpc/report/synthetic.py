@@ -66,11 +66,12 @@ def synthetic_metrics(cfg: Config, scores: np.ndarray, labels: np.ndarray, steps
 
 
 def make_run(run_dir: str | Path, cfg: Config, skill: float = 4.0, n_test: int = 200,
-             predictions: bool = True) -> dict:
+             predictions: bool = True, tuned: bool = True) -> dict:
     """Write one finished synthetic run to ``run_dir``; returns its metrics.
 
     ``skill`` shapes the score distributions (Beta(skill, 1) for lenses, Beta(1, skill) for
-    non-lenses); the seed and ``skill`` fully determine the run.
+    non-lenses); the seed and ``skill`` fully determine the run.  ``tuned`` adds the metrics at
+    the validation-tuned threshold (drawn validation scores; False = a run from before they existed).
     """
     import h5py
 
@@ -80,6 +81,11 @@ def make_run(run_dir: str | Path, cfg: Config, skill: float = 4.0, n_test: int =
     labels = (np.arange(n_test) % 2).astype(np.uint8)
     scores = np.where(labels == 1, rng.beta(skill, 1.0, n_test), rng.beta(1.0, skill, n_test)).astype(np.float32)
     metrics = synthetic_metrics(cfg, scores, labels)
+    if tuned:  # a validation set of the same size and skill: the t* metrics of real runs
+        from lenshpc.metrics import tuned_summary
+
+        val = np.where(labels == 1, rng.beta(skill, 1.0, n_test), rng.beta(1.0, skill, n_test)).astype(np.float32)
+        metrics.update(tuned_summary(labels, val, labels, scores, beta=cfg.selection.beta))
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     if predictions:
         with h5py.File(run_dir / "predictions.h5", "w") as fh:

@@ -2,7 +2,10 @@
 
 Columns: accuracy, Fβ, precision, recall at the run's decision threshold (0.5 by default),
 then AUROC, TPR0, TPR10, the number of finished runs and which seeds are missing or failed.
-Values are ``mean ± std`` with std the sample std over seeds (see :mod:`lenshpc.report.stats`).
+A second table gives accuracy, Fβ, precision and recall at the threshold t* tuned on each run's
+validation set (and t* itself) when the runs recorded it.  Values are ``mean ± std`` with std the
+sample std over seeds (see :mod:`lenshpc.report.stats`); † marks groups distinguishable from the
+column's best group (:mod:`lenshpc.report.significance`).
 """
 
 from __future__ import annotations
@@ -12,15 +15,31 @@ import io
 import math
 from pathlib import Path
 
+from lenshpc.metrics import TUNED_SUFFIX
+from lenshpc.report import significance
 from lenshpc.report.collect import METRICS
-from lenshpc.report.stats import STD_DDOF, GroupSummary
+from lenshpc.report.stats import COLUMNS, STD_DDOF, TUNED_COLUMNS, GroupSummary
 from lenshpc.utils import atomic_write_text
 
 TITLES_MD = {"accuracy": "Accuracy", "fbeta": "Fβ", "precision": "Precision", "recall": "Recall",
-             "auroc": "AUROC", "tpr0": "TPR0", "tpr10": "TPR10"}
+             "auroc": "AUROC", "tpr0": "TPR0", "tpr10": "TPR10", "threshold": "t*"}
 TITLES_TEX = {"accuracy": "Accuracy", "fbeta": r"$F_\beta$-score", "precision": "Precision", "recall": "Recall",
-              "auroc": "AUROC", "tpr0": r"TPR$_0$", "tpr10": r"TPR$_{10}$"}
+              "auroc": "AUROC", "tpr0": r"TPR$_0$", "tpr10": r"TPR$_{10}$", "threshold": r"$t^*$"}
 STD_NOTE = f"std = sample standard deviation over seeds (ddof = {STD_DDOF})"
+#: Columns tested for significance (every metric; the tuned threshold t* itself is a setting, not a score).
+TESTED_COLUMNS = tuple(c for c in COLUMNS if c != f"threshold{TUNED_SUFFIX}")
+TUNED_NOTE = ("t* = the threshold that maximises Fβ on each run's own validation set (exact over its scores), "
+              "applied to its test set; the t* column is its mean ± std over seeds")
+
+
+def _base(column: str) -> str:
+    """``accuracy_tuned`` → ``accuracy`` (the title key)."""
+    return column[:-len(TUNED_SUFFIX)] if column.endswith(TUNED_SUFFIX) else column
+
+
+def has_tuned(groups: list[GroupSummary]) -> bool:
+    """Whether any run of any group has the validation-tuned metrics (runs before they existed do not)."""
+    return any(g.count.get(c, 0) for g in groups for c in TUNED_COLUMNS)
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -62,12 +81,14 @@ def gaps_text(g: GroupSummary) -> str:
     return "; ".join(parts)
 
 
-def best_rows(groups: list[GroupSummary]) -> dict[str, int]:
+def best_rows(groups: list[GroupSummary], columns: tuple[str, ...] = COLUMNS) -> dict[str, int]:
     """Index of the row with the highest mean per metric (bold in the tables); only with ≥ 2 rows."""
     best: dict[str, int] = {}
     if len(groups) < 2:
         return best
-    for name in METRICS:
+    for name in columns:
+        if name not in TESTED_COLUMNS:
+            continue
         means = [(g.mean.get(name, math.nan), i) for i, g in enumerate(groups)]
         means = [(m, i) for m, i in means if math.isfinite(m)]
         if len(means) >= 2:
@@ -78,32 +99,52 @@ def best_rows(groups: list[GroupSummary]) -> dict[str, int]:
     return best
 
 
-def markdown_table(groups: list[GroupSummary]) -> str:
-    best = best_rows(groups)
-    head = ["Model", *(TITLES_MD[m] for m in METRICS), "n", "missing / failed seeds"]
+def markdown_table(groups: list[GroupSummary], columns: tuple[str, ...] = METRICS) -> str:
+    """Rows ``mean ± std`` per column; bold = best mean, :data:`significance.MARK` = differs from the best."""
+    best = best_rows(groups, columns)
+    head = ["Model", *(TITLES_MD[_base(m)] for m in columns), "n", "missing / failed seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, g in enumerate(groups):
         cells = [g.label.replace("|", "\\|")]
-        for name in METRICS:
-            text = fmt_pm(g.mean[name], g.std[name])
-            cells.append(f"**{text}**" if best.get(name) == i else text)
+        for name in columns:
+            text = fmt_pm(g.mean.get(name, math.nan), g.std.get(name, math.nan))
+            text = f"**{text}**" if best.get(name) == i else text
+            cells.append(text + (f" {significance.MARK}" if g.differs.get(name) else ""))
         cells += [str(g.n_runs), gaps_text(g) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def markdown_tables(groups: list[GroupSummary], threshold: str) -> str:
+    """The report body: the table at the fixed threshold, the t* table (when any run has it), the footnotes."""
+    parts = [f"**At the fixed decision threshold t = {threshold}** (`selection.threshold`):", "",
+             markdown_table(groups, METRICS), ""]
+    columns = METRICS
+    if has_tuned(groups):
+        columns = TESTED_COLUMNS
+        parts += [f"**At the validation-tuned threshold t\\*** ({TUNED_NOTE}):", "",
+                  markdown_table(groups, TUNED_COLUMNS), ""]
+    parts += [f"Bold: the best mean per column. {significance.footnote(groups, columns)}"]
+    return "\n".join(parts)
+
+
 def csv_text(groups: list[GroupSummary], keys: list[str]) -> str:
+    """Every number at full precision; per tested column the p-value against the column's best group."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["group", *keys, "n_runs", "seeds", "missing_seeds", "failed_seeds", "running_seeds",
-                     "corrupt_seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n"))])
+                     "corrupt_seeds", *(f"{m}_{s}" for m in COLUMNS for s in ("mean", "std", "n")),
+                     *(f"{m}_p_vs_best" for m in TESTED_COLUMNS), "significance_test"])
+    test = (f"{significance.TEST_NAME} vs the column's best group, two-sided, alpha={significance.ALPHA:g}; "
+            f"p < alpha: distinguishable; empty: best group or < {significance.MIN_SEEDS} seeds")
     for g in groups:
         row = [g.label, *(g.values.get(k, "") for k in keys), g.n_runs, seeds_text(g.seeds),
                seeds_text(g.missing_seeds), seeds_text(g.failed_seeds), seeds_text(g.incomplete_seeds),
                seeds_text(g.corrupt_seeds)]
-        for name in METRICS:
-            row += [_num(g.mean[name]), _num(g.std[name]), g.count[name]]
-        writer.writerow(row)
+        for name in COLUMNS:
+            row += [_num(g.mean.get(name, math.nan)), _num(g.std.get(name, math.nan)), g.count.get(name, 0)]
+        row += [_num(g.pvalue.get(name, math.nan)) for name in TESTED_COLUMNS]
+        writer.writerow([*row, test])
     return buf.getvalue()
 
 
@@ -119,26 +160,40 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(c, c) for c in str(text))
 
 
-def tex_table(groups: list[GroupSummary], caption: str) -> str:
+def tex_table(groups: list[GroupSummary], caption: str, columns: tuple[str, ...] = METRICS) -> str:
     """A booktabs table; ``caption`` is LaTeX already (escape user text with :func:`tex_escape`)."""
-    best = best_rows(groups)
-    cols = "l" + "c" * len(METRICS) + "r"
+    best = best_rows(groups, columns)
+    cols = "l" + "c" * len(columns) + "r"
     lines = [f"% generated by `lenshpc reduce`; mean $\\pm$ {STD_NOTE}; needs \\usepackage{{booktabs}}",
              r"\begin{table}[ht]", r"\centering", r"\small", f"\\begin{{tabular}}{{{cols}}}", r"\toprule",
-             "Model & " + " & ".join(TITLES_TEX[m] for m in METRICS) + r" & $n$ \\", r"\midrule"]
+             "Model & " + " & ".join(TITLES_TEX[_base(m)] for m in columns) + r" & $n$ \\", r"\midrule"]
     for i, g in enumerate(groups):
         cells = [tex_escape(g.label)]
-        for name in METRICS:
-            mean, std = g.mean[name], g.std[name]
+        for name in columns:
+            mean, std = g.mean.get(name, math.nan), g.std.get(name, math.nan)
             if not math.isfinite(mean):
                 cells.append("--")
                 continue
             body = f"{mean:.3f} \\pm {fmt(std)}" if math.isfinite(std) else f"{mean:.3f}"
-            cells.append(f"$\\boldsymbol{{{body}}}$" if best.get(name) == i else f"${body}$")
+            body = f"\\boldsymbol{{{body}}}" if best.get(name) == i else body
+            cells.append(f"${body}{significance.MARK_TEX if g.differs.get(name) else ''}$")
         cells.append(str(g.n_runs))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{caption}}}", r"\end{table}", ""]
     return "\n".join(lines)
+
+
+def tex_tables(groups: list[GroupSummary], caption: str) -> str:
+    """The fixed-threshold table and (when any run has it) the t* table, captions ending in the test's footnote."""
+    columns = TESTED_COLUMNS if has_tuned(groups) else METRICS
+    note = tex_escape(significance.footnote(groups, columns)).replace(significance.MARK, f"${significance.MARK_TEX}$")
+    note = note.replace("α", r"$\alpha$")
+    tuned_note = tex_escape(TUNED_NOTE).replace("t*", "$t^*$").replace("Fβ", r"$F_\beta$").replace("±", r"$\pm$")
+    out = tex_table(groups, f"{caption} Bold: best mean per column. {note}", METRICS)
+    if has_tuned(groups):
+        out += "\n" + tex_table(groups, f"As above at the validation-tuned threshold $t^*$ "
+                                         f"({tuned_note}). {note}", TUNED_COLUMNS)
+    return out
 
 
 def write_tables(out: Path, md: str, csv_body: str, tex: str) -> dict[str, Path]:

@@ -21,8 +21,9 @@ from typing import Optional
 
 import numpy as np
 
+from lenshpc import provenance
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import PREDICT_BATCH, RunDir, run_metrics, write_predictions
+from lenshpc.train.rundir import PREDICT_BATCH, RunDir, read_predictions, run_metrics, write_predictions
 from lenshpc.utils import atomic_write_json
 
 log = logging.getLogger("lenshpc.train")
@@ -64,12 +65,15 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     if kind == "population" and split != "test":
         raise UserError(f"{data} is a population dataset: only its fixed test set can be scored (--split test)")
 
+    started = provenance.now()
     x, y, meta = _load_split(cfg, kind, split)
     model = load_model(rd.model)
     scores = predict_scores(model, x, batch_size)
 
-    result = run_metrics(cfg, y, scores)
-    result.update({"run_dir": str(rd.path), "data": str(data), "split": split, "data_kind": kind})
+    result = run_metrics(cfg, y, scores, val=run_validation_scores(rd))
+    result.update({"run_dir": str(rd.path), "data": str(data), "split": split, "data_kind": kind,
+                   "provenance": provenance.collect(cfg, started=started, data_path=data, command="evaluate",
+                                                    source_run=run_provenance(rd))})
     result = _json_safe(result)
     out_dir = Path(out) if out is not None else rd.path / f"eval-{data.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +116,30 @@ def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, req
         raise UserError(f"data file not found: {data}" + ("" if data_path is not None else
                         " (the run's data.path; pass --data to use another copy)"))
     return rd, cfg, data
+
+
+def run_validation_scores(rd: RunDir) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(labels, scores)`` of the run's own validation set (``predictions.h5`` group ``val``), or None.
+
+    ``evaluate`` applies the threshold tuned on these (the run's t*, :func:`lenshpc.metrics.tuned_summary`)
+    to whatever set it scores, so a re-scored run reports the same t* as the run itself.
+    """
+    try:
+        val = read_predictions(rd.predictions, "val")
+    except (OSError, KeyError):
+        return None
+    return (val["labels"], val["scores"]) if len(val["labels"]) else None
+
+
+def run_provenance(rd: RunDir) -> dict | None:
+    """The ``lenshpc``/``packages`` provenance of the run that trained the scored model (None for old runs)."""
+    import json
+
+    try:
+        prov = json.loads(rd.metrics.read_text()).get("provenance") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return {k: prov.get(k) for k in ("lenshpc", "packages", "started", "ended")} if prov else None
 
 
 def load_model(path: Path):

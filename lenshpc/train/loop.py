@@ -41,7 +41,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lenshpc import runtime
+from lenshpc import provenance, runtime
 from lenshpc.errors import Preempted, UserError
 from lenshpc.train import checkpoint as ckpt
 from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, append_history, config_differences, default_run_dir, file_logging,
@@ -334,6 +334,7 @@ class Trainer:
 
         cfg, ctx, rd = self.cfg, self.ctx, self.rd
         t_start = time.perf_counter()
+        self.started = provenance.now()  # this invocation's start (metrics.json provenance)
         policy = _set_precision(cfg.train.mixed_precision)
         try:
             self.build()
@@ -509,7 +510,7 @@ class Trainer:
         p_val = self.predict(x_val)
         y_val = np.asarray(y_val).reshape(-1)
 
-        result = run_metrics(cfg, y_test, p_test)
+        result = run_metrics(cfg, y_test, p_test, val=(y_val, p_val))
         chunks_trained = len(history)
         best_row = next((r for r in history if r["chunk"] == selector.best_chunk), {})
         result.update({
@@ -523,6 +524,7 @@ class Trainer:
                         **{k: round(v, 3) for k, v in timings.items()},
                         "images_per_s": round(images_trained / timings["train_s"], 1) if timings["train_s"] else None},
             "versions": versions(), "runtime": runtime.describe(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
+            "provenance": provenance.collect(cfg, started=getattr(self, "started", None), world_size=ctx.size),
         })
         result.update(self.extra_metrics())
         if self.root:

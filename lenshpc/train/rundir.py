@@ -12,7 +12,6 @@ import csv
 import io
 import logging
 import os
-import platform
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -195,11 +194,13 @@ def read_predictions(path: str | os.PathLike, group: str = "test") -> dict:
 
 
 # ----------------------------------------------------------------------- metrics.json
-def run_metrics(cfg, y, scores) -> dict:
+def run_metrics(cfg, y, scores, val=None) -> dict:
     """The metric keys every ``metrics.json`` shares (training runs, ``evaluate``, ensembles).
 
     :func:`lenshpc.metrics.summary` of test labels ``y`` and ``scores`` at the config's
-    ``selection`` threshold, β and curve steps, plus ``seed``, ``threshold``, ``beta``, ``n_test``.
+    ``selection`` threshold, β and curve steps, plus ``seed``, ``threshold``, ``beta``, ``n_test``;
+    with ``val = (y_val, scores_val)`` also the test metrics at the threshold that maximises Fβ
+    on those validation scores (:func:`lenshpc.metrics.tuned_summary`: ``<metric>_tuned``).
     """
     from lenshpc import metrics
 
@@ -207,6 +208,8 @@ def run_metrics(cfg, y, scores) -> dict:
     out = dict(metrics.summary(y, scores, beta=sel.beta, threshold=sel.threshold, steps=sel.steps))
     out.update({"seed": int(cfg.seed), "threshold": float(sel.threshold), "beta": float(sel.beta),
                 "n_test": int(len(np.asarray(y).reshape(-1)))})
+    if val is not None:
+        out.update(metrics.tuned_summary(val[0], val[1], y, scores, beta=sel.beta))
     return out
 
 
@@ -250,15 +253,13 @@ def file_logging(path: Path | None, logger_names: Iterable[str] = ("lenshpc",)) 
 
 
 def versions() -> dict:
-    """Versions that determine a run's numbers (recorded in ``metrics.json``)."""
-    import h5py
-    import keras
-    import tensorflow as tf
+    """Versions that determine a run's numbers (``metrics.json["versions"]``, kept for old readers).
 
-    from lenshpc import __version__
+    The same mapping as ``metrics.json["provenance"]["packages"]`` (:func:`lenshpc.provenance.package_versions`).
+    """
+    from lenshpc.provenance import package_versions
 
-    return {"lenshpc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
+    return package_versions()
 
 
 __all__ = ["HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",

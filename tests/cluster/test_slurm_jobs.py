@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
 # Keys that legitimately differ between an interrupted and an uninterrupted run.
-VOLATILE = {"timings", "versions"}
+VOLATILE = {"timings", "versions", "provenance"}
 
 
 def _job_env(**extra) -> dict:
@@ -60,10 +60,14 @@ def test_study_array_and_dependent_reducer(slurm, tiny_config, run_files, tmp_pa
         assert run_files <= {p.name for p in run.iterdir()}, _log_tail(tmp_path)
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["seed"] == seed and metrics["world_size"] == 1
+        slurm_ids = metrics["provenance"]["slurm"]  # `lenshpc train` under srun in an array task records its ids
+        assert slurm_ids["array_job_id"] == train_id and slurm_ids["array_task_id"] == str(seed)
+        assert slurm_ids["job_id"] and "step_id" in slurm_ids and slurm_ids["node"]
         assert (tmp_path / "logs" / f"train-tiny-{train_id}_{seed}.out").is_file()
     assert slurm.states(reduce_id) == {reduce_id: "COMPLETED"}, _log_tail(tmp_path)
     report = (tmp_path / "runs" / "report.md").read_text()
     assert "3 finished" in report or "| 3 |" in report, report
+    assert "## Provenance" in report and "## Warnings" not in report  # one code version made all three
 
 
 def test_srun_pmix_horovod_inside_batch_job(slurm, horovod, tmp_path):
