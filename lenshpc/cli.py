@@ -37,6 +37,7 @@ COMMANDS = (
     "gradcam",
     "infocontent",
     "rank",
+    "inspect",
 )
 
 
