@@ -19,6 +19,7 @@ The main job on the embedded default (lenshpc/resources/quickstart.yaml), from a
      ranking of a hard mock survey (held-out negatives, half of them replaced
        by hard contaminants — saturated stars, spirals, groups, artefacts —
        + 20 tracer lenses; lenshpc survey --contaminants hard)            → OUT/rank/
+     an HTML page of its top 50 to look at and label (lenshpc inspect)      → OUT/rank/inspect.html
 
 A few minutes on 2 CPU cores. Re-running skips finished work (the dataset, every finished run and
 finished analysis outputs); an interrupted quickstart resumes from the runs' checkpoints.
@@ -120,21 +121,23 @@ def _analysis_commands(out: Path, spec) -> list[tuple[str, list[str]]]:
         ("ranking a mock survey with the NM2 ensemble of seed 0",
          ["rank", str(out / "ensembles" / "NM2" / "seed0"), str(out / "data" / SURVEY), "--out",
           str(out / "rank"), "--tracers", "is_tracer", "--top", "16"]),
+        ("a page to inspect and label the top of the ranking", ["inspect", str(out / "rank"), "--top", "50"]),
     ]
 
 
 def _analysis(out: Path, spec) -> int:
     """Step 4: run the analysis verbs on the sweep's output, as a user would type them."""
     from lenshpc.cli import main
-    from lenshpc.data.sim_hard import HARD_MIX
-    from lenshpc.data.survey import mock_survey
 
     survey = out / "data" / SURVEY
+    failed = []
     if not survey.exists():
         cfg = spec.points[0].config
-        mock_survey(cfg.data.path, survey, n_tracers=20, alpha_min=cfg.data.alpha_min, alpha_max=cfg.data.alpha_max,
-                    seed=0, contaminants=HARD_MIX)
-    failed = []
+        argv = ["survey", str(cfg.data.path), "--out", str(survey), "--tracers", "20", "--alpha-min",
+                str(cfg.data.alpha_min), "--alpha-max", str(cfg.data.alpha_max), "--contaminants", "hard", "--seed", "0"]
+        print(f"\n--- a hard mock survey to rank\n$ lenshpc {' '.join(argv)}", flush=True)
+        if main(argv) != 0:
+            failed.append("lenshpc survey")
     for title, argv in _analysis_commands(out, spec):
         print(f"\n--- {title}\n$ lenshpc {' '.join(argv)}", flush=True)
         code = main(argv)
@@ -146,5 +149,5 @@ def _analysis(out: Path, spec) -> int:
               "`lenshpc quickstart` (finished work is skipped)")
         return 1
     print(f"analysis: {out / 'ensembles' / 'report.md'}, {spec.out / 'bce' / 'seed0' / 'gradcam'}/, "
-          f"{spec.out / 'bce' / 'seed0' / 'infocontent'}/, {out / 'rank'}/")
+          f"{spec.out / 'bce' / 'seed0' / 'infocontent'}/, {out / 'rank'}/ (inspect.html)")
     return 0
