@@ -2,7 +2,7 @@
 # The SYSTEM side of the test suite (tests/run.sh calls it after `pip install -e .[test]`):
 #   1. Debian packages: SLURM (slurm-wlm, slurmdbd, MariaDB, munge), OpenMPI + PMIx (srun --mpi=pmix), cmake/g++
 #      (to build Horovod) — via tests/cluster/slurm-local.sh install, which also restarts slurmd when PMIx arrives
-#      after it started;
+#      after it started; chromium + chromium-driver (the inspection page's browser test, tests/test_inspect.py);
 #   2. mpi4py (built against that OpenMPI);
 #   3. Horovod with TensorFlow + MPI + Gloo, built by containers/install-horovod.sh (cached wheel).
 # Idempotent: a second run checks and returns in about a second.  Works as root on a fresh Debian 12 machine; as a
@@ -16,7 +16,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # --- 1. apt packages -------------------------------------------------------------------------------------------
 # Python headers are needed to compile Horovod and mpi4py; a pyenv/conda Python ships its own, Debian's needs -dev.
 PY_H=$("$PYTHON" -c 'import sysconfig, os; print(os.path.join(sysconfig.get_paths()["include"], "Python.h"))')
-EXTRA="cmake g++ make procps"
+EXTRA="cmake g++ make procps chromium chromium-driver"
 [ -f "$PY_H" ] || EXTRA="$EXTRA python3-dev"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     LENSHPC_EXTRA_APT="$EXTRA" bash tests/cluster/slurm-local.sh install

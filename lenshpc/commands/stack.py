@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "stack FITS cutouts (+ catalogue) into a labelled or population HDF5 dataset"
+HELP = "stack FITS cutouts (+ catalogue) or class folders of PNG/JPEG/FITS into a labelled or population HDF5 dataset"
 DESCRIPTION = """Stack FITS cutouts and a catalogue into one HDF5 dataset (docs/data-format.md).
 
 Labelled mode (challenge-style: ID + 0/1 label + other columns kept as metadata):
@@ -24,6 +24,11 @@ Population mode (three image sets, each with an optional catalogue of its own):
   lenshpc stack --population lenses=kids/lenses --population sources=sims/sources \\
                 --population negatives=kids/negatives --catalogue sources=sims/sources.csv --out pop.h5
 
+Class folders (a generic two-class set for pre-training; labels from the folder names, grey scale,
+docs/data-format.md "Image folders"):
+  lenshpc stack --images-dir ROOT --out pretrain.h5                  # ROOT/lens/*.png, ROOT/nonlens/*.png
+  lenshpc stack --images-dir ROOT --classes cats=1,dogs=0 --resize 64 --bands r --out pretrain.h5
+
 The ID of a cutout comes from its file name (default: the last run of digits, so
 imageEUC_VIS-100123.fits and 100123.fits both give 100123; change with --id-pattern).
 Any corrupt, truncated, unreadable, NaN-filled or mis-shaped file, file without a catalogue
@@ -39,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="labelled mode: a directory, a glob (quote it) or a template with {band}")
     src.add_argument("--population", action="append", default=[], metavar="NAME=DIR_OR_GLOB",
                      help="population mode: give lenses=…, sources=… and negatives=… (repeat the option)")
+    src.add_argument("--images-dir", metavar="ROOT",
+                     help="class-folder mode: ROOT/<class>/*.png|jpg|fits, one folder per class (no catalogue)")
+    src.add_argument("--classes", metavar="FOLDER=0|1,…",
+                     help="class-folder mode: label of each folder (default: known names such as lens/nonlens, 1/0)")
+    src.add_argument("--resize", type=int, default=None, metavar="N",
+                     help="class-folder mode: resample every image to N×N (default: sizes must agree)")
     src.add_argument("--catalogue", "--catalog", action="append", default=[], metavar="[NAME=]CAT",
                      help="catalogue (.csv, other ASCII, .fits); required in labelled mode; "
                           "in population mode NAME=CAT per population (optional)")
@@ -92,6 +103,27 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
+def _run_image_folders(args: argparse.Namespace, out: Path) -> int:
+    from lenshpc.data.stack_images import parse_classes, stack_image_folders
+    from lenshpc.errors import UserError
+
+    if args.catalogue:
+        raise UserError("--images-dir takes its labels from the folder names; drop --catalogue (or use --images)")
+    bands = (args.bands or "grey").split(",")
+    if len(bands) != 1 or "=" in bands[0]:
+        raise UserError(f"--bands {args.bands!r}: class folders give one grey band; give one name, e.g. --bands r")
+    r = stack_image_folders(out, args.images_dir, classes=parse_classes(args.classes), resize=args.resize,
+                            skip_bad=args.skip_bad, pixel_scale=args.pixel_scale, band=bands[0], seed=args.seed,
+                            fractions=_fractions(args.split))
+    counts = ", ".join(f"{k} ({r['classes'][k]}): {n}" for k, n in r["counts"].items())
+    print(f"stacked {r['n']} images ({r['shape'][0]}×{r['shape'][1]}, grey) from {args.images_dir}: {counts}; "
+          f"{len(r['problems'])} skipped")
+    for problem in r["problems"]:
+        print(f"  skipped {problem}")
+    print(f"wrote {out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from lenshpc.data import stack as st
     from lenshpc.errors import UserError
@@ -102,8 +134,13 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         print(f"{out} exists; nothing to do (use --force to rebuild it)")
         return 0
-    if bool(args.images) == bool(args.population):
-        raise UserError("give either --images (labelled mode) or --population NAME=DIR_OR_GLOB (population mode)")
+    if sum(map(bool, (args.images, args.population, args.images_dir))) != 1:
+        raise UserError("give one of --images (labelled mode), --population NAME=DIR_OR_GLOB (population mode) or "
+                        "--images-dir ROOT (class folders)")
+    if args.images_dir:
+        return _run_image_folders(args, out)
+    if args.classes or args.resize is not None:
+        raise UserError("--classes and --resize belong to --images-dir ROOT (class folders)")
     if args.workers < 0:
         raise UserError(f"--workers must be ≥ 0, got {args.workers}")
     common = dict(bands=st.parse_bands(args.bands), id_column=args.id_column,

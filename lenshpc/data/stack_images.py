@@ -1,0 +1,207 @@
+"""Stack folders of images, one folder per class, into a labelled dataset (``lenshpc stack --images-dir``).
+
+A generic two-class image set (phase 0 of LensFlow, seed 004: pre-training before the expensive
+simulated lenses) usually comes as ``ROOT/<class>/*.png``.  :func:`stack_image_folders` turns such a
+tree into the same *labelled* HDF5 dataset ``lenshpc stack --images … --catalogue …`` writes
+(``lenshpc.data.format.write_labelled``; docs/data-format.md), so ``lenshpc train`` can learn from it.
+
+Rules
+-----
+Files
+    ``*.png``, ``*.jpg``/``*.jpeg`` (read with Pillow) and FITS (``lenshpc.data.stack.read_cutout``) directly in
+    each class folder (case-insensitive suffixes); other files are ignored, hidden files too.
+Labels
+    ``classes={folder: 0|1}`` (CLI ``--classes lens=1,other=0``); without it the folder names must be a known pair
+    (:data:`KNOWN_CLASS_NAMES`: ``1``/``0``, ``lens``/``nonlens``, ``lenses``/``non_lenses``, ``positive``/``negative``,
+    …).  Every class folder must be mapped and non-empty, and both labels must occur.  The mapping is stored in the
+    provenance attribute (``provenance.classes``) and the folder of each row in ``meta/images/class``.
+Grey scale
+    Images are stored as one band of floats with the file's own values (0–255 for 8-bit, 0–65535 for 16-bit; no
+    rescaling: training normalises every cutout, thesis Eq 4.1).  Colour images are converted with the ITU-R BT.601
+    luma weights ``Y = 0.299 R + 0.587 G + 0.114 B`` computed in float (Pillow's ``"L"`` rule, without its rounding
+    to 8 bits); palette images are expanded first; alpha is dropped.  FITS files must have one plane.
+Sizes
+    All images must have the same height × width; otherwise nothing is written and the error lists the sizes found,
+    unless ``resize=N``: every image is resampled to N × N (Pillow bicubic on the float image, anti-aliased when
+    shrinking; a non-square image is stretched).
+IDs
+    ``<class>/<file stem>`` (unique); the file's path relative to ROOT is ``meta/images/file``.
+Bad input
+    Unreadable or truncated files, NaN/Inf pixels, wrong shapes are collected with their paths; by default nothing
+    is written (``DataError``); ``skip_bad`` leaves them out (``log/skipped``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from lenshpc.data.stack import CutoutError, Problem, _nonfinite_reason, _problem_error, read_cutout
+from lenshpc.errors import DataError, UserError
+from lenshpc.utils import progress
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
+
+#: Folder names that are understood without ``classes`` (lower-cased; ``-``/``_``/space ignored).
+KNOWN_CLASS_NAMES: dict[str, int] = {
+    "1": 1, "0": 0, "lens": 1, "lenses": 1, "nonlens": 0, "nonlenses": 0, "notlens": 0, "nolens": 0,
+    "positive": 1, "positives": 1, "pos": 1, "negative": 0, "negatives": 0, "neg": 0, "yes": 1, "no": 0,
+    "true": 1, "false": 0,
+}
+
+#: BT.601 luma weights of R, G, B.
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def parse_classes(text: str | None) -> dict[str, int] | None:
+    """``"lens=1,other=0"`` → ``{"lens": 1, "other": 0}``; ``None``/empty → ``None``."""
+    if not text:
+        return None
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or value.strip() not in ("0", "1"):
+            raise UserError(f"--classes {text!r}: {item!r} is not FOLDER=0 or FOLDER=1 (e.g. --classes lens=1,other=0)")
+        out[name.strip()] = int(value)
+    return out
+
+
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and not name.startswith(".") and name.endswith(IMAGE_SUFFIXES + FITS_SUFFIXES)
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """One file as a ``(H, W)`` float64 grey image (module rules); :class:`CutoutError` if unreadable."""
+    if path.name.lower().endswith(FITS_SUFFIXES):
+        image = read_cutout(str(path))
+        if image.shape[2] != 1:
+            raise CutoutError(f"FITS file has {image.shape[2]} planes; class folders take single-plane images")
+        return image[:, :, 0].astype(np.float64)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "HSV", "LAB"):
+                im = im.convert("LA" if im.mode == "LA" else "RGB")
+            data = np.asarray(im, dtype=np.float64)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise CutoutError(f"unreadable image file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if data.ndim == 3:
+        data = data[:, :, 0] if data.shape[2] == 2 else data[:, :, :3] @ LUMA  # LA: drop alpha
+    if data.ndim != 2 or min(data.shape) < 1:
+        raise CutoutError(f"unexpected image array of shape {data.shape}")
+    return data
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BICUBIC),
+                      dtype=np.float64)
+
+
+def _class_labels(folders: list[str], classes: Mapping[str, int] | None, root: Path) -> dict[str, int]:
+    if classes is None:
+        key = {f: f.lower().replace("-", "").replace("_", "").replace(" ", "") for f in folders}
+        unknown = [f for f in folders if key[f] not in KNOWN_CLASS_NAMES]
+        if unknown:
+            raise UserError(f"{root}: cannot tell the label of class folder(s) {', '.join(unknown)}; give the mapping, "
+                            f"e.g. --classes {folders[0]}=1,{folders[-1]}=0 (folders: {', '.join(folders)})")
+        labels = {f: KNOWN_CLASS_NAMES[key[f]] for f in folders}
+    else:
+        missing = sorted(set(classes) - set(folders))
+        if missing:
+            raise UserError(f"{root}: --classes names folder(s) {', '.join(missing)} that do not exist "
+                            f"(class folders: {', '.join(folders) or 'none'})")
+        unmapped = sorted(set(folders) - set(classes))
+        if unmapped:
+            raise UserError(f"{root}: class folder(s) {', '.join(unmapped)} not in --classes; add FOLDER=0/1 for each")
+        labels = {f: int(classes[f]) for f in folders}
+    if set(labels.values()) != {0, 1}:
+        raise UserError(f"{root}: the classes {labels} do not give both labels 0 and 1 (a two-class set is needed)")
+    return labels
+
+
+def stack_image_folders(out: str | Path, root: str | Path, *, classes: Mapping[str, int] | None = None,
+                        resize: int | None = None, skip_bad: bool = False, pixel_scale: float | None = None,
+                        band: str = "grey", seed: int = 0, fractions: Iterable[float] = (0.8, 0.1, 0.1)) -> dict:
+    """Write ``ROOT/<class>/*`` as a labelled dataset (module rules) atomically to ``out``.
+
+    ``band`` names the one channel (``attrs["bands"]``; default ``grey``; name it after the band of the data
+    a later run trains on, e.g. ``r``, when that run must start from a model pre-trained on this set).
+
+    Returns
+    -------
+    dict
+        ``{"n", "shape", "classes", "counts", "problems"}`` (``counts``: images per folder).
+    """
+    from lenshpc.data.format import write_labelled
+    from lenshpc.data.stack import FALLBACK_PIXEL_SCALE
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"--images-dir {root}: not a directory (expected ROOT/<class>/*.png)")
+    if resize is not None and (not isinstance(resize, int) or resize < 8):
+        raise UserError(f"--resize {resize!r}: give a side in pixels ≥ 8")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise UserError(f"{root}: no class folders (expected ROOT/<class>/*.png, e.g. ROOT/lens and ROOT/nonlens)")
+    labels = _class_labels(folders, classes, root)
+    files = {f: sorted(p for p in (root / f).iterdir() if _is_image(p)) for f in folders}
+    empty = [f for f in folders if not files[f]]
+    if empty:
+        raise UserError(f"{root}: class folder(s) {', '.join(empty)} hold no PNG/JPEG/FITS images")
+    paths = [(f, p) for f in folders for p in files[f]]
+    images, problems, kept = [], [], []
+    for folder, path in progress(paths, desc="stack images", unit="img"):
+        try:
+            image = read_grey(path)
+        except CutoutError as exc:
+            problems.append(Problem(str(path), str(exc)))
+            continue
+        reason = _nonfinite_reason(image)
+        if reason:
+            problems.append(Problem(str(path), reason))
+            continue
+        images.append(_resized(image, resize) if resize else image)
+        kept.append((folder, path))
+    shapes = Counter(im.shape for im in images)
+    if len(shapes) > 1:
+        common = shapes.most_common(1)[0][0]
+        odd = [(str(p), im.shape) for (_, p), im in zip(kept, images) if im.shape != common]
+        listing = ", ".join(f"{h}×{w}: {n}" for (h, w), n in shapes.most_common())
+        raise DataError(f"{root}: the images differ in size ({listing}; e.g. {odd[0][0]} is "
+                        f"{odd[0][1][0]}×{odd[0][1][1]}, most are {common[0]}×{common[1]}); nothing written. "
+                        "Resample them all with --resize N (N×N pixels)")
+    if problems and not skip_bad:
+        raise _problem_error(problems, out)
+    if not images:
+        raise DataError(f"{root}: no usable images; nothing written")
+    stack = np.stack(images).astype(np.float32)[..., None]
+    label = np.array([labels[f] for f, _ in kept], dtype=np.uint8)
+    if len(set(label.tolist())) < 2:
+        raise DataError(f"{root}: after leaving out bad files only label {int(label[0])} is left; nothing written")
+    ids = np.array([f"{f}/{p.stem}" for f, p in kept], dtype=object)
+    meta = {"class": np.array([f for f, _ in kept], dtype=object),
+            "file": np.array([str(p.relative_to(root)) for _, p in kept], dtype=object)}
+    provenance = {"command": "stack", "mode": "image_folders", "images_dir": str(root.resolve()), "classes": labels,
+                  "grey": "BT.601 luma 0.299 R + 0.587 G + 0.114 B (float), alpha dropped; grey/FITS values as stored",
+                  "resize": resize, "inputs": len(paths), "stacked": len(kept), "skipped": len(problems),
+                  "pixel_scale_source": "--pixel-scale" if pixel_scale else "default (images carry no scale)"}
+    write_labelled(out, stack, label, ids=ids, meta=meta,
+                   pixel_scale=float(pixel_scale) if pixel_scale else FALLBACK_PIXEL_SCALE, bands=[band],
+                   seed=seed, provenance=provenance, fractions=fractions,
+                   logs={"skipped": [str(p) for p in problems]})
+    return {"n": len(kept), "shape": stack.shape[1:], "classes": labels,
+            "counts": dict(Counter(f for f, _ in kept)), "problems": problems}
+
+
+__all__ = ["IMAGE_SUFFIXES", "KNOWN_CLASS_NAMES", "LUMA", "parse_classes", "read_grey", "stack_image_folders"]
