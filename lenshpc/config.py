@@ -401,6 +401,10 @@ def _check_consistency(obj: Any, source: str, prefix: str) -> None:
     if isinstance(obj, DataConfig):
         if obj.alpha_min > obj.alpha_max:
             raise ConfigError(f"{source}: {prefix}alpha_min ({obj.alpha_min}) must not exceed {prefix}alpha_max ({obj.alpha_max})")
+        from lenshpc.data.normalise import check_name
+
+        check_name(obj.normalisation, f"{source}: {prefix}normalisation")(obj.normalisation_params,
+                                                                          f"{source}: {prefix}normalisation_params")
         if obj.preprocess == "maxtree" and not obj.segmented_path:
             raise ConfigError(
                 f"{source}: {prefix}preprocess is 'maxtree' but {prefix}segmented_path is empty; "

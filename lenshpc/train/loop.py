@@ -258,7 +258,11 @@ class Trainer:
         keras.utils.set_random_seed(int(cfg.seed))
         tf.config.experimental.enable_op_determinism()
 
-        self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size)
+        from lenshpc.data import normalise
+
+        # The run's own normalisation (a histogram template is stored in the run dir, for its scorers).
+        normaliser = normalise.for_config(cfg, run_dir=self.rd.path, write=self.root)
+        self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size, normaliser=normaliser)
         self.model = models.build(cfg.model.name, tuple(self.engine.image_shape), num_outputs=self.num_outputs,
                                    **cfg.model.params)
         from lenshpc.train import transfer
@@ -535,6 +539,7 @@ class Trainer:
                         "images_per_s": round(images_trained / timings["train_s"], 1) if timings["train_s"] else None},
             "versions": versions(), "runtime": runtime.describe(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
         })
+        result["normalisation"] = self.engine.normaliser.describe()
         if getattr(self, "transfer", None) is not None:
             result["start_from"] = self.transfer.record()
         result.update(self.extra_metrics())
