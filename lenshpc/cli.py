@@ -36,6 +36,8 @@ COMMANDS = (
     "gradcam",
     "infocontent",
     "rank",
+    "mine",
+    "rounds",
 )
 
 
