@@ -24,6 +24,7 @@ from lenshpc.errors import EXIT_PREEMPTED, Preempted, UserError
 COMMANDS = (
     "quickstart",
     "simulate",
+    "survey",
     "stack",
     "info",
     "train",

@@ -16,7 +16,9 @@ The main job on the embedded default (lenshpc/resources/quickstart.yaml), from a
      ensembles (Nelder–Mead, simplex, input-dependent, average, committee) → OUT/ensembles/report.md
      Grad-CAM panels of runs/bce/seed0                                      → OUT/runs/bce/seed0/gradcam/
      information content of runs/bce/seed0                                  → OUT/runs/bce/seed0/infocontent/
-     ranking of a mock survey (held-out negatives + 20 tracer lenses)       → OUT/rank/
+     ranking of a hard mock survey (held-out negatives, half of them replaced
+       by hard contaminants — saturated stars, spirals, groups, artefacts —
+       + 20 tracer lenses; lenshpc survey --contaminants hard)            → OUT/rank/
 
 A few minutes on 2 CPU cores. Re-running skips finished work (the dataset, every finished run and
 finished analysis outputs); an interrupted quickstart resumes from the runs' checkpoints.
@@ -102,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     return _analysis(out, spec)
 
 
+#: The ranked mock survey (hard mix; a new name, so an older quickstart's plain survey.h5 is not reused).
+SURVEY = "survey_hard.h5"
+
+
 #: The quickstart's analysis commands (step 4): (title, argv after ``lenshpc``), with OUT/… placeholders.
 def _analysis_commands(out: Path, spec) -> list[tuple[str, list[str]]]:
     runs, bce0 = spec.out, spec.out / "bce" / "seed0"
@@ -112,7 +118,7 @@ def _analysis_commands(out: Path, spec) -> list[tuple[str, list[str]]]:
         ("Grad-CAM of bce/seed0", ["gradcam", str(bce0), "--n", "2"]),
         ("information content of bce/seed0", ["infocontent", str(bce0)]),
         ("ranking a mock survey with the NM2 ensemble of seed 0",
-         ["rank", str(out / "ensembles" / "NM2" / "seed0"), str(out / "data" / "survey.h5"), "--out",
+         ["rank", str(out / "ensembles" / "NM2" / "seed0"), str(out / "data" / SURVEY), "--out",
           str(out / "rank"), "--tracers", "is_tracer", "--top", "16"]),
     ]
 
@@ -120,13 +126,14 @@ def _analysis_commands(out: Path, spec) -> list[tuple[str, list[str]]]:
 def _analysis(out: Path, spec) -> int:
     """Step 4: run the analysis verbs on the sweep's output, as a user would type them."""
     from lenshpc.cli import main
+    from lenshpc.data.sim_hard import HARD_MIX
     from lenshpc.data.survey import mock_survey
 
-    survey = out / "data" / "survey.h5"
+    survey = out / "data" / SURVEY
     if not survey.exists():
         cfg = spec.points[0].config
         mock_survey(cfg.data.path, survey, n_tracers=20, alpha_min=cfg.data.alpha_min, alpha_max=cfg.data.alpha_max,
-                    seed=0)
+                    seed=0, contaminants=HARD_MIX)
     failed = []
     for title, argv in _analysis_commands(out, spec):
         print(f"\n--- {title}\n$ lenshpc {' '.join(argv)}", flush=True)

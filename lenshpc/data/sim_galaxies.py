@@ -98,6 +98,18 @@ def _spiral(canvas: Canvas, rng: np.random.Generator, opts: SimOptions, flux: fl
     m = int(rng.choice([1, 2, 2, 2, 3]))
     pitch = math.radians(rng.uniform(10.0, 30.0))
     width = float(rng.uniform(2.0, 8.0))
+    add_spiral(canvas, rng, opts, flux, x=x, y=y, q=q, phi=phi, h=h, bulge_fraction=bulge_fraction,
+               arm_fraction=arm_fraction, m=m, pitch=pitch, width=width, knots=(0, 7))
+
+
+def add_spiral(canvas: Canvas, rng: np.random.Generator, opts: SimOptions, flux: float, *, x: float, y: float,
+               q: float, phi: float, h: float, bulge_fraction: float, arm_fraction: float, m: int, pitch: float,
+               width: float, knots: tuple[int, int]) -> None:
+    """Paint a spiral of the given shape (``_spiral`` draws it; ``sim_hard`` draws grand-design ones).
+
+    Parameters are those of :func:`_spiral` (``h`` disc scale length in arcsec, ``pitch`` in rad);
+    the arm phase ``θ₀``, the bulge and the number of HII knots (``rng.integers(*knots)``) are drawn here.
+    """
     theta0 = float(rng.uniform(0.0, 2 * math.pi))
     _bulge_disc(canvas, rng, opts, flux * (1 - arm_fraction), x, y, q, phi, 1.678 * h, bulge_fraction)
 
@@ -110,7 +122,7 @@ def _spiral(canvas: Canvas, rng: np.random.Generator, opts: SimOptions, flux: fl
 
     canvas.add_map(flux * arm_fraction * 0.8, x, y, 6 * h, arms)
     # HII-region knots strung along the arms
-    for _ in range(int(rng.integers(0, 7))):
+    for _ in range(int(rng.integers(*knots))):
         r = h * rng.uniform(0.8, 2.5)
         theta = theta0 + math.log(r / h) / math.tan(pitch) + 2 * math.pi * rng.integers(0, m) / m
         u, v = r * math.cos(theta), r * math.sin(theta) * q
