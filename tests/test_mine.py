@@ -18,18 +18,17 @@ from test_train import tiny_cfg
 
 
 @pytest.fixture(scope="module")
-def ranked(repo_root, small_population, tmp_path_factory):
+def ranked(tiny_run, small_population, tmp_path_factory):
     """(run dir, survey catalogue, rank dir) of a short run ranking a mock survey with 6 tracers."""
     from lenshpc.analysis.rank_report import rank_catalogue
     from lenshpc.data.survey import mock_survey
-    from lenshpc.train import run_training
 
     root = tmp_path_factory.mktemp("mine")
-    run_dir = root / "run"
-    run_training(tiny_cfg(repo_root, small_population, "train.chunks=2"), run_dir, show_progress=False)
+    run_dir = tiny_run
     survey = root / "survey.h5"
     mock_survey(small_population, survey, n_tracers=6, seed=0)
     rank_catalogue(run_dir, survey, root / "rank", top=0, tracers="is_tracer", show_progress=False)
+    assert not (run_dir / "rank-survey").exists()
     return run_dir, survey, root / "rank"
 
 
@@ -124,15 +123,14 @@ def test_extra_negatives_enter_the_chunks(repo_root, small_population, ranked, t
 
 
 def test_rounds_inline(repo_root, small_population, ranked, tmp_path):
-    """Two rounds + control arm + held-out catalogue in this process; a re-run skips everything."""
+    """Two rounds + control arm in this process; a re-run skips everything (eval_catalogue: docs measurement)."""
     from lenshpc.analysis.rounds import load_rounds, run_rounds
 
     _, survey, _ = ranked
     spec_path = tmp_path / "rounds.yaml"
     spec_path.write_text(yaml.safe_dump({
         "out": "out", "config": str(repo_root / "configs" / "tiny.yaml"), "catalogue": str(survey),
-        "eval_catalogue": str(survey), "tracers": "is_tracer", "rounds": 2, "mine_top": 8, "fraction": 0.5,
-        "control": True,
+        "tracers": "is_tracer", "rounds": 2, "mine_top": 8, "fraction": 0.5, "control": True,
         "set": {"data.path": str(small_population), "data.chunk_size": 64, "data.val_size": 32, "train.chunks": 1,
                 "train.batch_size": 32, "train.patience": 0, "data.prefetch": 0},
         "fine_tune": {"train.chunks": 1, "train.lr_multipliers": {"stem_*": 0.1}}}))
@@ -141,8 +139,7 @@ def test_rounds_inline(repo_root, small_population, ranked, tmp_path):
     rows = run_rounds(spec, "inline", echo=lines.append)
     out = tmp_path / "out"
     assert {(r["round"], r["arm"], r["catalogue"]) for r in rows} == {
-        (1, "mined", "survey"), (1, "mined", "eval"), (2, "mined", "survey"), (2, "mined", "eval"),
-        (2, "control", "survey"), (2, "control", "eval")}
+        (1, "mined", "survey"), (2, "mined", "survey"), (2, "control", "survey")}
     for name in ("rounds.md", "rounds.csv", "rounds.png", "round1/hardneg.h5", "round2/round.json"):
         assert (out / name).is_file(), name
     r2 = json.loads((out / "round2" / "run" / "metrics.json").read_text())

@@ -88,7 +88,7 @@ def asinh_run(repo_root, small_population, tmp_path_factory):
     from lenshpc.train import run_training
 
     run_dir = tmp_path_factory.mktemp("norm") / "asinh"
-    run_training(tiny_cfg(repo_root, small_population, "train.chunks=2", "data.normalisation=asinh"), run_dir,
+    run_training(tiny_cfg(repo_root, small_population, "train.chunks=1", "data.normalisation=asinh"), run_dir,
                  show_progress=False)
     return run_dir
 
@@ -128,16 +128,13 @@ def test_scorers_use_the_runs_own_normalisation(asinh_run, small_population, tmp
     assert result["metrics"]["n_tracers"] == 4
 
 
-def test_ensemble_members_are_rescored_with_their_own_normalisation(repo_root, asinh_run, small_population,
-                                                                     tmp_path):
+def test_ensemble_members_are_rescored_with_their_own_normalisation(asinh_run, tiny_run):
     """A minmax member and an asinh member on common sets: each gets its own pixels (never the other's)."""
     from lenshpc.analysis.members import Member, prediction_matrices
     from lenshpc.data import normalise
-    from lenshpc.train import run_training
     from lenshpc.train.rundir import read_predictions
 
-    plain = tmp_path / "plain"
-    run_training(tiny_cfg(repo_root, small_population, "train.chunks=1", "seed=1"), plain, show_progress=False)
+    plain = tiny_run  # seed 1, default normalisation
     preds = prediction_matrices([Member("plain", plain), Member("asinh", asinh_run)], show_progress=False)
     assert preds.sources == ["predictions", "rescored"]  # asinh's own run used seed 0: re-scored on seed 1's sets
     # Scoring asinh's member on the (default) minmax images would give other numbers:
@@ -189,3 +186,12 @@ def test_bad_normalisation_inputs(repo_root, small_population, asinh_run, tmp_pa
     np.save(copy / "template.npy", np.ones((64, 64, 1), np.float32))
     with pytest.raises(UserError, match="members use different normalisations"):
         normalise.for_model(ens)
+
+
+def test_ide_members_must_share_the_ensemblers_normalisation(tmp_path):
+    from lenshpc.analysis.ide import _check_members, _Member
+
+    member = _Member(path=tmp_path, name="a", preprocess="none", normalisation={"name": "asinh", "params": {"a": 0.1}})
+    _check_members([member], "none", None, {"name": "asinh", "params": {"a": 0.1}})
+    with pytest.raises(UserError, match="trained with normalisation"):
+        _check_members([member], "none", None, {"name": "minmax_sqrt", "params": {}})

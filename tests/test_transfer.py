@@ -27,19 +27,16 @@ def layer_weights(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def source_run(repo_root, small_population, tmp_path_factory):
-    from lenshpc.train import run_training
-
-    run_dir = tmp_path_factory.mktemp("transfer") / "source"
-    run_training(tiny_cfg(repo_root, small_population, "train.chunks=2"), run_dir, show_progress=False)
-    return run_dir
+def source_run(tiny_run):
+    """The session's finished 2-chunk run (conftest ``tiny_run``)."""
+    return tiny_run
 
 
 def test_start_from_copies_freezes_and_records(repo_root, small_population, source_run, tmp_path):
     from lenshpc.train import run_training
     from lenshpc.train.transfer import sha256_file
 
-    cfg = tiny_cfg(repo_root, small_population, "train.chunks=2", "seed=5", f"train.start_from={source_run}",
+    cfg = tiny_cfg(repo_root, small_population, "train.chunks=1", "seed=5", f"train.start_from={source_run}",
                    "train.freeze=[stem_*]", "train.lr_multipliers={stage1_*: 0.1}")
     metrics = run_training(cfg, tmp_path / "ft", show_progress=False)
     src, new = layer_weights(source_run / "model.keras"), layer_weights(tmp_path / "ft" / "model.keras")
@@ -112,8 +109,8 @@ def test_head_of_another_shape_is_reinitialised(repo_root, small_population, tmp
 def test_killed_fine_tune_resumes_to_the_same_result(repo_root, small_population, source_run, tmp_path):
     from lenshpc.train import run_training
 
-    cfg = tiny_cfg(repo_root, small_population, "train.chunks=3", f"train.start_from={source_run}",
-                   "train.freeze=[stem_*]", "train.lr_multipliers={stage1_*: 0.1}")
+    cfg = tiny_cfg(repo_root, small_population, "train.chunks=2", "train.checkpoint_every=2",
+                   f"train.start_from={source_run}", "train.freeze=[stem_*]", "train.lr_multipliers={stage1_*: 0.1}")
     straight = run_training(cfg, tmp_path / "straight", show_progress=False)
 
     def preempt(chunk, _row):
@@ -133,7 +130,7 @@ def test_resume_refuses_a_changed_source(repo_root, small_population, source_run
 
     src = tmp_path / "src"
     shutil.copytree(source_run, src)
-    cfg = tiny_cfg(repo_root, small_population, "train.chunks=2", f"train.start_from={src}")
+    cfg = tiny_cfg(repo_root, small_population, "train.chunks=1", f"train.start_from={src}")
 
     def preempt(chunk, _row):
         os.kill(os.getpid(), signal.SIGUSR1)

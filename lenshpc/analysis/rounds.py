@@ -291,7 +291,11 @@ def write_report(spec: RoundsSpec, rows: list[dict]) -> dict[str, Path]:
     for ax, metric in zip(axes[0], METRICS):
         for key in sorted({(r["arm"], r["catalogue"]) for r in rows}):
             pts = sorted((r["round"], r[metric]) for r in rows if (r["arm"], r["catalogue"]) == key)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{key[0]} / {key[1]}")
+            if key[0] == "control":  # a control arm starts where the mined arm's round 1 ended
+                pts = [(r["round"], r[metric]) for r in rows if (r["round"], r["arm"], r["catalogue"]) == (
+                    1, "mined", key[1])] + pts
+            style = "--" if key[0] == "control" else "-"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=f"{key[0]} / {key[1]}")
         ax.set_title(metric.replace("_", " "), fontsize=8)
         ax.set_xlabel("round")
         ax.set_xticks(range(1, spec.rounds + 1))
