@@ -179,8 +179,11 @@ class MixedDraw:
 _EXTRA_ARRAY = "images"
 
 
-def _extra_specs(cfg: Config, image_shape: tuple) -> list[tuple[str, float]]:
-    """``data.extra_negatives`` checked: ``[(path, fraction)]`` of existing sets of this image shape."""
+def _extra_specs(cfg: Config, image_shape: tuple, check_files: bool = True) -> list[tuple[str, float]]:
+    """``data.extra_negatives`` checked: ``[(path, fraction)]`` of existing sets of this image shape.
+
+    ``check_files`` False (an engine for validation/test sets only, e.g. a scorer) checks only the config:
+    the sets enter training chunks alone."""
     out = []
     for i, entry in enumerate(cfg.data.extra_negatives):
         where = f"data.extra_negatives[{i}]"
@@ -190,6 +193,9 @@ def _extra_specs(cfg: Config, image_shape: tuple) -> list[tuple[str, float]]:
         if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction <= 1:
             raise ConfigError(f"{where}.fraction = {fraction!r}: a number in [0, 1] (share of each chunk's negatives)")
         path = str(entry["path"])
+        if not check_files:
+            out.append((path, float(fraction)))
+            continue
         if not Path(path).is_file():
             raise DataError(f"{where}.path = {path}: no such file; make it with `lenshpc mine RANK_DIR --out {path}`")
         with open_dataset(path) as ds:
@@ -331,7 +337,7 @@ class ChunkEngine:
             raise ConfigError(f"data.normalisation = {cfg.data.normalisation!r} with data.preprocess = maxtree: "
                               "segmented inputs are made with the thesis's min-max + sqrt; use one or the other")
         self.normaliser = normaliser if normaliser is not None else norm.for_config(cfg, self.image_shape)
-        self._extra = _extra_specs(cfg, self.image_shape)
+        self._extra = _extra_specs(cfg, self.image_shape, check_files=load_train)
         self._pools: dict[str, dict[str, Pool]] = {}
         self._load_lock = threading.Lock()  # each split loads once, even when asked from two threads
         self.compile_seconds = 0.0

@@ -157,7 +157,7 @@ def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, 
     from lenshpc.data.chunks import ChunkEngine
 
     normaliser = normalise.for_run(run_dir)
-    engine = ChunkEngine(cfg, rank=0, size=1, normaliser=normaliser)
+    engine = ChunkEngine(cfg, rank=0, size=1, normaliser=normaliser, load_train=False)  # test/val/labelled only
     if split == "test":
         x, y, meta = engine.test()
         return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
