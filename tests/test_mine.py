@@ -160,3 +160,17 @@ def test_rounds_inline(repo_root, small_population, ranked, tmp_path):
     spec_path.write_text(spec_path.read_text() + "fine_tune_typo: 1\n")
     with pytest.raises(ConfigError, match="unknown key 'fine_tune_typo'"):
         load_rounds(spec_path)
+
+
+def test_shipped_rounds_spec_is_valid(repo_root):
+    """configs/rounds/*.yaml: known keys only, and their training overrides apply to their base config."""
+    from lenshpc.analysis.rounds import _KEYS
+    from lenshpc.config import load_config
+
+    files = sorted((repo_root / "configs" / "rounds").glob("*.yaml"))
+    assert files
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        assert set(data) <= _KEYS, path
+        over = {**data.get("set", {}), **data.get("fine_tune", {}), "data.path": ""}
+        load_config(path.parent / data["config"], **{k.replace(".", "__"): v for k, v in over.items()})
