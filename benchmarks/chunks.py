@@ -7,7 +7,9 @@ Compares, in one run on the same data:
                  ImageDataGenerator does per image);
 (b) numpy      — the vectorised numpy reference (``ChunkEngine.reference_chunk``: one
                  index map and one gather for the whole batch);
-(c) fused      — the engine (``ChunkEngine.chunk``): compiled merge→normalise→√→gather.
+(c) fused      — the engine (``ChunkEngine.chunk``): compiled merge→normalise→√→gather;
+(d) with ``--normalisations``: the engine with another ``data.normalisation`` (numpy/astropy/skimage
+                 normalisation of the merged mock lenses, then the compiled gather).
 
 and prints the per-stage split of (c), thread scaling and the numba compile time.
 Figures are best-of-``--repeats`` (the machine may be shared); ratios are against (a).
@@ -144,6 +146,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5, help="best of N timings (default 5)")
     ap.add_argument("--baseline-images", type=int, default=400, help="images timed for the slow baseline")
     ap.add_argument("--threads", type=int, nargs="*", default=[2], help="extra thread counts to time")
+    ap.add_argument("--normalisations", nargs="*", default=[], metavar="NAME",
+                    help="also time the engine (1 thread) with these data.normalisation choices, e.g. asinh zscale "
+                         "histogram_template (template: the dataset's pooled histogram)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +177,13 @@ def main() -> int:
             eng_t.chunk(0)
             rows.append((f"(c) fused numba kernels, {threads} threads", n / best(lambda: eng_t.chunk(0), args.repeats)))
             eng_t.close()
+        for name in args.normalisations:
+            params = {"template": str(path), "template_count": 64} if name == "histogram_template" else {}
+            eng_n = ChunkEngine(cfg.replace(**{"data.normalisation": name, "data.normalisation_params": params}))
+            eng_n.chunk(0)
+            rows.append((f"(d) engine, data.normalisation={name}, 1 thread",
+                         n / best(lambda: eng_n.chunk(0), max(1, args.repeats // 2))))
+            eng_n.close()
         print(f"\n{'path':<52} {'images/s':>10} {'× baseline':>11}")
         for name, rate in rows:
             print(f"{name:<52} {rate:>10,.0f} {rate / rate_base:>10.1f}×")

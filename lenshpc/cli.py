@@ -38,6 +38,8 @@ COMMANDS = (
     "infocontent",
     "rank",
     "inspect",
+    "mine",
+    "rounds",
 )
 
 

@@ -64,6 +64,11 @@ class DataConfig:
     segmented_path: str = ""  # output of `lenshpc maxtree` (used when preprocess = maxtree)
     prefetch: int = field(default=2, metadata=_range(0, 64))  # chunks synthesised ahead of the model
     threads: int = field(default=1, metadata=_range(1, 256))  # synthesis threads per rank
+    # Pixel normalisation by name (lenshpc.data.normalise.available()); the thesis's min-max + sqrt by default.
+    normalisation: str = "minmax_sqrt"
+    normalisation_params: dict = field(default_factory=dict)  # e.g. {template: T.npy} or {a: 0.1}
+    # Extra negative sets mixed into training chunks: [{path: HARDNEG.h5, fraction: 0.25}] (lenshpc mine output).
+    extra_negatives: list = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +111,11 @@ class TrainConfig:
     jit_compile: bool = False  # XLA
     tensorboard: bool = False
     log_every: int = field(default=1, metadata=_range(1))
+    # Transfer learning (lenshpc.train.transfer): a finished run dir or a model.keras to start from,
+    # layer-name patterns to freeze and {pattern: factor} learning-rate multipliers.
+    start_from: str = ""
+    freeze: list = field(default_factory=list)
+    lr_multipliers: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -228,6 +238,10 @@ def from_dict(data: dict, source: str = "<dict>") -> Config:
     return _build(Config, data, source, "")
 
 
+#: Mapping-valued keys that are values, not sections: never deep-merged by ``extends`` nor flattened.
+FLAT_MAPPINGS = ("params", "extra", "normalisation_params", "lr_multipliers")
+
+
 #: The seed and data keys the chunk engine's fixed validation and test sets depend on (so two runs with equal
 #: values score the same images): Max-Tree SEG files record them, ensembles compare members by them.
 EVAL_SET_KEYS = ("seed", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
@@ -267,7 +281,7 @@ def _load_yaml_tree(path: Path, _seen: tuple = ()) -> dict:
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("params", "extra"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in FLAT_MAPPINGS:
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = value
@@ -387,6 +401,10 @@ def _check_consistency(obj: Any, source: str, prefix: str) -> None:
     if isinstance(obj, DataConfig):
         if obj.alpha_min > obj.alpha_max:
             raise ConfigError(f"{source}: {prefix}alpha_min ({obj.alpha_min}) must not exceed {prefix}alpha_max ({obj.alpha_max})")
+        from lenshpc.data.normalise import check_name
+
+        check_name(obj.normalisation, f"{source}: {prefix}normalisation")(obj.normalisation_params,
+                                                                          f"{source}: {prefix}normalisation_params")
         if obj.preprocess == "maxtree" and not obj.segmented_path:
             raise ConfigError(
                 f"{source}: {prefix}preprocess is 'maxtree' but {prefix}segmented_path is empty; "
@@ -410,7 +428,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
         full = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key not in ("params", "extra"):
+        if isinstance(value, dict) and value and key not in FLAT_MAPPINGS:
             out.update(flatten(value, f"{full}."))
         else:
             out[full] = value

@@ -83,3 +83,20 @@ def tiny_sweep(analysis_population, tmp_path_factory) -> Path:
     missing = [p.run_dir for p in spec.points if not (p.run_dir / "DONE").is_file()]
     assert not missing, f"tiny sweep runs did not finish: {missing}"
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_population, tmp_path_factory) -> Path:
+    """A finished 2-chunk ``tiny_resnet`` run (seed 1) on :func:`small_population`, sized like
+    ``tests/test_train.py::tiny_cfg``: the source of start-from runs, a ranked model, an ensemble member.
+    Tests must not modify it (copy it first)."""
+    from lenshpc.config import load_config
+    from lenshpc.train import run_training
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", overrides=[
+        f"data.path={small_population}", "data.chunk_size=128", "data.val_size=64", "data.test_size=0",
+        "train.chunks=2", "train.checkpoint_every=2", "train.patience=0", "train.batch_size=32",
+        "selection.metric=val_loss", "data.alpha_min=0.02", "data.alpha_max=0.3", "seed=1"])
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    run_training(cfg, run_dir, show_progress=False)
+    return run_dir

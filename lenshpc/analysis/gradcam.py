@@ -438,10 +438,11 @@ def _request_key(rd_path: Path, model_path: Path, data: str, layers: list[str], 
             "n": int(n), "threshold": float(threshold), "seed": seed, "class_index": class_index}
 
 
-def _load_test_set(cfg: Any) -> tuple[np.ndarray, np.ndarray, dict]:
+def _load_test_set(cfg: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    from lenshpc.data import normalise
     from lenshpc.data.chunks import ChunkEngine
 
-    with ChunkEngine(cfg, rank=0, size=1, load_train=False) as engine:
+    with ChunkEngine(cfg, rank=0, size=1, load_train=False, normaliser=normalise.for_run(run_dir)) as engine:
         x, y, meta = engine.test()
         return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
 
@@ -520,7 +521,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
 
     # --- the test set the run was scored on, and the scores that decide the cases
     log.info("rebuilding the fixed test set of %s (%s)", rd.path, data_path)
-    x, y, meta = _load_test_set(cfg)
+    x, y, meta = _load_test_set(cfg, rd.path)
     labels = (y >= 0.5).astype(np.uint8)
     if data is None:
         pred = read_predictions(rd.predictions, "test")

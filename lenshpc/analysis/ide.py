@@ -110,6 +110,7 @@ class _Member:
     name: str  # "<group>/<seed dir>", for logs and ensemble.json
     preprocess: str
     model: Any = None  # keras.Model, loaded by load()
+    normalisation: Optional[dict] = None  # lenshpc.data.normalise.config_key of the member's config
 
     def load(self) -> "_Member":
         from lenshpc.train.evaluate import load_model
@@ -150,13 +151,21 @@ def _resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     for path in paths:
         check_finished(path, f"input-dependent ensemble member {_member_name(path)}")
         mcfg = load_member_config(path)
-        out.append(_Member(path=path, name=_member_name(path), preprocess=mcfg.data.preprocess))
+        from lenshpc.data.normalise import config_key
+
+        out.append(_Member(path=path, name=_member_name(path), preprocess=mcfg.data.preprocess,
+                           normalisation=config_key(mcfg)))
     return out
 
 
-def _check_members(members: list[_Member], preprocess: str, image_shape: Optional[tuple]) -> None:
-    """Every member must see the images the DE sees: same preprocessing, same image shape."""
+def _check_members(members: list[_Member], preprocess: str, image_shape: Optional[tuple],
+                   normalisation: Optional[dict] = None) -> None:
+    """Every member must see the images the DE sees: same preprocessing, normalisation and image shape."""
     for m in members:
+        if normalisation is not None and m.normalisation is not None and m.normalisation != normalisation:
+            raise UserError(f"member {m.path} was trained with normalisation {m.normalisation} but the dynamic "
+                            f"ensembler's is {normalisation}: every member must score the images the ensembler "
+                            "sees; set the ensembler's data.normalisation(_params) to the members' ones")
         if m.preprocess != preprocess:
             raise UserError(f"member {m.path} was trained on data.preprocess = {m.preprocess!r} images but the "
                             f"dynamic ensembler's data.preprocess is {preprocess!r}: every member must score the "
@@ -398,8 +407,10 @@ def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike,
     """
     from lenshpc.train import run_training
 
+    from lenshpc.data.normalise import config_key
+
     resolved = _resolve_members(members)
-    _check_members(resolved, cfg.data.preprocess, None)
+    _check_members(resolved, cfg.data.preprocess, None, config_key(cfg))
     rd = RunDir(out)
     _check_same_members(rd, resolved, resume=resume, force=force)
     if rd.is_done() and not force:

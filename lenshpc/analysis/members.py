@@ -407,16 +407,25 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     cols_val: list[np.ndarray | None] = [p["val"]["scores"] if p else None for p in preds]
     cols_test: list[np.ndarray | None] = [p["test"]["scores"] if p else None for p in preds]
     if todo:
-        fingerprint = _fingerprint(target, y_val, y_test)
+        from lenshpc.data import normalise
+
+        common_norm = normalise.for_config(data_cfg)
+        inputs = {common_norm.key(): (x_val, x_test)}  # the common images as each member's normalisation sees them
         bar = progress(todo, desc="re-scoring members", unit="model", disable=None if show_progress else True)
         for i in bar:
             m = members[i]
+            own = normalise.for_run(m.run_dir)
+            fingerprint = _fingerprint({**target, "normalisation": own.describe()}, y_val, y_test)
             cache = cache_dir / f"{_safe(m.label)}.h5" if cache_dir is not None else None
             cached = _read_cache(cache, m.run_dir, fingerprint) if cache is not None else None
             if cached is not None:
                 cols_val[i], cols_test[i] = cached
                 sources[i] = "cache"
                 continue
+            if own.key() not in inputs:  # same images (normalisation draws no random numbers), its own pixels
+                xv, _, xt, _, _ = _common_sets(data_cfg, own)
+                inputs[own.key()] = (xv, xt)
+            x_val, x_test = inputs[own.key()]
             scorer = ModelScorer(m.run_dir, name=m.label)
             if tuple(scorer.image_shape) != tuple(x_val.shape[1:]):
                 raise UserError(f"member {m.label} ({m.run_dir}) expects images {scorer.image_shape} but the common "
@@ -438,11 +447,12 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
                                                               np.asarray(b).astype(np.uint8)))
 
 
-def _common_sets(data_cfg):
-    """Validation and test images, labels and test metadata of ``data_cfg`` (no train split loaded)."""
+def _common_sets(data_cfg, normaliser=None):
+    """Validation and test images, labels and test metadata of ``data_cfg`` (no train split loaded),
+    normalised by ``normaliser`` (default ``data_cfg``'s)."""
     from lenshpc.data.chunks import ChunkEngine
 
-    engine = ChunkEngine(data_cfg, rank=0, size=1, load_train=False)
+    engine = ChunkEngine(data_cfg, rank=0, size=1, load_train=False, normaliser=normaliser)
     try:
         x_val, y_val = engine.validation()
         x_test, y_test, meta = engine.test()

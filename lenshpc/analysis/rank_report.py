@@ -331,7 +331,8 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
         raise DataError(f"{catalogue}: every row is a tracer; ranking needs non-tracer cutouts too")
     shard_result = rs.compute_shards(plan, executor, shard_index=shard_index, merge_only=merge_only, hpc=hpc,
                                      show_progress=show_progress)
-    summary = {"model": plan.model, "catalogue": plan.catalogue, "out": str(out), "n": plan.n,
+    summary = {"model": plan.model, "catalogue": plan.catalogue, "catalogue_source": plan.source,
+               "out": str(out), "n": plan.n,
                "batch_size": plan.batch_size, "shards": plan.shards, "executor": executor,
                "plan_digest": plan.digest(), "shards_computed": shard_result["done"],
                "shards_reused": shard_result["skipped"]}

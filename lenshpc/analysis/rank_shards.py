@@ -229,15 +229,16 @@ def _blocks(plan: RankPlan, first: int, stop: int):
     Blocks are whole batches from a batch boundary (``first`` is one), so the scorer, which
     cuts them into ``batch_size`` batches, sees the same batches whatever the shard layout.
     """
-    from lenshpc.data import transforms
+    from lenshpc.data import normalise
     from lenshpc.data.format import open_dataset
 
+    normaliser = normalise.for_model(plan.model)  # the model's own normalisation, never another's
     step = block_rows(plan)
     with open_dataset(plan.catalogue) as ds:
         arr = ds._array("images")  # noqa: SLF001 - a slab read of consecutive rows (no fancy indexing)
 
         def load(a: int, b: int) -> np.ndarray:
-            return transforms.prepare(np.asarray(arr[a:b], dtype=np.float32))
+            return normaliser(np.asarray(arr[a:b], dtype=np.float32))
 
         bounds = [(a, min(a + step, stop)) for a in range(first, stop, step)]
         with ThreadPoolExecutor(1) as pool:  # h5py and numpy release the GIL: reading overlaps scoring

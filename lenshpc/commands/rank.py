@@ -23,7 +23,8 @@ ensemble run directory, rank them from most to least lens-like and write, in --o
 
 CATALOGUE.h5 is a labelled lenshpc dataset (images + meta/images/id); a survey without labels
 is stacked with `lenshpc stack --images … [--catalogue CAT] --label-column none`. Cutouts are
-normalised and √-stretched exactly as in training; their shape must match the model's input.
+normalised exactly as the model was trained (its run's data.normalisation, default min–max + √);
+their shape must match the model's input.
 
 Tracers (known lenses mixed into the catalogue) come from --tracers: a metadata column whose
 truthy rows are tracers (e.g. is_lens), a file of IDs (one per line), 'labels' (labels == 1),

@@ -36,12 +36,14 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from lenshpc.config import AugmentConfig, Config
 from lenshpc.data import augment as aug
+from lenshpc.data import normalise as norm
 from lenshpc.data import transforms
 from lenshpc.data.format import Dataset, open_dataset
 from lenshpc.errors import ConfigError, DataError
@@ -113,6 +115,8 @@ class MergeDraw:
     lens_rows: np.ndarray
     source_rows: np.ndarray
     alpha: np.ndarray
+    #: A non-fused normaliser (data.normalisation other than minmax_sqrt): merge, normalise, then augment.
+    normaliser: norm.Normaliser | None = None
 
     def __len__(self) -> int:
         return len(self.lens_rows)
@@ -122,11 +126,17 @@ class MergeDraw:
 
     def images(self, shape: tuple[int, int, int]) -> np.ndarray:
         n = len(self)
-        return transforms.mock_lenses(self.lenses.images[self.lens_rows].reshape(n, *shape),
-                                      self.sources.images[self.source_rows].reshape(n, *shape), self.alpha)
+        lenses = self.lenses.images[self.lens_rows].reshape(n, *shape)
+        sources = self.sources.images[self.source_rows].reshape(n, *shape)
+        if self.normaliser is not None:
+            return self.normaliser(transforms.merge(lenses, sources, self.alpha))
+        return transforms.mock_lenses(lenses, sources, self.alpha)
 
     def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
                augment: bool, parts: int = 1) -> list:
+        if self.normaliser is not None:  # the fused kernel knows only Eq 4.1 + √: materialise, then augment
+            pool = Pool("merged", aug.flat(self.images(shape)), np.arange(len(self), dtype=np.int64))
+            return PoolDraw(pool, np.arange(len(self), dtype=np.int64)).render(coef, dest, out, shape, augment, parts)
         order = np.argsort(self.source_rows, kind="stable")  # the big pool: walk it in address order
         lens_rows, source_rows = self.lens_rows[order], self.source_rows[order]
         scale, coef, dest = self.scale()[order], coef[order], dest[order]
@@ -138,6 +148,64 @@ class MergeDraw:
     def meta(self) -> dict[str, np.ndarray]:
         return {"alpha": self.alpha.astype(np.float64), "lens_index": self.lenses.index[self.lens_rows],
                 "source_index": self.sources.index[self.source_rows]}
+
+
+@dataclass
+class MixedDraw:
+    """Consecutive :class:`PoolDraw` s (the main negatives, then each extra negative set)."""
+
+    parts: list
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def _bounds(self) -> list[slice]:
+        ends = np.cumsum([0] + [len(p) for p in self.parts])
+        return [slice(a, b) for a, b in zip(ends[:-1], ends[1:])]
+
+    def images(self, shape: tuple[int, int, int]) -> np.ndarray:
+        return np.concatenate([p.images(shape) for p in self.parts])
+
+    def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
+               augment: bool, parts: int = 1) -> list:
+        return [job for p, s in zip(self.parts, self._bounds()) if len(p)
+                for job in p.render(coef[s], dest[s], out, shape, augment, parts)]
+
+    def meta(self) -> dict[str, np.ndarray]:
+        return {"index": np.concatenate([p.pool.index[p.rows] for p in self.parts])}
+
+
+#: The image array of an extra negative set (a labelled lenshpc dataset, e.g. ``lenshpc mine`` output).
+_EXTRA_ARRAY = "images"
+
+
+def _extra_specs(cfg: Config, image_shape: tuple, check_files: bool = True) -> list[tuple[str, float]]:
+    """``data.extra_negatives`` checked: ``[(path, fraction)]`` of existing sets of this image shape.
+
+    ``check_files`` False (an engine for validation/test sets only, e.g. a scorer) checks only the config:
+    the sets enter training chunks alone."""
+    out = []
+    for i, entry in enumerate(cfg.data.extra_negatives):
+        where = f"data.extra_negatives[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"path", "fraction"} or "path" not in entry:
+            raise ConfigError(f"{where} = {entry!r}: expected a mapping {{path: HARDNEG.h5, fraction: 0.25}}")
+        fraction = entry.get("fraction", 0.25)
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction <= 1:
+            raise ConfigError(f"{where}.fraction = {fraction!r}: a number in [0, 1] (share of each chunk's negatives)")
+        path = str(entry["path"])
+        if not check_files:
+            out.append((path, float(fraction)))
+            continue
+        if not Path(path).is_file():
+            raise DataError(f"{where}.path = {path}: no such file; make it with `lenshpc mine RANK_DIR --out {path}`")
+        with open_dataset(path) as ds:
+            if _EXTRA_ARRAY not in ds.names or tuple(ds.image_shape) != tuple(image_shape):
+                raise DataError(f"{where}.path = {path}: needs an '{_EXTRA_ARRAY}' array of {tuple(image_shape)} "
+                                f"cutouts (this run's shape), has {', '.join(ds.names)} of {tuple(ds.image_shape)}")
+        out.append((path, float(fraction)))
+    if sum(f for _, f in out) > 1:
+        raise ConfigError(f"data.extra_negatives: fractions add up to {sum(f for _, f in out):g} > 1")
+    return out
 
 
 # ======================================================================= loading helpers
@@ -171,12 +239,20 @@ def read_rows(ds: Dataset, name: str, indices: np.ndarray, desc: str = "") -> np
     return out
 
 
-def prepare_in_place(images: np.ndarray) -> np.ndarray:
-    """Normalise + √-stretch a flat float32 pool block by block (no full-size temporaries)."""
+def prepare_in_place(images: np.ndarray, normaliser: norm.Normaliser | None = None,
+                     shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Normalise a flat float32 pool block by block (no full-size temporaries).
+
+    Default: Eq 4.1 + √ (per image over all pixels and channels, so the flat layout serves);
+    another ``normaliser`` sees the images in their ``shape`` ``(H, W, C)``.
+    """
     n = len(images)
     for lo in range(0, n, _PREPARE_BLOCK):
         block = images[lo : lo + _PREPARE_BLOCK]
-        block[...] = transforms.prepare(block[:, :, None, None]).reshape(block.shape)
+        if normaliser is None or normaliser.fused:
+            block[...] = transforms.prepare(block[:, :, None, None]).reshape(block.shape)
+        else:
+            block[...] = normaliser(block.reshape(len(block), *shape)).reshape(block.shape)
     return images
 
 
@@ -203,6 +279,13 @@ class ChunkEngine:
     load_train : bool
         Load this rank's train split now (default).  False defers it to the first chunk
         (``lenshpc maxtree`` only needs :meth:`validation` and :meth:`test`).
+    normaliser : Normaliser, optional
+        The pixel normalisation (:mod:`lenshpc.data.normalise`); default the config's
+        ``data.normalisation``.  Scorers pass their run's own (:func:`normalise.for_run`).
+
+    ``data.extra_negatives`` (``[{path, fraction}]``, e.g. ``lenshpc mine`` output) replaces that
+    fraction of each training chunk's negatives by images drawn from those sets (train chunks only;
+    the validation and test sets stay those of ``data.path``).
 
     With ``data.preprocess: maxtree`` positives come from the segmented mock-lens pool and
     negatives, validation and test images from their segmented versions in
@@ -224,7 +307,7 @@ class ChunkEngine:
     """
 
     def __init__(self, cfg: Config, *, rank: int = 0, size: int = 1, dataset_path: str | None = None,
-                 load_train: bool = True):
+                 load_train: bool = True, normaliser: norm.Normaliser | None = None):
         if size < 1 or not 0 <= rank < size:
             raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
         self.cfg = cfg
@@ -250,6 +333,11 @@ class ChunkEngine:
             self.kind: str = ds.kind
             self.image_shape: tuple[int, int, int] = tuple(int(v) for v in ds.image_shape)  # type: ignore[assignment]
             self._check_shapes(ds)
+        if cfg.data.preprocess == "maxtree" and cfg.data.normalisation != "minmax_sqrt":
+            raise ConfigError(f"data.normalisation = {cfg.data.normalisation!r} with data.preprocess = maxtree: "
+                              "segmented inputs are made with the thesis's min-max + sqrt; use one or the other")
+        self.normaliser = normaliser if normaliser is not None else norm.for_config(cfg, self.image_shape)
+        self._extra = _extra_specs(cfg, self.image_shape, check_files=load_train)
         self._pools: dict[str, dict[str, Pool]] = {}
         self._load_lock = threading.Lock()  # each split loads once, even when asked from two threads
         self.compile_seconds = 0.0
@@ -290,13 +378,14 @@ class ChunkEngine:
                     index = self._indices(ds, name, split, rank, size)
                     images = read_rows(ds, name, index, f"load {split} {name}").reshape(len(index), -1)
                     if name == "negatives":
-                        pools[name] = Pool(name, prepare_in_place(images), index)
+                        pools[name] = Pool(name, prepare_in_place(images, self.normaliser, self.image_shape), index)
                     else:
                         pools[name] = Pool(name, images, index, transforms.image_max(images))
             else:
                 index = self._indices(ds, "images", split, rank, size)
                 labels = ds.labels(index).astype(bool)
-                images = prepare_in_place(read_rows(ds, "images", index, f"load {split} images").reshape(len(index), -1))
+                images = prepare_in_place(read_rows(ds, "images", index, f"load {split} images").reshape(len(index), -1),
+                                          self.normaliser, self.image_shape)
                 for name, mask in (("positives", labels), ("negatives", ~labels)):
                     if not mask.any():
                         where = f" of rank {rank}/{size}" if size > 1 else ""
@@ -305,6 +394,15 @@ class ChunkEngine:
                                         f"({len(index)} images in all); a labelled dataset needs both classes "
                                         "in every split (re-split it or use fewer ranks)")
                     pools[name] = Pool(name, np.ascontiguousarray(images[mask]), index[mask])
+        if split == "train":
+            for i, (path, _fraction) in enumerate(self._extra):
+                with open_dataset(path) as extra:
+                    index = np.sort(extra.shard(_EXTRA_ARRAY, "all", rank, size))
+                    if len(index) == 0:
+                        raise DataError(f"{path} (data.extra_negatives[{i}]): rank {rank} of {size} gets no images "
+                                        f"({extra.count(_EXTRA_ARRAY)} in all); mine more or use fewer ranks")
+                    images = read_rows(extra, _EXTRA_ARRAY, index, f"load {path}").reshape(len(index), -1)
+                pools[f"extra{i}"] = Pool(f"extra{i}", prepare_in_place(images, self.normaliser, self.image_shape), index)
         return pools
 
     def _indices(self, ds: Dataset, name: str, split: str, rank: int, size: int) -> np.ndarray:
@@ -328,16 +426,24 @@ class ChunkEngine:
         lens_rows = _pick(rng, len(lenses), n, replace or n > len(lenses))
         source_rows = _pick(rng, len(sources), n, replace or n > len(sources))
         alpha = rng.uniform(self.cfg.data.alpha_min, self.cfg.data.alpha_max, n)
-        return MergeDraw(lenses, sources, lens_rows, source_rows, alpha)
+        return MergeDraw(lenses, sources, lens_rows, source_rows, alpha,
+                         None if self.normaliser.fused else self.normaliser)
 
     def _draw_negatives(self, rng: np.random.Generator, n: int, split: str = "train",
                         replace: bool = True) -> PoolDraw:
         """``n`` negatives (pre-augmentation) from ``split``."""
-        pool = self._load_pools(split, shard=split == "train")["negatives"]
+        pools = self._load_pools(split, shard=split == "train")
+        pool = pools["negatives"]
         if not replace and n > len(pool):
             raise DataError(f"{self.path}: asked for {n} distinct negatives from the {split} split, which has "
                             f"{len(pool)}; lower data.{'test_size' if split == 'test' else 'val_size'}")
-        return PoolDraw(pool, _pick(rng, len(pool), n, replace))
+        if split != "train" or not self._extra:
+            return PoolDraw(pool, _pick(rng, len(pool), n, replace))
+        counts = [int(round(n * fraction)) for _, fraction in self._extra]
+        parts = [PoolDraw(pool, _pick(rng, len(pool), n - sum(counts), replace))]
+        parts += [PoolDraw(pools[f"extra{i}"], _pick(rng, len(pools[f"extra{i}"]), k, True))
+                  for i, k in enumerate(counts)]
+        return MixedDraw(parts)
 
     # ------------------------------------------------------------------ synthesis
     def _assemble(self, rng: np.random.Generator, n_pos: int, n_neg: int, split: str, augment: AugmentConfig,

@@ -66,7 +66,7 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
         raise UserError(f"{data} is a population dataset: only its fixed test set can be scored (--split test)")
 
     started = provenance.now()
-    x, y, meta = _load_split(cfg, kind, split)
+    x, y, meta = _load_split(cfg, kind, split, rd.path)
     model = load_model(rd.model)
     scores = predict_scores(model, x, batch_size)
 
@@ -179,11 +179,13 @@ def _predict_step(model, image_shape: tuple):
     return cache[image_shape]
 
 
-def _load_split(cfg, kind: str, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Images, labels and metadata to score, prepared as the training loop sees them."""
+def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Images, labels and metadata to score, prepared as the training loop saw them (the run's own normalisation)."""
+    from lenshpc.data import normalise
     from lenshpc.data.chunks import ChunkEngine
 
-    engine = ChunkEngine(cfg, rank=0, size=1)
+    normaliser = normalise.for_run(run_dir)
+    engine = ChunkEngine(cfg, rank=0, size=1, normaliser=normaliser, load_train=False)  # test/val/labelled only
     if split == "test":
         x, y, meta = engine.test()
         return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
@@ -192,12 +194,11 @@ def _load_split(cfg, kind: str, split: str) -> tuple[np.ndarray, np.ndarray, dic
     if reader is not None:
         x, y, meta = reader(split)
         return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
-    from lenshpc.data import transforms
     from lenshpc.data.format import open_dataset
 
     with open_dataset(cfg.data.path) as ds:
         idx = ds.split("images", split)
-        x = transforms.prepare(ds.read("images", idx))
+        x = normaliser(ds.read("images", idx))
         return x, ds.labels(idx).astype(np.uint8), ds.meta("images", idx)
 
 

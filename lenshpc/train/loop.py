@@ -258,9 +258,18 @@ class Trainer:
         keras.utils.set_random_seed(int(cfg.seed))
         tf.config.experimental.enable_op_determinism()
 
-        self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size)
+        from lenshpc.data import normalise
+
+        # The run's own normalisation (a histogram template is stored in the run dir, for its scorers).
+        normaliser = normalise.for_config(cfg, run_dir=self.rd.path, write=self.root)
+        self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size, normaliser=normaliser)
         self.model = models.build(cfg.model.name, tuple(self.engine.image_shape), num_outputs=self.num_outputs,
                                    **cfg.model.params)
+        from lenshpc.train import transfer
+
+        # Before the optimizer is built: freezing changes the trainable variables.
+        self.transfer = transfer.apply(self.model, cfg, tuple(self.engine.image_shape), self.rd.path,
+                                       write_record=self.root)
         self.loss_fn = losses.get(cfg.loss.name, beta=cfg.loss.beta)
 
         lr = float(cfg.train.learning_rate)
@@ -282,8 +291,11 @@ class Trainer:
     def _make_train_step(self):
         import tensorflow as tf
 
+        from lenshpc.train.transfer import update_scales
+
         model, optimizer, loss_fn, ctx = self.model, self.optimizer, self.loss_fn, self.ctx
         variables = model.trainable_variables
+        scales = update_scales(model, getattr(self, "transfer", None))  # train.lr_multipliers
 
         def step(x, y):
             with tf.GradientTape() as tape:
@@ -293,7 +305,10 @@ class Trainer:
                 scaled = optimizer.scale_loss(total)  # identity unless LossScaleOptimizer
             grads = tape.gradient(scaled, [v.value for v in variables])
             grads = ctx.allreduce_gradients(grads)
+            before = [tf.identity(variables[i].value) for i, _ in scales]
             optimizer.apply(grads, variables)  # LossScaleOptimizer unscales and skips non-finite steps
+            for (i, factor), old in zip(scales, before):  # per-layer lr: the update times the factor
+                variables[i].assign(old + (variables[i].value - old) * factor)
             return loss
 
         return tf.function(step, jit_compile=bool(self.cfg.train.jit_compile),
@@ -526,6 +541,9 @@ class Trainer:
             "versions": versions(), "runtime": runtime.describe(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
             "provenance": provenance.collect(cfg, started=getattr(self, "started", None), world_size=ctx.size),
         })
+        result["normalisation"] = self.engine.normaliser.describe()
+        if getattr(self, "transfer", None) is not None:
+            result["start_from"] = self.transfer.record()
         result.update(self.extra_metrics())
         if self.root:
             write_predictions(rd.predictions, {
