@@ -135,9 +135,16 @@ def unfinished_run_advice(run_dir: str | Path, missing: str) -> str:
 
 def load_model(path: Path):
     """``keras.models.load_model`` with the lenshpc model registry imported (its custom layers registered)."""
+    import zipfile
+
     import keras
 
     import lenshpc.models  # noqa: F401 - registers custom layers for deserialisation
+
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise UserError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is damaged or "
+                        f"truncated); re-train the run with `lenshpc train {Path(path).parent / 'config.yaml'} "
+                        f"--run-dir {Path(path).parent} --force`")
 
     try:
         return keras.models.load_model(path, compile=False)
