@@ -105,7 +105,7 @@ def test_ctrl_c_on_a_local_sweep_then_the_same_command_resumes(small_population,
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "base": str(REPO / "configs" / "tiny.yaml"), "seeds": [0],
                                     "set": tiny, "grid": [{"name": "short", "train.chunks": 2},
-                                                          {"name": "long", "train.chunks": 40}]}))
+                                                          {"name": "long", "train.chunks": 20}]}))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "lenshpc", "sweep", str(path), "--executor", "local", "--out", str(out)]
     env = {**os.environ, "LENSHPC_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
@@ -138,7 +138,7 @@ def test_ctrl_c_on_a_local_sweep_then_the_same_command_resumes(small_population,
     assert resumed and int(resumed.group(1)) >= 1, log[-2000:]
     from lenshpc.train.rundir import read_history
 
-    assert [r["chunk"] for r in read_history(out / "long" / "seed0" / "history.csv")] == list(range(40))
+    assert [r["chunk"] for r in read_history(out / "long" / "seed0" / "history.csv")] == list(range(20))
     record = {r["id"]: r["jobs"] for r in json.loads((out / "sweep.json").read_text())["runs"]}
     assert len(record["short/seed0"]) == 1 and len(record["long/seed0"]) == 2
     assert record["long/seed0"][0].get("interrupted") and not record["long/seed0"][1].get("interrupted")
