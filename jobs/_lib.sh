@@ -73,8 +73,20 @@ check_gpu_layout() {
     fi
 }
 
-# config_stem CONFIG — "configs/thesis/bce.yaml" → "bce" (names the results folder of a config).
-config_stem() { local b; b=$(basename "$1"); printf '%s\n' "${b%.*}"; }
+# resolve_run_dir ROOT CONFIG [lenshpc train args...] — print the run dir `lenshpc train` would write under ROOT
+# (`lenshpc train … --print-run-dir`: one process, no srun; inside LENSHPC_IMAGE when set, except in a dry run,
+# which resolves with the host's lenshpc so the launch line can be checked where there is no Apptainer).
+resolve_run_dir() {
+    local root=$1; shift
+    local -a cmd
+    if [[ "${LENSHPC_DRY_RUN:-0}" == 1 ]]; then
+        mapfile -t cmd < <(LENSHPC_LAUNCHER=none LENSHPC_IMAGE='' launch_cmd train "$@" --runs-root "$root" --print-run-dir)
+    else
+        mapfile -t cmd < <(LENSHPC_LAUNCHER=none launch_cmd train "$@" --runs-root "$root" --print-run-dir)
+    fi
+    "${cmd[@]}"
+}
+
 
 # shard_count ENV_NAME VALUE — validate a shard count (positive integer) or exit 2 naming the variable.
 shard_count() {

@@ -7,8 +7,8 @@
 #   sbatch --nodes=2 --ntasks-per-node=4 --gpus-per-node=4 jobs/train_array.sh configs/thesis/bce.yaml
 #
 # Every #SBATCH line below is a default: a flag given to sbatch overrides it.  Run dirs:
-# $LENSHPC_RESULTS/<config name>/seed<i> (default LENSHPC_RESULTS=runs).  A seed whose run dir holds DONE is
-# skipped, so re-submitting a study only trains what is missing.
+# $LENSHPC_RESULTS/<name>/seed<i> (default LENSHPC_RESULTS=runs), <name> as lenshpc resolves it (`--set name=…` wins).
+# lenshpc skips a seed whose run dir is DONE with the same config, so re-submitting a study trains what is missing.
 #
 # Preemption / time limit: SLURM sends SIGUSR1 120 s before the end (--signal) to every rank; lenshpc finishes the
 # chunk, checkpoints and exits 3; this script then requeues the task (`scontrol requeue`), and the requeued task
@@ -53,15 +53,18 @@ if [[ ! -f "$CONFIG" ]]; then
 fi
 
 SEED=${SLURM_ARRAY_TASK_ID:-${LENSHPC_SEED:-0}}
-RUN_DIR="${LENSHPC_RESULTS:-runs}/$(config_stem "$CONFIG")/seed$SEED"
+# The run dir is the one lenshpc itself resolves (the config's name, a later `--set name=…` winning, the seed, a
+# --run-dir among the arguments): asked once, here, never re-parsed from the YAML.
+RUN_DIR=$(resolve_run_dir "${LENSHPC_RESULTS:-runs}" "$CONFIG" --seed "$SEED" "$@") || {
+    rc=$?
+    echo "train_array.sh: lenshpc rejected the arguments above (exit $rc): $CONFIG $*" >&2
+    exit "$rc"
+}
 echo "lenshpc job ${SLURM_JOB_ID:-local} (array ${SLURM_ARRAY_JOB_ID:-}-${SLURM_ARRAY_TASK_ID:-}," \
      "restart ${SLURM_RESTART_COUNT:-0}) on $(hostname): seed $SEED → $RUN_DIR" \
      "(${SLURM_NNODES:-1} node(s), ${SLURM_NTASKS:-1} task(s))" >&2
 
-if [[ -f "$RUN_DIR/DONE" ]]; then
-    echo "seed $SEED already complete ($RUN_DIR/DONE): nothing to do" >&2
-    exit 0
-fi
+# No DONE shortcut here: lenshpc compares a finished run's config with this one and decides (skip, refuse, --force).
 check_gpu_layout
 
 rc=0

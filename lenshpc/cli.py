@@ -11,6 +11,7 @@ no traceback unless ``--debug``), 3 preempted after a checkpoint (job scripts re
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -94,13 +95,58 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lenshpc {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
+    except OSError as exc:
+        message = filesystem_error(exc)
+        if message is None:
+            return _report_failure(args.command, exc, debug)
         if debug:
             traceback.print_exc()
-        else:
-            print(f"lenshpc {args.command}: failed: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
-                  file=sys.stderr)
-        return 1
+        print(f"lenshpc {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
+        return _report_failure(args.command, exc, debug)
+
+
+def _report_failure(command: str, exc: BaseException, debug: bool) -> int:
+    """A bug or an environment failure: exit 1, the traceback only with --debug."""
+    if debug:
+        traceback.print_exc()
+    else:
+        print(f"lenshpc {command}: failed: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+              file=sys.stderr)
+    return 1
+
+
+#: errno → how the user fixes it: the file-system conditions a user causes and can change.
+_FS_FIXES = {
+    errno.EROFS: "choose an output on a writable file system (--out / --run-dir)",
+    errno.EACCES: "choose an output you may write (--out / --run-dir) or fix its permissions",
+    errno.EPERM: "choose another output (--out / --run-dir) or fix its permissions",
+    errno.ENOSPC: "free some space or write to another file system",
+    errno.EDQUOT: "free some space or write to another file system",
+    errno.ENOTDIR: "a part of this path is a file, not a folder; choose another output path",
+    errno.EISDIR: "this is a folder where a file was expected; pass a file path",
+}
+
+
+def filesystem_error(exc: OSError) -> str | None:
+    """A user-facing message (path, cause, fix) for an OSError the user can fix, else None.
+
+    h5py reports its errors as ``OSError`` without ``errno`` but with ``errno = N`` in the text.
+    """
+    import re
+
+    code = exc.errno
+    if code is None:
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    if code not in _FS_FIXES:
+        return None
+    path = str(exc.filename or (re.search(r"name = '([^']+)'", str(exc)) or [None, "?"])[1])
+    name = os.path.basename(path)
+    if name.startswith(".") and name.endswith(".tmp"):  # an atomic write's temporary file: name its folder
+        path = f"{os.path.dirname(path) or '.'} (writing {name[1:].rsplit('.', 2)[0]})"
+    return f"{path}: {os.strerror(code)}; {_FS_FIXES[code]}"
 
 
 if __name__ == "__main__":  # pragma: no cover

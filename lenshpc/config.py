@@ -258,6 +258,9 @@ def read_yaml_mapping(path: Path, what: str = "config file",
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected the {what} as UTF-8 YAML, like configs/tiny.yaml); "
+                          "did you pass a data file or a binary by mistake?") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: {expected}, got {type(data).__name__}")
     return data

@@ -489,8 +489,6 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
 
     t0 = time.perf_counter()
     rd, cfg, data_path = open_run(run_dir, data, require_done=True)
-    if data is None and not rd.predictions.is_file():
-        raise UserError(f"{rd.path}: no predictions.h5; re-score the run with `lenshpc evaluate {rd.path}` or pass --data")
     cases = list(dict.fromkeys(cases))
     if not cases or any(c not in CASES for c in cases):
         raise UserError(f"--cases {','.join(cases)}: choose one or more of {','.join(CASES)}")
@@ -523,7 +521,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     log.info("rebuilding the fixed test set of %s (%s)", rd.path, data_path)
     x, y, meta = _load_test_set(cfg, rd.path)
     labels = (y >= 0.5).astype(np.uint8)
-    if data is None:
+    if data is None and rd.predictions.is_file():
         pred = read_predictions(rd.predictions, "test")
         stored = np.asarray(pred["labels"]).reshape(-1).astype(np.uint8)
         if len(stored) != len(labels) or not np.array_equal(stored, labels):
@@ -535,10 +533,11 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
         scores = np.asarray(pred["scores"], dtype=np.float32).reshape(-1)
         meta = {**meta, **pred.get("meta", {})}
         score_source = "predictions.h5"
-    else:
-        log.info("scoring %d test images of %s", len(x), data_path)
+    else:  # --data, or a run whose predictions.h5 is gone: the selected model scores the rebuilt test set
+        log.info("scoring %d test images of %s%s", len(x), data_path,
+                 "" if data is not None else f" with {rd.model.name} ({rd.predictions.name} is missing)")
         scores = predict_scores(model, x)
-        score_source = "model (--data)"
+        score_source = "model (--data)" if data is not None else "model (no predictions.h5)"
 
     chosen = select_cases(labels, scores, thr, cases, n, seed)
     counts = {c: int(v) for c, v in zip(CASES, _counts(labels, scores, thr))}

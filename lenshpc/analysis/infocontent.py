@@ -514,14 +514,23 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
         raise UserError(f"{rd.path}: no such directory; pass a run directory written by `lenshpc train` "
                         "(e.g. runs/<name>/seed0) or an ensemble run directory")
     if not rd.predictions.is_file():
-        if rd.config.is_file() or rd.has_checkpoint():
-            raise UserError(f"{rd.path}: the run has not finished (no predictions.h5); finish it with "
-                            "`lenshpc train` (it resumes) and check it with `lenshpc status`")
+        if rd.config.is_file():
+            from lenshpc.train.evaluate import unfinished_run_advice
+
+            raise UserError(unfinished_run_advice(rd.path, "predictions.h5"))
+        if rd.has_checkpoint():
+            raise UserError(f"{rd.path}: the run has not finished (no predictions.h5) and has no config.yaml to "
+                            "resume it from; re-run `lenshpc train CONFIG --run-dir "
+                            f"{rd.path}` with the config it was started with")
         raise UserError(f"{rd.path}: not a run directory (no predictions.h5); pass a directory written by "
                         "`lenshpc train`, `lenshpc sweep` (…/<group>/seed<k>) or `lenshpc ensemble`")
+    if not rd.is_done() and rd.config.is_file():
+        from lenshpc.train.evaluate import unfinished_run_advice
+
+        raise UserError(unfinished_run_advice(rd.path, "predictions.h5"))
     if not rd.is_done():
         raise UserError(f"{rd.path}: the run has not finished (no DONE marker next to predictions.h5); "
-                        "wait for it or resume it with `lenshpc train`")
+                        "wait for it or resume it with `lenshpc train CONFIG --run-dir RUN`")
     try:
         pred = read_predictions(rd.predictions, group)
     except KeyError:

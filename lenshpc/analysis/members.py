@@ -77,8 +77,12 @@ class ModelScorer:
         self._model = None
         path = self.run_dir / "model.keras"
         if not path.is_file():
-            raise UserError(f"{self.run_dir}: no model.keras (the run has not finished, or this is not a run "
-                            "directory); finish it with `lenshpc train` or pass another run")
+            if not (self.run_dir / "config.yaml").is_file():
+                raise UserError(f"{self.run_dir}: no model.keras and no config.yaml: not a run directory; pass a "
+                                "directory `lenshpc train` or `lenshpc sweep` wrote (…/<group>/seed<k>)")
+            from lenshpc.train.evaluate import unfinished_run_advice
+
+            raise UserError(unfinished_run_advice(self.run_dir, "model.keras") + ", or pass another run")
 
     @property
     def model(self):

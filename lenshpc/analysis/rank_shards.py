@@ -167,6 +167,10 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
     if not model.is_dir():
         raise UserError(f"model not found: {model} (pass a finished run directory or an ensemble run directory)")
     stamp = model_files(model)
+    if not stamp and (model / "config.yaml").is_file():
+        from lenshpc.train.evaluate import unfinished_run_advice
+
+        raise UserError(unfinished_run_advice(model, "model.keras"))
     if not stamp:
         raise UserError(f"{model}: neither a finished run directory (no model.keras) nor an ensemble run "
                         "directory (no ensemble.json); wait for the run to finish or check the path")

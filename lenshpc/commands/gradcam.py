@@ -19,7 +19,8 @@ checked, and a changed data file is an error) and split into true/false positive
 run's decision threshold (selection.threshold; --threshold overrides).  --n images per case are
 shown: by default the most confident ones (TP/FP highest score first, FN/TN lowest first); with
 --seed a seeded random sample.  A case with no member (e.g. no false positive) is reported, not an
-error.  With --data another dataset's fixed test set is rebuilt and scored by the model instead.
+error.  With --data another dataset's fixed test set is rebuilt and scored by the model instead; a
+run whose predictions.h5 is missing has its own test set scored by model.keras the same way.
 
 Default layers: the last four residual additions add_<i> of the model (ResNet18: add_5..add_8 =
 the thesis's add_4..add_7; tiny_resnet: add_1..add_3), else the last four Conv2D layers.

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from lenshpc.report import reduce_runs
+    from lenshpc.report import gap_lines, reduce_runs
 
     group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
     result = reduce_runs(args.dir, out=args.out, group_by=group_by, plots=not args.no_plots)
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.count('ok')} finished, {result.count('failed')} failed, "
               f"{result.count('incomplete')} unfinished, {result.count('corrupt')} corrupt, {missing} missing runs; "
               "std = sample std over seeds (ddof = 1)")
+        for line in gap_lines(result.groups):
+            print("  " + line.replace("**", "").replace("`", ""))
         for problem in result.problems:
             print(f"problem: {problem}")
         print(f"report: {result.files['md']} (+ .csv, .tex)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "run a grid of configs × seeds via submitit (SLURM job arrays, local processes or in-process debug)"
 DESCRIPTION = """\
@@ -10,7 +11,9 @@ Expand a sweep file (base config × named variants × seeds × optional product 
 docs/sweeps.md) and submit every run that is not finished yet.
 
 Idempotent: finished runs (DONE) are skipped, runs whose job is still pending/running are
-left alone, failed runs are listed and only resubmitted with --retry-failed. Runs are
+left alone, failed runs are listed and only resubmitted with --retry-failed. Ctrl-C on a local
+or debug sweep stops its runs (exit 130); the same command then resumes them from their
+checkpoints. Runs are
 submitit-checkpointable: on a SLURM time-out/preemption the task is requeued and resumes
 from its checkpoint. Each grid point writes OUT/<variant>[__key-value…]/seed<k>; the sweep
 writes OUT/sweep.json (grid, run directories, job ids) and submitit logs to OUT/.submitit/.
@@ -102,7 +105,7 @@ def print_plan(spec, planned, executor: str, hpc) -> None:
 def run(args: argparse.Namespace) -> int:
     from lenshpc.errors import UserError
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, plan, run_sweep
+    from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, SweepInterrupted, plan, run_sweep
 
     if args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
@@ -112,8 +115,14 @@ def run(args: argparse.Namespace) -> int:
         print_plan(spec, plan(spec, retry_failed=args.retry_failed), args.executor, hpc)
         print("dry run: nothing submitted")
         return 0
-    outcome = run_sweep(spec, executor=args.executor, hpc=hpc, retry_failed=args.retry_failed,
-                        parallel=args.parallel, wait=args.wait)
+    try:
+        outcome = run_sweep(spec, executor=args.executor, hpc=hpc, retry_failed=args.retry_failed,
+                            parallel=args.parallel, wait=args.wait)
+    except SweepInterrupted as stop:
+        stopped = ", ".join(p.id for p in stop.points) or "none"
+        print(f"lenshpc sweep: interrupted; stopped unfinished run(s): {stopped}. Finished runs are kept; re-run the "
+              "same command to resume (stopped runs continue from their last checkpoint)", file=sys.stderr)
+        return 130
     c = outcome.count
     print(f"sweep {spec.name}: {len(spec.points)} runs: {c(SKIP_DONE)} done, {c(SKIP_ACTIVE)} pending/running, "
           f"{len(outcome.submitted)} submitted ({c(SUBMIT)} new, {c(RETRY)} retried), {c(LIST_FAILED)} failed (not retried)")

@@ -29,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="the run's seed (overrides the config's 'seed')")
     p.add_argument("--chunks", type=int, default=None, metavar="N", help="number of chunks (train.chunks)")
     p.add_argument("--run-dir", default=None, metavar="DIR", help="output directory (default runs/<name>/seed<seed>)")
+    p.add_argument("--runs-root", default=None, metavar="ROOT",
+                   help="root of the default run directory: ROOT/<name>/seed<seed> (default runs)")
+    p.add_argument("--print-run-dir", action="store_true",
+                   help="print the run directory this command would use (name and seed as resolved from the config, "
+                        "--set and --seed) and exit without training; job scripts ask this instead of parsing YAML")
     p.add_argument("--resume", action="store_true",
                    help="require a checkpoint in the run dir and continue from it (without this flag a checkpoint "
                         "is still resumed when present)")
@@ -39,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lenshpc.commands import thresholds_text
     from lenshpc.config import load_config
     from lenshpc.errors import UserError
@@ -53,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if args.distributed is not None:
         overrides.append(f"distributed.backend={args.distributed}")
     cfg = load_config(args.config, overrides=overrides)
-    run_dir = args.run_dir or default_run_dir(cfg)
+    run_dir = args.run_dir or Path(args.runs_root or "runs") / default_run_dir(cfg).relative_to("runs")
+    if args.print_run_dir:
+        print(run_dir)
+        return 0
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other: --force starts over")
     if args.resume and ckpt.find(RunDir(run_dir).checkpoint) is None and not RunDir(run_dir).is_done():

@@ -217,6 +217,8 @@ def make_executor(kind: str, folder: Path, hpc: HpcConfig, job_name: str):
     if kind == "slurm" and python_command(hpc):
         kwargs["slurm_python"] = python_command(hpc)
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind, **kwargs)
+    if kind == "local":
+        executor._executor.__class__ = _detached_local_executor()
     params = slurm_parameters(hpc, job_name)
     if kind != "slurm":
         # One process per run locally: several ranks would need a launcher (use SLURM or
@@ -228,6 +230,55 @@ def make_executor(kind: str, folder: Path, hpc: HpcConfig, job_name: str):
     except (NameError, ValueError) as exc:
         raise UserError(f"bad SLURM parameters (hpc section / hpc.extra): {exc}") from None
     return executor
+
+
+def _detached_local_executor() -> type:
+    """submitit's ``LocalExecutor`` whose job controllers run in their own session, output to a file.
+
+    A Ctrl-C in the terminal then reaches only ``lenshpc sweep``, which stops its runs itself
+    (:func:`stop_local_jobs`): without this the terminal's SIGINT also hits every controller,
+    each printing a ``KeyboardInterrupt`` traceback over the sweep's own message.
+    """
+    import functools
+    import types
+
+    from submitit.local import local
+
+    class DetachedLocalExecutor(local.LocalExecutor):
+        def _submit_command(self, command: str):
+            log_dir = Path(str(self.folder)).parent  # folder is …/.submitit/%j
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_dir / "controllers.log", "ab") as sink:
+                popen = functools.partial(subprocess.Popen, start_new_session=True, stdout=sink, stderr=sink,
+                                          stdin=subprocess.DEVNULL)
+                shim = types.SimpleNamespace(Popen=popen)
+                real, local.subprocess = local.subprocess, shim  # start_controller looks `subprocess` up here
+                try:
+                    return super()._submit_command(command)
+                finally:
+                    local.subprocess = real
+
+    return DetachedLocalExecutor
+
+
+def stop_local_jobs(jobs: list, grace_s: float = 10.0) -> None:
+    """Stop local jobs now (SIGINT to their controllers, which stop their task and clean up) and wait
+    for them, so no run writes after the sweep says it was interrupted; SIGKILL after ``grace_s``."""
+    import signal
+    import time
+
+    for job in jobs:
+        job.cancel(check=False)
+    deadline = time.monotonic() + grace_s
+    for job in jobs:
+        process = getattr(job, "_process", None)
+        if process is None:
+            continue
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
 
 
 # ------------------------------------------------------------------ job states

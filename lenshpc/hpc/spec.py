@@ -186,6 +186,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
 
     points: list[GridPoint] = []
     loaded: dict[str, Config] = {}
+    shapes: dict[str, tuple | None] = {}
     for vname, vfile, vparams in variants:
         cfg_file = vfile or base
         where = f"{path}: grid variant '{vname}'"
@@ -207,8 +208,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
                 cfg = loaded[key].replace(**{**common, **params, **cli})
                 cfg = _absolutise(cfg, cwd)
                 cfg = cfg.replace(name=f"{name}/{group}")
+                _check_runnable(cfg, shapes)
             except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+                raise ConfigError(f"{where}" + (f" ({group})" if group != vname else "") + f": {exc}") from None
             for seed in seeds:
                 points.append(GridPoint(group=group, variant=vname, seed=seed, params=params,
                                         config_file=key if file_path else "<defaults>",
@@ -219,6 +221,26 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     if dupes:
         raise ConfigError(f"{path}: grid points collide on run directory {dupes[0]}; give variants distinct names")
     return SweepSpec(path=path, name=name, out=out_dir, points=points, hpc=hpc, varied_keys=varied)
+
+
+def _check_runnable(cfg: Config, shapes: dict[str, tuple | None]) -> None:
+    """What a run would reject when it builds its model, checked without Keras: ``model.name`` and
+    ``model.params`` (unknown keys, values, per-stage lengths; against the data's image size when the
+    file exists).  ``shapes`` caches one image shape per data file."""
+    from lenshpc import models
+
+    path = cfg.data.path
+    if path and path not in shapes:
+        shapes[path] = None
+        if Path(path).is_file():
+            from lenshpc.data.format import open_dataset
+
+            with open_dataset(path) as ds:
+                shapes[path] = tuple(int(v) for v in ds.image_shape)
+    try:
+        models.check(cfg.model.name, cfg.model.params, shapes.get(path))
+    except ConfigError as exc:
+        raise ConfigError(f"model.name / model.params: {exc}") from None
 
 
 def _varied_keys(points: list[GridPoint]) -> list[str]:

@@ -33,6 +33,15 @@ SUBMITIT_DIR = ".submitit"
 SKIP_DONE, SKIP_ACTIVE, SUBMIT, RETRY, LIST_FAILED = "done", "active", "submit", "retry", "failed"
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a local/debug sweep; ``points`` were stopped unfinished (recorded as interrupted
+    in ``sweep.json``: the same ``lenshpc sweep`` command resumes them from their checkpoints)."""
+
+    def __init__(self, points: list[GridPoint]):
+        super().__init__(f"{len(points)} run(s) stopped")
+        self.points = points
+
+
 @dataclass
 class PlannedRun:
     point: GridPoint
@@ -116,6 +125,11 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
         return (R_PENDING if pending else R_RUNNING), detail
     if rd.state == FAILED:
         return R_FAILED, rd.error
+    if last is not None and last.get("interrupted"):
+        detail = f"interrupted (Ctrl-C) at {last['interrupted']}; the same lenshpc sweep command resumes it"
+        if rd.checkpoint_chunk is not None:
+            detail += f" at chunk {rd.checkpoint_chunk}"
+        return R_FAILED, detail
     if last is not None or rd.state == STARTED:
         word = job_state.state if job_state is not None else "UNKNOWN"
         detail = (f"job {last['job_id']} ended ({word}) without DONE" if last
@@ -148,6 +162,8 @@ def plan(spec: SweepSpec, retry_failed: bool = False) -> list[PlannedRun]:
             planned.append(PlannedRun(point, SKIP_DONE, "finished (DONE)", history))
         elif state in (R_RUNNING, R_PENDING):
             planned.append(PlannedRun(point, SKIP_ACTIVE, detail, history))
+        elif state == R_FAILED and history and history[-1].get("interrupted"):
+            planned.append(PlannedRun(point, SUBMIT, detail, history))  # Ctrl-C is not a failure: resume
         elif state == R_FAILED:
             planned.append(PlannedRun(point, RETRY if retry_failed else LIST_FAILED, detail, history))
         else:
@@ -264,9 +280,19 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
             if active:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        for _, job in active:
-            job.cancel(check=False)
-        raise
+        import signal
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        started: list[PlannedRun] = []
+        try:
+            _jobs.stop_local_jobs([job for _, job in active])
+            started = [p for p in todo if p in outcome.submitted and read_run_dir(p.point.run_dir).state != DONE]
+            for p in started:
+                jobs_by_id[p.point.id][-1]["interrupted"] = _now()
+            write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        raise SweepInterrupted([p.point for p in started]) from None
     finally:
         bar.close()
     outcome.failed_after = _failures(todo)

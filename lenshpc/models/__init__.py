@@ -5,6 +5,7 @@
     build(name: str, input_shape=(101, 101, 1), num_outputs: int = 1, **hparams) -> keras.Model
     available() -> list[str]
     default_hparams(name) -> dict      # the hyper-parameters a model accepts, with defaults
+    check(name, hparams, input_shape=None) -> dict   # validate model.params without Keras
 
 ``config.yaml``'s ``model.name`` / ``model.params`` map onto ``name`` / ``hparams``.
 Every model ends in a Dense layer named ``logits`` and an activation named ``prediction``:
@@ -68,6 +69,15 @@ _REGISTRY = {
     "resnet18": "lenshpc.models.resnet:resnet18",
     "tiny_resnet": "lenshpc.models.resnet:tiny_resnet",
 }
+#: name -> "module:function" checking a full hyper-parameter set without Keras
+#: (``check(model, input_shape_or_None, **hparams) -> validated hparams``); the builders call the same function.
+_CHECKS = {
+    "efficientnet_b0": "lenshpc.models.efficientnet:check_params",
+    "lastro_cnn": "lenshpc.models.challenge:check_lastro",
+    "lensflow_cnn": "lenshpc.models.challenge:check_lensflow",
+    "resnet18": "lenshpc.models.resnet:check_params",
+    "tiny_resnet": "lenshpc.models.resnet:check_params",
+}
 
 
 def available() -> list[str]:
@@ -75,12 +85,12 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _builder(name: str) -> Callable[..., Any]:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.4)
+def _builder(name: str, registry: dict[str, str] = _REGISTRY) -> Callable[..., Any]:
+    if name not in registry:
+        close = difflib.get_close_matches(str(name), list(registry), n=1, cutoff=0.4)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"unknown model '{name}'.{hint} Available models: {', '.join(available())}")
-    module, func = _REGISTRY[name].split(":")
+    module, func = registry[name].split(":")
     return getattr(importlib.import_module(module), func)
 
 
@@ -100,6 +110,40 @@ def _check_input_shape(name: str, input_shape: Any) -> tuple[int, int, int]:
         raise ConfigError(f"model '{name}': input_shape must be (height, width, channels) of positive integers, "
                           f"got {input_shape!r}")
     return shape
+
+
+def check(name: str, hparams: dict[str, Any] | None = None, input_shape: tuple | None = None) -> dict[str, Any]:
+    """Validate ``model.name`` / ``model.params`` without Keras (milliseconds; sweeps check every grid point).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available`.
+    hparams : dict, optional
+        ``model.params``: unknown keys and bad values (types, ranges, per-stage list lengths) are errors.
+    input_shape : tuple of int, optional
+        ``(height, width, channels)`` when known: also checks that the model fits the images.
+
+    Returns
+    -------
+    dict
+        Every hyper-parameter (defaults filled in), validated.
+
+    Raises
+    ------
+    ConfigError
+        Naming the model, the parameter and the closest valid choice.
+    """
+    hparams = dict(hparams or {})
+    accepted = default_hparams(name)
+    for key in hparams:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), list(accepted), n=1, cutoff=0.4)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            valid = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
+            raise ConfigError(f"model '{name}' has no hyper-parameter '{key}'.{hint} Valid (with defaults): {valid}")
+    shape = _check_input_shape(name, input_shape) if input_shape is not None else None
+    return _builder(name, _CHECKS)(name, shape, **{**accepted, **hparams})
 
 
 def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1, **hparams: Any) -> Any:
@@ -130,13 +174,7 @@ def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1, *
     shape = _check_input_shape(name, input_shape)
     if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
         raise ConfigError(f"model '{name}': num_outputs must be a positive integer, got {num_outputs!r}")
-    accepted = default_hparams(name)
-    for key in hparams:
-        if key not in accepted:
-            close = difflib.get_close_matches(str(key), list(accepted), n=1, cutoff=0.4)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            valid = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
-            raise ConfigError(f"model '{name}' has no hyper-parameter '{key}'.{hint} Valid (with defaults): {valid}")
+    check(name, hparams, shape)
     try:
         return builder(shape, num_outputs, **hparams)
     except ValueError as exc:

@@ -30,7 +30,9 @@ def positive_ints(name: str, model: str, values: Any, length: int | None = None)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
         raise ConfigError(f"model '{model}': {name} must contain positive integers, got {list(values)!r}")
     if length is not None and len(values) != length:
-        raise ConfigError(f"model '{model}': {name} needs {length} entries (one per stage), got {list(values)!r}")
+        what = "one per stage" if name != "kernel_size" else "one size for every convolution"
+        raise ConfigError(f"model '{model}': {name} needs {length} entr{'y' if length == 1 else 'ies'} ({what}), "
+                          f"got {list(values)!r}")
     return tuple(int(v) for v in values)
 
 

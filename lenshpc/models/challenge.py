@@ -28,6 +28,29 @@ from lenshpc.models._head import check_min_side, fraction, output_head, positive
 LASTRO_MIN_SIDE = 69
 
 
+def check_lastro(model: str, input_shape: tuple | None, *, dropout: Any, dense_activation: Any) -> dict[str, Any]:
+    """Validated :func:`lastro_cnn` hyper-parameters, without Keras (``input_shape`` None: size not checked)."""
+    if dense_activation not in ("relu", "linear"):
+        raise ConfigError(f"model '{model}': dense_activation must be 'relu' or 'linear', got {dense_activation!r}")
+    if input_shape is not None:
+        check_min_side(model, input_shape, LASTRO_MIN_SIDE)
+    return {"dropout": fraction("dropout", model, dropout), "dense_activation": dense_activation}
+
+
+def check_lensflow(model: str, input_shape: tuple | None, *, dropout: Any, filters: Any, dense: Any,
+                   kernel_size: Any) -> dict[str, Any]:
+    """Validated :func:`lensflow_cnn` hyper-parameters, without Keras (``input_shape`` None: size not checked)."""
+    hp = {"dropout": fraction("dropout", model, dropout), "filters": positive_ints("filters", model, filters),
+          "dense": positive_ints("dense", model, dense),
+          "kernel_size": positive_ints("kernel_size", model, kernel_size, length=1)[0]}
+    if input_shape is not None:
+        min_side = 1
+        for _ in hp["filters"]:  # undo pool (×2) then the "valid" convolution (+ kernel − 1), last stage first
+            min_side = 2 * min_side + hp["kernel_size"] - 1
+        check_min_side(model, input_shape, min_side)
+    return hp
+
+
 def lastro_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2, dense_activation: str = "relu") -> Any:
     """The LASTRO EPFL challenge-winning CNN (see the module docstring).
 
@@ -41,14 +64,11 @@ def lastro_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2, de
     import keras
     from keras import layers
 
-    rate = fraction("dropout", "lastro_cnn", dropout)
-    if dense_activation not in ("relu", "linear"):
-        raise ConfigError(f"model 'lastro_cnn': dense_activation must be 'relu' or 'linear', got {dense_activation!r}")
+    rate = check_lastro("lastro_cnn", input_shape, dropout=dropout, dense_activation=dense_activation)["dropout"]
 
     def conv(x: Any, filters: int, kernel: int, name: str) -> Any:
         return layers.Conv2D(filters, kernel, activation="relu", name=name)(x)
 
-    check_min_side("lastro_cnn", input_shape, LASTRO_MIN_SIDE)
     inputs = keras.Input(shape=input_shape, name="image")
     x = conv(inputs, 16, 4, "conv1a")
     x = conv(x, 16, 3, "conv1b")
@@ -96,14 +116,9 @@ def lensflow_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.5,
     import keras
     from keras import layers
 
-    rate = fraction("dropout", "lensflow_cnn", dropout)
-    filters = positive_ints("filters", "lensflow_cnn", filters)
-    dense = positive_ints("dense", "lensflow_cnn", dense)
-    (kernel_size,) = positive_ints("kernel_size", "lensflow_cnn", kernel_size)
-    min_side = 1
-    for _ in filters:  # undo pool (×2) then the "valid" convolution (+ kernel − 1), last stage first
-        min_side = 2 * min_side + kernel_size - 1
-    check_min_side("lensflow_cnn", input_shape, min_side)
+    hp = check_lensflow("lensflow_cnn", input_shape, dropout=dropout, filters=filters, dense=dense,
+                        kernel_size=kernel_size)
+    rate, filters, dense, kernel_size = hp["dropout"], hp["filters"], hp["dense"], hp["kernel_size"]
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     for i, width in enumerate(filters, start=1):

@@ -13,6 +13,11 @@ from typing import Any
 from lenshpc.models._head import fraction, output_head
 
 
+def check_params(model: str, input_shape: tuple | None, *, dropout: Any) -> dict[str, Any]:
+    """Validated hyper-parameters (no Keras; the signature every model's check shares)."""
+    return {"dropout": fraction("dropout", model, dropout)}
+
+
 def efficientnet_b0(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2) -> Any:
     """EfficientNet-B0 → global average pooling → dropout → Dense → sigmoid/softmax.
 
@@ -31,7 +36,7 @@ def efficientnet_b0(input_shape: tuple, num_outputs: int, *, dropout: float = 0.
     import keras
     from keras import layers
 
-    rate = fraction("dropout", "efficientnet_b0", dropout)
+    rate = check_params("efficientnet_b0", input_shape, dropout=dropout)["dropout"]
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(255.0, name="undo_builtin_rescaling")(inputs)
     backbone = keras.applications.EfficientNetB0(include_top=False, weights=None, input_tensor=x, pooling=None)

@@ -77,6 +77,16 @@ def build_resnet(input_shape: tuple, num_outputs: int, *, filters: Sequence[int]
     return keras.Model(inputs, outputs, name=name)
 
 
+def check_params(model: str, input_shape: tuple | None, *, filters: Any, blocks: Any, l2: Any) -> dict[str, Any]:
+    """Validated hyper-parameters of a ResNet (no Keras: sweeps check every grid point with it).
+
+    ``input_shape`` is unused (ResNets pad "same"); it is part of every model's check signature.
+    """
+    filters = positive_ints("filters", model, filters)
+    return {"filters": filters, "blocks": positive_ints("blocks", model, blocks, length=len(filters)),
+            "l2": non_negative("l2", model, l2)}
+
+
 def resnet18(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4,
              filters: Sequence[int] = (64, 128, 256, 512), blocks: Sequence[int] = (2, 2, 2, 2)) -> Any:
     """ResNet18 of the thesis (Sec 4.3): 7×7/2 stem (64), max-pool 3/2, blocks [2, 2, 2, 2].
@@ -88,10 +98,8 @@ def resnet18(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4,
     filters, blocks : sequence of int
         Width and number of basic blocks per stage (same length).
     """
-    filters = positive_ints("filters", "resnet18", filters)
-    blocks = positive_ints("blocks", "resnet18", blocks, length=len(filters))
-    return build_resnet(input_shape, num_outputs, filters=filters, blocks=blocks,
-                        l2=non_negative("l2", "resnet18", l2), stem_filters=64, stem_kernel=7, stem_strides=2,
+    hp = check_params("resnet18", input_shape, filters=filters, blocks=blocks, l2=l2)
+    return build_resnet(input_shape, num_outputs, **hp, stem_filters=64, stem_kernel=7, stem_strides=2,
                         stem_pool=True, name="resnet18")
 
 
@@ -102,8 +110,6 @@ def tiny_resnet(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4, filte
     Same block structure as :func:`resnet18` with about 30k parameters: trains in seconds
     on a CPU on 64×64 images (CI, quickstart).
     """
-    filters = positive_ints("filters", "tiny_resnet", filters)
-    blocks = positive_ints("blocks", "tiny_resnet", blocks, length=len(filters))
-    return build_resnet(input_shape, num_outputs, filters=filters, blocks=blocks,
-                        l2=non_negative("l2", "tiny_resnet", l2), stem_filters=filters[0], stem_kernel=3,
+    hp = check_params("tiny_resnet", input_shape, filters=filters, blocks=blocks, l2=l2)
+    return build_resnet(input_shape, num_outputs, **hp, stem_filters=hp["filters"][0], stem_kernel=3,
                         stem_strides=2, stem_pool=False, name="tiny_resnet")

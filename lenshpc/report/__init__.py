@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lenshpc.errors import UserError
-from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord, find_run_dirs, load_runs
+from lenshpc.report.collect import (CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord, attach_sweep, find_run_dirs,
+                                    load_runs)
 from lenshpc.report import provenance as code_provenance
 from lenshpc.report import significance
 from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
 from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, markdown_tables, tex_escape,
                                    tex_tables, write_tables)
 
-__all__ = ["METRICS", "STD_DDOF", "ReduceResult", "reduce_runs"]
+__all__ = ["METRICS", "STD_DDOF", "ReduceResult", "gap_lines", "reduce_runs"]
 
 
 @dataclass
@@ -97,6 +98,7 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
         raise UserError(f"{root}: no run directories found (a run directory holds metrics.json, config.yaml, "
                         "DONE or FAILED); is this the sweep's --out directory?")
     records = load_runs(run_dirs, threads=threads)
+    attach_sweep(records, sweep)
     groups, keys = group_runs(records, group_by=group_by, sweep=sweep)
     significance.annotate(groups, TESTED_COLUMNS)
     problems = [f"{r.path}: {r.problem}" for r in records if r.status == CORRUPT]
@@ -125,6 +127,33 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
     return result
 
 
+def gap_lines(groups: list[GroupSummary]) -> list[str]:
+    """One line per missing, failed, unfinished or corrupt run: row, real seed, the error and its log."""
+    lines = []
+    for g in groups:
+        if g.missing_seeds:
+            lines.append(f"**{g.label}**: seeds {', '.join(map(str, g.missing_seeds))} missing (never started)")
+        for rec in g.failed:
+            lines.append(f"**{g.label}** seed {_seed(rec)}: failed: {rec.problem} ({_log_note(rec)})")
+        for rec in g.incomplete:
+            lines.append(f"**{g.label}** seed {_seed(rec)}: not finished (no DONE) in `{rec.path}` ({_log_note(rec)})")
+        for rec in g.corrupt:
+            lines.append(f"**{g.label}** seed {_seed(rec)}: corrupt: {rec.problem}")
+    return lines
+
+
+def _seed(rec: RunRecord) -> str:
+    return str(rec.seed) if rec.seed is not None else f"unknown (`{rec.path.name}`)"
+
+
+def _log_note(rec: RunRecord) -> str:
+    if rec.log is not None:
+        return f"log: `{rec.log}`"
+    return (f"no log: the run stopped before writing `{rec.path / 'train.log'}` and no job log was recorded; "
+            "the error above is the whole message (FAILED)" if rec.status == FAILED
+            else f"no log yet: `{rec.path / 'train.log'}` does not exist")
+
+
 def _isnum(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -143,20 +172,9 @@ def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     if r.warnings:
         lines += ["## Warnings", "", *(f"- **warning**: {w}" for w in r.warnings), ""]
     lines += [r.table, ""]
-    gaps = [g for g in r.groups if g.missing_seeds or g.failed or g.incomplete or g.corrupt]
+    gaps = gap_lines(r.groups)
     if gaps:
-        lines += ["## Missing, failed and unfinished runs", ""]
-        for g in gaps:
-            if g.missing_seeds:
-                lines.append(f"- **{g.label}**: seeds {', '.join(map(str, g.missing_seeds))} missing (never started)")
-            for rec in g.failed:
-                log = rec.path / "train.log"
-                lines.append(f"- **{g.label}** seed {rec.seed}: failed: {rec.problem} (log: `{log}`)")
-            for rec in g.incomplete:
-                lines.append(f"- **{g.label}** seed {rec.seed}: not finished (no DONE) in `{rec.path}`")
-            for rec in g.corrupt:
-                lines.append(f"- **{g.label}** seed {rec.seed}: corrupt: {rec.problem}")
-        lines.append("")
+        lines += ["## Missing, failed and unfinished runs", "", *(f"- {line}" for line in gaps), ""]
     if r.problems:
         lines += ["## Problems", "", *(f"- {p}" for p in r.problems), ""]
     if r.plots:

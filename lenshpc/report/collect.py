@@ -41,6 +41,8 @@ class RunRecord:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     problem: str = ""
+    group: str | None = None  # the sweep's row name (sweep.json), when the run belongs to one
+    log: Path | None = None  # failed/unfinished runs: the log to read (None: none was written)
 
 
 def find_run_dirs(root: str | Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
@@ -102,6 +104,32 @@ def load_runs(paths: list[Path], threads: int = 8) -> list[RunRecord]:
         return [load_run(p) for p in paths]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(load_run, paths, chunksize=32))
+
+
+def attach_sweep(records: list[RunRecord], sweep: dict | None) -> None:
+    """Fill in what only ``sweep.json`` knows: each run's row name and seed, and a failed or unfinished
+    run's log.
+
+    A run that failed before writing ``config.yaml`` (e.g. a bad ``model.params``) has neither
+    config nor seed of its own; the sweep recorded both.  Its log is ``train.log`` or, when the
+    run never got that far, the job's submitit log (:func:`lenshpc.hpc.sweep.log_path`).
+    """
+    from lenshpc.hpc.sweep import log_path
+
+    runs: dict[str, dict] = {}
+    root = Path(sweep["_path"]).parent if sweep and sweep.get("_path") else None
+    for run in (sweep or {}).get("runs", []):
+        if isinstance(run, dict) and isinstance(run.get("run_dir"), str) and root is not None:
+            runs[str((root / run["run_dir"]).resolve())] = run
+    for rec in records:
+        run = runs.get(str(rec.path.resolve()), {})
+        if isinstance(run.get("group"), str):
+            rec.group = run["group"]
+        if rec.seed is None and _is_number(run.get("seed")):
+            rec.seed = int(run["seed"])
+        if rec.status in (FAILED, INCOMPLETE):
+            jobs = run.get("jobs") if isinstance(run.get("jobs"), list) else []
+            rec.log = log_path(rec.path, [j for j in jobs if isinstance(j, dict)], root or rec.path)
 
 
 # ------------------------------------------------------------------ helpers

@@ -153,15 +153,18 @@ def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
             raise UserError(f"--group-by: unknown config key(s) {', '.join(unknown)}; varied keys here: "
                             f"{', '.join(varied_keys(records)) or '(none)'}")
     buckets: dict[tuple, list[RunRecord]] = {}
-    for rec in records:
-        buckets.setdefault(tuple(_hashable(rec.config.get(k)) for k in keys), []).append(rec)
+    for rec in records:  # a sweep's row is its group (sweep.json), whatever its runs managed to record
+        key = ("sweep group", rec.group) if rec.group else tuple(_hashable(rec.config.get(k)) for k in keys)
+        buckets.setdefault(key, []).append(rec)
 
     sweep_points = _sweep_points(sweep)
     by_dir = {p["dir"]: p for p in sweep_points}
     groups: list[GroupSummary] = []
     for key, recs in buckets.items():
-        values = {k: recs[0].config.get(k) for k in keys}
-        names = {by_dir[_norm(r.path)]["group"] for r in recs if _norm(r.path) in by_dir}
+        first = next((r for r in recs if r.config), recs[0])
+        values = {k: first.config.get(k) for k in keys}
+        names = {r.group for r in recs if r.group} or {by_dir[_norm(r.path)]["group"] for r in recs
+                                                        if _norm(r.path) in by_dir}
         label = names.pop() if len(names) == 1 else _label(values)
         g = GroupSummary(label=label, values=values)
         for rec in recs:

@@ -106,8 +106,7 @@ def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, req
         raise UserError(f"{rd.path}: not a run directory (no config.yaml); pass a directory `lenshpc train` wrote, "
                         "e.g. runs/<name>/seed<k>")
     if not rd.model.is_file() or (require_done and not rd.is_done()):
-        raise UserError(f"{rd.path}: the run has not finished (no {'DONE/' if require_done else ''}model.keras); "
-                        "finish it with `lenshpc train` or wait for it (`lenshpc status` shows its state)")
+        raise UserError(unfinished_run_advice(rd.path, "model.keras"))
     cfg = load_config(rd.config)
     if data_path is not None:
         cfg = cfg.replace(**{"data.path": str(data_path)})
@@ -142,11 +141,38 @@ def run_provenance(rd: RunDir) -> dict | None:
     return {k: prov.get(k) for k in ("lenshpc", "packages", "started", "ended")} if prov else None
 
 
+def unfinished_run_advice(run_dir: str | Path, missing: str) -> str:
+    """The message for a run directory without a usable ``missing`` file (``model.keras``, ``predictions.h5``).
+
+    One wording for every command that reads a run (evaluate, gradcam, rank, ensemble,
+    infocontent), with a command that really produces the file when run as printed: a run
+    marked DONE is re-trained from its own ``config.yaml`` with ``--force`` (``lenshpc train``
+    skips a DONE run otherwise); an unfinished one is resumed from its checkpoint.
+    """
+    import shlex
+
+    rd = RunDir(run_dir)
+    train = f"lenshpc train {shlex.quote(str(rd.config))} --run-dir {shlex.quote(str(rd.path))}"
+    if rd.is_done():
+        return (f"{rd.path} is marked DONE but has no {missing} (deleted, or not copied with the run); re-train "
+                f"it from its own config with `{train} --force` (starts the run over)")
+    absent = "" if (rd.path / missing).exists() else f", no {missing}"
+    return (f"{rd.path}: the run has not finished (no DONE marker{absent}); wait for it if it is still running "
+            f"(`lenshpc status {shlex.quote(str(rd.path.parent))}`), or resume it with `{train}`")
+
+
 def load_model(path: Path):
     """``keras.models.load_model`` with the lenshpc model registry imported (its custom layers registered)."""
+    import zipfile
+
     import keras
 
     import lenshpc.models  # noqa: F401 - registers custom layers for deserialisation
+
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise UserError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is damaged or "
+                        f"truncated); re-train the run with `lenshpc train {Path(path).parent / 'config.yaml'} "
+                        f"--run-dir {Path(path).parent} --force`")
 
     try:
         return keras.models.load_model(path, compile=False)
@@ -202,4 +228,4 @@ def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, 
         return x, ds.labels(idx).astype(np.uint8), ds.meta("images", idx)
 
 
-__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores"]
+__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores", "unfinished_run_advice"]

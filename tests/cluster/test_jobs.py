@@ -62,6 +62,14 @@ def test_dry_run_bare_command_line():
     assert "apptainer" not in cmd
 
 
+def test_run_dir_follows_the_name_lenshpc_resolves():
+    """`--set name=…` after the config wins, as in `lenshpc train` (issue 11, 2.11); so does a --run-dir."""
+    cmd = _dry_run("configs/tiny.yaml", "--set", "train.chunks=6", "--set", "name=hvd2", SLURM_ARRAY_TASK_ID="0")
+    assert cmd[cmd.index("--run-dir") + 1] == "runs/hvd2/seed0"
+    cmd = _dry_run("configs/tiny.yaml", "--run-dir", "elsewhere/x", SLURM_ARRAY_TASK_ID="1", LENSHPC_RESULTS="out")
+    assert cmd[cmd.index("--run-dir") + 1] == "elsewhere/x" and cmd[-1] == "elsewhere/x"
+
+
 def test_dry_run_inside_apptainer_with_configurable_mpi():
     cmd = _dry_run("configs/tiny.yaml", SLURM_ARRAY_TASK_ID="7", LENSHPC_IMAGE="/images/lenshpc.sif",
                    LENSHPC_BIND="/data,/scratch/x:/x", LENSHPC_SRUN_MPI="pmix_v4", LENSHPC_SRUN_ARGS="--cpu-bind=cores")
@@ -77,14 +85,19 @@ def test_dry_run_inside_apptainer_with_configurable_mpi():
     assert "--mpi" not in " ".join(_dry_run("configs/tiny.yaml", LENSHPC_SRUN_MPI="none"))
 
 
-def test_done_seed_is_skipped_and_bad_config_is_a_clear_error(tmp_path):
+def test_done_seed_is_left_to_lenshpc_and_bad_config_is_a_clear_error(tmp_path):
+    """A DONE seed is not skipped by the script (issue 11, 2.11): `lenshpc train` compares the configs and decides."""
     (tmp_path / "runs" / "tiny" / "seed4").mkdir(parents=True)
     (tmp_path / "runs" / "tiny" / "seed4" / "DONE").touch()
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("name: tiny\n")
     out = subprocess.run(["bash", str(JOBS / "train_array.sh"), str(cfg)], cwd=tmp_path, capture_output=True,
                          text=True, env=_clean_env(SLURM_ARRAY_TASK_ID="4", LENSHPC_DRY_RUN="1"))
-    assert out.returncode == 0 and "already complete" in out.stderr and out.stdout == ""
+    assert out.returncode == 0 and "already complete" not in out.stderr
+    assert "--run-dir runs/tiny/seed4" in out.stdout
+    out = subprocess.run(["bash", str(JOBS / "train_array.sh"), str(cfg), "--set", "trian.chunks=3"], cwd=tmp_path,
+                         capture_output=True, text=True, env=_clean_env(LENSHPC_DRY_RUN="1"))
+    assert out.returncode == 2 and "Did you mean 'train'" in out.stderr and out.stdout == "", out.stderr
     out = subprocess.run(["bash", str(JOBS / "train_array.sh"), "missing.yaml"], cwd=tmp_path, capture_output=True,
                          text=True, env=_clean_env())
     assert out.returncode == 2 and "config file not found: missing.yaml" in out.stderr
