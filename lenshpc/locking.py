@@ -92,23 +92,12 @@ def _flock_held(directory: Path) -> bool | None:
     return False
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_owner(directory: str | os.PathLike) -> dict | None:
     """The record of a writer that is alive now, else None (also when the directory was never locked).
 
-    Alive: the ``flock`` is held, or (lock free as seen from here, e.g. another node on a file system without
-    coherent ``flock``) the record's heartbeat is fresh and, on this host, its pid still runs.
+    Alive: the ``flock`` is held, or — the lock free as seen from here but the record written on another host (a
+    file system whose ``flock`` is not coherent across nodes) — the record's heartbeat is fresh.  On this host
+    the ``flock`` alone decides.
     """
     directory = Path(directory)
     held = _flock_held(directory)

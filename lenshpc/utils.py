@@ -41,7 +41,10 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}@{_host()}."
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: object) -> bool:
+    """True when a process ``pid`` runs on this host (also one of another user)."""
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +60,7 @@ def _stale_temp(path: Path, candidate: Path, now: float) -> bool:
     match = re.match(r"(\d+)@([^.]+)\.", rest)
     if match and match.group(2) == _host():
         pid = int(match.group(1))
-        return pid != os.getpid() and not _pid_alive(pid)
+        return pid != os.getpid() and not pid_alive(pid)
     try:  # another host's writer (or a temp name of an older lenshpc): untouched for an hour = dead
         return now - candidate.stat().st_mtime > STALE_TEMP_SECONDS
     except FileNotFoundError:
