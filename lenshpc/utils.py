@@ -57,7 +57,9 @@ def pid_alive(pid: object) -> bool:
 def _stale_temp(path: Path, candidate: Path, now: float) -> bool:
     """True when ``candidate`` (a ``.NAME.*.tmp`` sibling of ``path``) was left by a writer that is gone."""
     rest = candidate.name[len(path.name) + 2 :]
-    match = re.match(r"(\d+)@([^.]+)\.", rest)
+    match = re.fullmatch(r"(\d+)@([^.]+)\.\w+\.tmp", rest)
+    if match is None and not re.fullmatch(r"\w{8}\.tmp", rest):
+        return False  # not a temp name of this target (e.g. one of a target named NAME.bak)
     if match and match.group(2) == _host():
         pid = int(match.group(1))
         return pid != os.getpid() and not pid_alive(pid)

@@ -408,8 +408,9 @@ def check_finite(images: np.ndarray, path: str | Path, name: str, rows: np.ndarr
     if not len(bad):
         return images
     where = np.asarray(rows)[bad] if np.ndim(rows) else int(rows) + bad
-    raise DataError(f"{path}: array '{name}' holds NaN/Inf pixels in {len(bad)} image(s) (first: index "
-                    f"{int(where[0])}); lenshpc never writes them, so the file was edited or written by another "
+    kind = "NaN" if np.isnan(images[bad[0]]).any() else "Inf"
+    raise DataError(f"{path}: array '{name}' holds NaN/Inf pixels in {len(bad)} image(s) (first: image "
+                    f"{int(where[0])} contains {kind}); lenshpc never writes them, so the file was edited or written by another "
                     "tool. Re-create it (`lenshpc simulate` / `lenshpc stack`, which report bad inputs), or replace "
                     "the non-finite pixels (e.g. numpy.nan_to_num) and mask them yourself")
 

@@ -205,7 +205,7 @@ def test_nan_pixels_are_refused_where_the_pool_is_loaded(tmp_path, small_populat
     rc = main(["train", str(repo_root / "configs" / "tiny.yaml"), "--set", f"data.path={data}",
                "--set", "train.chunks=2", "--set", "data.chunk_size=64", "--set", "data.val_size=32",
                "--run-dir", str(run_dir)])
-    err = assert_clean_failure((rc, capsys.readouterr().err), 2, str(data), "'lenses'", "NaN/Inf", "first: index")
+    err = assert_clean_failure((rc, capsys.readouterr().err), 2, str(data), "'lenses'", "NaN/Inf", "first: image")
     assert "image(s)" in err
     assert not (run_dir / "DONE").exists() and not (run_dir / "metrics.json").exists()
 
@@ -223,7 +223,7 @@ def test_every_image_reader_checks_finiteness(tmp_path):
         assert ds.read("negatives", [0, 1, 2]).shape == (3, 8, 8, 1)  # clean rows read fine
         for read in (lambda: ds.read("negatives"), lambda: ds.read("negatives", [11, 3, 7]),
                      lambda: read_rows(ds, "negatives", np.arange(20))):
-            with pytest.raises(DataError, match=r"'negatives' holds NaN/Inf pixels in 2 image\(s\) \(first: index 7\)"):
+            with pytest.raises(DataError, match=r"'negatives' holds NaN/Inf pixels in 2 image\(s\) \(first: image 7 contains Inf\)"):
                 read()
 
 
