@@ -6,7 +6,7 @@ Compares, in one run on the same files (best of ``--repeats``; the page cache is
                          switched off (the baseline: what the chunk engine did before);
 (b) pool load, checked — the same with ``format.check_finite`` (what the engine does now);
 (c) write, native      — ``PopulationWriter`` with h5py writing the file directly (the baseline);
-(d) write, guarded     — ``PopulationWriter`` through ``format._DiskGuard`` (a full disk fails cleanly).
+(d) write, guarded     — ``PopulationWriter`` through ``format.DiskGuard`` (a full disk fails cleanly).
 
 Usage::
 
@@ -43,15 +43,15 @@ class _Plain(str):
 
 
 def write(path: Path, counts: dict, shape: tuple, blocks: dict, guarded: bool) -> None:
-    guard = fmt._DiskGuard
-    fmt._DiskGuard = guard if guarded else _Plain  # noqa: SLF001 - the switch being measured
+    guard = fmt.DiskGuard
+    fmt.DiskGuard = guard if guarded else _Plain  # noqa: SLF001 - the switch being measured
     try:
         with fmt.PopulationWriter(path, counts, shape, compression={"sources": "gzip"}) as w:
             for name, n in counts.items():
                 for start in range(0, n, 64):
                     w.write(name, start, blocks[name][: min(64, n - start)])
     finally:
-        fmt._DiskGuard = guard
+        fmt.DiskGuard = guard
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def shard_indices(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- writing
-class _DiskGuard(io.RawIOBase):
+class DiskGuard(io.RawIOBase):
     """The file under an HDF5 file being written, which turns a failed write into an error raised at close.
 
     HDF5 does not survive a write that fails (a full disk, a quota): its caches stay half-flushed, h5py prints a
@@ -156,7 +156,7 @@ def create_h5(tmp: str | Path) -> Iterator[h5py.File]:
     ends, after HDF5 closed the file; :func:`~lenshpc.utils.atomic_path` then removes the temp file and turns
     the error into a :class:`~lenshpc.errors.StorageError` naming the output.
     """
-    guard = _DiskGuard(Path(tmp))
+    guard = DiskGuard(Path(tmp))
     try:
         with h5py.File(guard, "w") as fh:
             yield fh
@@ -326,7 +326,7 @@ class PopulationWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         try:
-            self._guard = _DiskGuard(tmp)
+            self._guard = DiskGuard(tmp)
             self._fh = h5py.File(self._guard, "w")
             _write_root_attrs(self._fh, "population", **self._attrs)
             for name, n in self.counts.items():
@@ -410,8 +410,8 @@ def check_finite(images: np.ndarray, path: str | Path, name: str, rows: np.ndarr
     where = np.asarray(rows)[bad] if np.ndim(rows) else int(rows) + bad
     kind = "NaN" if np.isnan(images[bad[0]]).any() else "Inf"
     raise DataError(f"{path}: array '{name}' holds NaN/Inf pixels in {len(bad)} image(s) (first: image "
-                    f"{int(where[0])} contains {kind}); lenshpc never writes them, so the file was edited or written by another "
-                    "tool. Re-create it (`lenshpc simulate` / `lenshpc stack`, which report bad inputs), or replace "
+                    f"{int(where[0])} contains {kind}); lenshpc never writes them, so the file was edited or written by "
+                    "another tool. Re-create it (`lenshpc simulate` / `lenshpc stack`, which report bad inputs), or replace "
                     "the non-finite pixels (e.g. numpy.nan_to_num) and mask them yourself")
 
 

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import H5Reader, _DiskGuard, create_h5, decode_attr
+from lenshpc.data.format import DiskGuard, H5Reader, create_h5, decode_attr
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
@@ -73,7 +73,7 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        self._guard = _DiskGuard(tmp)
+        self._guard = DiskGuard(tmp)
         self._fh = h5py.File(self._guard, "w")
         return self
 

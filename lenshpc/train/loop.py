@@ -45,8 +45,9 @@ from lenshpc import runtime
 from lenshpc.errors import Preempted, UserError
 from lenshpc.locking import DirLock
 from lenshpc.train import checkpoint as ckpt
-from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHANGES, RunDir, append_history, config_differences, default_run_dir, file_logging,
-                                  save_model, run_metrics, versions, write_history, write_predictions)
+from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHANGES, RunDir, append_history,
+                                  config_differences, default_run_dir, file_logging, save_model, run_metrics, versions,
+                                  write_history, write_predictions)
 from lenshpc.train.selection import VAL_METRICS, Selector
 from lenshpc.utils import atomic_write_json, progress, rng_for
 
