@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from lenshpc.utils import atomic_path, atomic_write_text
+from lenshpc.utils import atomic_path, atomic_write_text, pid_alive
 
 #: Columns of ``history.csv`` in order (one row per trained chunk).
 HISTORY_COLUMNS = ("chunk", "train_loss", "val_loss", "val_accuracy", "val_fbeta_auc", "val_soft_fbeta", "val_auroc",
@@ -223,6 +223,11 @@ def run_metrics(cfg, y, scores) -> dict:
 def save_model(model, path: Path) -> None:
     """``model.save`` atomically (Keras insists on the ``.keras`` suffix, so the temp name keeps it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.stem}.tmp*.keras"):  # left by a killed run (SIGKILL, out of memory)
+        pid = stale.name[len(path.stem) + 5 : -len(".keras")]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
     try:
         model.save(tmp)

@@ -122,6 +122,21 @@ def test_a_live_writers_temp_file_is_not_touched(tmp_path):
     assert mine.exists() and other_host.exists()
 
 
+def test_a_killed_model_save_is_cleaned_by_the_next(tmp_path):
+    """``model.keras`` is saved via ``.model.tmpPID.keras`` (Keras insists on the suffix); a dead pid's is debris."""
+    from lenshpc.train.rundir import save_model
+
+    dead = tmp_path / f".model.tmp{2 ** 22 + 7}.keras"
+    dead.write_bytes(b"half a model")
+
+    class Model:  # the one method save_model calls (a Keras model's save)
+        def save(self, path):
+            Path(path).write_bytes(b"model")
+
+    save_model(Model(), tmp_path / "model.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
 def test_sigterm_during_stack_leaves_nothing_and_the_rerun_completes(tmp_path, fits_dir):
     out = tmp_path / "d.h5"
     args = ("stack", "--images", str(fits_dir), "--catalogue", str(fits_dir / "cat.csv"), "--out", str(out),
