@@ -14,12 +14,16 @@ import argparse
 import errno
 import importlib
 import logging
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from lenshpc import __version__
-from lenshpc.errors import EXIT_PREEMPTED, Preempted, UserError
+from lenshpc.errors import EXIT_PREEMPTED, Preempted, Terminated, UserError
+from lenshpc.utils import storage_error
 
 #: Verbs in the order ``--help`` lists them (pipeline order).
 COMMANDS = (
@@ -68,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`Terminated` while a command runs, so atomic writers remove their temp files.
+
+    Python's default for SIGTERM is to die at once, leaving every ``.X.tmp`` behind.  ``lenshpc train`` installs
+    its own handler (checkpoint, exit 3) for the training loop; it restores this one afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -83,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._module.run(args) or 0)
+        with _sigterm_raises():
+            return int(args._module.run(args) or 0)
+    except Terminated as exc:
+        print(f"lenshpc {args.command}: stopped by {exc}; unfinished outputs were removed (finished ones are kept); "
+              "re-run the same command to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except UserError as exc:
         if debug:
             traceback.print_exc()
@@ -96,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lenshpc {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        message = filesystem_error(exc)
+        # A full/read-only disk hit outside an atomic writer (e.g. train.log): the storage wording (size, free
+        # space) first, then the other file-system conditions a user can fix.
+        clear = storage_error(getattr(exc, "filename", None) or "the output", exc)
+        message = str(clear) if clear is not None else filesystem_error(exc)
         if message is None:
             return _report_failure(args.command, exc, debug)
         if debug:
@@ -104,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lenshpc {args.command}: error: {message}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
+        clear = storage_error(getattr(exc, "filename", None) or "the output", exc)
+        if clear is not None:  # e.g. HDF5's own error for ENOSPC, which is not an OSError
+            print(f"lenshpc {args.command}: error: {clear}", file=sys.stderr)
+            return clear.exit_code
         return _report_failure(args.command, exc, debug)
 
 

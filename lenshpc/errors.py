@@ -23,6 +23,19 @@ class DataError(UserError):
     """Invalid or unreadable input data (FITS, HDF5, catalogue)."""
 
 
+class StorageError(UserError):
+    """An output could not be written: disk full, quota exceeded, read-only file system, no permission."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM (``scancel``, a SLURM time-out) outside training.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so no ``except Exception`` swallows it: every
+    ``with`` block and atomic writer on the way up removes its temporary files, then the CLI
+    exits with ``128 + SIGTERM`` (143).
+    """
+
+
 class Preempted(Exception):
     """Raised inside a run when SIGTERM/SIGUSR1 asked it to checkpoint and stop.
 

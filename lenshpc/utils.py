@@ -3,27 +3,135 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
+import logging
 import os
+import re
+import shutil
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from lenshpc.errors import StorageError
+
 
 # ---------------------------------------------------------------- atomic writes
+#: A temp file of another host (whose writer this host cannot ask) counts as debris once untouched this long.
+STALE_TEMP_SECONDS = 3600.0
+
+#: ``errno`` values that mean "the file system cannot take this output" (not a bug): a clear message, exit 2.
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                   errno.EPERM: "operation not permitted"}
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0] or "host"
+
+
+def _temp_prefix(path: Path) -> str:
+    # .NAME.PID@HOST.: the writer's pid and host let the next run tell a killed writer's debris from a live one.
+    return f".{path.name}.{os.getpid()}@{_host()}."
+
+
+def pid_alive(pid: object) -> bool:
+    """True when a process ``pid`` runs on this host (also one of another user)."""
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_temp(path: Path, candidate: Path, now: float) -> bool:
+    """True when ``candidate`` (a ``.NAME.*.tmp`` sibling of ``path``) was left by a writer that is gone."""
+    rest = candidate.name[len(path.name) + 2 :]
+    match = re.fullmatch(r"(\d+)@([^.]+)\.\w+\.tmp", rest)
+    if match is None and not re.fullmatch(r"\w{8}\.tmp", rest):
+        return False  # not a temp name of this target (e.g. one of a target named NAME.bak)
+    if match and match.group(2) == _host():
+        pid = int(match.group(1))
+        return pid != os.getpid() and not pid_alive(pid)
+    try:  # another host's writer (or a temp name of an older lenshpc): untouched for an hour = dead
+        return now - candidate.stat().st_mtime > STALE_TEMP_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of ``path`` that a killed writer left (SIGKILL, node crash, out of memory).
+
+    A temp file ``.NAME.PID@HOST.XXXX.tmp`` is debris when its writer's process is gone (same host) or, written on
+    another host, when it was not modified for :data:`STALE_TEMP_SECONDS`.  Called by :func:`atomic_path` before
+    every write, so a re-run cleans what a killed run left.  Returns the removed paths.
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    now = time.time()
+    for candidate in candidates:
+        if _stale_temp(path, candidate, now):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                size = candidate.stat().st_size
+                candidate.unlink()
+                removed.append(candidate)
+                logging.getLogger("lenshpc").info("removed %s (%.1f MB) left by a killed writer", candidate, size / 1e6)
+    return removed
+
+
+def storage_error(path: str | os.PathLike, exc: BaseException) -> StorageError | None:
+    """A clear :class:`~lenshpc.errors.StorageError` for an ``OSError`` that means the file system refused the
+    output (full, quota, read-only, no permission); None for any other exception."""
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if code is None and isinstance(exc, (OSError, RuntimeError)):  # h5py reports HDF5's failed write in the text
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    if code not in _STORAGE_ERRNOS:
+        return None
+    path = Path(path)
+    where = path.parent if path.parent != Path("") else Path(".")
+    try:
+        usage = shutil.disk_usage(where)
+        free = f" ({where}: {usage.total / 1e6:.1f} MB file system, {usage.free / 1e6:.1f} MB free after cleaning up)"
+    except OSError:
+        free = ""
+    fix = ("free some space (or raise the quota) or write it elsewhere" if code in (errno.ENOSPC, errno.EDQUOT)
+           else "make the directory writable or write it elsewhere")
+    return StorageError(f"cannot write {path}: {_STORAGE_ERRNOS[code]}{free}. Nothing was written (temporary files "
+                        f"removed); {fix}, e.g. another --out/--run-dir, then re-run")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
     Readers never see a half-written file and a killed writer leaves the old file (or no
-    file) in place.  The temporary file is removed when the block raises.
+    file) in place.  The temporary file is removed when the block raises (any exception,
+    also :class:`~lenshpc.errors.Terminated` from SIGTERM); one left by SIGKILL is removed by
+    the next write of ``path`` (:func:`remove_stale_temps`).  A full, read-only or
+    over-quota file system raises :class:`~lenshpc.errors.StorageError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (storage_error(path, exc) or exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; results on a shared cluster file system must be readable by the group.
@@ -33,9 +141,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        clear = storage_error(path, exc)
+        if clear is not None:
+            raise clear from None
         raise
 
 

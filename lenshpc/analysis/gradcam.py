@@ -630,8 +630,10 @@ def _write_heatmaps(path: Path, images: np.ndarray, result: GradCAMResult, score
     """``heatmaps.h5``: raw heatmaps per layer at native size plus everything needed to redraw a panel."""
     import h5py
 
+    from lenshpc.data.format import create_h5
+
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with create_h5(tmp) as fh:
             fh.attrs.update({"format_version": FORMAT_VERSION, "run_dir": str(run_dir), "data": str(data_path),
                              "threshold": threshold, "class_index": cam.class_index,
                              "layers": json.dumps(cam.layers), "formula": "thesis Eq 3.24-3.25 on the logits"})

@@ -521,10 +521,11 @@ def _read_cache(path: Path, run_dir: Path, fingerprint: str) -> tuple[np.ndarray
 def _write_cache(path: Path, run_dir: Path, fingerprint: str, val: np.ndarray, test: np.ndarray) -> None:
     import h5py
 
+    from lenshpc.data.format import create_h5
     from lenshpc.utils import atomic_path
 
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with create_h5(tmp) as fh:
             fh.attrs.update({"version": CACHE_VERSION, "fingerprint": fingerprint, "run_dir": str(run_dir),
                              "model_stamp": _model_stamp(run_dir)})
             fh.create_dataset("val/scores", data=np.asarray(val, np.float32))

@@ -234,7 +234,7 @@ def _blocks(plan: RankPlan, first: int, stop: int):
     cuts them into ``batch_size`` batches, sees the same batches whatever the shard layout.
     """
     from lenshpc.data import normalise
-    from lenshpc.data.format import open_dataset
+    from lenshpc.data.format import check_finite, open_dataset
 
     normaliser = normalise.for_model(plan.model)  # the model's own normalisation, never another's
     step = block_rows(plan)
@@ -242,7 +242,7 @@ def _blocks(plan: RankPlan, first: int, stop: int):
         arr = ds._array("images")  # noqa: SLF001 - a slab read of consecutive rows (no fancy indexing)
 
         def load(a: int, b: int) -> np.ndarray:
-            return normaliser(np.asarray(arr[a:b], dtype=np.float32))
+            return normaliser(check_finite(np.asarray(arr[a:b], dtype=np.float32), ds.path, "images", a))
 
         bounds = [(a, min(a + step, stop)) for a in range(first, stop, step)]
         with ThreadPoolExecutor(1) as pool:  # h5py and numpy release the GIL: reading overlaps scoring
@@ -264,7 +264,7 @@ def run_shard(plan: RankPlan, k: int, scorer=None, show_progress: bool = True) -
     scorer : Scorer, optional
         A loaded scorer (the inline executor loads the model once for all shards).
     """
-    import h5py
+    from lenshpc.data.format import create_h5
 
     if plan.is_complete(k):
         log.info("shard %d/%d already done: %s", k, plan.shards, shard_path(plan.out, k, plan.shards))
@@ -285,7 +285,7 @@ def run_shard(plan: RankPlan, k: int, scorer=None, show_progress: bool = True) -
             bar.update(b - a)
     path = shard_path(plan.out, k, plan.shards)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with create_h5(tmp) as fh:
             fh.attrs.update({"plan": plan.fingerprint(), "shard": k, "shards": plan.shards, "first": first,
                              "stop": stop})
             fh.create_dataset("scores", data=scores)

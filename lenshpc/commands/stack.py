@@ -34,7 +34,10 @@ imageEUC_VIS-100123.fits and 100123.fits both give 100123; change with --id-patt
 Any corrupt, truncated, unreadable, NaN-filled or mis-shaped file, file without a catalogue
 row, catalogue row without a file, or missing band is reported with its path; by default
 NOTHING is written (exit 2).  --skip-bad leaves those inputs out, lists them and stores the
-list in the file (log/skipped).  An existing output is kept (exit 0) unless --force.
+list in the file (log/skipped).  An existing output is kept (exit 0) when it is a lenshpc
+dataset stacked with the same options; any other existing file is refused (exit 2) unless --force.
+Label columns: 0/1 numbers, FITS/astropy booleans, or the words true/false, yes/no, t/f
+(any case); anything else is refused with its catalogue row.
 """
 
 
@@ -124,6 +127,40 @@ def _run_image_folders(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _request(args: argparse.Namespace) -> dict:
+    """What the output depends on (paths made absolute), stored in its provenance as ``request``."""
+    import os
+
+    def absolute(value: str) -> str:
+        name, sep, path = value.partition("=")
+        return f"{name}={os.path.abspath(path)}" if sep and not os.path.exists(value) else os.path.abspath(value)
+
+    return {"images": os.path.abspath(args.images) if args.images else None,
+            "population": sorted(absolute(v) for v in args.population),
+            "catalogue": sorted(absolute(v) for v in args.catalogue), "bands": args.bands, "hdu": args.hdu,
+            "id_column": args.id_column, "label_column": args.label_column, "id_pattern": args.id_pattern,
+            "pixel_scale": args.pixel_scale, "seed": args.seed, "split": args.split, "skip_bad": args.skip_bad}
+
+
+def _check_existing(out: Path, request: dict) -> None:
+    """Trust an existing ``--out`` only if it is a readable lenshpc dataset stacked with the same request."""
+    from lenshpc.data.format import open_dataset
+    from lenshpc.errors import DataError, UserError
+
+    fix = "nothing was changed; pass --force to replace it, or choose another --out"
+    try:
+        with open_dataset(out) as ds:
+            stored = (ds.attrs.get("provenance") or {}).get("request")
+    except (DataError, ValueError, OSError) as exc:
+        raise UserError(f"--out {out} exists but is not a usable lenshpc dataset ({exc}); {fix}") from None
+    if stored is None:
+        raise UserError(f"--out {out} exists but was not written by `lenshpc stack` (no request in its provenance); "
+                        f"{fix}")
+    diffs = [f"{key}: {stored.get(key)!r} -> {value!r}" for key, value in request.items() if stored.get(key) != value]
+    if diffs:
+        raise UserError(f"--out {out} exists but was stacked from other inputs ({'; '.join(diffs)}); {fix}")
+
+
 def run(args: argparse.Namespace) -> int:
     from lenshpc.data import stack as st
     from lenshpc.errors import UserError
@@ -131,8 +168,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / 'data.h5'}")
+    request = _request(args)
     if out.exists() and not args.force:
-        print(f"{out} exists; nothing to do (use --force to rebuild it)")
+        _check_existing(out, request)
+        print(f"{out} exists (a lenshpc dataset stacked from these inputs); nothing to do (use --force to rebuild it)")
         return 0
     if sum(map(bool, (args.images, args.population, args.images_dir))) != 1:
         raise UserError("give one of --images (labelled mode), --population NAME=DIR_OR_GLOB (population mode) or "
@@ -153,11 +192,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("labelled mode needs exactly one --catalogue CAT (.csv or .fits) with the ID and label "
                             "columns (an unlabelled catalogue, --label-column none, takes at most one)")
         result = st.stack_labelled(out, args.images, args.catalogue[0] if args.catalogue else None,
-                                   label_column=None if unlabelled else args.label_column, **common)
+                                   label_column=None if unlabelled else args.label_column, request=request, **common)
         results = {"images": result}
     else:
         results = st.stack_population(out, _pairs(args.population, "--population"),
-                                      _pairs(args.catalogue, "--catalogue"), **common)
+                                      _pairs(args.catalogue, "--catalogue"), request=request, **common)
     for name, r in results.items():
         shape = "×".join(str(x) for x in r.images.shape[1:])
         print(f"{name}: stacked {len(r.ids)} cutouts ({shape}) from {r.n_inputs} file(s); {len(r.problems)} skipped")

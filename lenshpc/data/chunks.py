@@ -45,7 +45,7 @@ from lenshpc.config import AugmentConfig, Config
 from lenshpc.data import augment as aug
 from lenshpc.data import normalise as norm
 from lenshpc.data import transforms
-from lenshpc.data.format import Dataset, open_dataset
+from lenshpc.data.format import Dataset, check_finite, open_dataset
 from lenshpc.errors import ConfigError, DataError
 from lenshpc.utils import progress, rng_for
 
@@ -233,7 +233,7 @@ def read_rows(ds: Dataset, name: str, indices: np.ndarray, desc: str = "") -> np
             out[a:b] = ds.read(name, wanted)
         else:
             slab = arr[int(wanted[0]) : int(wanted[-1]) + 1]
-            out[a:b] = slab[wanted - wanted[0]]
+            out[a:b] = check_finite(slab[wanted - wanted[0]], ds.path, name, wanted)
         bar.update(b - a)
     bar.close()
     return out

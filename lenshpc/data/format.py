@@ -24,10 +24,13 @@ Readers take ``(rank, size)`` and read only their shard: :meth:`Dataset.shard`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import io
 import json
+import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -71,6 +74,98 @@ def shard_indices(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- writing
+class DiskGuard(io.RawIOBase):
+    """The file under an HDF5 file being written, which turns a failed write into an error raised at close.
+
+    HDF5 does not survive a write that fails (a full disk, a quota): its caches stay half-flushed, h5py prints a
+    traceback per released object and closing the file can crash the interpreter.  Through this object
+    HDF5 never sees the failure: the first ``OSError`` is recorded, later writes are only counted, and
+    :func:`create_h5` raises the recorded error once HDF5 has closed the (doomed) temp file cleanly.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._f = open(path, "w+b", buffering=0)  # noqa: SIM115 - closed in close()
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = self._f.readinto(view)
+        if self.error is not None and n < len(view):  # never-written bytes after a failure: zeros
+            view[n:] = bytes(len(view) - n)
+            self._f.seek(len(view) - n, 1)
+            n = len(view)
+        return n
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += self._f.write(view[done:])
+                return done
+            except OSError as exc:
+                self.error = exc
+        self._f.seek(len(view), 1)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self._f.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return self._f.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self._f.closed:
+            try:
+                if self.error is None:
+                    os.fsync(self._f.fileno())
+            except OSError as exc:
+                self.error = exc
+            finally:
+                self._f.close()
+        super().close()
+
+
+@contextlib.contextmanager
+def create_h5(tmp: str | Path) -> Iterator[h5py.File]:
+    """``h5py.File(tmp, "w")`` that fails cleanly on a full disk (use inside :func:`~lenshpc.utils.atomic_path`).
+
+    A write the file system refuses (no space, quota, I/O error) is raised as that ``OSError`` when the block
+    ends, after HDF5 closed the file; :func:`~lenshpc.utils.atomic_path` then removes the temp file and turns
+    the error into a :class:`~lenshpc.errors.StorageError` naming the output.
+    """
+    guard = DiskGuard(Path(tmp))
+    try:
+        with h5py.File(guard, "w") as fh:
+            yield fh
+    finally:
+        guard.close()
+    if guard.error is not None:
+        raise guard.error
+
+
 def _image_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     # ~1–4 MiB chunks along N: efficient shard reads without reading the whole array.
     per_image = int(np.prod(shape[1:])) * 4
@@ -92,14 +187,19 @@ def _check_images(name: str, images: np.ndarray) -> np.ndarray:
         images = images[..., None]
     if images.ndim != 4:
         raise DataError(f"{name}: expected images of shape (N, H, W, C), got {images.shape}")
-    # Checked in blocks: a whole-array isfinite() would need a bool copy of 1/4 the array's size.
-    bad = 0
-    for start in range(0, len(images), 1024):
-        block = images[start : start + 1024]
-        bad += int((~np.isfinite(block)).reshape(len(block), -1).any(axis=1).sum())
-    if bad:
-        raise DataError(f"{name}: {bad} image(s) contain NaN or Inf values")
+    bad = nonfinite_rows(images)
+    if len(bad):
+        raise DataError(f"{name}: {len(bad)} image(s) contain NaN or Inf values (first: row {int(bad[0])})")
     return images
+
+
+def nonfinite_rows(images: np.ndarray) -> np.ndarray:
+    """Positions of the images (first axis) that hold any NaN/Inf pixel."""
+    flat = images.reshape(len(images), -1) if images.ndim else images.reshape(1, -1)
+    # In blocks: a whole-array isfinite() would need a bool copy of 1/4 the array's size.
+    bad = [start + np.flatnonzero(~np.isfinite(flat[start : start + 1024]).all(axis=1))
+           for start in range(0, len(flat), 1024)]
+    return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
 def _write_root_attrs(fh: h5py.File, kind: str, *, pixel_scale: float, bands: list[str], seed: int,
@@ -119,7 +219,7 @@ def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: 
            fractions: Iterable[float], splits: Mapping[str, Mapping[str, np.ndarray]] | None,
            logs: Mapping[str, Iterable[str]] | None = None) -> None:
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with create_h5(tmp) as fh:
             _write_root_attrs(fh, kind, pixel_scale=pixel_scale, bands=bands, seed=seed, provenance=provenance)
             for name, images in arrays.items():
                 images = _check_images(name, images)
@@ -226,15 +326,16 @@ class PopulationWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         try:
-            self._fh = h5py.File(tmp, "w")
+            self._guard = DiskGuard(tmp)
+            self._fh = h5py.File(self._guard, "w")
             _write_root_attrs(self._fh, "population", **self._attrs)
             for name, n in self.counts.items():
                 shape = (n, *self.image_shape)
                 comp = self._compression.get(name)
                 self._fh.create_dataset(name, shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None,
                                         compression=comp if n else None, shuffle=bool(comp and n))
-        except BaseException:
-            self._abort()
+        except BaseException as error:
+            self._abort(error)
             raise
         return self
 
@@ -246,6 +347,8 @@ class PopulationWriter:
             raise DataError(f"{name}: block {start}:{stop} of shape {images.shape[1:]} does not fit "
                             f"{self.counts[name]} images of shape {self.image_shape}")
         self._fh[name][start:stop] = images
+        if self._guard.error is not None:  # the disk is full: stop now, not after simulating the rest
+            raise self._guard.error
         self._written[name][start:stop] = True
         for col, values in (meta or {}).items():
             values = np.asarray(values)
@@ -253,15 +356,21 @@ class PopulationWriter:
                 raise DataError(f"metadata column {name}/{col}: {len(values)} rows for {len(images)} images")
             self._meta[name].setdefault(col, {})[start] = values
 
-    def _abort(self) -> None:
+    def _abort(self, exc: BaseException | None = None) -> None:
+        """Close and delete the temp file after an error (a StorageError when the disk refused a write)."""
         fh = getattr(self, "_fh", None)
         if fh is not None and fh.id.valid:
-            fh.close()
-        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            with contextlib.suppress(Exception):
+                fh.close()
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.close()
+        error = exc if exc is not None else RuntimeError("aborted")
+        self._atomic.__exit__(type(error), error, None)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            self._abort()
+            self._abort(exc)
             return
         try:
             for name, done in self._written.items():
@@ -277,13 +386,35 @@ class PopulationWriter:
                 for split in SPLITS:
                     self._fh.create_dataset(f"splits/{name}/{split}", data=parts[split])
             self._fh.close()
-        except BaseException:
-            self._abort()
+            self._guard.close()
+            if self._guard.error is not None:
+                raise self._guard.error
+        except BaseException as error:
+            self._abort(error)
             raise
         self._atomic.__exit__(None, None, None)
 
 
 # ----------------------------------------------------------------------- reading
+def check_finite(images: np.ndarray, path: str | Path, name: str, rows: np.ndarray | int = 0) -> np.ndarray:
+    """Return ``images`` (read from array ``name`` of ``path``) or raise :class:`DataError` if any pixel is NaN/Inf.
+
+    lenshpc never writes non-finite pixels (:func:`_check_images`), but a file edited or written by another tool
+    may hold them, and a single NaN turns every score and metric into nonsense (AUROC 1.0 was seen).  ``rows``
+    are the file rows of ``images`` (an index array, or the first row of a slab).  Costs one ``isfinite`` pass
+    over data just read (``benchmarks/reliability.py``).
+    """
+    bad = nonfinite_rows(images)
+    if not len(bad):
+        return images
+    where = np.asarray(rows)[bad] if np.ndim(rows) else int(rows) + bad
+    kind = "NaN" if np.isnan(images[bad[0]]).any() else "Inf"
+    raise DataError(f"{path}: array '{name}' holds NaN/Inf pixels in {len(bad)} image(s) (first: image "
+                    f"{int(where[0])} contains {kind}); lenshpc never writes them, so the file was edited or written by "
+                    "another tool. Re-create it (`lenshpc simulate` / `lenshpc stack`, which report bad inputs), or replace "
+                    "the non-finite pixels (e.g. numpy.nan_to_num) and mask them yourself")
+
+
 def decode_attr(value):
     """An HDF5 attribute as a plain Python value (bytes → str, numpy scalar → Python scalar)."""
     if isinstance(value, bytes):
@@ -349,7 +480,15 @@ class Dataset(H5Reader):
             self._fh.close()
             raise DataError(f"{self.path}: lenshpc dataset without a 'schema_version' attribute (damaged or "
                             "written by a foreign tool); re-create it with `lenshpc simulate` or `lenshpc stack`")
-        version = int(attrs["schema_version"])
+        version = decode_attr(attrs["schema_version"])
+        if isinstance(version, float) and version.is_integer():
+            version = int(version)
+        if isinstance(version, bool) or not isinstance(version, int):
+            self._fh.close()
+            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r} ({type(version).__name__}), "
+                            f"expected an integer (this lenshpc writes {SCHEMA_VERSION}); the file was edited or "
+                            "written by a foreign tool: re-create it with `lenshpc simulate` or `lenshpc stack`, or "
+                            f"fix the attribute (h5py: f.attrs['schema_version'] = {SCHEMA_VERSION})")
         if version > SCHEMA_VERSION:
             self._fh.close()
             raise DataError(f"{self.path}: schema version {version} is newer than this lenshpc "
@@ -385,7 +524,17 @@ class Dataset(H5Reader):
         key = f"splits/{name}/{split}"
         if key not in self._fh:
             raise DataError(f"{self.path}: no split '{split}' for '{name}'")
-        return self._fh[key][()].astype(np.int64)
+        indices = np.asarray(self._fh[key][()])
+        n = self.count(name)
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            raise DataError(f"{self.path}: {key} must be a 1-D integer index array, got {indices.dtype} "
+                            f"{indices.shape}; re-create the dataset (`lenshpc stack`/`simulate`) or rewrite the split")
+        bad = np.flatnonzero((indices < 0) | (indices >= n))
+        if len(bad):
+            raise DataError(f"{self.path}: {key} holds {len(bad)} index(es) outside 0..{n - 1} ('{name}' has {n} "
+                            f"images), first {int(indices[bad[0]])} at position {int(bad[0])}; the file was edited "
+                            "or its arrays truncated: re-create the dataset or rewrite the split")
+        return indices.astype(np.int64)
 
     def shard(self, name: str, split: str, rank: int = 0, size: int = 1) -> np.ndarray:
         """Indices of ``split`` owned by ``rank`` of ``size`` (disjoint and covering)."""
@@ -396,13 +545,13 @@ class Dataset(H5Reader):
         """Images ``(n, H, W, C)`` float32 at ``indices`` (all when None), in the given order."""
         arr = self._array(name)
         if indices is None:
-            return arr[()]
+            return check_finite(arr[()], self.path, name)
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) == 0:
             return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
         order = np.argsort(indices, kind="stable")
         uniq, inverse = np.unique(indices[order], return_inverse=True)
-        block = arr[uniq]  # h5py needs increasing, unique indices
+        block = check_finite(arr[uniq], self.path, name, uniq)  # h5py needs increasing, unique indices
         out = np.empty((len(indices), *arr.shape[1:]), dtype=arr.dtype)
         out[order] = block[inverse]
         return out

@@ -313,8 +313,10 @@ def parse_labels(cat: Catalogue, column: str, rows: np.ndarray) -> np.ndarray:
         labels = np.array([m or 0 for m in mapped], dtype=np.uint8)
     if not good.all():
         bad = np.flatnonzero(~good)
-        examples = ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])}" for i in bad[:5])
-        raise DataError(f"catalogue {cat.path}: column {column!r} must be 0/1; {len(bad)} bad value(s), e.g. {examples}")
+        # Row numbers count data rows from 1 (a CSV's header line is not a row).
+        examples = ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])} (row {int(rows[i]) + 1})" for i in bad[:5])
+        raise DataError(f"catalogue {cat.path}: column {column!r} must be 0/1 (or true/false, yes/no); "
+                        f"{len(bad)} bad value(s): {examples}; fix those rows or choose another --label-column")
     return labels
 
 
@@ -642,7 +644,7 @@ def stack_labelled(out: str | Path, images: str, catalogue: str | Path | None, *
                    id_column: str | None = None, label_column: str | None = "is_lens",
                    id_pattern: str = DEFAULT_ID_PATTERN, hdu: int | None = None, workers: int = 1,
                    skip_bad: bool = False, pixel_scale: float | None = None, seed: int = 0,
-                   fractions: Iterable[float] = (0.8, 0.1, 0.1)) -> StackedSet:
+                   fractions: Iterable[float] = (0.8, 0.1, 0.1), request: dict | None = None) -> StackedSet:
     """Build a *labelled* dataset (``images``, ``labels``, ``meta/images/*``) from FITS cutouts.
 
     With ``label_column=None`` the dataset is an *unlabelled catalogue* (no ``labels`` array;
@@ -668,7 +670,7 @@ def stack_labelled(out: str | Path, images: str, catalogue: str | Path | None, *
     provenance = {"command": "stack", "mode": "labelled" if label_column is not None else "unlabelled",
                   "id_column": cat.id_column if cat is not None else None, "label_column": label_column,
                   "id_pattern": id_pattern, "hdu": hdu, "pixel_scale_source": scale_source,
-                  "images": _set_provenance(result, images, cat)}
+                  "images": _set_provenance(result, images, cat), "request": request}
     write_labelled(out, result.images, result.labels, ids=_ids_array(result.ids), meta=result.meta,
                    pixel_scale=scale, bands=_band_names(bands, result.images.shape[-1]), seed=seed,
                    provenance=provenance, fractions=fractions,
@@ -680,7 +682,7 @@ def stack_population(out: str | Path, populations: dict[str, str], catalogues: d
                      bands: list[Band] | None = None, id_column: str | None = None,
                      id_pattern: str = DEFAULT_ID_PATTERN, hdu: int | None = None, workers: int = 1,
                      skip_bad: bool = False, pixel_scale: float | None = None, seed: int = 0,
-                     fractions: Iterable[float] = (0.8, 0.1, 0.1)) -> dict[str, StackedSet]:
+                     fractions: Iterable[float] = (0.8, 0.1, 0.1), request: dict | None = None) -> dict[str, StackedSet]:
     """Build a *population* dataset from three image sets (``lenses``, ``sources``, ``negatives``).
 
     ``catalogues`` optionally maps a population to its catalogue (its columns become
@@ -714,7 +716,8 @@ def stack_population(out: str | Path, populations: dict[str, str], catalogues: d
     meta = {name: {"id": _ids_array(r.ids), **r.meta} for name, r in results.items()}
     provenance = {"command": "stack", "mode": "population", "id_pattern": id_pattern, "hdu": hdu,
                   "pixel_scale_source": scale_source,
-                  **{name: _set_provenance(r, populations[name], cats.get(name)) for name, r in results.items()}}
+                  **{name: _set_provenance(r, populations[name], cats.get(name)) for name, r in results.items()},
+                  "request": request}
     write_population(out, results["lenses"].images, results["sources"].images, results["negatives"].images,
                      meta=meta, pixel_scale=scale, bands=_band_names(bands, shapes["lenses"][-1]), seed=seed,
                      provenance=provenance, fractions=fractions, logs={"skipped": [str(p) for p in problems]})

@@ -1,7 +1,8 @@
 """What a run directory says about its run (docs/run-dir.md): done, failed, started or absent.
 
-Only marker files are read (``DONE``, ``FAILED``, ``config.yaml``, ``checkpoint/state.json``),
-so checking thousands of runs costs a few ``stat`` calls each.
+Only marker files are read (``DONE``, ``FAILED``, ``config.yaml``, ``checkpoint/state.json``) and the
+run-dir lock probed (``.lock``/``.owner.json``, :mod:`lenshpc.locking`), so checking thousands of runs
+costs a few ``stat`` calls each.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Run-directory states, from the markers alone (job states are added by lenshpc.hpc.status).
-DONE, FAILED, STARTED, ABSENT = "done", "failed", "started", "absent"
+from lenshpc.locking import LOCK_FILE, describe_owner, live_owner
+
+#: Run-directory states, from the markers and the run-dir lock (job states are added by lenshpc.hpc.status).
+DONE, FAILED, STARTED, ABSENT, RUNNING = "done", "failed", "started", "absent", "running"
 
 #: Files whose presence makes a directory a run directory.
 RUN_MARKERS = ("metrics.json", "config.yaml", "DONE", "FAILED", "train.log")
@@ -24,8 +27,9 @@ class RunDirState:
     Attributes
     ----------
     state : str
-        ``done`` (``DONE`` exists), ``failed`` (``FAILED`` exists), ``started`` (the run wrote
-        files but neither marker: running, pending a requeue, or killed) or ``absent``.
+        ``done`` (``DONE`` exists), ``running`` (a live process holds the run-dir lock:
+        :func:`lenshpc.locking.live_owner`), ``failed`` (``FAILED`` exists), ``started`` (the run
+        wrote files but neither marker and nobody holds it: pending a requeue, or killed) or ``absent``.
     error : str
         The error's last line from ``FAILED`` (empty otherwise).
     log : Path or None
@@ -38,6 +42,12 @@ class RunDirState:
     error: str = ""
     log: Path | None = None
     checkpoint_chunk: int | None = None
+    owner: dict | None = None
+
+    def running_detail(self) -> str:
+        """``running on host H, pid P, …; at chunk N`` for a live run."""
+        detail = f"running: {describe_owner(self.owner)}"
+        return detail + (f"; checkpoint at chunk {self.checkpoint_chunk}" if self.checkpoint_chunk is not None else "")
 
 
 def read_run_dir(run_dir: str | Path) -> RunDirState:
@@ -47,6 +57,9 @@ def read_run_dir(run_dir: str | Path) -> RunDirState:
     log_path = log if log.is_file() else None
     if (run_dir / "DONE").exists():
         return RunDirState(DONE, log=log_path)
+    owner = live_owner(run_dir) if (run_dir / LOCK_FILE).exists() else None
+    if owner is not None:
+        return RunDirState(RUNNING, log=log_path, checkpoint_chunk=_checkpoint_chunk(run_dir), owner=owner)
     if (run_dir / "FAILED").exists():
         try:
             text = (run_dir / "FAILED").read_text(errors="replace").strip()

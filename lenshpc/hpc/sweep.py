@@ -23,7 +23,7 @@ from lenshpc.config import HpcConfig
 from lenshpc.errors import UserError
 from lenshpc.hpc import jobs as _jobs
 from lenshpc.hpc.spec import GridPoint, SweepSpec
-from lenshpc.hpc.state import DONE, FAILED, STARTED, read_run_dir
+from lenshpc.hpc.state import DONE, FAILED, RUNNING, STARTED, read_run_dir
 from lenshpc.utils import atomic_write_json, progress
 
 SWEEP_JSON = "sweep.json"
@@ -123,6 +123,8 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
         if rd.checkpoint_chunk is not None:
             detail += f"; resumes at chunk {rd.checkpoint_chunk}"
         return (R_PENDING if pending else R_RUNNING), detail
+    if rd.state == RUNNING:  # a live process holds the run dir (lenshpc train outside this sweep, or a lost job id)
+        return R_RUNNING, rd.running_detail()
     if rd.state == FAILED:
         return R_FAILED, rd.error
     if last is not None and last.get("interrupted"):

@@ -23,6 +23,7 @@ shard's rows, plus ``<group>/first`` (the shard's first row in the merged group)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -33,7 +34,7 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import H5Reader, decode_attr
+from lenshpc.data.format import DiskGuard, H5Reader, create_h5, decode_attr
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
@@ -72,7 +73,8 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        self._fh = h5py.File(tmp, "w")
+        self._guard = DiskGuard(tmp)
+        self._fh = h5py.File(self._guard, "w")
         return self
 
     def add(self, group: str, first: int, n: int, image_shape: tuple[int, ...]) -> None:
@@ -97,7 +99,14 @@ class ShardWriter:
         if exc_type is None:
             _set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION,
                                   **self._attrs})
-        self._fh.close()
+        with contextlib.suppress(Exception) if exc_type is not None else contextlib.nullcontext():
+            self._fh.close()
+        self._guard.close()
+        if exc_type is None and self._guard.error is not None:  # the disk refused a write: no shard, clear error
+            exc_type, exc, tb = type(self._guard.error), self._guard.error, None
+            if not self._ctx.__exit__(exc_type, exc, tb):
+                raise exc
+            return False
         return self._ctx.__exit__(exc_type, exc, tb)
 
 
@@ -130,7 +139,7 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
     """
     shard_paths = [Path(p) for p in shard_paths]
     with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as dst:
+        with create_h5(tmp) as dst:
             filled = {g: np.zeros(n, dtype=bool) for g, n in sizes.items()}
             for group, n in sizes.items():
                 g = dst.create_group(group)

@@ -110,8 +110,15 @@ def load(checkpoint_dir: Path, model, optimizer) -> tuple[dict, Optional[list[np
     found = find(checkpoint_dir)
     if found is None:
         raise UserError(f"{checkpoint_dir}: no checkpoint to resume from (state.json missing)")
-    with open(found / STATE, encoding="utf-8") as fh:
-        state = json.load(fh)
+    try:
+        with open(found / STATE, encoding="utf-8") as fh:
+            state = json.load(fh)
+        if not isinstance(state, dict) or not isinstance(state.get("next_chunk", 0), int):
+            raise ValueError("not a checkpoint state object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{found / STATE}: unreadable checkpoint state ({type(exc).__name__}: {exc}); it was "
+                        "truncated or edited (lenshpc writes it atomically), so the run cannot resume from it: "
+                        f"re-run with --force to start over, or delete {found} by hand") from None
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{found}: checkpoint format {state['format_version']} is newer than this lenshpc supports")
     try:

@@ -43,9 +43,11 @@ import numpy as np
 
 from lenshpc import provenance, runtime
 from lenshpc.errors import Preempted, UserError
+from lenshpc.locking import DirLock
 from lenshpc.train import checkpoint as ckpt
-from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, append_history, config_differences, default_run_dir, file_logging,
-                                  save_model, run_metrics, versions, write_history, write_predictions)
+from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHANGES, RunDir, append_history,
+                                  config_differences, default_run_dir, file_logging, save_model, run_metrics, versions,
+                                  write_history, write_predictions)
 from lenshpc.train.selection import VAL_METRICS, Selector
 from lenshpc.utils import atomic_write_json, progress, rng_for
 
@@ -106,12 +108,21 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
     rd = RunDir(run_dir if run_dir is not None else default_run_dir(cfg))
     backend = cfg.distributed.backend if distributed in (None, "auto") else distributed
     if rd.is_done() and not force:
+        _check_same_config(rd, cfg, finished=True)
         log.info("%s is complete (DONE); skipping (use --force to re-run)", rd.path)
         return _read_metrics(rd)
     _check_data(cfg)
     _check_names(cfg)
     ctx = dist.init(backend)
+    # One writer per run dir (the root rank; held until it ends, however it ends): docs/reliability.md.
+    with DirLock(rd.path) if ctx.is_root else contextlib.nullcontext():
+        return _run_locked(cfg, rd, ctx, resume=resume, force=force, on_chunk_end=on_chunk_end,
+                           show_progress=show_progress, trainer_cls=trainer_cls)
 
+
+def _run_locked(cfg, rd: RunDir, ctx, *, resume: bool, force: bool, on_chunk_end: Optional[ChunkCallback],
+                show_progress: bool, trainer_cls) -> dict:
+    """The body of :func:`run_training` once the run dir is locked."""
     if ctx.is_root:
         rd.path.mkdir(parents=True, exist_ok=True)
         if force or not resume:
@@ -178,18 +189,24 @@ def _check_names(cfg) -> None:
     losses.get(cfg.loss.name, beta=cfg.loss.beta)
 
 
-def _check_same_config(rd: RunDir, cfg) -> None:
+def _check_same_config(rd: RunDir, cfg, finished: bool = False) -> None:
+    """Refuse to resume (or, ``finished``, to report a DONE run as the result of) a different config."""
     import yaml
 
     try:
         old = yaml.safe_load(rd.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError) as exc:
+        if finished:
+            raise UserError(f"{rd.path} is marked DONE but its {rd.config.name} is unreadable ({exc}), so it cannot "
+                            "be told whether it ran this config: re-run with --force or choose another --run-dir") from None
         return  # unreadable old config: the checkpoint's own shape checks still guard the resume
-    diffs = config_differences(old, cfg.to_dict())
+    diffs = config_differences(old, cfg.to_dict(), allowed=FINISHED_CHANGES if finished else RESUMABLE_CHANGES)
     if diffs:
         shown = "; ".join(diffs[:5]) + (" …" if len(diffs) > 5 else "")
-        raise UserError(f"{rd.path} holds a checkpoint of a different config ({shown}); resume with the same "
-                        "config, pass --force to start over, or choose another --run-dir")
+        what = "a finished run (DONE) of" if finished else "a checkpoint of"
+        fix = ("pass --force to re-run it with this config (its results are replaced)" if finished
+               else "resume with the same config, pass --force to start over")
+        raise UserError(f"{rd.path} holds {what} a different config ({shown}); {fix}, or choose another --run-dir")
 
 
 # ======================================================================= signals

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from lenshpc.utils import atomic_path, atomic_write_text
+from lenshpc.utils import atomic_path, atomic_write_text, pid_alive
 
 #: Columns of ``history.csv`` in order (one row per trained chunk).
 HISTORY_COLUMNS = ("chunk", "train_loss", "val_loss", "val_accuracy", "val_fbeta_auc", "val_soft_fbeta", "val_auroc",
@@ -28,6 +28,11 @@ HISTORY_COLUMNS = ("chunk", "train_loss", "val_loss", "val_accuracy", "val_fbeta
 RESUMABLE_CHANGES = ("train.chunks", "train.checkpoint_every", "train.log_every", "train.tensorboard",
                      "data.prefetch", "data.threads", "data.path", "data.segmented_path")
 RESUMABLE_PREFIXES = ("hpc.", "distributed.backend")
+
+#: Config keys that may differ when a finished (``DONE``) run is asked for again: where and how it ran, not what
+#: it computed.  ``train.chunks`` is not among them: a finished run of 15 chunks is not one of 6.
+FINISHED_CHANGES = ("train.checkpoint_every", "train.log_every", "train.tensorboard", "data.prefetch", "data.threads",
+                    "data.path", "data.segmented_path")
 
 #: Inference batch size of validation, test and `lenshpc evaluate` (one value, so re-scoring reproduces a run).
 PREDICT_BATCH = 256
@@ -89,14 +94,16 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
 
-def config_differences(old: Mapping, new: Mapping) -> list[str]:
-    """Flattened keys whose values differ between two config dicts, ignoring :data:`RESUMABLE_CHANGES`."""
+def config_differences(old: Mapping, new: Mapping, allowed: Iterable[str] = RESUMABLE_CHANGES) -> list[str]:
+    """Flattened keys whose values differ between two config dicts, ignoring ``allowed`` (default
+    :data:`RESUMABLE_CHANGES`; :data:`FINISHED_CHANGES` for a finished run) and :data:`RESUMABLE_PREFIXES`."""
     from lenshpc.config import flatten
 
     a, b = flatten(dict(old)), flatten(dict(new))
+    allowed = set(allowed)
     out = []
     for key in sorted(set(a) | set(b)):
-        if key in RESUMABLE_CHANGES or key.startswith(RESUMABLE_PREFIXES):
+        if key in allowed or key.startswith(RESUMABLE_PREFIXES):
             continue
         if a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
@@ -162,8 +169,10 @@ def write_predictions(path: Path, groups: Mapping[str, Mapping]) -> None:
     """
     import h5py
 
+    from lenshpc.data.format import create_h5
+
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with create_h5(tmp) as fh:
             for name, data in groups.items():
                 g = fh.create_group(name)
                 scores = np.asarray(data["scores"], dtype=np.float32).reshape(-1)
@@ -217,6 +226,11 @@ def run_metrics(cfg, y, scores, val=None) -> dict:
 def save_model(model, path: Path) -> None:
     """``model.save`` atomically (Keras insists on the ``.keras`` suffix, so the temp name keeps it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.stem}.tmp*.keras"):  # left by a killed run (SIGKILL, out of memory)
+        pid = stale.name[len(path.stem) + 5 : -len(".keras")]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
     try:
         model.save(tmp)
@@ -262,6 +276,6 @@ def versions() -> dict:
     return package_versions()
 
 
-__all__ = ["HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
+__all__ = ["FINISHED_CHANGES", "HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
            "read_history", "read_predictions", "save_model", "run_metrics", "versions", "write_history",
            "write_predictions"]
