@@ -22,6 +22,7 @@ time, rows) is checked, so mining from a ranking of another (or a re-made) catal
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -77,8 +78,13 @@ def read_labels(path: Path) -> dict[str, str]:
 
     if not path.is_file():
         raise UserError(f"--labels {path}: no such file (export it from the inspection page, `lenshpc inspect`)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"--labels {path}: not a text CSV file (expected the labels.csv exported by "
+                        "`lenshpc inspect`: columns id,label)") from None
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"id", "label"} <= {f.strip() for f in reader.fieldnames}:
             raise UserError(f"{path}: needs a header with columns id,label (has {reader.fieldnames})")

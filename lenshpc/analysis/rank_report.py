@@ -180,15 +180,30 @@ def _csv_field(text: str) -> str:
 
 
 def read_ranked_csv(path: str | Path) -> dict[str, np.ndarray]:
-    """``ranked.csv`` as columns (``id`` as text; numbers as arrays)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return {"id": np.array([r["id"] for r in rows], dtype=object),
-            "score": np.array([float(r["score"]) for r in rows]),
-            "rank": np.array([float(r["rank"]) for r in rows]),
-            "relative_rank": np.array([float(r["relative_rank"]) for r in rows]),
-            "tracer": np.array([int(r["tracer"]) for r in rows], dtype=np.uint8),
-            "row": np.array([int(r["row"]) for r in rows], dtype=np.int64)}
+    """``ranked.csv`` as columns (``id`` as text; numbers as arrays).
+
+    Raises
+    ------
+    lenshpc.errors.DataError
+        When the file is not a ``ranked.csv`` written by ``lenshpc rank`` (binary, truncated, other columns).
+    """
+    from lenshpc.errors import DataError
+
+    fix = "re-run `lenshpc rank` into this directory (finished shards are reused)"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        return {"id": np.array([r["id"] for r in rows], dtype=object),
+                "score": np.array([float(r["score"]) for r in rows]),
+                "rank": np.array([float(r["rank"]) for r in rows]),
+                "relative_rank": np.array([float(r["relative_rank"]) for r in rows]),
+                "tracer": np.array([int(r["tracer"]) for r in rows], dtype=np.uint8),
+                "row": np.array([int(r["row"]) for r in rows], dtype=np.int64)}
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text file: not a ranked.csv of `lenshpc rank`; {fix}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path} is damaged or not a ranked.csv of `lenshpc rank` (bad or missing column: {exc}); "
+                        f"{fix}") from None
 
 
 def _display(images: np.ndarray) -> tuple[np.ndarray, str | None]:

@@ -43,6 +43,8 @@ NOT_APPLICABLE = {
     ("status", "readonly"): "writes nothing",
     ("reduce", "foreign"): "reads no HDF5 input of its own (predictions of runs are covered by their writers)",
     ("sweep", "readonly"): "covered: the debug executor's first write is sweep.json under --out",
+    ("inspect", "foreign"): "reads only the catalogue named in rank.json; a catalogue changed since the ranking is "
+                            "refused in tests/test_inspect.py::test_inspect_refuses_bad_rank_dirs",
 }
 
 
@@ -128,6 +130,30 @@ def _junk_copy(w: World, name: str) -> Path:
         shutil.copytree(w.run, run)
         (run / name).write_bytes(w.junk.read_bytes())
     return run
+
+
+def _rank_dir(w: World) -> Path:
+    """A real ranking of the three-cutout catalogue by the copied run (made once)."""
+    out = w.tmp / "rankdir"
+    if not (out / "ranked.csv").exists():
+        assert main(["rank", str(w.run), str(w.catalogue), "--out", str(out)]) == 0
+    return out
+
+
+def _junk_rank_copy(w: World, name: str) -> Path:
+    out = w.tmp / f"rankdir-junk-{name.replace('.', '_')}"
+    if not out.exists():
+        shutil.copytree(_rank_dir(w), out)
+        (out / name).write_bytes(w.junk.read_bytes())
+    return out
+
+
+def _rounds_spec(w: World, name: str, catalogue: Path | None = None, out: Path | None = None) -> Path:
+    path = w.tmp / f"rounds-{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "out": str(out or w.tmp / f"rounds-{name}"),
+                                    "config": str(w.config), "catalogue": str(catalogue or w.catalogue),
+                                    "rounds": 2, "mine_top": 1, "set": {"train.chunks": 1}}))
+    return path
 
 
 def _stack_images(w: World, junk: bool) -> Path:
@@ -243,6 +269,37 @@ def cases(w: World) -> dict[str, dict[str, tuple[list[str], str]]]:
             "option": (["rank", run, str(w.catalogue), "--executor", "bogus"], "--executor"),
             "readonly": (["rank", run, str(w.catalogue), "--out", str(ro / "rank")], str(ro)),
         },
+        "survey": {
+            "missing": (["survey", str(w.missing), "--out", str(w.tmp / "s.h5")], str(w.missing)),
+            "junk": (["survey", str(w.junk), "--out", str(w.tmp / "s.h5")], str(w.junk)),
+            "foreign": (["survey", str(w.foreign), "--out", str(w.tmp / "s.h5")], str(w.foreign)),
+            "option": (["survey", str(w.population), "--out", str(w.tmp / "s.h5"), "--contaminants", "bogus=0.1"],
+                       "bogus"),
+            "readonly": (["survey", str(w.population), "--out", str(ro / "s.h5")], str(ro)),
+        },
+        "inspect": {
+            "missing": (["inspect", str(w.tmp / "no-rank")], str(w.tmp / "no-rank")),
+            "junk": (["inspect", str(_junk_rank_copy(w, "ranked.csv"))], "ranked.csv"),
+            "option": (["inspect", str(_rank_dir(w)), "--top", "0"], "--top"),
+            "readonly": (["inspect", str(_rank_dir(w)), "--out", str(ro / "page.html")], str(ro)),
+        },
+        "mine": {
+            "missing": (["mine", str(w.tmp / "no-rank"), "--top", "1", "--out", str(w.tmp / "hn.h5")],
+                        str(w.tmp / "no-rank")),
+            "junk": (["mine", str(_rank_dir(w)), "--labels", str(w.junk), "--out", str(w.tmp / "hn.h5")],
+                     str(w.junk)),
+            "foreign": (["mine", str(_rank_dir(w)), "--top", "1", "--catalogue", str(w.foreign), "--out",
+                         str(w.tmp / "hn.h5")], str(w.foreign)),
+            "option": (["mine", str(_rank_dir(w)), "--top", "bogus", "--out", str(w.tmp / "hn.h5")], "--top"),
+            "readonly": (["mine", str(_rank_dir(w)), "--top", "1", "--out", str(ro / "hn.h5")], str(ro)),
+        },
+        "rounds": {
+            "missing": (["rounds", str(w.tmp / "no-rounds.yaml")], str(w.tmp / "no-rounds.yaml")),
+            "junk": (["rounds", str(w.junk)], str(w.junk)),
+            "foreign": (["rounds", str(_rounds_spec(w, "foreign", catalogue=w.foreign))], str(w.foreign)),
+            "option": (["rounds", str(_rounds_spec(w, "ok")), "--executor", "bogus"], "--executor"),
+            "readonly": (["rounds", str(_rounds_spec(w, "ro", out=ro / "rounds"))], str(ro)),
+        },
     }
 
 
@@ -271,6 +328,10 @@ _TABLE_SHAPE = {
     "gradcam": FAMILIES,
     "infocontent": FAMILIES,
     "rank": FAMILIES,
+    "survey": FAMILIES,
+    "inspect": ("missing", "junk", "option", "readonly"),
+    "mine": FAMILIES,
+    "rounds": FAMILIES,
 }
 
 
