@@ -4,7 +4,7 @@
 #   bash jobs/cpu_table51.sh [OUT]            # OUT default: runs/cpu_table51_study
 #   CPU_T51_PARALLEL=2 CPU_T51_WORKERS=2 bash jobs/cpu_table51.sh /scratch/$USER/cpu_table51
 #
-# Runs on this machine (local executor, CPU_T51_PARALLEL runs at a time, default 2): about 30 min on 2 idle cores.
+# Runs on this machine (local executor, CPU_T51_PARALLEL runs at a time, default 2): 20–30 min on 2 idle cores.
 # Re-running skips finished work: an existing OUT/data/population.h5, every finished run (DONE); failed runs are
 # retried and resume from their checkpoints. Writes OUT/data/population.h5, OUT/runs/<row>/seed<k>/ and the report
 # OUT/runs/report.md (+ .csv, .tex, plots/). The recipe is configs/sweeps/cpu_table51.yaml; docs/science.md has the
