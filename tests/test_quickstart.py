@@ -2,7 +2,7 @@
 information content, ranking), then a re-run that skips everything.
 
 Runs the real console command in a fresh working directory with no config files (as from a fresh clone), with
-``--set train.chunks=40`` (a quarter of the recipe's training) to keep the test's time; the full recipe's figures
+``--set train.chunks=40`` (a fifth of the recipe's 200 chunks) to keep the test's time; the full recipe's figures
 (test AUROC, time) are measured and recorded in docs/science.md and README.md.
 """
 
