@@ -70,6 +70,10 @@ def test_hparams_reach_the_architecture():
     assert lensflow.get_layer("fc2").units == 16
     assert lensflow.get_layer("conv1").get_config()["activation"] == "tanh"
     assert models.default_hparams("lastro_cnn") == {"dropout": 0.2, "dense_activation": "relu"}
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and all(layer.momentum == pytest.approx(0.99) for layer in bn)  # Keras's default unless set
+    fast = models.build("tiny_resnet", (48, 48, 1), bn_momentum=0.9)
+    assert {layer.momentum for layer in fast.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
 
 
 def test_softmax_head_for_the_dynamic_ensembler():
@@ -154,6 +158,8 @@ def test_unknown_names_and_bad_hparams_are_config_errors():
         models.build("tiny_resnet", (32, 32, 1), filters=[8, 16], blocks=[1])
     with pytest.raises(ConfigError, match=r"dropout must be a number in \[0, 1\)"):
         models.build("lensflow_cnn", dropout=1.5)
+    with pytest.raises(ConfigError, match=r"bn_momentum must be a number in \[0, 1\)"):
+        models.build("tiny_resnet", (48, 48, 1), bn_momentum=1.0)
     with pytest.raises(ConfigError, match="at least 69"):
         models.build("lastro_cnn", (64, 64, 1))
     with pytest.raises(ConfigError, match="height, width, channels"):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 HELP = "end-to-end demo: simulate → 2 losses × 3 seeds sweep → report → ensembles, Grad-CAM, info content, ranking"
 DESCRIPTION = """\
 The main job on the embedded default (lenshpc/resources/quickstart.yaml), from a fresh clone:
 
-  1. simulate a small KiDS-like population (64×64 px) with lenstronomy  → OUT/data/population.h5
-  2. sweep: BCE and Fβ-soft loss × seeds 0–2 of a tiny ResNet (local executor) → OUT/runs/
+  1. simulate a KiDS-like population (3000 lenses, sources, negatives; 48×48 px) → OUT/data/population.h5
+  2. sweep: BCE and F1-soft loss × seeds 0–2 of a tiny ResNet (local executor)  → OUT/runs/
   3. reduce: Table-5.1-style mean ± std report and plots                 → OUT/report.md, OUT/plots/
   4. analysis (skip with --no-analysis), each step the CLI command it prints:
      ensembles (Nelder–Mead, simplex, input-dependent, average, committee) → OUT/ensembles/report.md
@@ -27,10 +28,13 @@ finished analysis outputs); an interrupted quickstart resumes from the runs' che
 examples:
   lenshpc quickstart
   lenshpc quickstart --out /scratch/$USER/qs --parallel 2
+  lenshpc quickstart --set train.chunks=40      # a one-minute-shorter, weaker demo
 """
 
-#: Population size of the quickstart dataset (test split: 10 % of lenses / negatives).
-POPULATION = {"n_lenses": 400, "n_sources": 800, "n_negatives": 400, "size": 64, "seed": 0}
+#: Population of the quickstart dataset: an 80/10/10 split, so the test set holds 300 held-out lenses (each with a
+#: held-out source) and 300 held-out negatives, 600 images; 48×48 px keeps a CPU training step cheap
+#: (docs/science.md).
+POPULATION = {"n_lenses": 3000, "n_sources": 3000, "n_negatives": 3000, "size": 48, "seed": 0}
 
 
 def resource(name: str) -> Path:
@@ -49,8 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="lenshpc-quickstart", help="output directory (default: ./lenshpc-quickstart)")
     p.add_argument("--executor", choices=("local", "debug"), default="local",
                    help="local: one background process per run (default); debug: in this process")
-    p.add_argument("--parallel", type=int, default=1, help="runs trained at once (default 1; 2 cores: try 2)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="runs trained at once (default: one per CPU core this process may use, at most the 6 runs)")
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes (default 2)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run of the sweep (repeatable), e.g. --set train.chunks=40 for a "
+                        "shorter, weaker demo")
     p.add_argument("--no-analysis", action="store_true",
                    help="stop after the report (skip step 4: ensembles, Grad-CAM, information content, ranking)")
 
@@ -61,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from lenshpc.hpc.sweep import run_sweep
     from lenshpc.report import reduce_runs
 
-    if args.parallel < 1:
+    if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
     out = Path(args.out).resolve()
     data = out / "data" / "population.h5"
@@ -74,10 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
         simulate_population(data, workers=max(1, args.workers), progress=True, **POPULATION)
 
-    spec = load_sweep(resource("quickstart.yaml"), overrides=[f"data.path={data}"], out=out / "runs")
+    spec = load_sweep(resource("quickstart.yaml"), overrides=[f"data.path={data}", *args.overrides], out=out / "runs")
     print(f"[2/{steps}] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
+    # One run per core: a tiny ResNet's small steps use a second thread poorly (docs/science.md).
+    parallel = args.parallel or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                    else (os.cpu_count() or 1), len(spec.points))
     # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
-    outcome = run_sweep(spec, executor=args.executor, parallel=args.parallel, retry_failed=True)
+    outcome = run_sweep(spec, executor=args.executor, parallel=parallel, retry_failed=True)
     done = outcome.count("done")
     if done:
         print(f"      {done} run(s) already finished, skipped", flush=True)

@@ -76,7 +76,7 @@ _CHECKS = {
     "lastro_cnn": "lenshpc.models.challenge:check_lastro",
     "lensflow_cnn": "lenshpc.models.challenge:check_lensflow",
     "resnet18": "lenshpc.models.resnet:check_params",
-    "tiny_resnet": "lenshpc.models.resnet:check_params",
+    "tiny_resnet": "lenshpc.models.resnet:check_tiny",
 }
 
 

@@ -37,7 +37,7 @@ def positive_ints(name: str, model: str, values: Any, length: int | None = None)
 
 
 def fraction(name: str, model: str, value: Any) -> float:
-    """Validate a rate in [0, 1) (dropout)."""
+    """Validate a rate in [0, 1) (dropout, batch-norm momentum)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ConfigError(f"model '{model}': {name} must be a number in [0, 1), got {value!r}")
     return float(value)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from lenshpc.models._head import non_negative, output_head, positive_ints
+from lenshpc.models._head import fraction, non_negative, output_head, positive_ints
 
 
 def _conv(x: Any, filters: int, kernel: int, strides: int, l2: float, name: str) -> Any:
@@ -29,21 +29,21 @@ def _conv(x: Any, filters: int, kernel: int, strides: int, l2: float, name: str)
                          kernel_regularizer=regularizers.L2(l2) if l2 else None, name=name)(x)
 
 
-def _bn_relu(x: Any, name: str) -> Any:
+def _bn_relu(x: Any, name: str, momentum: float = 0.99) -> Any:
     from keras import layers
 
-    x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(axis=-1, momentum=momentum, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def _basic_block(x: Any, filters: int, strides: int, l2: float, name: str, add_name: str,
-                 preactivated: bool) -> Any:
+                 preactivated: bool, bn_momentum: float = 0.99) -> Any:
     """Pre-activation basic block; ``preactivated`` skips the first BN-ReLU after the stem."""
     from keras import layers
 
-    residual = x if preactivated else _bn_relu(x, f"{name}_pre")
+    residual = x if preactivated else _bn_relu(x, f"{name}_pre", bn_momentum)
     residual = _conv(residual, filters, 3, strides, l2, f"{name}_conv1")
-    residual = _bn_relu(residual, f"{name}_mid")
+    residual = _bn_relu(residual, f"{name}_mid", bn_momentum)
     residual = _conv(residual, filters, 3, 1, l2, f"{name}_conv2")
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
@@ -54,14 +54,17 @@ def _basic_block(x: Any, filters: int, strides: int, l2: float, name: str, add_n
 
 def build_resnet(input_shape: tuple, num_outputs: int, *, filters: Sequence[int], blocks: Sequence[int],
                  l2: float, stem_filters: int, stem_kernel: int, stem_strides: int, stem_pool: bool,
-                 name: str) -> Any:
-    """Generic pre-activation ResNet; :func:`resnet18` and :func:`tiny_resnet` configure it."""
+                 name: str, bn_momentum: float = 0.99) -> Any:
+    """Generic pre-activation ResNet; :func:`resnet18` and :func:`tiny_resnet` configure it.
+
+    ``bn_momentum`` is the batch-norm moving-average momentum (Keras default 0.99: the
+    inference statistics average over the last ~100 steps)."""
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = _conv(inputs, stem_filters, stem_kernel, stem_strides, l2, "stem_conv")
-    x = _bn_relu(x, "stem")
+    x = _bn_relu(x, "stem", bn_momentum)
     if stem_pool:
         x = layers.MaxPooling2D(pool_size=3, strides=2, padding="same", name="stem_pool")(x)
     n_add = 0
@@ -70,8 +73,8 @@ def build_resnet(input_shape: tuple, num_outputs: int, *, filters: Sequence[int]
             n_add += 1
             strides = 2 if (block == 1 and stage > 1) else 1
             x = _basic_block(x, width, strides, l2, name=f"stage{stage}_block{block}", add_name=f"add_{n_add}",
-                             preactivated=(stage == 1 and block == 1))
-    x = _bn_relu(x, "final")
+                             preactivated=(stage == 1 and block == 1), bn_momentum=bn_momentum)
+    x = _bn_relu(x, "final", bn_momentum)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = output_head(x, num_outputs, kernel_initializer="he_normal")
     return keras.Model(inputs, outputs, name=name)
@@ -85,6 +88,13 @@ def check_params(model: str, input_shape: tuple | None, *, filters: Any, blocks:
     filters = positive_ints("filters", model, filters)
     return {"filters": filters, "blocks": positive_ints("blocks", model, blocks, length=len(filters)),
             "l2": non_negative("l2", model, l2)}
+
+
+def check_tiny(model: str, input_shape: tuple | None, *, filters: Any, blocks: Any, l2: Any,
+               bn_momentum: Any) -> dict[str, Any]:
+    """:func:`check_params` plus the tiny ResNet's batch-norm momentum (in [0, 1))."""
+    return {**check_params(model, input_shape, filters=filters, blocks=blocks, l2=l2),
+            "bn_momentum": fraction("bn_momentum", model, bn_momentum)}
 
 
 def resnet18(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4,
@@ -104,12 +114,14 @@ def resnet18(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4,
 
 
 def tiny_resnet(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4, filters: Sequence[int] = (8, 16, 32),
-                blocks: Sequence[int] = (1, 1, 1)) -> Any:
+                blocks: Sequence[int] = (1, 1, 1), bn_momentum: float = 0.99) -> Any:
     """A small ResNet (3×3/2 stem, no max-pool, 3 stages of 8/16/32 filters, ``add_1`` … ``add_3``).
 
     Same block structure as :func:`resnet18` with about 30k parameters: trains in seconds
-    on a CPU on 64×64 images (CI, quickstart).
+    on a CPU on 64×64 images (CI, quickstart).  ``bn_momentum`` (default 0.99, as Keras):
+    runs of a few hundred steps need a shorter batch-norm memory (0.9), or the inference-mode
+    statistics still describe the first steps' activations (docs/science.md).
     """
-    hp = check_params("tiny_resnet", input_shape, filters=filters, blocks=blocks, l2=l2)
+    hp = check_tiny("tiny_resnet", input_shape, filters=filters, blocks=blocks, l2=l2, bn_momentum=bn_momentum)
     return build_resnet(input_shape, num_outputs, **hp, stem_filters=hp["filters"][0], stem_kernel=3,
                         stem_strides=2, stem_pool=False, name="tiny_resnet")
