@@ -36,8 +36,8 @@ row, catalogue row without a file, or missing band is reported with its path; by
 NOTHING is written (exit 2).  --skip-bad leaves those inputs out, lists them and stores the
 list in the file (log/skipped).  An existing output is kept (exit 0) when it is a lenshpc
 dataset stacked with the same options; any other existing file is refused (exit 2) unless --force.
-Label columns: 0/1 numbers, FITS/astropy booleans, or the words true/false, yes/no, t/f
-(any case); anything else is refused with its catalogue row.
+Label columns: 0/1 numbers, FITS/astropy booleans, and with --label-words the words
+true/false, yes/no, t/f (any case); anything else is refused with its catalogue row.
 """
 
 
@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--label-column", default="is_lens",
                      help="labelled mode: the 0/1 label column (default: is_lens); 'none' = an unlabelled "
                           "catalogue for `lenshpc rank` (no labels array; --catalogue optional)")
+    src.add_argument("--label-words", action="store_true",
+                     help="labelled mode: also read label words (true/yes/t = 1, false/no/f = 0); without it a "
+                          "column of words is refused rather than guessed")
     src.add_argument("--id-pattern", default=None,
                      help=r"regex with one group (or (?P<id>…)) for the ID in the file name; default '(\d+)(?!.*\d)' "
                           "= the last run of digits")
@@ -139,7 +142,8 @@ def _request(args: argparse.Namespace) -> dict:
             "population": sorted(absolute(v) for v in args.population),
             "catalogue": sorted(absolute(v) for v in args.catalogue), "bands": args.bands, "hdu": args.hdu,
             "id_column": args.id_column, "label_column": args.label_column, "id_pattern": args.id_pattern,
-            "pixel_scale": args.pixel_scale, "seed": args.seed, "split": args.split, "skip_bad": args.skip_bad}
+            "pixel_scale": args.pixel_scale, "seed": args.seed, "split": args.split, "skip_bad": args.skip_bad,
+            "label_words": args.label_words}
 
 
 def _check_existing(out: Path, request: dict) -> None:
@@ -192,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("labelled mode needs exactly one --catalogue CAT (.csv or .fits) with the ID and label "
                             "columns (an unlabelled catalogue, --label-column none, takes at most one)")
         result = st.stack_labelled(out, args.images, args.catalogue[0] if args.catalogue else None,
-                                   label_column=None if unlabelled else args.label_column, request=request, **common)
+                                   label_column=None if unlabelled else args.label_column,
+                                   label_words=args.label_words, request=request, **common)
         results = {"images": result}
     else:
         results = st.stack_population(out, _pairs(args.population, "--population"),

@@ -295,8 +295,14 @@ def catalogue_columns(cat: Catalogue, rows: np.ndarray, exclude: Iterable[str] =
     return out
 
 
-def parse_labels(cat: Catalogue, column: str, rows: np.ndarray) -> np.ndarray:
-    """The 0/1 label column (ints, bools or true/false/yes/no text); bad values raise with their IDs."""
+#: Words a catalogue may use for labels, read only on request (``--label-words``): a column of words is more often
+#: something else (a class name, a grade) than a boolean, so it is never turned into 0/1 silently.
+LABEL_WORDS = {"true": 1, "false": 0, "yes": 1, "no": 0, "t": 1, "f": 0}
+
+
+def parse_labels(cat: Catalogue, column: str, rows: np.ndarray, *, words: bool = False) -> np.ndarray:
+    """The 0/1 label column: numbers 0/1 (also as text), genuine booleans (a FITS logical column, CSV True/False
+    that astropy reads as booleans), and with ``words`` the :data:`LABEL_WORDS`; bad values raise with their IDs."""
     if column not in cat.table.colnames:
         raise DataError(f"catalogue {cat.path}: no label column {column!r}{_closest(column, cat.table.colnames)}; "
                         "choose it with --label-column")
@@ -307,15 +313,22 @@ def parse_labels(cat: Catalogue, column: str, rows: np.ndarray) -> np.ndarray:
         good = np.isin(values, (0, 1))
         labels = np.where(good, values, 0).astype(np.uint8)
     else:
-        table = {"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0, "t": 1, "f": 0}
+        table = {"1": 1, "0": 0, **(LABEL_WORDS if words else {})}
         mapped = [table.get(str(v).strip().lower()) for v in values]
         good = np.array([m is not None for m in mapped])
         labels = np.array([m or 0 for m in mapped], dtype=np.uint8)
+        as_words = [i for i in np.flatnonzero(~good) if str(values[i]).strip().lower() in LABEL_WORDS]
+        if as_words and not words:
+            examples = ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])} (row {int(rows[i]) + 1})"
+                                 for i in as_words[:5])
+            raise DataError(f"catalogue {cat.path}: column {column!r} holds words, not 0/1 labels ({examples}); "
+                            "pass --label-words to read true/yes/t as 1 and false/no/f as 0, or write 0/1; "
+                            "nothing was written")
     if not good.all():
         bad = np.flatnonzero(~good)
         # Row numbers count data rows from 1 (a CSV's header line is not a row).
         examples = ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])} (row {int(rows[i]) + 1})" for i in bad[:5])
-        raise DataError(f"catalogue {cat.path}: column {column!r} must be 0/1 (or true/false, yes/no); "
+        raise DataError(f"catalogue {cat.path}: column {column!r} must be 0/1 (words only with --label-words); "
                         f"{len(bad)} bad value(s): {examples}; fix those rows or choose another --label-column")
     return labels
 
@@ -506,7 +519,7 @@ def default_workers() -> int:
 
 def stack_set(spec: str, *, bands: list[Band] | None = None, catalogue: Catalogue | None = None,
               id_pattern: str = DEFAULT_ID_PATTERN, hdu: int | None = None, workers: int = 1,
-              label_column: str | None = None, desc: str = "stack") -> StackedSet:
+              label_column: str | None = None, label_words: bool = False, desc: str = "stack") -> StackedSet:
     """Read one image set into memory, collecting every problem instead of stopping at the first.
 
     Parameters
@@ -519,6 +532,8 @@ def stack_set(spec: str, *, bands: list[Band] | None = None, catalogue: Catalogu
         Rows follow the catalogue's order; without one, rows are sorted by ID.
     label_column : str, optional
         Labelled mode: the 0/1 column of ``catalogue``.
+    label_words : bool
+        Also read the words of :data:`LABEL_WORDS` in it (``--label-words``).
     workers : int
         Processes reading files (1 = in this process).
 
@@ -576,7 +591,7 @@ def stack_set(spec: str, *, bands: list[Band] | None = None, catalogue: Catalogu
         index = {cid: r for r, cid in enumerate(catalogue.ids)}
         rows = np.array([index[c] for c in ids], dtype=np.int64)
         if label_column is not None:
-            labels = parse_labels(catalogue, label_column, rows)
+            labels = parse_labels(catalogue, label_column, rows, words=label_words)
         meta = catalogue_columns(catalogue, rows, exclude=[label_column] if label_column else [])
     elif label_column is not None:
         raise UserError("a labelled dataset needs --catalogue with the label column")
@@ -641,7 +656,7 @@ def _set_provenance(s: StackedSet, spec: str, catalogue: Catalogue | None) -> di
 
 
 def stack_labelled(out: str | Path, images: str, catalogue: str | Path | None, *, bands: list[Band] | None = None,
-                   id_column: str | None = None, label_column: str | None = "is_lens",
+                   id_column: str | None = None, label_column: str | None = "is_lens", label_words: bool = False,
                    id_pattern: str = DEFAULT_ID_PATTERN, hdu: int | None = None, workers: int = 1,
                    skip_bad: bool = False, pixel_scale: float | None = None, seed: int = 0,
                    fractions: Iterable[float] = (0.8, 0.1, 0.1), request: dict | None = None) -> StackedSet:
@@ -661,7 +676,7 @@ def stack_labelled(out: str | Path, images: str, catalogue: str | Path | None, *
     if cat is not None and label_column is not None and label_column not in cat.table.colnames:
         parse_labels(cat, label_column, np.zeros(0, dtype=np.int64))  # raises the "no label column" error
     result = stack_set(images, bands=bands, catalogue=cat, id_pattern=id_pattern, hdu=hdu, workers=workers,
-                       label_column=label_column, desc="stack images")
+                       label_column=label_column, label_words=label_words, desc="stack images")
     if result.problems and not skip_bad:
         raise _problem_error(result.problems, out)
     if not result.ids:

@@ -243,17 +243,23 @@ def test_every_image_reader_checks_finiteness(tmp_path):
 
 
 # ------------------------------------------------------------------ catalogue labels (§2.10)
-def test_boolean_labels_are_accepted_on_purpose_and_anything_else_is_refused(tmp_path, fits_dir, capsys):
+def test_label_words_are_refused_unless_asked_for_and_anything_else_is_refused(tmp_path, fits_dir, capsys):
+    """Issue 11 item 2.10: yes/no words were read as 1/0 silently; now only with --label-words."""
     words = Table({"ID": CAT_IDS, "is_lens": np.array(["yes" if i % 2 else "No " for i in range(len(CAT_IDS))], "U8")})
     words.write(tmp_path / "words.csv", format="ascii.csv")
     out = tmp_path / "w.h5"
-    assert main(["stack", "--images", str(fits_dir), "--catalogue", str(tmp_path / "words.csv"), "--out", str(out)]) == 0
+    assert main(["stack", "--images", str(fits_dir), "--catalogue", str(tmp_path / "words.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "words.csv" in err and "--label-words" in err and "Traceback" not in err
+    assert not out.exists()
+    assert main(["stack", "--images", str(fits_dir), "--catalogue", str(tmp_path / "words.csv"), "--out", str(out),
+                 "--label-words"]) == 0
     with open_dataset(out) as ds:
         np.testing.assert_array_equal(ds.labels(), [i % 2 for i in range(len(CAT_IDS))])
     words["is_lens"][3] = "maybe"
     words.write(tmp_path / "bad.csv", format="ascii.csv", overwrite=True)
     assert main(["stack", "--images", str(fits_dir), "--catalogue", str(tmp_path / "bad.csv"),
-                 "--out", str(tmp_path / "b.h5")]) == 2
+                 "--out", str(tmp_path / "b.h5"), "--label-words"]) == 2
     err = capsys.readouterr().err
     assert "bad.csv" in err and "'is_lens'" in err and f"ID {CAT_IDS[3]}='maybe' (row 4)" in err
     assert not (tmp_path / "b.h5").exists()
