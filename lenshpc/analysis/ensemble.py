@@ -379,7 +379,7 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     created = previous.get("created") or _now()
 
     def save() -> None:
-        write_sweep_json(spec, jobs_by_id, executor, created)
+        write_sweep_json(spec, jobs_by_id, executor, created, previous=previous)
 
     save()
     states = _jobs.job_states([jl[-1] for jl in jobs_by_id.values() if jl])
@@ -423,8 +423,13 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     return outcome
 
 
-def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], executor: str, created: str) -> Path:
-    """``OUT/sweep.json`` in the sweep format (docs/sweeps.md), so `status`/`reduce` name and order the rows."""
+def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], executor: str, created: str,
+                     previous: dict | None = None) -> Path:
+    """``OUT/sweep.json`` in the sweep format (docs/sweeps.md), so `status`/`reduce` name and order the rows.
+
+    Runs of an earlier invocation that this one does not plan (``--seeds``/``--only`` narrowed it) are kept, so
+    a partial re-run never makes the output's other runs unknown to ``reduce`` and ``status``.
+    """
     runs = []
     for entry in spec.ensembles:
         seeds = spec.seeds[:1] if entry.is_committee else spec.seeds
@@ -433,10 +438,16 @@ def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], exec
             runs.append({"id": rid, "group": entry.name, "variant": entry.name, "seed": k,
                          "params": _ensemble_keys(entry), "config_file": str(spec.path.resolve()) if spec.path else "",
                          "run_dir": rid, "jobs": jobs_by_id.get(rid, [])})
+    planned = {r["id"] for r in runs}
+    old_runs = [r for r in (previous or {}).get("runs", []) if isinstance(r, dict) and r.get("id") not in planned]
+    runs += old_runs
+    groups = [e.name for e in spec.ensembles]
+    groups += [g for g in dict.fromkeys(r.get("group") for r in old_runs) if isinstance(g, str) and g not in groups]
+    seeds = sorted({*spec.seeds, *(r["seed"] for r in old_runs if isinstance(r.get("seed"), int))})
     data = {"version": 1, "kind": "ensemble", "name": spec.name,
             "sweep_file": str(spec.path.resolve()) if spec.path else "", "out": str(spec.out), "created": created,
-            "updated": _now(), "executor": executor, "hpc": dict(spec.hpc), "groups": [e.name for e in spec.ensembles],
-            "seeds": spec.seeds, "varied_keys": ["ensemble.name"], "runs": runs}
+            "updated": _now(), "executor": executor, "hpc": dict(spec.hpc), "groups": groups,
+            "seeds": seeds, "varied_keys": ["ensemble.name"], "runs": runs}
     path = spec.out / SWEEP_JSON
     atomic_write_json(path, data)
     return path

@@ -116,8 +116,9 @@ def slurm() -> Slurm:
 
 
 #: Files a finished run dir holds (docs/run-dir.md); nothing else may appear (e.g. files from non-root ranks).
+#: ``.lock`` stays after the run: the flock file is never unlinked (unlinking a lock file races with a new holder).
 RUN_FILES = {"config.yaml", "train.log", "history.csv", "checkpoint", "model.keras", "predictions.h5", "metrics.json",
-             "DONE"}
+             ".lock", "DONE"}
 
 
 @pytest.fixture(scope="session")
