@@ -23,7 +23,7 @@ import traceback
 
 from lenshpc import __version__
 from lenshpc.errors import EXIT_PREEMPTED, Preempted, Terminated, UserError
-from lenshpc.utils import storage_error
+from lenshpc.utils import os_error_code, storage_error
 
 #: Verbs in the order ``--help`` lists them (pipeline order).
 COMMANDS = (
@@ -154,29 +154,19 @@ def _report_failure(command: str, exc: BaseException, debug: bool) -> int:
     return 1
 
 
-#: errno → how the user fixes it: the file-system conditions a user causes and can change.
+#: errno → how the user fixes it: the path conditions a user causes and can change, beyond the storage ones
+#: (full, quota, read-only, permission) that :func:`lenshpc.utils.storage_error` words.
 _FS_FIXES = {
-    errno.EROFS: "choose an output on a writable file system (--out / --run-dir)",
-    errno.EACCES: "choose an output you may write (--out / --run-dir) or fix its permissions",
-    errno.EPERM: "choose another output (--out / --run-dir) or fix its permissions",
-    errno.ENOSPC: "free some space or write to another file system",
-    errno.EDQUOT: "free some space or write to another file system",
     errno.ENOTDIR: "a part of this path is a file, not a folder; choose another output path",
     errno.EISDIR: "this is a folder where a file was expected; pass a file path",
 }
 
 
 def filesystem_error(exc: OSError) -> str | None:
-    """A user-facing message (path, cause, fix) for an OSError the user can fix, else None.
-
-    h5py reports its errors as ``OSError`` without ``errno`` but with ``errno = N`` in the text.
-    """
+    """A user-facing message (path, cause, fix) for a wrong kind of path, else None."""
     import re
 
-    code = exc.errno
-    if code is None:
-        found = re.search(r"errno = (\d+)", str(exc))
-        code = int(found.group(1)) if found else None
+    code = os_error_code(exc)
     if code not in _FS_FIXES:
         return None
     path = str(exc.filename or (re.search(r"name = '([^']+)'", str(exc)) or [None, "?"])[1])

@@ -93,13 +93,19 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def os_error_code(exc: BaseException) -> int | None:
+    """The errno of ``exc``: its own, or the ``errno = N`` in the text h5py gives HDF5's failed writes."""
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if code is None and isinstance(exc, (OSError, RuntimeError)):
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    return code
+
+
 def storage_error(path: str | os.PathLike, exc: BaseException) -> StorageError | None:
     """A clear :class:`~lenshpc.errors.StorageError` for an ``OSError`` that means the file system refused the
     output (full, quota, read-only, no permission); None for any other exception."""
-    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
-    if code is None and isinstance(exc, (OSError, RuntimeError)):  # h5py reports HDF5's failed write in the text
-        found = re.search(r"errno = (\d+)", str(exc))
-        code = int(found.group(1)) if found else None
+    code = os_error_code(exc)
     if code not in _STORAGE_ERRNOS:
         return None
     path = Path(path)
