@@ -223,3 +223,11 @@ def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: s
         disable = bool(os.environ.get("LENSHPC_NO_PROGRESS"))
     mininterval = 0.1 if sys.stderr.isatty() else 10.0
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, mininterval=mininterval, file=sys.stderr, dynamic_ncols=True)
+
+
+def did_you_mean(word: object, choices, cutoff: float = 0.4) -> str:
+    """``" Did you mean 'x'?"`` for the closest of ``choices`` to ``word``, or ``""`` (error-message hints)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f" Did you mean '{close[0]}'?" if close else ""

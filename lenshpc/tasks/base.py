@@ -1,0 +1,208 @@
+"""The Task interface: what one science task supplies to the task-agnostic training machinery.
+
+A *task* is everything about a run that depends on the science: where its training chunks and fixed
+validation/test sets come from, the model's head, the loss, the training targets, what a run's
+``predictions.h5`` stores and the task's metric vocabulary (names, directions, table titles).  The
+chunk loop (:mod:`lenshpc.train.loop`), checkpoints and exact resume, selection and early stopping,
+Horovod, sweeps, ``lenshpc status`` and ``lenshpc reduce`` are shared by every task.
+
+Tasks are registered by name in :mod:`lenshpc.tasks` (``config.yaml``: ``task.name``, default
+``lens``) and looked up with :func:`lenshpc.tasks.get`.  A task module imports TensorFlow only inside
+its methods, so listing tasks and validating configs stays fast.
+
+Adding a task: subclass :class:`Task`, implement the abstract methods, register it (see
+``docs/architecture.md``, "Add a task").  Nothing in ``train/``, ``hpc/`` or ``report/`` changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of a task's metric vocabulary.
+
+    Parameters
+    ----------
+    name : str
+        Key in ``metrics.json`` (test set) and, prefixed with ``val_``, a ``history.csv`` column when
+        ``per_chunk`` is true.
+    higher_is_better : bool
+        Direction (selection, significance marks, "best" in tables).
+    title : str
+        Column title in the reducer's tables.
+    per_chunk : bool
+        Computed on the validation set after every chunk (a selection candidate ``val_<name>``).
+    required : bool
+        A finished run whose ``metrics.json`` lacks it is reported as corrupt by the reducer.
+    """
+
+    name: str
+    higher_is_better: bool = True
+    title: str = ""
+    per_chunk: bool = False
+    required: bool = False
+
+
+class ChunkSource(Protocol):
+    """The data side of a task (the lens task's is :class:`lenshpc.data.chunks.ChunkEngine`).
+
+    Chunk ``i`` depends only on ``(cfg, seed, i, rank, size)`` (exact resume); validation and test
+    sets are fixed and identical on every rank.
+    """
+
+    image_shape: tuple[int, ...]
+
+    def iter_chunks(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(chunk, x, y)`` for ``chunk in range(start, stop)`` (this rank's share)."""
+
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed validation set ``(x, y)``."""
+
+    def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The fixed test set ``(x, y, meta)``; ``meta`` columns go into ``predictions.h5``."""
+
+    def describe(self) -> dict:
+        """JSON-able facts recorded in ``metrics.json`` (e.g. the normalisation)."""
+
+    def close(self) -> None:
+        """Stop background synthesis threads."""
+
+
+class Task(ABC):
+    """One science task (see the module docstring).
+
+    An instance is made per run: ``tasks.get(cfg.task.name)(cfg)``.  ``cfg.task.params`` holds the
+    task's own settings, validated by :meth:`check_params` when the config is loaded.
+    """
+
+    #: Registry name (``task.name`` in the config).
+    name: ClassVar[str]
+    #: One-line description (``lenshpc info --tasks``, docs).
+    summary: ClassVar[str] = ""
+    #: The metric vocabulary, in table order (:class:`Metric`).
+    metrics: ClassVar[tuple[Metric, ...]]
+    #: Loss names this task accepts (``loss.name``); the first is the default.
+    losses: ClassVar[tuple[str, ...]]
+    #: ``task.params`` accepted, with defaults.
+    params: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.options = {**self.params, **dict(getattr(getattr(cfg, "task", None), "params", {}) or {})}
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict:
+        """Validate ``task.params`` without TensorFlow; return them with defaults filled in.
+
+        Raises :class:`lenshpc.errors.ConfigError` for an unknown key or a bad value.
+        """
+        from lenshpc.errors import ConfigError
+        from lenshpc.utils import did_you_mean
+
+        for key in params:
+            if key not in cls.params:
+                raise ConfigError(f"task '{cls.name}' has no parameter '{key}'.{did_you_mean(key, cls.params)} "
+                                  f"Valid (with defaults): {dict(cls.params) or 'none'}")
+        return {**cls.params, **params}
+
+    @classmethod
+    def val_metrics(cls) -> tuple[str, ...]:
+        """``history.csv`` validation columns, in order: ``val_loss`` then ``val_<m>`` per per-chunk metric."""
+        return ("val_loss",) + tuple(f"val_{m.name}" for m in cls.metrics if m.per_chunk)
+
+    @classmethod
+    def higher_is_better(cls, name: str) -> bool:
+        """Direction of a metric (``val_`` prefix allowed; losses are minimised)."""
+        base = name[4:] if name.startswith("val_") else name
+        if base == "loss":
+            return False
+        for m in cls.metrics:
+            if m.name == base:
+                return m.higher_is_better
+        raise KeyError(name)
+
+    @classmethod
+    def vocabulary(cls) -> dict:
+        """What ``metrics.json["task"]`` records, so the reducer reads metric names from the runs."""
+        return {"name": cls.name,
+                "metrics": [m.name for m in cls.metrics],
+                "higher_is_better": {m.name: m.higher_is_better for m in cls.metrics},
+                "titles": {m.name: m.title or m.name for m in cls.metrics},
+                "required": [m.name for m in cls.metrics if m.required],
+                "val_metrics": list(cls.val_metrics())}
+
+    # ------------------------------------------------------------------ data
+    @abstractmethod
+    def data_source(self, *, rank: int, size: int, run_dir, write: bool) -> ChunkSource:
+        """The run's chunk source (training chunks, fixed validation and test sets).
+
+        ``write``: this process may write run-dir files (the root rank), e.g. a normalisation template.
+        """
+
+    def check_data(self) -> None:
+        """Raise :class:`lenshpc.errors.UserError` before any work when the configured data is missing."""
+
+    # ------------------------------------------------------------------ model
+    @abstractmethod
+    def num_outputs(self) -> int:
+        """Width of the model's output (1 for a sigmoid score, K for a K-class softmax)."""
+
+    def build_model(self, input_shape: tuple[int, ...]):
+        """The task's model: ``cfg.model`` backbone + this task's head (default: :func:`lenshpc.models.build`)."""
+        from lenshpc import models
+
+        return models.build(self.cfg.model.name, tuple(input_shape), num_outputs=self.num_outputs(),
+                            **self.cfg.model.params)
+
+    # ------------------------------------------------------------------ loss and targets
+    @abstractmethod
+    def loss(self):
+        """The training loss ``fn(targets, model_output) -> scalar`` (TensorFlow ops), applied to the model's
+        raw output (``(N, num_outputs)``; the task reshapes as it needs)."""
+
+    def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Training targets of a chunk ``x`` with labels ``y`` (default: the labels as float32)."""
+        return np.asarray(y, dtype=np.float32)
+
+    def target_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one training target (the compiled step's signature): ``()`` for a score, ``(K,)``
+        for one-hot classes, ``image_shape`` for a reconstruction."""
+        return ()
+
+    def outputs(self, predict, x: np.ndarray) -> np.ndarray:
+        """Model outputs on ``x``: ``predict(x)`` is the batched inference step (``(N, num_outputs)`` float32)."""
+        out = predict(x)
+        return out.reshape(-1) if self.num_outputs() == 1 else out
+
+    # ------------------------------------------------------------------ metrics
+    @abstractmethod
+    def chunk_metrics(self, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
+        """The per-chunk validation values of labels ``y`` and :meth:`outputs` ``out``: every name of
+        :meth:`val_metrics`, ``val_loss`` included (the task's loss on the validation targets)."""
+
+    @abstractmethod
+    def summary(self, y: np.ndarray, out: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        """``metrics.json`` test metrics (every :attr:`metrics` name it can compute, plus ``seed``, ``n_test`` …)."""
+
+    # ------------------------------------------------------------------ run-dir files
+    def predictions(self, out: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Arrays of one ``predictions.h5`` group (beside its ``meta``): default ``scores`` and ``labels``."""
+        return {"scores": np.asarray(out, np.float32), "labels": np.asarray(y)}
+
+    def extra_metrics(self) -> dict:
+        """Further ``metrics.json`` keys (none by default)."""
+        return {}
+
+    def write_extra_files(self, run_dir, result: dict) -> None:
+        """Further run-dir files, written by the root after ``metrics.json`` and before ``DONE``."""
+
+
+__all__ = ["ChunkSource", "Metric", "Task"]
+_ = Sequence  # typing re-export for task modules
