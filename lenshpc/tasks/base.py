@@ -203,6 +203,26 @@ class Task(ABC):
     def write_extra_files(self, run_dir, result: dict) -> None:
         """Further run-dir files, written by the root after ``metrics.json`` and before ``DONE``."""
 
+    # ------------------------------------------------------------------ reduce
+    @classmethod
+    def report_sections(cls, groups: Mapping[str, Sequence], out_dir) -> list[str]:
+        """Task-specific parts of ``lenshpc reduce``'s report beyond the mean ± std table of :attr:`metrics`.
+
+        Parameters
+        ----------
+        groups : mapping
+            Group name → the finished runs of this task in it (``report.collect.RunRecord``: ``path``,
+            ``seed``, ``metrics``, ``config``).
+        out_dir : path
+            The report directory; figures go here (atomically, ``report.plots.save_png``).
+
+        Returns
+        -------
+        list of str
+            Markdown lines appended to ``report.md`` (e.g. a per-class recall table, a confusion-matrix figure).
+        """
+        return []
+
 
 __all__ = ["ChunkSource", "Metric", "Task"]
 _ = Sequence  # typing re-export for task modules
