@@ -45,7 +45,8 @@ class IDETask(LensTask):
     """The dynamic ensembler of ``task.params.members`` (see the module docstring)."""
 
     name = "ide"
-    summary = "input-dependent ensemble: a gating network's softmax over trained lens finders (thesis Sec 3.6.2)"
+    # No ``summary`` string here: on Task it is both the one-line description and the metrics.json method
+    # (the class body's later ``def`` wins), so setting it would hide LensTask.summary().
     params = {"members": []}
 
     def __init__(self, cfg):
