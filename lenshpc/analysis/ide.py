@@ -230,41 +230,17 @@ def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike,
               force: bool = False, show_progress: bool = True, on_chunk_end=None) -> dict:
     """Train a dynamic ensembler over ``members`` and write its run directory at ``out``.
 
-    An ordinary run of :func:`lenshpc.train.run_training` with task ``ide``
-    (:class:`lenshpc.tasks.ide.IDETask`, ``task.params.members``), after checking that a
-    checkpoint or finished run in ``out`` is one of the same members.
-
-    Parameters
-    ----------
-    members : sequence of path
-        Finished run directories (``DONE``, ``model.keras``), at least 2, each trained with the
-        DE's ``data.preprocess`` on images of the DE's shape.
-    cfg : lenshpc.config.Config
-        The dynamic ensembler's run config: ``model.name``/``params`` (the DE's architecture;
-        its head is an M-way softmax), ``data`` (chunks, validation and test sets; use the
-        members' data and seed so the test set is theirs), ``train``, ``selection`` and ``seed``.
-        ``loss`` is not used for training (the DE always trains with categorical
-        cross-entropy) but must name a valid loss.
-    out : path
-        Run directory to write (``config.yaml``, ``history.csv``, ``checkpoint/``,
-        ``model.keras`` = the gating network, ``predictions.h5`` = ensemble scores,
-        ``metrics.json`` with an ``ensemble`` key, ``ensemble.json``, ``DONE``).
-    resume, force, show_progress, on_chunk_end
-        As for :func:`lenshpc.train.run_training`.
-
-    Returns
-    -------
-    dict
-        The content of ``metrics.json``.
-
-    Raises
-    ------
-    UserError
-        Bad members (missing, unfinished, duplicate, fewer than 2, other preprocessing or image
-        shape, not a single-score model), a directory holding an ensemble of other members, or
-        any error of ``run_training`` (missing data, different config, …).
-    Preempted
-        SIGTERM/SIGUSR1: checkpointed; call again to resume.
+    An ordinary :func:`lenshpc.train.run_training` of ``cfg`` as task ``ide`` over ``members``
+    (:func:`lenshpc.tasks.ide.with_members`; ``resume``, ``force``, ``show_progress``,
+    ``on_chunk_end`` as there), after checking that a checkpoint or finished run in ``out`` is
+    one of the same members.  ``cfg`` is the DE's run config: ``model`` (its head becomes an M-way
+    softmax), ``data`` (use the members' data and seed so the test set is theirs), ``train``,
+    ``selection`` and ``seed``; ``loss`` is not used (categorical cross-entropy).  ``members``:
+    at least 2 finished run dirs trained with the DE's ``data.preprocess`` on images of its shape.
+    Returns ``metrics.json``; raises UserError for bad members (missing, unfinished, duplicate,
+    fewer than 2, other preprocessing or image shape, not a single-score model), an ``out``
+    holding an ensemble of other members, or any ``run_training`` error; Preempted on
+    SIGTERM/SIGUSR1 (checkpointed: call again to resume).
     """
     from lenshpc.tasks.ide import with_members
     from lenshpc.train import run_training

@@ -1,24 +1,13 @@
-"""The input-dependent ensemble as a task (thesis Sec 3.6.2, 4.6): a gating network over trained lens finders.
+"""Task ``ide``: the input-dependent ensemble (thesis Sec 3.6.2; the method in :mod:`lenshpc.analysis.ide`).
 
-A run of task ``ide`` trains a *dynamic ensembler*: the config's model (``model.name``, ResNet18
-in the thesis) with an M-way softmax head ``g(x)`` over the M *members* in ``task.params.members``
-(finished lens-finder run directories).  Everything else is the lens task's:
-
-* data source: the lens :class:`~lenshpc.data.chunks.ChunkEngine` (the members' data and seed give
-  the members' validation and test sets);
-* targets: :func:`lenshpc.analysis.ide.ide_targets` of the members' scores and the labels (one-hot:
-  the member closest to the label); loss: categorical cross-entropy against them (``loss.name`` is
-  not used);
-* outputs, ``predictions.h5`` and the test summary: the ensemble score ``ŷ = Σ_m g_m · p_m``
-  (Eq 3.23) with the lens metrics;
-* per-chunk: ``val_loss`` is the gating network's cross-entropy on the validation targets, the
-  other ``val_*`` are lens metrics of ŷ (``selection.metric`` picks "the gating network's own loss"
-  or "the best ensemble", docs/ensembles-ide.md);
-* extra: ``metrics.json["ensemble"]`` and ``ensemble.json`` (definition written when the run starts,
-  checked on resume; gate statistics, members' and oracle's test metrics at the end).
-
-An IDE run is an ordinary run of :func:`lenshpc.train.run_training` (``lenshpc train``, sweeps,
-the one :class:`~lenshpc.hpc.jobs.TrainRun` job); ``lenshpc ensemble`` writes its entries as such runs.
+The config's model with an M-way softmax head ``g(x)`` (the gating network) over the M finished
+lens-finder runs in ``task.params.members``.  Data: the lens chunk engine (the members' data and
+seed give their validation and test sets); targets: :func:`~lenshpc.analysis.ide.ide_targets`; loss:
+categorical cross-entropy (``loss.name`` unused); outputs, ``predictions.h5`` and the summary: the
+ensemble score ``ŷ = Σ_m g_m · p_m`` with the lens metrics; per chunk ``val_loss`` is the gating
+network's cross-entropy on the validation targets, the other ``val_*`` lens metrics of ŷ.  Extra:
+``metrics.json["ensemble"]`` and ``ensemble.json``.  An IDE run is an ordinary run (``lenshpc train``,
+sweeps, the one ``TrainRun`` job); ``lenshpc ensemble`` writes its ``input_dependent`` entries as such.
 """
 
 from __future__ import annotations
@@ -93,11 +82,10 @@ class IDETask(LensTask):
                                               ", ".join(m.name for m in members))
 
     def data_source(self, *, rank: int, size: int, run_dir, write: bool):
-        from lenshpc.analysis.ide import ENSEMBLE_FILE, _check_members, _definition
+        from lenshpc.analysis.ide import ENSEMBLE_FILE, _definition
         from lenshpc.utils import atomic_write_json
 
         source = super().data_source(rank=rank, size=size, run_dir=run_dir, write=write)
-        _check_members(self.members(), self.cfg.data.preprocess, tuple(source.image_shape))
         if write:  # the members are part of the run's definition: a resume checks them (train_ide)
             atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, _definition(self.members(), Path(run_dir)))
         self._source = source
