@@ -47,6 +47,8 @@ from lenshpc.analysis.members import ENSEMBLE_JSON
 from lenshpc.errors import UserError
 from lenshpc.train.rundir import PREDICT_BATCH, RunDir
 
+#: ``task.name`` of a dynamic ensembler's run (:class:`lenshpc.tasks.ide.IDETask`).
+TASK = "ide"
 #: ``ensemble.json`` ``method`` of an input-dependent ensemble.
 METHOD = "input_dependent"
 #: The ensemble description in the run directory (the same file as every ensemble run's).
@@ -226,12 +228,19 @@ def _same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
 
 
 # ======================================================================= entry points
+def with_members(cfg, members: Sequence[str | os.PathLike]):
+    """``cfg`` as a run of task ``ide`` (:class:`lenshpc.tasks.ide.IDETask`) over ``members`` (absolute paths)."""
+    if isinstance(members, (str, os.PathLike)):
+        members = [members]
+    return cfg.replace(**{"task.name": TASK, "task.params": {"members": [str(Path(m).resolve()) for m in members]}})
+
+
 def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike, *, resume: bool = True,
               force: bool = False, show_progress: bool = True, on_chunk_end=None) -> dict:
     """Train a dynamic ensembler over ``members`` and write its run directory at ``out``.
 
     An ordinary :func:`lenshpc.train.run_training` of ``cfg`` as task ``ide`` over ``members``
-    (:func:`lenshpc.tasks.ide.with_members`; ``resume``, ``force``, ``show_progress``,
+    (:func:`with_members`; ``resume``, ``force``, ``show_progress``,
     ``on_chunk_end`` as there), after checking that a checkpoint or finished run in ``out`` is
     one of the same members.  ``cfg`` is the DE's run config: ``model`` (its head becomes an M-way
     softmax), ``data`` (use the members' data and seed so the test set is theirs), ``train``,
@@ -242,7 +251,6 @@ def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike,
     holding an ensemble of other members, or any ``run_training`` error; Preempted on
     SIGTERM/SIGUSR1 (checkpointed: call again to resume).
     """
-    from lenshpc.tasks.ide import with_members
     from lenshpc.train import run_training
 
     cfg = with_members(cfg, members)
@@ -368,4 +376,5 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     return IDEScorer(rd.path, gating, members)
 
 
-__all__ = ["ENSEMBLE_FILE", "IDEScorer", "METHOD", "ide_targets", "load_ide_scorer", "train_ide"]
+__all__ = ["ENSEMBLE_FILE", "IDEScorer", "METHOD", "TASK", "ide_targets", "load_ide_scorer", "train_ide",
+           "with_members"]

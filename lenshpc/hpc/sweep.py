@@ -165,7 +165,7 @@ def log_path(run_dir: Path, history: list[dict], out: Path) -> Path | None:
 
 
 def plan(spec: SweepSpec, retry_failed: bool = False, only: Collection[str] | None = None) -> list[PlannedRun]:
-    """Decide per grid point (``only``: those ids): skip (done / job alive), submit, or list as failed (or retry)."""
+    """Decide per grid point (``only``: those ids): skip (done / job alive), submit, list as failed or retry."""
     jobs_by_id = recorded_jobs(read_sweep_json(spec.out))
     states = _jobs.job_states([jl[-1] for jl in jobs_by_id.values() if jl])
     planned = []

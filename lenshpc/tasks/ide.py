@@ -13,27 +13,19 @@ sweeps, the one ``TrainRun`` job); ``lenshpc ensemble`` writes its ``input_depen
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lenshpc.analysis.ide import TASK
 from lenshpc.tasks.lens import LensTask
-
-
-def with_members(cfg, members: Sequence[str | os.PathLike]):
-    """``cfg`` as an IDE run over ``members`` (``task.name = ide``, absolute member paths)."""
-    if isinstance(members, (str, os.PathLike)):
-        members = [members]
-    return cfg.replace(**{"task.name": IDETask.name,
-                          "task.params": {"members": [str(Path(m).resolve()) for m in members]}})
 
 
 class IDETask(LensTask):
     """The dynamic ensembler of ``task.params.members`` (see the module docstring)."""
 
-    name = "ide"
+    name = TASK
     # No ``summary`` string here: on Task it is both the one-line description and the metrics.json method
     # (the class body's later ``def`` wins), so setting it would hide LensTask.summary().
     params = {"members": []}
@@ -194,4 +186,4 @@ class IDETask(LensTask):
         atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, _json_safe(info))
 
 
-__all__ = ["IDETask", "with_members"]
+__all__ = ["IDETask"]
