@@ -19,6 +19,7 @@ from lenshpc.errors import ConfigError
 
 #: name -> "module:class" (imported lazily).
 _REGISTRY = {
+    "ide": "lenshpc.tasks.ide:IDETask",
     "lens": "lenshpc.tasks.lens:LensTask",
 }
 DEFAULT = "lens"
