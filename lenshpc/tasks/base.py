@@ -90,7 +90,7 @@ class Task(ABC):
     #: Registry name (``task.name`` in the config).
     name: ClassVar[str]
     #: One-line description (docs).
-    summary: ClassVar[str] = ""
+    description: ClassVar[str] = ""
     #: The metric vocabulary, in table order (:class:`Metric`).
     metrics: ClassVar[tuple[Metric, ...]]
     #: Loss names this task accepts (``loss.name``); the first is the default.

@@ -26,8 +26,7 @@ class IDETask(LensTask):
     """The dynamic ensembler of ``task.params.members`` (see the module docstring)."""
 
     name = TASK
-    # No ``summary`` string here: on Task it is both the one-line description and the metrics.json method
-    # (the class body's later ``def`` wins), so setting it would hide LensTask.summary().
+    description = "input-dependent ensembler: a gating network weighting fixed lens finders per image (thesis Sec 3.6)"
     params = {"members": []}
 
     def __init__(self, cfg):

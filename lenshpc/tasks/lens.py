@@ -18,7 +18,7 @@ class LensTask(Task):
     """Binary strong-lens finding: ``(N, 1)`` sigmoid output, 0/1 labels."""
 
     name = "lens"
-    summary = "strong-lens finding: one sigmoid lens score per cutout (thesis; default)"
+    description = "strong-lens finding: one sigmoid lens score per cutout (thesis; default)"
     # Table order (thesis Table 5.1, then the challenge metrics); the per-chunk ones in history.csv order.
     metrics = (
         Metric("accuracy", title="Accuracy", per_chunk=True, required=True),
