@@ -29,6 +29,7 @@ from lenshpc.utils import os_error_code, storage_error
 COMMANDS = (
     "quickstart",
     "simulate",
+    "simulate21cm",
     "survey",
     "stack",
     "info",

@@ -260,12 +260,14 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
         raise UserError(f"--shards must be at least 1, got {shards}")
     shards = min(int(shards), grid.realisations)
     out = Path(out)
+    if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
+        slices.realisation_split(range(grid.realisations), grid.seed)
     if shard_index is not None:
         if not 0 <= shard_index < shards:
             raise UserError(f"--shard-index {shard_index} is outside 0..{shards - 1} (--shards {shards})")
         res = run_shard(grid, out, shard_index, shards, workers=workers)
         return {"status": "shard", "done": len(res["done"]), "skipped": len(res["skipped"])}
-    if output_is_current(grid, out) and not pending(grid, out):
+    if output_is_current(grid, out):
         with slices.open_slices(out) as ds:
             return {"status": "current", "digest": ds.attrs["content_sha256"], "done": 0,
                     "skipped": grid.realisations}
