@@ -258,7 +258,7 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
         raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     if isinstance(shards, bool) or shards < 1:
         raise UserError(f"--shards must be at least 1, got {shards}")
-    shards = min(int(shards), grid.realisations)
+    shards = int(shards)  # shards beyond the realisation count are empty (an array of K tasks still succeeds)
     out = Path(out)
     if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
         slices.realisation_split(range(grid.realisations), grid.seed)
