@@ -32,6 +32,7 @@ COMMANDS = (
     "simulate21cm",
     "survey",
     "stack",
+    "stack21cm",
     "info",
     "train",
     "evaluate",
