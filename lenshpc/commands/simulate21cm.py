@@ -92,8 +92,7 @@ def check_out(out, force: bool, current: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lenshpc.data.cosmo21cm.params import require_21cmfast
-    from lenshpc.data.cosmo21cm.simulate import Resources, output_is_current, parts_dir, simulate21cm
+    from lenshpc.data.cosmo21cm.simulate import Resources, output_is_current, simulate21cm
     from lenshpc.data.format import describe
     from lenshpc.errors import UserError
 
@@ -108,17 +107,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.time_min < 1 or args.mem_gb < 1:
         raise UserError("--time-min and --mem-gb must be positive")
-    # Fail on an unwritable output folder now, not after hours of simulation (the storage message names it).
-    parts = parts_dir(out)
-    made = not parts.exists()
-    parts.mkdir(parents=True, exist_ok=True)
-    if not args.merge_only:
-        try:
-            require_21cmfast()
-        except UserError:
-            if made:
-                parts.rmdir()
-            raise
     result = simulate21cm(grid, out, shards=args.shards, executor=args.executor, workers=args.workers,
                           shard_index=args.shard_index, merge_only=args.merge_only, split_by=args.split_by,
                           keep_parts=args.keep_parts,

@@ -240,18 +240,31 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
     out = Path(out)
     if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
         slices.realisation_split(range(grid.realisations), grid.seed)
+    if shard_index is not None and not 0 <= shard_index < shards:
+        raise UserError(f"--shard-index {shard_index} is outside 0..{shards - 1} (--shards {shards})")
+    # Fail on an unwritable output folder now, not after hours of simulation (the storage message names it),
+    # and say how to install 21cmFAST before anything else happens.
+    parts = parts_dir(out)
+    made = not parts.exists()
+    parts.mkdir(parents=True, exist_ok=True)
+    if not merge_only:
+        try:
+            require_21cmfast()
+        except UserError:
+            if made:
+                parts.rmdir()
+            raise
     if shard_index is not None:
-        if not 0 <= shard_index < shards:
-            raise UserError(f"--shard-index {shard_index} is outside 0..{shards - 1} (--shards {shards})")
         res = run_shard(grid, out, shard_index, shards, workers=workers)
         return {"status": "shard", "done": len(res["done"]), "skipped": len(res["skipped"])}
     if output_is_current(grid, out):
+        if made:
+            parts.rmdir()
         with slices.open_slices(out) as ds:
             return {"status": "current", "digest": ds.attrs["content_sha256"], "done": 0,
                     "skipped": grid.realisations}
     todo = [] if merge_only else pending(grid, out)
     if todo:
-        require_21cmfast()
         jobs = sorted({r % shards for r in todo})
         if executor == "inline":
             for k in jobs:

@@ -76,7 +76,7 @@ def class_index(values: np.ndarray, classes: Sequence[float], what: str) -> np.n
     ok = (idx < len(table)) & (table[np.minimum(idx, len(table) - 1)] == values)
     if not ok.all():
         bad = values[~ok][0]
-        raise DataError(f"{what} value {bad} is not one of the classes {list(table)}")
+        raise DataError(f"{what} value {bad:g} is not one of the classes {', '.join(f'{v:g}' for v in table)}")
     return idx.astype(np.int16)
 
 
