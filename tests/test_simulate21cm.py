@@ -19,30 +19,16 @@ import pytest
 from lenshpc.cli import main
 from lenshpc.data.cosmo21cm import slices
 
-#: 16³ cells over 24 Mpc (R_BUBBLE_MAX 8 ≤ 24/3), 2 redshifts × 1 F_ESC10 × 3 realisations, 4 slices per axis.
-TINY = ["--redshifts", "8", "9", "--fesc", "-1.0", "--realisations", "3", "--hii-dim", "16", "--box-len", "24",
-        "--r-bubble-max", "8", "--slices-per-axis", "4", "--seed", "5"]
-
-
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def tiny_reference(cosmo21cm, tmp_path_factory) -> Path:
-    """The TINY grid, one shard, inline."""
-    out = tmp_path_factory.mktemp("tiny") / "ref.h5"
-    assert main(["simulate21cm", "--out", str(out), *TINY]) == 0
-    return out
-
-
 def test_fixture_dataset_is_real_21cmfast_split_by_realisation(c21_dataset):
-    from conftest import C21_GRID
-
     with slices.open_slices(c21_dataset) as ds:
+        grid = ds.attrs["provenance"]["grid"]
         assert len(ds) == 4 * 3 * 2 * 3 * 32 and ds.image_shape == (32, 32, 1)
         assert ds.simulator["code"] == "21cmFAST" and ds.simulator["version"] == "4.1.1"
-        assert ds.classes("redshift") == list(C21_GRID["redshifts"])
+        assert ds.classes("redshift") == grid["redshifts"]
         splits = {s: set(ds.meta(s)["realisation"].tolist()) for s in ("train", "val", "test")}
         assert not (splits["train"] & splits["val"] or splits["train"] & splits["test"] or splits["val"] & splits["test"])
         assert set().union(*splits.values()) == {0, 1, 2, 3}
@@ -51,7 +37,7 @@ def test_fixture_dataset_is_real_21cmfast_split_by_realisation(c21_dataset):
         meta = ds.meta("all")
         assert len(set(meta["seed"].tolist())) == 4  # one 21cmFAST random seed per realisation
         # Physics, not tuning: at fixed z and seed, a larger escape fraction ionises more (issue 13's measured facts).
-        for z in C21_GRID["redshifts"]:
+        for z in grid["redshifts"]:
             lo = meta["box_x_hi"][(meta["redshift"] == z) & (meta["f_esc10"] == -1.3)]
             hi = meta["box_x_hi"][(meta["redshift"] == z) & (meta["f_esc10"] == -0.7)]
             assert lo.mean() > hi.mean()
@@ -60,20 +46,20 @@ def test_fixture_dataset_is_real_21cmfast_split_by_realisation(c21_dataset):
         np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), meta["mean_dtb"][::97], rtol=1e-4, atol=1e-4)
 
 
-def test_one_and_three_shards_give_byte_identical_files(tiny_reference, tmp_path):
+def test_one_and_three_shards_give_byte_identical_files(c21_tiny, c21_tiny_args, tmp_path):
     out = tmp_path / "k3.h5"
-    assert main(["simulate21cm", "--out", str(out), *TINY, "--shards", "3", "--executor", "local"]) == 0
-    assert _md5(out) == _md5(tiny_reference)
+    assert main(["simulate21cm", "--out", str(out), *c21_tiny_args, "--shards", "3", "--executor", "local"]) == 0
+    assert _md5(out) == _md5(c21_tiny)
     assert not (tmp_path / "k3.h5.parts").exists()  # parts removed after the merge
     # a re-run is a no-op
-    assert main(["simulate21cm", "--out", str(out), *TINY]) == 0
+    assert main(["simulate21cm", "--out", str(out), *c21_tiny_args]) == 0
 
 
-def test_killed_run_resumes_and_skips_finished_realisations(tiny_reference, tmp_path):
+def test_killed_run_resumes_and_skips_finished_realisations(c21_tiny, c21_tiny_args, tmp_path):
     out = tmp_path / "r.h5"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "lenshpc", "simulate21cm", "--out", str(out), *TINY]
+    cmd = [sys.executable, "-m", "lenshpc", "simulate21cm", "--out", str(out), *c21_tiny_args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     first = tmp_path / "r.h5.parts" / "real-00000.h5"
     deadline = time.monotonic() + 120
@@ -86,7 +72,7 @@ def test_killed_run_resumes_and_skips_finished_realisations(tiny_reference, tmp_
     assert rerun.returncode == 0, rerun.stderr
     reused = int(rerun.stdout.split(" reused")[0].rsplit(", ", 1)[-1])
     assert reused >= 1, rerun.stdout
-    assert _md5(out) == _md5(tiny_reference)
+    assert _md5(out) == _md5(c21_tiny)
     assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "r.h5.parts").exists()
 
 
