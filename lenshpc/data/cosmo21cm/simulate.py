@@ -163,8 +163,11 @@ def run_shard(grid: Grid, out: str | Path, shard: int = 0, shards: int = 1, work
                     future.result()  # a worker's error stops the shard (finished parts stay)
                     log.info("realisation %d written: %s", r, part_path(out, r))
         except BaseException:
-            for future in futures:
-                future.cancel()
+            # SIGTERM/Ctrl-C or a failed realisation: stop the running workers now rather than after their
+            # realisation (minutes at 200³); their temp files are removed by the next write of the same part.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
     return result
 
@@ -217,7 +220,9 @@ def merge(grid: Grid, out: str | Path, *, split_by: str = "realisation", keep_pa
             with h5py.File(part_path(out, r), "r") as fh:
                 meta = {col: fh[f"meta/{col}"][()] for col in fh["meta"]}
                 meta.update(realisation=np.full(n_r, r), seed=np.full(n_r, decode_attr(fh.attrs["seed"])))
-                writer.write(r * n_r, fh["images"][()], meta)
+                step = grid.slices_per_box  # one box at a time: a realisation at 200³ is GBs
+                for a in range(0, n_r, step):
+                    writer.write(r * n_r + a, fh["images"][a:a + step], {k: v[a:a + step] for k, v in meta.items()})
     if not keep_parts:
         shutil.rmtree(parts_dir(out), ignore_errors=True)
     with slices.open_slices(out) as ds:
