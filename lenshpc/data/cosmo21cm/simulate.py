@@ -17,10 +17,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import queue as queue_mod
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import h5py
@@ -160,7 +162,13 @@ def run_shard(grid: Grid, out: str | Path, shard: int = 0, shards: int = 1, work
                         bar.update(boxes.get_nowait())
                 for future in done:
                     r = futures.pop(future)
-                    future.result()  # a worker's error stops the shard (finished parts stay)
+                    try:
+                        future.result()  # a worker's error stops the shard (finished parts stay)
+                    except BrokenProcessPool:
+                        raise UserError(f"the worker computing realisation {r} died (killed: out of memory? "
+                                        f"{grid.hii_dim}³ boxes need ~{_memory_gb(grid.hii_dim):.0f} GB per worker); "
+                                        "finished realisations are kept: give it more memory (--mem-gb, fewer "
+                                        "--workers) and re-run the same command") from None
                     log.info("realisation %d written: %s", r, part_path(out, r))
         except BaseException:
             # SIGTERM/Ctrl-C or a failed realisation: stop the running workers now rather than after their
@@ -170,6 +178,11 @@ def run_shard(grid: Grid, out: str | Path, shard: int = 0, shards: int = 1, work
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return result
+
+
+def _memory_gb(hii_dim: int) -> float:
+    """Peak resident memory of one worker, interpolated from benchmarks/sim21cm.py (0.9 GB at 64³, 2.0 GB at 128³)."""
+    return 0.7 + 1.34 * (hii_dim / 128) ** 3
 
 
 def shard_job(grid: Grid, out: str, shard: int, shards: int, workers: int) -> dict:
@@ -183,7 +196,7 @@ class Resources:
 
     partition: str = ""
     time_min: int = 240
-    mem_gb: int = 4
+    mem_gb: int | None = None  # None: what `workers` realisations of this box size need (_memory_gb) + 1 GB
     image: str = ""
 
 
@@ -192,7 +205,8 @@ def _run_submitit(grid: Grid, out: Path, shards: list[int], n_shards: int, kind:
     from lenshpc.config import HpcConfig
     from lenshpc.hpc.jobs import run_array_and_wait
 
-    hpc = HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=resources.mem_gb,
+    mem_gb = resources.mem_gb or math.ceil(max(1, workers) * _memory_gb(grid.hii_dim) + 1)
+    hpc = HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=mem_gb,
                     cpus_per_task=max(1, workers), image=resources.image)
     run_array_and_wait(kind, parts_dir(out) / "submitit" / "%j", hpc, f"simulate21cm-{out.stem}", shard_job,
                        [(grid, str(out), k, n_shards, workers) for k in shards], shards, "21cmFAST shard", log=log)

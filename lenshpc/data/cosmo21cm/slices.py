@@ -492,8 +492,8 @@ def open_slices(path: str | Path) -> SliceDataset:
     return SliceDataset(path)
 
 
-def describe(path: str | Path) -> str:
-    """A human-readable summary (``lenshpc info``)."""
+def describe(path: str | Path, tree: bool = False) -> str:
+    """A human-readable summary (``lenshpc info``); ``tree`` adds every HDF5 object with its storage."""
     with open_slices(path) as ds:
         sim = ds.simulator
         lines = [f"{ds.path}: lenshpc 21-cm slice dataset, schema v{ds.attrs['schema_version']}",
@@ -507,4 +507,9 @@ def describe(path: str | Path) -> str:
                      + (f"; realisations {ds.split_realisations}" if ds.split_by == "realisation" else ""))
         lines.extend(f"  WARNING: {w}" for w in ds.warnings)
         lines.append(f"  content sha256 {ds.attrs.get('content_sha256', '')[:16]}…")
+        if tree:
+            from lenshpc.data.format import hdf5_tree
+
+            lines.append("  objects:")
+            lines.extend(f"    {line}" for line in hdf5_tree(ds._fh))  # noqa: SLF001 - the reader's own file
         return "\n".join(lines)
