@@ -100,3 +100,59 @@ def tiny_run(small_population, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
     run_training(cfg, run_dir, show_progress=False)
     return run_dir
+
+
+# ------------------------------------------------------------------------------------------- 21-cm (21cmFAST)
+#: The grid of :func:`c21_dataset`: 3 redshifts × 2 F_ESC10 × 4 realisations, 32³ cells over 48 Mpc.
+C21_GRID = dict(redshifts=(8.0, 9.0, 10.0), f_esc10=(-1.3, -0.7), realisations=4, hii_dim=32, box_len=48.0, seed=1)
+
+
+@pytest.fixture(scope="session")
+def cosmo21cm() -> None:
+    """21cmFAST installed (the extra ``.[cosmo21cm]``): skip without it, except in CI (CI=true), where it fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("py21cmfast") is not None:
+        return
+    reason = "21cmFAST is not installed (pip install -e '.[cosmo21cm]' or bash containers/install-21cmfast.sh)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run the 21-cm tests but: {reason} (tests/setup.sh should have installed it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def c21_dataset(cosmo21cm, tmp_path_factory) -> Path:
+    """A real 21cmFAST slice dataset (:data:`C21_GRID`: 24 boxes, 2,304 slices of 32×32, split by realisation
+    2/1/1); ~15 s on 2 idle cores.  Read it with ``lenshpc.data.cosmo21cm.slices.open_slices`` (read only)."""
+    from lenshpc.data.cosmo21cm.params import Grid
+    from lenshpc.data.cosmo21cm.simulate import simulate21cm
+
+    out = tmp_path_factory.mktemp("c21") / "c21.h5"
+    simulate21cm(Grid.checked(**C21_GRID), out, workers=2)
+    return out
+
+
+#: A tinier grid for the shard/resume/stack tests: 16³ cells over 24 Mpc (R_BUBBLE_MAX 8 ≤ 24/3), 2 redshifts ×
+#: 1 F_ESC10 × 3 realisations, 4 slices per axis (6 boxes, 72 slices).
+C21_TINY = dict(redshifts=(8.0, 9.0), f_esc10=(-1.0,), realisations=3, hii_dim=16, box_len=24.0, seed=5,
+                slices_per_axis=4, r_bubble_max=8.0)
+#: :data:`C21_TINY` as ``lenshpc simulate21cm`` arguments.
+C21_TINY_ARGS = ["--redshifts", "8", "9", "--fesc", "-1.0", "--realisations", "3", "--hii-dim", "16", "--box-len",
+                 "24", "--r-bubble-max", "8", "--slices-per-axis", "4", "--seed", "5"]
+
+
+@pytest.fixture(scope="session")
+def c21_tiny(cosmo21cm, tmp_path_factory) -> Path:
+    """``lenshpc simulate21cm`` of :data:`C21_TINY` (one shard, inline): the reference the sharded, resumed,
+    SLURM and stacked files are compared with (read only)."""
+    from lenshpc.cli import main
+
+    out = tmp_path_factory.mktemp("c21tiny") / "tiny.h5"
+    assert main(["simulate21cm", "--out", str(out), *C21_TINY_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def c21_tiny_args() -> list[str]:
+    """:data:`C21_TINY_ARGS` (the arguments that made :func:`c21_tiny`)."""
+    return list(C21_TINY_ARGS)
