@@ -1,0 +1,488 @@
+"""The ``slices21cm`` HDF5 format: 2-D slices of 21-cm brightness-temperature boxes with class labels.
+
+Written by ``lenshpc simulate21cm`` (21cmFAST boxes) and ``lenshpc stack21cm`` (users' cubes); read by the
+21-cm classification and autoencoder tasks through :func:`open_slices`.  ``docs/data-format.md`` documents it.
+
+Layout
+------
+``images``                      ``(N, H, W, 1)`` float32: δT_b in mK, slices along all three axes of every box
+``labels/redshift``             ``(N,)`` int16: index into ``classes["redshift"]``
+``labels/escape_fraction``      ``(N,)`` int16: index into ``classes["escape_fraction"]`` (F_ESC10 values)
+``meta/images/<column>``        one value per slice: ``realisation`` (int), ``seed`` (the box's random seed),
+                                ``redshift``, ``f_esc10``, ``axis`` (0/1/2), ``slice`` (index along the axis),
+                                ``x_hi`` and ``mean_dtb`` (the slice's mean neutral fraction and δT_b, mK; NaN
+                                when the source has no neutral-fraction box), ``box_x_hi``, ``box_mean_dtb``
+``splits/images/{train,val,test}``  sorted int64 slice indices
+
+Root attributes: ``lenshpc_format = "slices21cm"``, ``schema_version``, ``classes`` (JSON
+``{"redshift": [...], "escape_fraction": [...]}``), ``split_by`` (``"realisation"``, or ``"slice"`` only when asked
+for, with ``split_warning``), ``split_realisations`` (JSON ``{"train": [...], ...}``; empty lists for a slice
+split), ``split_seed``, ``simulator`` (JSON: code, version, template, HII_DIM, BOX_LEN, ...), ``provenance``
+(JSON), ``lenshpc_version`` and ``content_sha256`` (over every dataset's bytes).  There is no wall-clock
+``created`` attribute: the same inputs give a byte-identical file (``lenshpc simulate21cm`` with any shard count).
+
+Targets: ``redshift``, ``escape_fraction`` and ``joint`` (derived, never stored: ``z_idx * n_f + f_idx``).
+Slices of one box are strongly correlated (and CNNs learn box-specific features, Sooknunan et al. 2024), so the
+split is by realisation: no realisation has slices in two splits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from lenshpc import __version__
+from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, _image_chunks, _write_meta_column, check_finite,
+                                 create_h5, decode_attr, nonfinite_rows, shard_indices, split_indices)
+from lenshpc.errors import DataError
+from lenshpc.utils import atomic_path, rng_for
+
+log = logging.getLogger(__name__)
+
+FORMAT = "slices21cm"
+SCHEMA_VERSION = 1
+#: Stored targets → the metadata column holding their physical value.
+STORED_TARGETS = {"redshift": "redshift", "escape_fraction": "f_esc10"}
+TARGETS = (*STORED_TARGETS, "joint")
+META_COLUMNS = ("realisation", "seed", "redshift", "f_esc10", "axis", "slice", "x_hi", "mean_dtb",
+                "box_x_hi", "box_mean_dtb")
+SPLIT_BY = ("realisation", "slice")
+SLICE_SPLIT_WARNING = ("split by slice: slices of one box are in several splits, so validation/test scores are "
+                       "optimistic (CNNs learn box-specific features); use the default split by realisation for "
+                       "any reported result")
+#: Class values are matched after rounding to this many decimals (redshift 8.0 == 8.000000001).
+DECIMALS = 6
+
+
+# --------------------------------------------------------------------------- classes and splits
+def class_values(values: Iterable[float]) -> list[float]:
+    """The sorted distinct class values of a parameter (rounded to :data:`DECIMALS`)."""
+    return sorted({round(float(v), DECIMALS) for v in values})
+
+
+def class_index(values: np.ndarray, classes: Sequence[float], what: str) -> np.ndarray:
+    """Index of each value in ``classes`` (int16); :class:`DataError` for a value that is not a class."""
+    values = np.round(np.asarray(values, dtype=np.float64), DECIMALS)
+    table = np.round(np.asarray(classes, dtype=np.float64), DECIMALS)
+    idx = np.searchsorted(table, values)
+    ok = (idx < len(table)) & (table[np.minimum(idx, len(table) - 1)] == values)
+    if not ok.all():
+        bad = values[~ok][0]
+        raise DataError(f"{what} value {bad} is not one of the classes {list(table)}")
+    return idx.astype(np.int16)
+
+
+def realisation_split(realisations: Iterable[int], seed: int, fractions: Iterable[float] = DEFAULT_FRACTIONS
+                      ) -> dict[str, list[int]]:
+    """Seeded split of the distinct realisation ids into train/val/test (each sorted; disjoint, covering).
+
+    Depends only on the *set* of ids and ``seed``.  val and test get ``max(1, round(f·R))`` realisations each
+    when there are at least 3, so every split holds whole boxes.
+    """
+    ids = sorted({int(r) for r in realisations})
+    f_train, f_val, f_test = (float(f) for f in fractions)
+    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
+        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    n = len(ids)
+    if n < 3:
+        raise DataError(f"a split by realisation needs at least 3 realisations (train, val, test), got {n}; "
+                        "simulate more (--realisations 3 or more), or ask for a slice split explicitly "
+                        "(--split-by slice; its scores are optimistic)")
+    n_val = max(1, round(f_val * n)) if f_val > 0 else 0
+    n_test = max(1, round(f_test * n)) if f_test > 0 else 0
+    if n - n_val - n_test < 1:
+        raise DataError(f"{n} realisations leave none for training with fractions {tuple(fractions)}")
+    perm = [ids[i] for i in rng_for(seed, "split", "realisation").permutation(n)]
+    return {"train": sorted(perm[n_val + n_test:]), "val": sorted(perm[:n_val]),
+            "test": sorted(perm[n_val:n_val + n_test])}
+
+
+def _split_rows(realisation: np.ndarray, split_by: str, seed: int, fractions, given: Mapping | None
+                ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    if split_by == "slice":
+        return split_indices(len(realisation), seed, fractions, key="images"), {s: [] for s in SPLITS}
+    parts = {s: sorted(int(r) for r in given[s]) for s in SPLITS} if given else \
+        realisation_split(realisation, seed, fractions)
+    seen: dict[int, str] = {}
+    for s in SPLITS:
+        for r in parts[s]:
+            if r in seen:
+                raise DataError(f"realisation {r} is in both the {seen[r]} and the {s} split; each realisation "
+                                "must be in exactly one split")
+            seen[r] = s
+    missing = sorted(set(np.unique(realisation).tolist()) - set(seen))
+    if missing:
+        raise DataError(f"realisation(s) {missing} are in no split; list every realisation in the split")
+    rows = {s: np.flatnonzero(np.isin(realisation, parts[s])).astype(np.int64) for s in SPLITS}
+    return rows, parts
+
+
+def content_digest(fh: h5py.File) -> str:
+    """SHA-256 over the names and bytes of every dataset (sorted), i.e. the file's content without attributes."""
+    h = hashlib.sha256()
+    names: list[str] = []
+    fh.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    for name in sorted(names):
+        ds = fh[name]
+        h.update(name.encode())
+        if h5py.check_string_dtype(ds.dtype):
+            h.update(json.dumps([str(v) for v in ds.asstr()[()]]).encode())
+            continue
+        step = max(1, (64 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))  # 64 MiB blocks
+        for start in range(0, ds.shape[0] if ds.ndim else 1, step):
+            block = ds[start:start + step] if ds.ndim else ds[()]
+            h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+class SliceWriter:
+    """Write a ``slices21cm`` file block by block, atomically (the file appears only when the block ends cleanly).
+
+    Parameters
+    ----------
+    path : path
+        Output ``.h5``.
+    n : int
+        Number of slices (known up front: the array is pre-sized, so a dataset larger than RAM can be written).
+    image_shape : (H, W)
+        Slice shape.
+    classes : dict
+        ``{"redshift": [...], "escape_fraction": [...]}``; a target whose classes are ``None`` or absent is not
+        stored (a catalogue without escape fractions).
+    simulator, provenance : dict
+        JSON attributes (keep wall-clock times and host names out of them: the file should depend only on inputs).
+    seed, split_by, fractions, split_realisations
+        The split: by realisation (default; seeded, or the explicit ``{"train": [...], "val": [...], "test":
+        [...]}``) or by slice (explicit only: a warning is logged and stored in ``split_warning``).
+    compression : str, optional
+        HDF5 filter for ``images`` (e.g. ``"gzip"``); none by default (δT_b slices barely compress).
+
+    Examples
+    --------
+    >>> with SliceWriter(path, 600, (64, 64), classes={"redshift": [8.0], "escape_fraction": [-1.0]}) as w:
+    ...     w.write(0, images, {"realisation": r, "seed": s, "redshift": z, ...})  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, n: int, image_shape: Sequence[int], *, classes: Mapping[str, Sequence | None],
+                 simulator: Mapping | None = None, provenance: Mapping | None = None, seed: int = 0,
+                 split_by: str = "realisation", fractions: Iterable[float] = DEFAULT_FRACTIONS,
+                 split_realisations: Mapping[str, Iterable[int]] | None = None, compression: str | None = None,
+                 logs: Mapping[str, Iterable[str]] | None = None):
+        if split_by not in SPLIT_BY:
+            raise DataError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+        self.path, self.n, self.image_shape = Path(path), int(n), tuple(int(s) for s in image_shape)
+        if len(self.image_shape) != 2 or min(self.image_shape) < 1:
+            raise DataError(f"slice shape must be (H, W), got {self.image_shape}")
+        self.classes = {t: class_values(v) for t, v in classes.items() if t in STORED_TARGETS and v is not None}
+        if "redshift" not in self.classes and "escape_fraction" not in self.classes:
+            raise DataError("a slice dataset needs redshift and/or escape-fraction classes")
+        self._attrs = dict(simulator=dict(simulator or {}), provenance=dict(provenance or {}), seed=int(seed),
+                           split_by=split_by, fractions=tuple(float(f) for f in fractions),
+                           split_realisations=split_realisations, compression=compression)
+        self._logs = {k: [str(x) for x in v] for k, v in (logs or {}).items()}
+        self._meta: dict[str, np.ndarray] = {}
+        self._written = np.zeros(self.n, dtype=bool)
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> "SliceWriter":
+        stack = contextlib.ExitStack()
+        try:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._fh = stack.enter_context(create_h5(tmp))
+            comp = self._attrs["compression"]
+            shape = (self.n, *self.image_shape, 1)
+            self._images = self._fh.create_dataset("images", shape=shape, dtype=np.float32,
+                                                   chunks=_image_chunks(shape) if self.n else None, compression=comp)
+        except BaseException as exc:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack = stack
+        return self
+
+    def write(self, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray]) -> None:
+        """Slices ``start .. start+len(images)-1`` and their metadata columns (any of :data:`META_COLUMNS`)."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.shape[1:] != (*self.image_shape, 1):
+            raise DataError(f"slices of shape {images.shape[1:3]} for a dataset of {self.image_shape} slices")
+        stop = start + len(images)
+        if start < 0 or stop > self.n:
+            raise DataError(f"slices {start}..{stop - 1} outside 0..{self.n - 1}")
+        bad = nonfinite_rows(images)
+        if len(bad):
+            raise DataError(f"slice {start + int(bad[0])} (and {len(bad) - 1} more) holds NaN/Inf values")
+        for col, values in meta.items():
+            if col not in META_COLUMNS:
+                raise DataError(f"unknown metadata column {col!r}; known: {', '.join(META_COLUMNS)}")
+            values = np.asarray(values)
+            if values.shape != (len(images),):
+                values = np.broadcast_to(values, (len(images),))
+            if col not in self._meta:
+                dtype = np.int64 if col in ("realisation", "seed", "axis", "slice") else np.float64
+                self._meta[col] = np.full(self.n, -1 if dtype is np.int64 else np.nan, dtype=dtype)
+            self._meta[col][start:stop] = values
+        self._images[start:stop] = images
+        self._written[start:stop] = True
+
+    def _finish(self) -> None:
+        fh, a = self._fh, self._attrs
+        if not self._written.all():
+            raise DataError(f"{int((~self._written).sum())} of {self.n} slices were never written")
+        for col in ("realisation", *(STORED_TARGETS[t] for t in self.classes)):
+            if col not in self._meta:
+                raise DataError(f"metadata column {col!r} is missing (needed for the labels and the split)")
+        for target, classes in self.classes.items():
+            fh.create_dataset(f"labels/{target}", data=class_index(self._meta[STORED_TARGETS[target]], classes, target))
+        group = fh.create_group("meta/images")
+        for col in META_COLUMNS:
+            if col in self._meta:
+                _write_meta_column(group, col, self._meta[col])
+        rows, parts = _split_rows(self._meta["realisation"], a["split_by"], a["seed"], a["fractions"],
+                                  a["split_realisations"])
+        for split in SPLITS:
+            fh.create_dataset(f"splits/images/{split}", data=rows[split])
+        for name, lines in self._logs.items():
+            fh.create_dataset(f"log/{name}", data=lines, dtype=h5py.string_dtype())
+        fh.attrs["lenshpc_format"] = FORMAT
+        fh.attrs["schema_version"] = SCHEMA_VERSION
+        fh.attrs["classes"] = json.dumps(self.classes)
+        fh.attrs["split_by"] = a["split_by"]
+        if a["split_by"] == "slice":
+            warnings.warn(SLICE_SPLIT_WARNING, stacklevel=3)
+            log.warning(SLICE_SPLIT_WARNING)
+            fh.attrs["split_warning"] = SLICE_SPLIT_WARNING
+        fh.attrs["split_realisations"] = json.dumps(parts)
+        fh.attrs["split_seed"] = a["seed"]
+        fh.attrs["split_fractions"] = json.dumps(list(a["fractions"]))
+        fh.attrs["simulator"] = json.dumps(a["simulator"], sort_keys=True, default=str)
+        fh.attrs["provenance"] = json.dumps(a["provenance"], sort_keys=True, default=str)
+        fh.attrs["lenshpc_version"] = __version__
+        fh.flush()
+        fh.attrs["content_sha256"] = content_digest(fh)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        stack, self._stack = self._stack, None
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as error:
+                stack.__exit__(type(error), error, error.__traceback__)
+                raise
+        return bool(stack.__exit__(exc_type, exc, tb))
+
+
+def write_slices(path: str | Path, images: np.ndarray, meta: Mapping[str, np.ndarray], **kwargs) -> Path:
+    """Write an in-memory set of slices ``(N, H, W[, 1])`` with their metadata (keywords: :class:`SliceWriter`)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise DataError(f"expected slices of shape (N, H, W), got {images.shape}")
+    with SliceWriter(path, len(images), images.shape[1:], **kwargs) as w:
+        w.write(0, images, meta)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- reading
+def is_slice_file(path: str | Path) -> bool:
+    """True when ``path`` is an HDF5 file with ``lenshpc_format = "slices21cm"``."""
+    try:
+        with h5py.File(path, "r") as fh:
+            return decode_attr(fh.attrs.get("lenshpc_format")) == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+class SliceDataset(H5Reader):
+    """A read-only view of a ``slices21cm`` file (use :func:`open_slices`).
+
+    ``split`` arguments are ``"train"``, ``"val"``, ``"test"`` or ``"all"``; ``(rank, size)`` give a rank's
+    strided share (disjoint, covering).  Targets: :data:`TARGETS`.
+    """
+
+    JSON_ATTRS = ("classes", "split_realisations", "split_fractions", "simulator", "provenance")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"slice dataset not found: {self.path}; create one with `lenshpc simulate21cm` or "
+                            "`lenshpc stack21cm`")
+        try:
+            self._fh = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        try:
+            self._check()
+        except BaseException:
+            self._fh.close()
+            raise
+        a = self.attrs
+        self._classes: dict[str, list[float]] = {t: list(v) for t, v in a["classes"].items()}
+        self.split_by: str = a.get("split_by", "realisation")
+        self.split_realisations: dict[str, list[int]] = a.get("split_realisations") or {}
+        self.simulator: dict = a.get("simulator") or {}
+        #: Warnings a report should show (a slice-level split).
+        self.warnings: list[str] = [a["split_warning"]] if a.get("split_warning") else []
+
+    def _check(self) -> None:
+        kind = decode_attr(self._fh.attrs.get("lenshpc_format"))
+        if kind != FORMAT:
+            hint = " (a lens dataset: use it with the lens task)" if kind in ("population", "labelled") else ""
+            raise DataError(f"{self.path}: not a 21-cm slice dataset (lenshpc_format={kind!r}){hint}; create one "
+                            "with `lenshpc simulate21cm` or `lenshpc stack21cm`")
+        version = decode_attr(self._fh.attrs.get("schema_version"))
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r}, expected an integer; "
+                            "re-create the file with `lenshpc simulate21cm` / `lenshpc stack21cm`")
+        if version > SCHEMA_VERSION:
+            raise DataError(f"{self.path}: slice schema version {version} is newer than this lenshpc supports "
+                            f"({SCHEMA_VERSION}); upgrade lenshpc")
+        for key in ("images", "meta/images/realisation", *(f"splits/images/{s}" for s in SPLITS)):
+            if key not in self._fh:
+                raise DataError(f"{self.path}: slice dataset lacks '{key}' (damaged or written by a foreign tool); "
+                                "re-create it")
+        if "classes" not in self._fh.attrs:
+            raise DataError(f"{self.path}: slice dataset lacks the 'classes' attribute; re-create it")
+
+    # shape ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._fh["images"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self._fh["images"].shape[1:])  # type: ignore[return-value]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The targets this file supports (``joint`` needs both stored targets)."""
+        stored = tuple(t for t in STORED_TARGETS if t in self._classes and f"labels/{t}" in self._fh)
+        return stored + (("joint",) if len(stored) == len(STORED_TARGETS) else ())
+
+    def _target(self, target: str) -> str:
+        if target not in TARGETS:
+            raise DataError(f"unknown 21-cm target {target!r}; use one of {', '.join(TARGETS)}")
+        if target not in self.targets:
+            raise DataError(f"{self.path}: target {target!r} is not in this dataset (it has: "
+                            f"{', '.join(self.targets) or 'none'}); stack it with that column in the catalogue "
+                            "or choose another target")
+        return target
+
+    # classes --------------------------------------------------------------
+    def classes(self, target: str) -> list:
+        """Class values: redshifts, F_ESC10 values, or ``(z, F_ESC10)`` pairs for ``joint`` (index order)."""
+        self._target(target)
+        if target == "joint":
+            return [(z, f) for z in self._classes["redshift"] for f in self._classes["escape_fraction"]]
+        return list(self._classes[target])
+
+    def class_names(self, target: str) -> list[str]:
+        """Labels for tables and figures: ``z=8``, ``F_ESC10=-1.3``, ``z=8 F_ESC10=-1.3``."""
+        def z(v):
+            return f"z={v:g}"
+
+        def f(v):
+            return f"F_ESC10={v:g}"
+
+        if target == "joint":
+            return [f"{z(a)} {f(b)}" for a, b in self.classes("joint")]
+        return [z(v) if target == "redshift" else f(v) for v in self.classes(target)]
+
+    def n_classes(self, target: str) -> int:
+        return len(self.classes(target))
+
+    # indices --------------------------------------------------------------
+    def indices(self, split: str = "all", rank: int = 0, size: int = 1) -> np.ndarray:
+        """Sorted slice indices of ``split`` owned by ``rank`` of ``size``."""
+        if split == "all":
+            idx = np.arange(len(self), dtype=np.int64)
+        elif split in SPLITS:
+            idx = np.asarray(self._fh[f"splits/images/{split}"][()], dtype=np.int64)
+            if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+                raise DataError(f"{self.path}: splits/images/{split} holds indices outside 0..{len(self) - 1}; "
+                                "the file was edited: re-create it")
+        else:
+            raise DataError(f"unknown split {split!r}; use train, val, test or all")
+        return shard_indices(idx, rank, size)
+
+    def _rows(self, split_or_indices, rank: int, size: int) -> np.ndarray:
+        if isinstance(split_or_indices, str):
+            return self.indices(split_or_indices, rank, size)
+        return shard_indices(np.asarray(split_or_indices, dtype=np.int64), rank, size)
+
+    # data -----------------------------------------------------------------
+    def images(self, split="all", rank: int = 0, size: int = 1) -> np.ndarray:
+        """Slices ``(n, H, W, 1)`` float32 (mK) of a split name or an index array, in the given order."""
+        rows = self._rows(split, rank, size)
+        arr = self._fh["images"]
+        if len(rows) == 0:
+            return np.empty((0, *arr.shape[1:]), dtype=np.float32)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        block = check_finite(arr[uniq], self.path, "images", uniq)  # h5py needs increasing, unique indices
+        return block[inverse]
+
+    def labels(self, target: str, split="all", rank: int = 0, size: int = 1) -> np.ndarray:
+        """Class indices (int64) of ``target`` for a split name or an index array."""
+        self._target(target)
+        rows = self._rows(split, rank, size)
+        if target == "joint":
+            n_f = len(self._classes["escape_fraction"])
+            z = self._fh["labels/redshift"][()].astype(np.int64)
+            f = self._fh["labels/escape_fraction"][()].astype(np.int64)
+            return (z * n_f + f)[rows]
+        return self._fh[f"labels/{target}"][()].astype(np.int64)[rows]
+
+    def meta(self, split="all", rank: int = 0, size: int = 1) -> dict[str, np.ndarray]:
+        """Metadata columns (:data:`META_COLUMNS` present in the file) for a split name or an index array."""
+        rows = self._rows(split, rank, size)
+        group = self._fh["meta/images"]
+        return {col: group[col][()][rows] for col in META_COLUMNS if col in group}
+
+    def check_classes(self, target: str, splits: Iterable[str] = SPLITS) -> None:
+        """:class:`DataError` naming the split and class when a class of ``target`` has no slice in a split."""
+        n = self.n_classes(target)
+        names = self.class_names(target)
+        for split in splits:
+            counts = np.bincount(self.labels(target, split), minlength=n)
+            empty = [names[k] for k in np.flatnonzero(counts == 0)]
+            if empty:
+                raise DataError(f"{self.path}: the {split} split has no slices of class(es) {', '.join(empty)} "
+                                f"(target {target!r}; split by {self.split_by}); every (redshift, F_ESC10) must be "
+                                "simulated for every realisation, or choose another target")
+
+    def logs(self) -> dict[str, list[str]]:
+        if "log" not in self._fh:
+            return {}
+        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
+
+
+def open_slices(path: str | Path) -> SliceDataset:
+    """Open a ``slices21cm`` file for reading (:class:`DataError` with the reason)."""
+    return SliceDataset(path)
+
+
+def describe(path: str | Path) -> str:
+    """A human-readable summary (``lenshpc info``)."""
+    with open_slices(path) as ds:
+        sim = ds.simulator
+        lines = [f"{ds.path}: lenshpc 21-cm slice dataset, schema v{ds.attrs['schema_version']}",
+                 f"  {len(ds)} slices of {ds.image_shape[0]}×{ds.image_shape[1]} (δT_b, mK); simulator "
+                 + ", ".join(f"{k} {v}" for k, v in sim.items() if not isinstance(v, (dict, list)))]
+        for target in ds.targets:
+            if target != "joint":
+                lines.append(f"  {target}: {ds.n_classes(target)} classes {ds.classes(target)}")
+        sizes = ", ".join(f"{s} {len(ds.indices(s))}" for s in SPLITS)
+        lines.append(f"  split by {ds.split_by} ({sizes})"
+                     + (f"; realisations {ds.split_realisations}" if ds.split_by == "realisation" else ""))
+        lines.extend(f"  WARNING: {w}" for w in ds.warnings)
+        lines.append(f"  content sha256 {ds.attrs.get('content_sha256', '')[:16]}…")
+        return "\n".join(lines)
