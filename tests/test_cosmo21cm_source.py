@@ -132,7 +132,7 @@ def test_fixed_sets_follow_the_realisation_split(slices):
     assert not set(meta["realisation"].tolist()) & train_real
     np.testing.assert_array_equal(meta["label"], y_test)
     assert not x_val.flags.writeable and np.array_equal(x_test, src.test()[0])
-    desc = src.describe()
+    desc = src.describe()["data"]
     assert desc["split_by"] == "realisation" and desc["warnings"] == [] and desc["crop"] == 8
 
 
@@ -141,7 +141,7 @@ def test_slice_split_needs_the_flag_and_warns(tmp_path):
     with pytest.raises(UserError, match="allow_slice_split"):
         SliceSource(cfg_for(path), options())
     src = SliceSource(cfg_for(path), options(allow_slice_split=True))
-    assert src.describe()["split_by"] == "slice" and src.warnings and "optimistic" in src.warnings[0]
+    assert src.describe()["data"]["split_by"] == "slice" and src.warnings and "optimistic" in src.warnings[0]
 
 
 def test_bad_input_is_named(tmp_path, slices):

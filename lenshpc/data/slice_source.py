@@ -259,7 +259,11 @@ class SliceSource:
         return crop_origin(images[keep], self.crop), labels[keep].astype(np.int64)
 
     def describe(self) -> dict:
-        """What ``metrics.json["data"]`` records."""
+        """What ``metrics.json`` records (under ``data``)."""
+        return {"data": self.facts()}
+
+    def facts(self) -> dict:
+        """The dataset, target, classes, normalisation, crop, augmentation, split and its warnings."""
         return {"dataset": self.path, "content_sha256": self.content_sha256, "target": self.target,
                 "classes": self.class_names, "n_classes": self.n_classes,
                 "normalisation": self.options["normalisation"], "mk_scale": float(self.options["mk_scale"]),

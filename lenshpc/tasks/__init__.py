@@ -17,6 +17,8 @@ from lenshpc.errors import ConfigError
 
 #: name -> "module:class" (imported lazily).
 _REGISTRY = {
+    "autoencode": "lenshpc.tasks.autoencode:AutoencodeTask",
+    "cosmo21cm": "lenshpc.tasks.cosmo21cm:Cosmo21cmTask",
     "lens": "lenshpc.tasks.lens:LensTask",
 }
 DEFAULT = "lens"

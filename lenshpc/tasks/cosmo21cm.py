@@ -89,7 +89,7 @@ class _SliceTask(Task):
 
     def extra_metrics(self) -> dict:
         info = self._info()
-        return {"data": info.describe(), "class_names": info.class_names, "warnings": info.warnings}
+        return {"class_names": info.class_names, "warnings": info.warnings}
 
 
 class Cosmo21cmTask(_SliceTask):
@@ -147,7 +147,7 @@ class Cosmo21cmTask(_SliceTask):
     def summary(self, y: np.ndarray, out: np.ndarray, *, val=None) -> dict:
         from lenshpc import metrics_multiclass as mm
 
-        result = {**mm.summary(y, out), "n_test": int(len(y)), "test_loss": mm.cross_entropy(self.targets(None, y), out)}
+        result = {**mm.summary(y, out), "seed": int(self.cfg.seed), "n_test": int(len(y)), "test_loss": mm.cross_entropy(self.targets(None, y), out)}
         if val is not None:
             result["val"] = {k: v for k, v in mm.summary(*val).items() if k not in ("confusion",)}
         return result
