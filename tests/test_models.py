@@ -166,3 +166,51 @@ def test_unknown_names_and_bad_hparams_are_config_errors():
         models.build("resnet18", (101, 101))
     with pytest.raises(ConfigError, match="num_outputs"):
         models.build("resnet18", num_outputs=0)
+
+
+#: Fingerprints of seeded builds (seed 7) recorded with the single-builder models (backbone and head in one
+#: function, before models.backbone/heads existed): parameter count, Σ|w| and the outputs on a fixed input.
+#: Splitting backbone and head must not move a weight: seeded runs give the numbers they gave before.
+SEEDED_BEFORE_SPLIT = {
+    ("tiny_resnet", 1): (19825, 2088.9123168719543, [[0.057275], [0.131566]]),
+    ("tiny_resnet", 3): (19891, 2100.7526146743057, [[0.013453, 0.174013, 0.812534], [0.014687, 0.106234, 0.879079]]),
+    ("lensflow_cnn", 1): (3353, 312.3670075647533, [[0.526218], [0.535651]]),
+}
+_SEEDED_SHAPES = {"tiny_resnet": ((32, 32, 1), {}), "lensflow_cnn": ((40, 40, 1), {"dense": [32, 16],
+                                                                                     "filters": [4, 8, 8]})}
+
+
+@pytest.mark.parametrize("name,k", sorted(SEEDED_BEFORE_SPLIT))
+def test_seeded_builds_keep_the_weights_they_had_before_the_backbone_head_split(name, k):
+    shape, hp = _SEEDED_SHAPES[name]
+    keras.utils.set_random_seed(7)
+    model = models.build(name, shape, num_outputs=k, **hp)
+    params, total_abs, pred = SEEDED_BEFORE_SPLIT[(name, k)]
+    assert model.name == name and model.count_params() == params
+    assert [la.name for la in model.layers][-2:] == ["logits", "prediction"]
+    assert sum(float(np.abs(np.asarray(w, np.float64)).sum()) for w in model.get_weights()) == pytest.approx(
+        total_abs, rel=1e-9)
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
+    assert np.allclose(np.asarray(model(x, training=False)), pred, atol=2e-6)
+
+
+def test_backbone_gives_features_and_build_takes_a_task_head():
+    from keras import layers
+
+    feats = models.backbone("tiny_resnet", (32, 32, 1))
+    assert feats.input.name == "image" and feats.output_shape == (None, 32)
+    assert models.backbone("tiny_resnet", (32, 32, 1), pooling=None).output_shape == (None, 4, 4, 32)
+    assert models.backbone("lensflow_cnn", (40, 40, 1), filters=[4, 8], pooling=None).output_shape[-1] == 8
+    assert models.backbone("lensflow_cnn", (40, 40, 1), dense=[16]).output_shape == (None, 16)
+    with pytest.raises(ConfigError, match="pooling"):
+        models.backbone("tiny_resnet", (32, 32, 1), pooling="max")
+
+    def upsampling_head(backbone, num_outputs):  # a decoder-like head on the feature map
+        x = layers.UpSampling2D(8, name="up")(backbone.output)
+        return layers.Conv2D(num_outputs, 1, name="decoded")(x)
+
+    model = models.build("tiny_resnet", (32, 32, 1), num_outputs=2, head=upsampling_head, pooling=None)
+    assert model.output_shape == (None, 32, 32, 2) and model.get_layer("add_3") is not None
+    # The default head: the same Dense init the thesis code used (he_normal on ResNets, glorot elsewhere).
+    assert models.build("tiny_resnet", (32, 32, 1)).get_layer("logits").get_config()["kernel_initializer"][
+        "class_name"] == "HeNormal"

@@ -1,18 +1,33 @@
-"""Model registry: every architecture behind one builder signature (Keras 3, channels-last).
+"""Model registry: every architecture a backbone behind one builder signature, plus a head (Keras 3, channels-last).
 
 .. code-block:: python
 
-    build(name: str, input_shape=(101, 101, 1), num_outputs: int = 1, **hparams) -> keras.Model
+    build(name, input_shape=(101, 101, 1), num_outputs=1, head=None, **hparams) -> keras.Model
+    backbone(name, input_shape=(101, 101, 1), pooling="avg", **hparams) -> keras.Model   # image → features
     available() -> list[str]
     default_hparams(name) -> dict      # the hyper-parameters a model accepts, with defaults
     check(name, hparams, input_shape=None) -> dict   # validate model.params without Keras
 
-``config.yaml``'s ``model.name`` / ``model.params`` map onto ``name`` / ``hparams``.
-Every model ends in a Dense layer named ``logits`` and an activation named ``prediction``:
-**sigmoid** for ``num_outputs == 1`` (a lens probability), **softmax** for ``> 1`` (the
-dynamic ensembler, thesis Sec 3.6).  The activation is float32 even under a
-``mixed_float16`` policy.  The input layer is named ``image``.  Weights are random (seed
-them with ``keras.utils.set_random_seed`` before building); nothing is ever downloaded.
+``config.yaml``'s ``model.name`` / ``model.params`` map onto ``name`` / ``hparams``; the task
+(:meth:`lenshpc.tasks.base.Task.build_model`) chooses ``num_outputs`` and the head.
+
+Backbone and head are separate (the Keras applications' ``include_top`` / ``pooling`` idea).
+Every registered function has the one signature ``fn(input_shape, pooling="avg", *, **hparams)
+-> keras.Model`` and builds the **backbone**: image → features.  ``pooling="avg"`` gives the
+feature vector a head reads (global average pooling for the ResNets and EfficientNet, the
+flatten + dense trunk for the challenge CNNs); ``pooling=None`` the last convolutional feature
+map ``(B, h, w, C)`` (e.g. for a decoder head).  The input layer is named ``image``.
+
+:func:`build` puts a **head** on it: ``head(backbone, num_outputs) -> KerasTensor``
+(:mod:`lenshpc.models.heads`), default :func:`lenshpc.models.heads.classifier`: a Dense layer
+named ``logits`` and an activation named ``prediction``, **sigmoid** for ``num_outputs == 1``
+(a lens probability), **softmax** for ``> 1`` (K classes; the dynamic ensembler's gates,
+thesis Sec 3.6), float32 even under a ``mixed_float16`` policy.  A task may pass its own head
+callable.  The result is one flat ``keras.Model`` named like the architecture, so layer names
+(``logits``, ``add_1`` …) are those Grad-CAM and saved models rely on.  Weights are random
+(seed them with ``keras.utils.set_random_seed`` before building); the layers are created in
+the same order as by a single builder, so a seed gives the same weights.  Nothing is ever
+downloaded.
 
 Models
 ------
@@ -20,7 +35,7 @@ Models
     The thesis's network (Sec 4.3): conv 7×7/2 (64) → BN → ReLU → max-pool 3/2;
     pre-activation basic blocks [2, 2, 2, 2] of 64/128/256/512 filters, stride 2 at the
     start of stages 2–4, 1×1 projection shortcuts; he_normal, L2 1e-4 on convolutions;
-    final BN-ReLU → global average pooling → head.  Residual additions are named
+    final BN-ReLU → global average pooling.  Residual additions are named
     ``add_1`` … ``add_8`` (Grad-CAM targets).  ~11.2 M parameters.
     hparams: ``l2=1e-4``, ``filters=(64, 128, 256, 512)``, ``blocks=(2, 2, 2, 2)``.
 ``tiny_resnet`` (:func:`lenshpc.models.resnet.tiny_resnet`)
@@ -29,16 +44,16 @@ Models
     hparams: ``l2=1e-4``, ``filters=(8, 16, 32)``, ``blocks=(1, 1, 1)``.
 ``efficientnet_b0`` (:func:`lenshpc.models.efficientnet.efficientnet_b0`)
     ``keras.applications.EfficientNetB0(include_top=False, weights=None)`` on the raw
-    channel count (seed 001) → global average pooling → dropout → head.  ~4.0 M parameters.
+    channel count (seed 001) → global average pooling → dropout.  ~4.0 M parameters.
     hparams: ``dropout=0.2``.
 ``lastro_cnn`` (:func:`lenshpc.models.challenge.lastro_cnn`)
     The 2017 Lens Finding Challenge winner (LASTRO EPFL; Schaefer et al. 2018) as in seed
-    000: conv 16-16/32-32/64-64/128-128, max-pool + BN, dropout, FC 1024×3 + 64 → head.
+    000: conv 16-16/32-32/64-64/128-128, max-pool + BN, dropout, FC 1024×3 + 64.
     Needs inputs of at least 69×69 ("valid" convolutions).
     hparams: ``dropout=0.2``, ``dense_activation="relu"`` (``"linear"`` = seed 000's code).
 ``lensflow_cnn`` (:func:`lenshpc.models.challenge.lensflow_cnn`)
     LensFlow (seed 004): conv 30/60/90 5×5 tanh + 2×2 max-pool each, flatten, dense
-    1000/800/600 ReLU + dropout 0.5 → head.  Needs inputs of at least 36×36.
+    1000/800/600 ReLU + dropout 0.5.  Needs inputs of at least 36×36.
     hparams: ``dropout=0.5``, ``filters=(30, 60, 90)``, ``dense=(1000, 800, 600)``,
     ``kernel_size=5``.
 
@@ -50,10 +65,10 @@ Models
 Errors
 ------
 An unknown model name, an unknown hyper-parameter, a bad hyper-parameter value, a bad
-``input_shape``/``num_outputs`` or an input too small for the architecture raise
+``input_shape``/``num_outputs``/``pooling`` or an input too small for the architecture raise
 :class:`lenshpc.errors.ConfigError` naming the closest valid choice.
 
-This module imports Keras only inside :func:`build` / :func:`default_hparams`, so listing
+This module imports Keras only inside :func:`build` / :func:`backbone`, so listing
 models (config validation, ``--help``) stays fast.
 """
 
@@ -157,8 +172,12 @@ def check(name: str, hparams: dict[str, Any] | None = None, input_shape: tuple |
     return _builder(name, _CHECKS)(name, shape, **{**accepted, **hparams})
 
 
-def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1, **hparams: Any) -> Any:
-    """Build model ``name`` (see the module docstring for each architecture).
+#: ``pooling`` values every backbone accepts.
+POOLING = ("avg", None)
+
+
+def backbone(name: str, input_shape: tuple = (101, 101, 1), pooling: str | None = "avg", **hparams: Any) -> Any:
+    """Build the backbone of model ``name``: image → features (see the module docstring).
 
     Parameters
     ----------
@@ -166,28 +185,29 @@ def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1, *
         One of :func:`available`.
     input_shape : tuple of int
         ``(height, width, channels)``; the thesis's KiDS cutouts are ``(101, 101, 1)``.
-    num_outputs : int
-        1 → sigmoid lens probability; > 1 → softmax over ``num_outputs`` classes.
+    pooling : {"avg", None}
+        ``"avg"``: the feature vector (``(B, F)``); ``None``: the last convolutional feature map.
     **hparams
         Architecture hyper-parameters (``model.params`` in the config).
 
     Returns
     -------
     keras.Model
-        Uncompiled, with random weights.
+        Uncompiled, random weights, input layer ``image``.
 
     Raises
     ------
     ConfigError
-        Unknown name or hyper-parameter, bad value, or an input too small for the model.
+        Unknown name or hyper-parameter, bad value or ``pooling``, or an input too small for the model.
     """
     builder = _builder(name)
     shape = _check_input_shape(name, input_shape)
-    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
-        raise ConfigError(f"model '{name}': num_outputs must be a positive integer, got {num_outputs!r}")
+    if pooling not in POOLING:
+        raise ConfigError(f"model '{name}': pooling must be 'avg' (a feature vector) or None (the last feature map), "
+                          f"got {pooling!r}")
     check(name, hparams, shape)
     try:
-        return builder(shape, num_outputs, **hparams)
+        return builder(shape, pooling, **hparams)
     except ValueError as exc:
         # Keras reports feature maps shrinking past zero as a ValueError; that is a shape
         # problem the user fixes in the config (the builders check the known cases first).
@@ -196,3 +216,36 @@ def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1, *
                               "hyper-parameters: its feature maps shrink to nothing. Use larger images, "
                               "fewer stages or another model") from None
         raise
+
+
+def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1,
+          head: Callable[[Any, int], Any] | None = None, **hparams: Any) -> Any:
+    """Build model ``name``: its :func:`backbone` (``pooling="avg"``) with ``head`` on top.
+
+    Parameters
+    ----------
+    name, input_shape, **hparams
+        As for :func:`backbone`.
+    num_outputs : int
+        Width of the head: with the default head 1 → sigmoid lens probability, > 1 → softmax.
+    head : callable, optional
+        ``head(backbone, num_outputs) -> KerasTensor``; default :func:`lenshpc.models.heads.classifier`.
+
+    Returns
+    -------
+    keras.Model
+        Uncompiled, with random weights, named like the architecture.
+
+    Raises
+    ------
+    ConfigError
+        Unknown name or hyper-parameter, bad value, or an input too small for the model.
+    """
+    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+        raise ConfigError(f"model '{name}': num_outputs must be a positive integer, got {num_outputs!r}")
+    import keras
+
+    from lenshpc.models import heads
+
+    trunk = backbone(name, input_shape, **hparams)
+    return keras.Model(trunk.input, (head or heads.DEFAULT)(trunk, num_outputs), name=trunk.name)

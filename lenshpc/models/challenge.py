@@ -6,14 +6,16 @@
     (AUROC 0.92, the paper's 0.93): convolutions 16-16 / 32-32 / 64-64 (ReLU, "valid"
     padding, the first 4×4, the rest 3×3), each pair followed by 2×2 max-pooling and
     BatchNormalization; dropout 0.2; two 128-filter convolutions with dropout and BN; three
-    fully connected layers of 1024 with dropout, BN, a 64-unit layer and the output head.
+    fully connected layers of 1024 with dropout, BN and a 64-unit layer (the backbone's features).
     Seed 000 left the three 1024-unit layers without an activation, which collapses them
     into a single linear map; by default we apply ReLU to them like to every other layer
     (``dense_activation="linear"`` reproduces seed 000's code exactly).
 ``lensflow_cnn``
     LensFlow (Pourrahmani et al. 2018; seed 004): convolutions of 30/60/90 filters 5×5
     ("valid"), each with tanh and 2×2 max-pooling; flatten; dense 1000/800/600 with ReLU
-    and dropout 0.5; the output head (LensFlow's 2-way softmax is our 1-unit sigmoid).
+    and dropout 0.5 (the backbone's features; LensFlow's 2-way softmax is our 1-unit sigmoid head).
+
+With ``pooling=None`` both backbones end at their last convolutional feature map (before the flatten).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from lenshpc.errors import ConfigError
-from lenshpc.models._head import check_min_side, fraction, output_head, positive_ints
+from lenshpc.models._params import check_min_side, fraction, positive_ints
 
 #: Smallest image side lastro_cnn accepts: 1 pixel left after conv4b, traced back through
 #: its layers (3×3 convs −2, 2×2 pools ×2, the 4×4 conv −3).
@@ -51,7 +53,8 @@ def check_lensflow(model: str, input_shape: tuple | None, *, dropout: Any, filte
     return hp
 
 
-def lastro_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2, dense_activation: str = "relu") -> Any:
+def lastro_cnn(input_shape: tuple, pooling: str | None = "avg", *, dropout: float = 0.2,
+               dense_activation: str = "relu") -> Any:
     """The LASTRO EPFL challenge-winning CNN (see the module docstring).
 
     Parameters
@@ -88,6 +91,8 @@ def lastro_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2, de
     x = conv(x, 128, 3, "conv4b")
     x = layers.BatchNormalization(name="bn4")(x)
     x = layers.Dropout(rate, name="drop4b")(x)
+    if pooling is None:
+        return keras.Model(inputs, x, name="lastro_cnn")
     x = layers.Flatten(name="flatten")(x)
     for i in (1, 2, 3):
         x = layers.Dense(1024, activation=dense_activation, name=f"fc{i}")(x)
@@ -95,11 +100,10 @@ def lastro_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2, de
             x = layers.Dropout(rate, name=f"fc{i}_drop")(x)
     x = layers.BatchNormalization(name="fc_bn")(x)
     x = layers.Dense(64, activation="relu", name="fc4")(x)
-    outputs = output_head(x, num_outputs)
-    return keras.Model(inputs, outputs, name="lastro_cnn")
+    return keras.Model(inputs, x, name="lastro_cnn")
 
 
-def lensflow_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.5,
+def lensflow_cnn(input_shape: tuple, pooling: str | None = "avg", *, dropout: float = 0.5,
                  filters: Sequence[int] = (30, 60, 90), dense: Sequence[int] = (1000, 800, 600),
                  kernel_size: int = 5) -> Any:
     """LensFlow's CNN (see the module docstring).
@@ -124,9 +128,10 @@ def lensflow_cnn(input_shape: tuple, num_outputs: int, *, dropout: float = 0.5,
     for i, width in enumerate(filters, start=1):
         x = layers.Conv2D(width, kernel_size, activation="tanh", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    if pooling is None:
+        return keras.Model(inputs, x, name="lensflow_cnn")
     x = layers.Flatten(name="flatten")(x)
     for i, width in enumerate(dense, start=1):
         x = layers.Dense(width, activation="relu", name=f"fc{i}")(x)
         x = layers.Dropout(rate, name=f"fc{i}_drop")(x)
-    outputs = output_head(x, num_outputs)
-    return keras.Model(inputs, outputs, name="lensflow_cnn")
+    return keras.Model(inputs, x, name="lensflow_cnn")

@@ -1,4 +1,4 @@
-"""EfficientNet-B0 backbone (Tan & Le 2019) with a small classification head.
+"""EfficientNet-B0 backbone (Tan & Le 2019): global average pooling and dropout before the head.
 
 Seed 001 trained ``keras.applications.EfficientNetB0(include_top=False, weights=None)`` on
 the Lens Finding Challenge images (AUROC 0.96 ± 0.01).  Weights are always random
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lenshpc.models._head import fraction, output_head
+from lenshpc.models._params import fraction
 
 
 def check_params(model: str, input_shape: tuple | None, *, dropout: Any) -> dict[str, Any]:
@@ -18,13 +18,13 @@ def check_params(model: str, input_shape: tuple | None, *, dropout: Any) -> dict
     return {"dropout": fraction("dropout", model, dropout)}
 
 
-def efficientnet_b0(input_shape: tuple, num_outputs: int, *, dropout: float = 0.2) -> Any:
-    """EfficientNet-B0 → global average pooling → dropout → Dense → sigmoid/softmax.
+def efficientnet_b0(input_shape: tuple, pooling: str | None = "avg", *, dropout: float = 0.2) -> Any:
+    """EfficientNet-B0 → global average pooling → dropout (``pooling=None``: the last feature map).
 
     Parameters
     ----------
     dropout : float
-        Dropout rate before the output layer (Keras's own top uses 0.2).
+        Dropout rate before the head (Keras's own top uses 0.2).
 
     Notes
     -----
@@ -40,7 +40,8 @@ def efficientnet_b0(input_shape: tuple, num_outputs: int, *, dropout: float = 0.
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(255.0, name="undo_builtin_rescaling")(inputs)
     backbone = keras.applications.EfficientNetB0(include_top=False, weights=None, input_tensor=x, pooling=None)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
-    x = layers.Dropout(rate, name="head_dropout")(x)
-    outputs = output_head(x, num_outputs)
-    return keras.Model(inputs, outputs, name="efficientnet_b0")
+    x = backbone.output
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dropout(rate, name="head_dropout")(x)
+    return keras.Model(inputs, x, name="efficientnet_b0")

@@ -3,7 +3,8 @@
 Both follow the thesis's Keras ResNet (seed 002, Sec 4.3; the ``resnet.py`` of its code,
 itself after raghakot/keras-resnet): a stem conv → BN → ReLU → max-pool, stages of
 *pre-activation* basic blocks (He et al. 2016b: BN → ReLU → conv 3×3, twice, plus the
-shortcut), a final BN → ReLU, global average pooling and the output head.  The first block
+shortcut), a final BN → ReLU and global average pooling (the backbone; the head, in
+:mod:`lenshpc.models.heads`, starts its Dense kernel ``he_normal`` too).  The first block
 of a stage after the first one strides by 2; a 1×1 convolution projects the shortcut
 whenever the spatial size or the channel count changes.  Convolutions use ``he_normal``
 initialisation and an L2 penalty (1e-4), with "same" padding.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from lenshpc.models._head import fraction, non_negative, output_head, positive_ints
+from lenshpc.models._params import fraction, non_negative, positive_ints
 
 
 def _conv(x: Any, filters: int, kernel: int, strides: int, l2: float, name: str) -> Any:
@@ -52,13 +53,14 @@ def _basic_block(x: Any, filters: int, strides: int, l2: float, name: str, add_n
     return layers.Add(name=add_name)([shortcut, residual])
 
 
-def build_resnet(input_shape: tuple, num_outputs: int, *, filters: Sequence[int], blocks: Sequence[int],
+def build_resnet(input_shape: tuple, pooling: str | None, *, filters: Sequence[int], blocks: Sequence[int],
                  l2: float, stem_filters: int, stem_kernel: int, stem_strides: int, stem_pool: bool,
                  name: str, bn_momentum: float = 0.99) -> Any:
-    """Generic pre-activation ResNet; :func:`resnet18` and :func:`tiny_resnet` configure it.
+    """Generic pre-activation ResNet backbone; :func:`resnet18` and :func:`tiny_resnet` configure it.
 
-    ``bn_momentum`` is the batch-norm moving-average momentum (Keras default 0.99: the
-    inference statistics average over the last ~100 steps)."""
+    ``pooling="avg"`` ends in global average pooling (the feature vector), ``None`` in the final
+    BN-ReLU feature map.  ``bn_momentum`` is the batch-norm moving-average momentum (Keras
+    default 0.99: the inference statistics average over the last ~100 steps)."""
     import keras
     from keras import layers
 
@@ -75,9 +77,11 @@ def build_resnet(input_shape: tuple, num_outputs: int, *, filters: Sequence[int]
             x = _basic_block(x, width, strides, l2, name=f"stage{stage}_block{block}", add_name=f"add_{n_add}",
                              preactivated=(stage == 1 and block == 1), bn_momentum=bn_momentum)
     x = _bn_relu(x, "final", bn_momentum)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = output_head(x, num_outputs, kernel_initializer="he_normal")
-    return keras.Model(inputs, outputs, name=name)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    model = keras.Model(inputs, x, name=name)
+    model.head_initializer = "he_normal"  # the thesis code's Dense layer (lenshpc.models.heads)
+    return model
 
 
 def check_params(model: str, input_shape: tuple | None, *, filters: Any, blocks: Any, l2: Any) -> dict[str, Any]:
@@ -97,7 +101,7 @@ def check_tiny(model: str, input_shape: tuple | None, *, filters: Any, blocks: A
             "bn_momentum": fraction("bn_momentum", model, bn_momentum)}
 
 
-def resnet18(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4,
+def resnet18(input_shape: tuple, pooling: str | None = "avg", *, l2: float = 1e-4,
              filters: Sequence[int] = (64, 128, 256, 512), blocks: Sequence[int] = (2, 2, 2, 2)) -> Any:
     """ResNet18 of the thesis (Sec 4.3): 7×7/2 stem (64), max-pool 3/2, blocks [2, 2, 2, 2].
 
@@ -109,12 +113,13 @@ def resnet18(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4,
         Width and number of basic blocks per stage (same length).
     """
     hp = check_params("resnet18", input_shape, filters=filters, blocks=blocks, l2=l2)
-    return build_resnet(input_shape, num_outputs, **hp, stem_filters=64, stem_kernel=7, stem_strides=2,
+    return build_resnet(input_shape, pooling, **hp, stem_filters=64, stem_kernel=7, stem_strides=2,
                         stem_pool=True, name="resnet18")
 
 
-def tiny_resnet(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4, filters: Sequence[int] = (8, 16, 32),
-                blocks: Sequence[int] = (1, 1, 1), bn_momentum: float = 0.99) -> Any:
+def tiny_resnet(input_shape: tuple, pooling: str | None = "avg", *, l2: float = 1e-4,
+                filters: Sequence[int] = (8, 16, 32), blocks: Sequence[int] = (1, 1, 1),
+                bn_momentum: float = 0.99) -> Any:
     """A small ResNet (3×3/2 stem, no max-pool, 3 stages of 8/16/32 filters, ``add_1`` … ``add_3``).
 
     Same block structure as :func:`resnet18` with about 30k parameters: trains in seconds
@@ -123,5 +128,5 @@ def tiny_resnet(input_shape: tuple, num_outputs: int, *, l2: float = 1e-4, filte
     statistics still describe the first steps' activations (docs/science.md).
     """
     hp = check_tiny("tiny_resnet", input_shape, filters=filters, blocks=blocks, l2=l2, bn_momentum=bn_momentum)
-    return build_resnet(input_shape, num_outputs, **hp, stem_filters=hp["filters"][0], stem_kernel=3,
+    return build_resnet(input_shape, pooling, **hp, stem_filters=hp["filters"][0], stem_kernel=3,
                         stem_strides=2, stem_pool=False, name="tiny_resnet")

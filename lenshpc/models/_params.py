@@ -1,24 +1,10 @@
-"""Pieces shared by every architecture: the output head and hyper-parameter checks."""
+"""Hyper-parameter checks shared by every architecture (no Keras: config validation stays fast)."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from lenshpc.errors import ConfigError
-
-
-def output_head(x: Any, num_outputs: int, kernel_initializer: str = "glorot_uniform") -> Any:
-    """Dense logits → sigmoid (1 output) or softmax (> 1), the activation kept in float32.
-
-    The logits layer is named ``logits`` (what Grad-CAM differentiates) and the activation
-    ``prediction``; ``dtype="float32"`` keeps probabilities and losses in float32 under a
-    ``mixed_float16`` policy, where a float16 sigmoid would round scores near 0 and 1.
-    """
-    from keras import layers
-
-    logits = layers.Dense(num_outputs, kernel_initializer=kernel_initializer, name="logits")(x)
-    activation = "sigmoid" if num_outputs == 1 else "softmax"
-    return layers.Activation(activation, dtype="float32", name="prediction")(logits)
 
 
 def positive_ints(name: str, model: str, values: Any, length: int | None = None) -> tuple[int, ...]:
