@@ -59,8 +59,8 @@ Models
 
 ``cnn21``, ``dense21``, ``autoencoder21`` (:mod:`lenshpc.models.cosmo21cm`)
     The 21-cm study (seed 003): the seed's encoder + a small CNN classifier, the dense 2500–350–K
-    baseline on crops, and the convolutional autoencoder (output ``reconstruction``, the image shape,
-    instead of a class head; the ``autoencode`` task trains it).
+    baseline on crops, and the convolutional autoencoder's encoder (backbone) — its decoder is a head
+    (:func:`lenshpc.models.cosmo21cm.decoder`; the ``autoencode`` task builds encoder + decoder).
 
 Errors
 ------

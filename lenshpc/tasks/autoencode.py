@@ -53,12 +53,13 @@ class AutoencodeTask(_SliceTask):
         return 1
 
     def build_model(self, input_shape: tuple[int, ...]):
-        model = super().build_model(input_shape)
-        if tuple(model.output_shape[1:]) != tuple(input_shape):
-            raise ConfigError(f"task 'autoencode' needs a model that maps a slice to a slice ({tuple(input_shape)}); "
-                              f"model '{self.cfg.model.name}' outputs {tuple(model.output_shape[1:])}: use "
-                              "model.name: autoencoder21")
-        return model
+        """The encoder backbone (its feature map) + the seed's mirrored decoder head."""
+        from lenshpc.models.cosmo21cm import autoencoder
+
+        if self.cfg.model.name != "autoencoder21":
+            raise ConfigError(f"task 'autoencode' trains model 'autoencoder21' (an encoder backbone with a decoder "
+                              f"head), got model.name = {self.cfg.model.name!r}")
+        return autoencoder(tuple(input_shape), **self.cfg.model.params)
 
     def loss(self):
         import keras
