@@ -88,10 +88,18 @@ class LossConfig:
 
 
 @dataclass
+class TaskConfig:
+    """The science task (``lenshpc.tasks``): a registered name or ``"package.module:Class"``, and its settings."""
+
+    name: str = "lens"
+    params: dict = field(default_factory=dict)  # validated by the task's check_params
+
+
+@dataclass
 class SelectionConfig:
     """Model selection on the fixed validation chunk (thesis Sec 3.5)."""
 
-    metric: Literal["val_loss", "val_fbeta_auc", "val_soft_fbeta", "val_accuracy", "val_auroc"] = "val_loss"
+    metric: str = "val_loss"  # one of the task's val_metrics() (checked with the task at load)
     beta: float = field(default=0.17, metadata=_range(1e-6, 100.0))
     steps: int = field(default=100, metadata=_range(2, 100000))  # S in Eq 3.21
     threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))  # for thresholded test metrics
@@ -171,6 +179,7 @@ class Config:
 
     name: str = "run"
     seed: int = field(default=0, metadata=_range(0))
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -240,6 +249,11 @@ def from_dict(data: dict, source: str = "<dict>") -> Config:
 
 #: Mapping-valued keys that are values, not sections: never deep-merged by ``extends`` nor flattened.
 FLAT_MAPPINGS = ("params", "extra", "normalisation_params", "lr_multipliers")
+
+
+#: Keys added after runs were written: an old ``config.yaml`` without them ran with these values (resume,
+#: the DONE check and the reducer's grouping read a missing key as its value here, not as a difference).
+LEGACY_DEFAULTS = {"task.name": "lens", "task.params": {}}
 
 
 #: The seed and data keys the chunk engine's fixed validation and test sets depend on (so two runs with equal
@@ -417,6 +431,24 @@ def _check_consistency(obj: Any, source: str, prefix: str) -> None:
         raise ConfigError(f"{source}: {prefix}zoom_min ({obj.zoom_min}) must not exceed {prefix}zoom_max ({obj.zoom_max})")
     if isinstance(obj, MaxTreeConfig) and obj.min_extent > obj.max_extent:
         raise ConfigError(f"{source}: {prefix}min_extent must not exceed {prefix}max_extent")
+    if isinstance(obj, Config):
+        _check_task(obj, source, prefix)
+
+
+def _check_task(cfg: "Config", source: str, prefix: str) -> None:
+    """``task.name`` resolves, ``task.params`` suit the task, ``selection.metric`` is one of its validation metrics."""
+    from lenshpc import tasks
+    from lenshpc.utils import did_you_mean
+
+    try:
+        task = tasks.get(cfg.task.name)
+        cfg.task.params = task.check_params(cfg.task.params)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {prefix}task: {exc}") from None
+    valid = task.val_metrics()
+    if cfg.selection.metric not in valid:
+        raise ConfigError(f"{source}: {prefix}selection.metric = {cfg.selection.metric!r} is not one of the validation "
+                          f"metrics of task '{task.name}': {', '.join(valid)}.{did_you_mean(cfg.selection.metric, valid)}")
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
@@ -449,6 +481,7 @@ __all__ = [
     "ModelConfig",
     "PreprocessConfig",
     "SelectionConfig",
+    "TaskConfig",
     "TrainConfig",
     "dump_config",
     "flatten",

@@ -40,7 +40,6 @@ positives, TPR10 the highest with at most ten (:func:`tpr_at_fp`).
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Callable
 
@@ -54,9 +53,6 @@ from lenshpc.errors import ConfigError, DataError
 #: 1e-7 (Keras's ``epsilon()``) is representable in float32 and float16, negligible against
 #: any non-empty soft count, and keeps every quotient and gradient finite.
 SOFT_EPS = 1e-7
-
-#: Model-selection criteria of ``selection.metric`` (thesis Sec 3.5).
-SELECTION_METRICS = ("val_loss", "val_fbeta_auc", "val_soft_fbeta", "val_accuracy", "val_auroc")
 
 
 # ====================================================================== input checks
@@ -389,38 +385,3 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
     }
 
 
-def _check_selection_name(name: str) -> None:
-    if name not in SELECTION_METRICS:
-        close = difflib.get_close_matches(str(name), SELECTION_METRICS, n=1, cutoff=0.4)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown selection metric '{name}'.{hint} Valid: {', '.join(SELECTION_METRICS)}")
-
-
-def higher_is_better(name: str) -> bool:
-    """Direction of a selection metric: ``val_loss`` is minimised, the others maximised."""
-    _check_selection_name(name)
-    return name != "val_loss"
-
-
-def selection_score(name: str, y: Any, p: Any, loss_value: float | None = None, beta: float = 0.17,
-                    steps: int = 100, threshold: float = 0.5) -> float:
-    """The model-selection score ``name`` of validation predictions (thesis Sec 3.5).
-
-    ``val_loss`` returns ``loss_value`` (the training loss on the validation chunk, which
-    the caller computes); ``val_fbeta_auc`` is :func:`i_auc`, ``val_soft_fbeta``
-    :func:`soft_fbeta`, ``val_accuracy`` :func:`accuracy` at ``threshold`` and ``val_auroc``
-    :func:`auroc` (NaN with a single class: never an improvement).  Compare scores with
-    :func:`higher_is_better`.
-    """
-    _check_selection_name(name)
-    if name == "val_loss":
-        if loss_value is None:
-            raise ValueError("selection_score('val_loss', ...) needs loss_value (the validation loss)")
-        return float(loss_value)
-    if name == "val_fbeta_auc":
-        return i_auc(y, p, beta=beta, steps=steps)
-    if name == "val_soft_fbeta":
-        return soft_fbeta(y, p, beta=beta)
-    if name == "val_accuracy":
-        return accuracy(y, p, threshold)
-    return auroc(y, p)

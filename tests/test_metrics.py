@@ -142,18 +142,23 @@ def test_summary_is_json_ready_and_consistent():
 
 
 def test_selection_scores_and_directions():
+    """The lens task's per-chunk selection values are this module's metrics (they replaced
+    ``metrics.selection_score``/``SELECTION_METRICS``: the vocabulary now lives in the task)."""
+    from lenshpc.config import load_config
+    from lenshpc.tasks.lens import LensTask
+
     y, p = _random_case(7)
-    assert metrics.selection_score("val_fbeta_auc", y, p) == pytest.approx(metrics.i_auc(y, p))
-    assert metrics.selection_score("val_soft_fbeta", y, p) == pytest.approx(metrics.soft_fbeta(y, p))
-    assert metrics.selection_score("val_accuracy", y, p) == pytest.approx(metrics.accuracy(y, p))
-    assert metrics.selection_score("val_auroc", y, p) == pytest.approx(metrics.auroc(y, p))
-    assert metrics.selection_score("val_loss", y, p, loss_value=0.25) == 0.25
-    with pytest.raises(ValueError, match="loss_value"):
-        metrics.selection_score("val_loss", y, p)
-    assert not metrics.higher_is_better("val_loss")
-    assert all(metrics.higher_is_better(m) for m in metrics.SELECTION_METRICS if m != "val_loss")
+    row = LensTask(load_config(overrides=["loss.name=fbeta_soft"])).chunk_metrics(y, p)
+    assert row["val_fbeta_auc"] == pytest.approx(metrics.i_auc(y, p))
+    assert row["val_soft_fbeta"] == pytest.approx(metrics.soft_fbeta(y, p))
+    assert row["val_accuracy"] == pytest.approx(metrics.accuracy(y, p))
+    assert row["val_auroc"] == pytest.approx(metrics.auroc(y, p))
+    assert row["val_loss"] == pytest.approx(1 - metrics.soft_fbeta(y, p), abs=1e-5)  # the fbeta_soft loss
+    assert list(row) == list(LensTask.val_metrics())
+    assert not LensTask.higher_is_better("val_loss")
+    assert all(LensTask.higher_is_better(m) for m in LensTask.val_metrics() if m != "val_loss")
     with pytest.raises(ConfigError, match="Did you mean 'val_auroc'"):
-        metrics.higher_is_better("val_auc")
+        load_config(overrides=["selection.metric=val_auc"])
 
 
 def test_bad_inputs_are_clear_errors():

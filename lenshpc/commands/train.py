@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lenshpc import tasks
     from lenshpc.commands import thresholds_text
     from lenshpc.config import load_config
     from lenshpc.errors import UserError
@@ -69,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and ckpt.find(RunDir(run_dir).checkpoint) is None and not RunDir(run_dir).is_done():
         raise UserError(f"--resume: {run_dir} holds no checkpoint; drop --resume to start the run")
     metrics = run_training(cfg, run_dir, resume=not args.force, force=args.force)
-    auroc = metrics.get("auroc")
-    print(f"{run_dir}: test auroc {auroc if auroc is None else round(auroc, 4)}, "
-          f"accuracy {round(metrics.get('accuracy', float('nan')), 4)}, "
-          f"chunks {metrics.get('chunks_trained')}, best chunk {metrics.get('selection', {}).get('best_chunk')}; "
-          f"{thresholds_text(metrics)}")
+    vocab = tasks.recorded_vocabulary(metrics)
+    shown = ", ".join(f"{m} {'–' if metrics.get(m) is None else round(metrics[m], 4)}" for m in vocab["table"])
+    print(f"{run_dir}: test {shown}; chunks {metrics.get('chunks_trained')}, best chunk "
+          f"{metrics.get('selection', {}).get('best_chunk')}" + (f"; {thresholds_text(metrics)}"
+                                                               if "threshold" in metrics else ""))
     return 0

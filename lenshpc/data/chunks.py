@@ -723,6 +723,10 @@ class ChunkEngine:
         signature = (tf.TensorSpec((None, h, w, c), tf.float32), tf.TensorSpec((None,), tf.float32))
         return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
 
+    def describe(self) -> dict:
+        """``metrics.json`` facts of this source (the chunk-source protocol of :mod:`lenshpc.tasks.base`)."""
+        return {"normalisation": self.normaliser.describe()}
+
     def close(self) -> None:
         """Stop the synthesis threads and drop recycled buffers (the engine stays usable)."""
         with self._lock:

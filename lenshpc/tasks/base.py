@@ -40,6 +40,10 @@ class Metric:
         Computed on the validation set after every chunk (a selection candidate ``val_<name>``).
     required : bool
         A finished run whose ``metrics.json`` lacks it is reported as corrupt by the reducer.
+    table : bool
+        A column of the reducer's tables (false: a per-chunk selection criterion only).
+    tex : str
+        Column title in ``report.tex`` (default: ``title``, LaTeX-escaped).
     """
 
     name: str
@@ -47,6 +51,8 @@ class Metric:
     title: str = ""
     per_chunk: bool = False
     required: bool = False
+    table: bool = True
+    tex: str = ""
 
 
 class ChunkSource(Protocol):
@@ -135,6 +141,8 @@ class Task(ABC):
                 "metrics": [m.name for m in cls.metrics],
                 "higher_is_better": {m.name: m.higher_is_better for m in cls.metrics},
                 "titles": {m.name: m.title or m.name for m in cls.metrics},
+                "titles_tex": {m.name: m.tex for m in cls.metrics if m.tex},
+                "table": [m.name for m in cls.metrics if m.table],
                 "required": [m.name for m in cls.metrics if m.required],
                 "val_metrics": list(cls.val_metrics())}
 

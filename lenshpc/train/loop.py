@@ -9,8 +9,8 @@ One call of :func:`run_training` turns a config and a seed into a complete run d
    go through a custom ``tf.function`` step (``GradientTape``; XLA per ``train.jit_compile``;
    ``mixed_float16`` + loss scaling per ``train.mixed_precision``; gradients averaged over
    Horovod ranks);
-3. the model is scored on the **fixed** validation data: loss, accuracy, Fβ-curve indicator
-   I_AUC, soft Fβ, AUROC;
+3. the model is scored on the **fixed** validation data: the task's per-chunk metrics
+   (:meth:`lenshpc.tasks.base.Task.chunk_metrics`; lens: loss, accuracy, I_AUC, soft Fβ, AUROC);
 4. :class:`~lenshpc.train.selection.Selector` keeps the best weights by
    ``selection.metric`` and counts the early-stopping patience;
 5. every ``train.checkpoint_every`` chunks (and on SIGTERM/SIGUSR1, early stop, the last
@@ -25,6 +25,10 @@ Validation and test: the chunk engine gives every rank the same full validation 
 set, so every rank scores them itself and reaches the same selection and early-stopping
 decisions without communication (validation is small next to a training chunk); only rank 0
 writes files.
+
+Everything science-specific — data source, model head, loss, targets, metrics, what
+``predictions.h5`` holds — comes from the run's task (``cfg.task.name``, :mod:`lenshpc.tasks`);
+this module never looks at labels or scores itself.
 """
 
 from __future__ import annotations
@@ -46,9 +50,9 @@ from lenshpc.errors import Preempted, UserError
 from lenshpc.locking import DirLock
 from lenshpc.train import checkpoint as ckpt
 from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHANGES, RunDir, append_history,
-                                  config_differences, default_run_dir, file_logging, save_model, run_metrics, versions,
-                                  write_history, write_predictions)
-from lenshpc.train.selection import VAL_METRICS, Selector
+                                  config_differences, default_run_dir, file_logging, history_columns, save_model,
+                                  versions, write_history, write_predictions)
+from lenshpc.train.selection import Selector
 from lenshpc.utils import atomic_write_json, progress, rng_for
 
 log = logging.getLogger("lenshpc.train")
@@ -62,7 +66,7 @@ ChunkCallback = Callable[[int, dict], None]
 # ======================================================================= public entry points
 def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True, distributed: str = "auto",
                  force: bool = False, on_chunk_end: Optional[ChunkCallback] = None,
-                 show_progress: bool = True, trainer_cls: Optional[Callable[..., "Trainer"]] = None) -> dict:
+                 show_progress: bool = True) -> dict:
     """Train one model as configured and write its run directory; return the metrics.
 
     Parameters
@@ -85,11 +89,6 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         checkpoint (progress reporting; tests send themselves SIGUSR1 from here).
     show_progress : bool
         Progress bar over chunks on stderr (root rank only).
-    trainer_cls : callable, optional
-        A :class:`Trainer` subclass (or a ``functools.partial`` of one) to run instead of
-        :class:`Trainer`, called like it (e.g. the dynamic
-        ensembler of :mod:`lenshpc.analysis.ide`); it gets the same run dir, checkpoints,
-        resume, preemption and model selection.
 
     Returns
     -------
@@ -111,17 +110,25 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         _check_same_config(rd, cfg, finished=True)
         log.info("%s is complete (DONE); skipping (use --force to re-run)", rd.path)
         return _read_metrics(rd)
-    _check_data(cfg)
-    _check_names(cfg)
+    task = _task(cfg)
+    task.check_data()
+    _check_names(cfg, task)
     ctx = dist.init(backend)
     # One writer per run dir (the root rank; held until it ends, however it ends): docs/reliability.md.
     with DirLock(rd.path) if ctx.is_root else contextlib.nullcontext():
-        return _run_locked(cfg, rd, ctx, resume=resume, force=force, on_chunk_end=on_chunk_end,
-                           show_progress=show_progress, trainer_cls=trainer_cls)
+        return _run_locked(cfg, rd, ctx, task, resume=resume, force=force, on_chunk_end=on_chunk_end,
+                           show_progress=show_progress)
 
 
-def _run_locked(cfg, rd: RunDir, ctx, *, resume: bool, force: bool, on_chunk_end: Optional[ChunkCallback],
-                show_progress: bool, trainer_cls) -> dict:
+def _task(cfg):
+    """The run's task instance (``cfg.task``; :mod:`lenshpc.tasks`)."""
+    from lenshpc import tasks
+
+    return tasks.get(cfg.task.name)(cfg)
+
+
+def _run_locked(cfg, rd: RunDir, ctx, task, *, resume: bool, force: bool, on_chunk_end: Optional[ChunkCallback],
+                show_progress: bool) -> dict:
     """The body of :func:`run_training` once the run dir is locked."""
     if ctx.is_root:
         rd.path.mkdir(parents=True, exist_ok=True)
@@ -138,7 +145,7 @@ def _run_locked(cfg, rd: RunDir, ctx, *, resume: bool, force: bool, on_chunk_end
         dump_config(cfg, rd.config)
     ctx.barrier()  # other ranks read the checkpoint only after the root has vetted (or removed) it
 
-    trainer = (trainer_cls or Trainer)(cfg, rd, ctx, on_chunk_end=on_chunk_end, show_progress=show_progress)
+    trainer = Trainer(cfg, rd, ctx, task=task, on_chunk_end=on_chunk_end, show_progress=show_progress)
     with file_logging(rd.log if ctx.is_root else None):
         try:
             return trainer.run()
@@ -163,30 +170,16 @@ def _read_metrics(rd: RunDir) -> dict:
                         "re-run with --force") from None
 
 
-def _check_data(cfg) -> None:
-    path = cfg.data.path
-    if not path:
-        raise UserError("data.path is empty: set it in the config or with --set data.path=DATA.h5 (make one with "
-                        "`lenshpc simulate --out DATA.h5 --lenses N --sources N --negatives N`)")
-    if not Path(path).is_file():
-        raise UserError(f"data file not found: {path} (data.path); create it with `lenshpc simulate --out {path} "
-                        "--lenses N --sources N --negatives N` (or `lenshpc stack` for survey/challenge data), "
-                        "or point --set data.path=… at an existing dataset")
-    if cfg.data.preprocess == "maxtree" and not Path(cfg.data.segmented_path).is_file():
-        raise UserError(f"segmented data not found: {cfg.data.segmented_path} (data.segmented_path); "
-                        f"create it with `lenshpc maxtree {path} --out {cfg.data.segmented_path}`")
-
-
-def _check_names(cfg) -> None:
+def _check_names(cfg, task) -> None:
     """Unknown model, hyper-parameter or loss names fail before any data is synthesised (ConfigError with hints)."""
-    from lenshpc import losses, models
+    from lenshpc import models
 
     accepted = models.default_hparams(cfg.model.name)
     unknown = sorted(set(cfg.model.params) - set(accepted))
     if unknown:
         raise UserError(f"model.params: '{cfg.model.name}' has no hyper-parameter {unknown[0]!r} "
                         f"(valid, with defaults: {accepted})")
-    losses.get(cfg.loss.name, beta=cfg.loss.beta)
+    task.loss()
 
 
 def _check_same_config(rd: RunDir, cfg, finished: bool = False) -> None:
@@ -243,19 +236,15 @@ class Trainer:
     """State of one training run; :meth:`run` is the whole loop.
 
     Use :func:`run_training`; the class is public for ``benchmarks/train_step.py``, which calls
-    :meth:`build` and :meth:`fit_chunk` to time the training step alone.
-
-    Subclasses (``run_training(..., trainer_cls=...)``) may override :attr:`num_outputs`,
-    :meth:`chunk_targets`, :meth:`predict`, :meth:`val_metrics`, :meth:`extra_metrics` and
-    :meth:`write_extra_files`; the loop, checkpoints and selection stay the same.
+    :meth:`build` and :meth:`fit_chunk` to time the training step alone.  What differs between
+    science tasks is ``task`` (:class:`lenshpc.tasks.base.Task`, default: the config's).
     """
 
-    #: Width of the model's head (``models.build(..., num_outputs=...)``): 1 = a sigmoid lens score.
-    num_outputs: int = 1
-
-    def __init__(self, cfg, rd: RunDir, ctx, *, on_chunk_end: Optional[ChunkCallback] = None,
+    def __init__(self, cfg, rd: RunDir, ctx, *, task=None, on_chunk_end: Optional[ChunkCallback] = None,
                  show_progress: bool = False):
         self.cfg = cfg
+        self.task = task if task is not None else _task(cfg)
+        self.columns = history_columns(self.task)
         self.rd = rd
         self.ctx = ctx
         self.on_chunk_end = on_chunk_end
@@ -264,30 +253,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def build(self) -> None:
-        """Seed, then create chunk engine, model, loss, optimizer and the compiled steps."""
+        """Seed, then create the task's data source, model and loss, the optimizer and the compiled steps."""
         import keras
         import tensorflow as tf
-
-        from lenshpc import losses, models
-        from lenshpc.data.chunks import ChunkEngine
 
         cfg = self.cfg
         keras.utils.set_random_seed(int(cfg.seed))
         tf.config.experimental.enable_op_determinism()
 
-        from lenshpc.data import normalise
-
-        # The run's own normalisation (a histogram template is stored in the run dir, for its scorers).
-        normaliser = normalise.for_config(cfg, run_dir=self.rd.path, write=self.root)
-        self.engine = ChunkEngine(cfg, rank=self.ctx.rank, size=self.ctx.size, normaliser=normaliser)
-        self.model = models.build(cfg.model.name, tuple(self.engine.image_shape), num_outputs=self.num_outputs,
-                                   **cfg.model.params)
+        self.engine = self.task.data_source(rank=self.ctx.rank, size=self.ctx.size, run_dir=self.rd.path,
+                                            write=self.root)
+        self.model = self.task.build_model(tuple(self.engine.image_shape))
         from lenshpc.train import transfer
 
         # Before the optimizer is built: freezing changes the trainable variables.
         self.transfer = transfer.apply(self.model, cfg, tuple(self.engine.image_shape), self.rd.path,
                                        write_record=self.root)
-        self.loss_fn = losses.get(cfg.loss.name, beta=cfg.loss.beta)
+        self.loss_fn = self.task.loss()
 
         lr = float(cfg.train.learning_rate)
         if cfg.train.optimizer == "adam":
@@ -316,8 +298,7 @@ class Trainer:
 
         def step(x, y):
             with tf.GradientTape() as tape:
-                p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
-                loss = loss_fn(y, p)
+                loss = loss_fn(y, tf.cast(model(x, training=True), tf.float32))  # raw output: the task reshapes
                 total = loss + tf.add_n(model.losses) if model.losses else loss
                 scaled = optimizer.scale_loss(total)  # identity unless LossScaleOptimizer
             grads = tape.gradient(scaled, [v.value for v in variables])
@@ -329,7 +310,8 @@ class Trainer:
             return loss
 
         return tf.function(step, jit_compile=bool(self.cfg.train.jit_compile),
-                           input_signature=[self.image_spec, tf.TensorSpec([None], tf.float32)])
+                           input_signature=[self.image_spec, tf.TensorSpec(
+                               [None, *self.task.target_shape(tuple(self.engine.image_shape))], tf.float32)])
 
     def _reseed_dropout(self, chunk: int) -> None:
         """Dropout seeds of chunk ``chunk`` depend only on (seed, chunk, rank): resumed == uninterrupted."""
@@ -341,24 +323,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Scores ``(N,)`` float32 in fixed-size batches (inference mode)."""
+        """The task's outputs on ``x`` (:meth:`~lenshpc.tasks.base.Task.outputs` of the batched inference step)."""
+        return self.task.outputs(self._predict_batches, x)
+
+    def _predict_batches(self, x: np.ndarray) -> np.ndarray:
+        """Raw model output ``(N, num_outputs)`` float32 in fixed-size batches (inference mode)."""
         import tensorflow as tf
 
         batch = PREDICT_BATCH
-        out = [np.asarray(tf.cast(self.predict_step(tf.constant(x[i:i + batch], tf.float32)), tf.float32)).reshape(-1)
+        out = [np.asarray(tf.cast(self.predict_step(tf.constant(x[i:i + batch], tf.float32)), tf.float32))
                for i in range(0, len(x), batch)]
-        return np.concatenate(out) if out else np.empty(0, np.float32)
-
-    def val_metrics(self, y: np.ndarray, p: np.ndarray) -> dict:
-        """All history metrics of validation labels ``y`` and scores ``p``."""
-        from lenshpc import metrics
-
-        sel = self.cfg.selection
-        loss = float(np.asarray(self.loss_fn(y.astype(np.float32), p.astype(np.float32))))
-        out = {"val_loss": loss}
-        for name in VAL_METRICS[1:]:
-            out[name] = float(metrics.selection_score(name, y, p, loss_value=loss, beta=sel.beta, steps=sel.steps))
-        return out
+        return np.concatenate(out) if out else np.empty((0, self.task.num_outputs()), np.float32)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -372,7 +347,7 @@ class Trainer:
             self.build()
         finally:
             _restore_precision(policy)
-        selector = Selector.for_config(cfg)
+        selector = Selector.for_config(cfg, self.task)
         history: list[dict] = []
         best_weights = None
         start, stopped_early, elapsed_before = 0, False, 0.0
@@ -413,12 +388,12 @@ class Trainer:
                          "history": history, "world_size": ctx.size, "seed": cfg.seed,
                          "elapsed_s": elapsed_before + time.perf_counter() - t_start}
                 ckpt.save(rd.checkpoint, self.model, self.optimizer, best_weights, state)
-                write_history(rd.history, history)
+                write_history(rd.history, history, self.columns)
             ctx.barrier()
             timings["checkpoint_s"] += time.perf_counter() - t0
 
         if self.root:  # drop rows a crashed predecessor appended after its last checkpoint
-            write_history(rd.history, history)
+            write_history(rd.history, history, self.columns)
         run_loop = start < stop_at and not stopped_early
         with _StopRequest() as stop, progress(total=stop_at, desc="chunks", unit="chunk",
                                               disable=not self.show_progress or not run_loop) as bar:
@@ -437,10 +412,10 @@ class Trainer:
                         best_weights = self.model.get_weights()
                     history.append(row)
                     if self.root:
-                        append_history(rd.history, row)
+                        append_history(rd.history, row, self.columns)
                         self._log_chunk(row, stop_at, len(x) * ctx.size)
                         if writer is not None:
-                            _tensorboard(writer, row)
+                            _tensorboard(writer, row, self.task)
                     bar.update(1)
                     if self.on_chunk_end is not None:
                         self.on_chunk_end(chunk, dict(row))
@@ -480,7 +455,7 @@ class Trainer:
         order = rng_for(cfg.seed, "shuffle", chunk, self.ctx.rank).permutation(len(x))
         bs = int(cfg.train.batch_size)
         t0 = time.perf_counter()
-        y = self.chunk_targets(x, y)
+        y = self.task.targets(x, y)
         total, count = 0.0, 0
         # The last partial batch is kept (a chunk is never silently shortened).
         for i in range(0, len(order), bs):
@@ -490,27 +465,14 @@ class Trainer:
             count += len(idx)
         return total / max(count, 1), time.perf_counter() - t0, lr
 
-    def chunk_targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Training targets of a chunk's images ``x`` with labels ``y``: here the labels as ``(N,)`` float32."""
-        return np.asarray(y, dtype=np.float32).reshape(-1)
-
-    def extra_metrics(self) -> dict:
-        """Keys added to ``metrics.json`` at the end (none here)."""
-        return {}
-
-    def write_extra_files(self, result: dict) -> None:
-        """Write additional run-dir files at the end, after ``metrics.json`` and before ``DONE`` (root only)."""
-
     def _train_chunk(self, chunk: int, x: np.ndarray, y: np.ndarray, x_val, y_val, timings: dict) -> dict:
         local_loss, train_s, lr = self.fit_chunk(chunk, x, y)
         timings["train_s"] += train_s
         train_loss = float(self.ctx.allreduce_mean(local_loss))
 
         t0 = time.perf_counter()
-        p_val = self.predict(x_val)
-        y_val = np.asarray(y_val).reshape(-1)
-        row = {"chunk": int(chunk), "train_loss": train_loss, **self.val_metrics(y_val, p_val), "lr": float(lr),
-               "seconds": round(train_s, 4)}
+        row = {"chunk": int(chunk), "train_loss": train_loss, **self.task.chunk_metrics(y_val, self.predict(x_val)),
+               "lr": float(lr), "seconds": round(train_s, 4)}
         timings["eval_s"] += time.perf_counter() - t0
         return row
 
@@ -523,9 +485,9 @@ class Trainer:
         chunk = row["chunk"]
         if not (row["selected"] or (chunk + 1) % self.cfg.train.log_every == 0 or chunk + 1 == total):
             return
-        log.info("chunk %d/%d train_loss %.5f val_loss %.5f val_acc %.4f val_fbeta_auc %.4f val_soft_fbeta %.4f "
-                 "val_auroc %.4f%s | %.0f img/s", chunk + 1, total, row["train_loss"], row["val_loss"],
-                 row["val_accuracy"], row["val_fbeta_auc"], row["val_soft_fbeta"], row["val_auroc"],
+        values = " ".join(f"{k} {row[k]:.5f}" if k == "val_loss" else f"{k} {row[k]:.4f}"
+                          for k in self.task.val_metrics())
+        log.info("chunk %d/%d train_loss %.5f %s%s | %.0f img/s", chunk + 1, total, row["train_loss"], values,
                  " *selected*" if row["selected"] else "", images / max(row["seconds"], 1e-9))
 
     # ------------------------------------------------------------------ the end
@@ -536,20 +498,19 @@ class Trainer:
         cfg, ctx, rd = self.cfg, self.ctx, self.rd
         if best_weights is not None:
             self.model.set_weights(best_weights)
+        task = self.task
         x_test, y_test, meta_test = self.engine.test()
         p_test = self.predict(x_test)
-        y_test = np.asarray(y_test).reshape(-1)
         p_val = self.predict(x_val)
-        y_val = np.asarray(y_val).reshape(-1)
 
-        result = run_metrics(cfg, y_test, p_test, val=(y_val, p_val))
+        result = task.summary(y_test, p_test, val=(y_val, p_val))
         chunks_trained = len(history)
         best_row = next((r for r in history if r["chunk"] == selector.best_chunk), {})
         result.update({
             "n_val": int(len(y_val)),
             "selection": {"metric": selector.metric, "best_chunk": int(selector.best_chunk),
                           "best_score": selector.best_score,
-                          "val": {k: best_row.get(k) for k in VAL_METRICS}},
+                          "val": {k: best_row.get(k) for k in task.val_metrics()}},
             "chunks_trained": chunks_trained, "stopped_early": bool(stopped_early),
             "timings": {"total_s": round(total_s, 3),
                         "per_chunk_s": round(timings["train_s"] / chunks_here, 4) if chunks_here else None,
@@ -558,24 +519,25 @@ class Trainer:
             "versions": versions(), "runtime": runtime.describe(), "world_size": int(ctx.size), "config": flatten(cfg.to_dict()),
             "provenance": provenance.collect(cfg, started=getattr(self, "started", None), world_size=ctx.size),
         })
-        result["normalisation"] = self.engine.normaliser.describe()
+        result.update(self.engine.describe())
         if getattr(self, "transfer", None) is not None:
             result["start_from"] = self.transfer.record()
-        result.update(self.extra_metrics())
+        result.update(task.extra_metrics())
+        result["task"] = task.vocabulary()
         if self.root:
             write_predictions(rd.predictions, {
-                "test": {"scores": p_test, "labels": y_test, "meta": meta_test},
-                "val": {"scores": p_val, "labels": y_val, "meta": {}},
+                "test": {**task.predictions(p_test, y_test), "meta": meta_test},
+                "val": {**task.predictions(p_val, y_val), "meta": {}},
             })
             atomic_write_json(rd.metrics, _json_safe(result))
             save_model(self.model, rd.model)
-            write_history(rd.history, history)
-            self.write_extra_files(_json_safe(result))
+            write_history(rd.history, history, self.columns)
+            task.write_extra_files(rd.path, _json_safe(result))
             rd.mark_done()
-            log.info("done: %s chunks, best chunk %d (%s %.6g); test auroc %.4f, accuracy %.4f, fbeta %.4f → %s",
-                     chunks_trained, selector.best_chunk, selector.metric, selector.best_score or float("nan"),
-                     result.get("auroc", float("nan")), result.get("accuracy", float("nan")),
-                     result.get("fbeta", float("nan")), rd.path)
+            shown = ", ".join(f"{m.name} {result[m.name]:.4f}" for m in task.metrics
+                              if m.table and isinstance(result.get(m.name), (int, float)))
+            log.info("done: %s chunks, best chunk %d (%s %.6g); test %s → %s", chunks_trained, selector.best_chunk,
+                     selector.metric, selector.best_score or float("nan"), shown, rd.path)
         ctx.barrier()
         return _json_safe(result)
 
@@ -597,11 +559,11 @@ def _restore_precision(previous: str) -> None:
     keras.mixed_precision.set_global_policy(previous)
 
 
-def _tensorboard(writer, row: dict) -> None:
+def _tensorboard(writer, row: dict, task) -> None:
     import tensorflow as tf
 
     with writer.as_default():
-        for key in ("train_loss", *VAL_METRICS, "lr"):
+        for key in ("train_loss", *task.val_metrics(), "lr"):
             tf.summary.scalar(key, row[key], step=row["chunk"])
         writer.flush()
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from lenshpc.utils import atomic_path, atomic_write_text, pid_alive
 
-#: Columns of ``history.csv`` in order (one row per trained chunk).
-HISTORY_COLUMNS = ("chunk", "train_loss", "val_loss", "val_accuracy", "val_fbeta_auc", "val_soft_fbeta", "val_auroc",
-                   "selected", "lr", "seconds")
+def history_columns(task) -> tuple[str, ...]:
+    """Columns of ``history.csv`` in order (one row per trained chunk): the task's validation metrics
+    (:meth:`lenshpc.tasks.base.Task.val_metrics`) between the loop's own columns."""
+    return ("chunk", "train_loss", *task.val_metrics(), "selected", "lr", "seconds")
 
 #: Config keys that may differ between the run that wrote a checkpoint and the one resuming it: they change how
 #: long or where a run goes, not what it computes per chunk.
@@ -97,9 +98,9 @@ class RunDir:
 def config_differences(old: Mapping, new: Mapping, allowed: Iterable[str] = RESUMABLE_CHANGES) -> list[str]:
     """Flattened keys whose values differ between two config dicts, ignoring ``allowed`` (default
     :data:`RESUMABLE_CHANGES`; :data:`FINISHED_CHANGES` for a finished run) and :data:`RESUMABLE_PREFIXES`."""
-    from lenshpc.config import flatten
+    from lenshpc.config import LEGACY_DEFAULTS, flatten
 
-    a, b = flatten(dict(old)), flatten(dict(new))
+    a, b = {**LEGACY_DEFAULTS, **flatten(dict(old))}, {**LEGACY_DEFAULTS, **flatten(dict(new))}
     allowed = set(allowed)
     out = []
     for key in sorted(set(a) | set(b)):
@@ -111,24 +112,25 @@ def config_differences(old: Mapping, new: Mapping, allowed: Iterable[str] = RESU
 
 
 # ----------------------------------------------------------------------- history.csv
-def write_history(path: Path, rows: Iterable[Mapping]) -> None:
-    """Rewrite ``history.csv`` atomically from the in-memory rows (floats with full precision)."""
+def write_history(path: Path, rows: Iterable[Mapping], columns: tuple[str, ...]) -> None:
+    """Rewrite ``history.csv`` atomically from the in-memory rows (floats with full precision);
+    ``columns``: :func:`history_columns` of the run's task."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in HISTORY_COLUMNS})
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
     atomic_write_text(path, buf.getvalue())
 
 
-def append_history(path: Path, row: Mapping) -> None:
+def append_history(path: Path, row: Mapping, columns: tuple[str, ...]) -> None:
     """Append one row to ``history.csv`` (cheap per chunk; :func:`write_history` rewrites it at checkpoints)."""
     if not path.is_file():
-        write_history(path, [row])
+        write_history(path, [row], columns)
         return
     buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n").writerow(
-        {k: _csv_value(row.get(k)) for k in HISTORY_COLUMNS})
+    csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n").writerow(
+        {k: _csv_value(row.get(k)) for k in columns})
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(buf.getvalue())
 
@@ -165,7 +167,9 @@ def write_predictions(path: Path, groups: Mapping[str, Mapping]) -> None:
     Parameters
     ----------
     groups : dict
-        ``{"test": {"scores": (N,), "labels": (N,), "meta": {column: (N,)}}, "val": {...}}``.
+        ``{"test": {"scores": (N, ...), "labels": (N,), "meta": {column: (N,)}}, "val": {...}}``: the arrays
+        of :meth:`lenshpc.tasks.base.Task.predictions` (``scores`` stored as float32, 1-D ``labels`` as
+        uint8, any further array as given) beside ``meta``.
     """
     import h5py
 
@@ -175,10 +179,14 @@ def write_predictions(path: Path, groups: Mapping[str, Mapping]) -> None:
         with create_h5(tmp) as fh:
             for name, data in groups.items():
                 g = fh.create_group(name)
-                scores = np.asarray(data["scores"], dtype=np.float32).reshape(-1)
-                labels = np.asarray(data["labels"]).reshape(-1).astype(np.uint8)
-                g.create_dataset("scores", data=scores)
-                g.create_dataset("labels", data=labels)
+                scores = np.asarray(data["scores"], dtype=np.float32)
+                for key, values in data.items():
+                    if key == "meta":
+                        continue
+                    values = scores if key == "scores" else np.asarray(values)
+                    if key == "labels" and values.ndim == 1:
+                        values = values.astype(np.uint8)
+                    g.create_dataset(key, data=values)
                 m = g.create_group("meta")
                 for col, values in (data.get("meta") or {}).items():
                     values = np.asarray(values)
@@ -276,6 +284,6 @@ def versions() -> dict:
     return package_versions()
 
 
-__all__ = ["FINISHED_CHANGES", "HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
-           "read_history", "read_predictions", "save_model", "run_metrics", "versions", "write_history",
+__all__ = ["FINISHED_CHANGES", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
+           "history_columns", "read_history", "read_predictions", "save_model", "run_metrics", "versions", "write_history",
            "write_predictions"]

@@ -15,21 +15,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-#: Columns of ``history.csv`` that hold validation metrics, in the order written.
-VAL_METRICS = ("val_loss", "val_accuracy", "val_fbeta_auc", "val_soft_fbeta", "val_auroc")
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a selection metric (``val_loss`` is minimised, every other one maximised).
-
-    Delegates to :func:`lenshpc.metrics.higher_is_better` so the direction of each metric is
-    defined in one place.
-    """
-    from lenshpc import metrics
-
-    return bool(metrics.higher_is_better(metric))
-
-
 @dataclass
 class Selector:
     """Keeps the best validation score, its chunk and the early-stopping counter.
@@ -37,12 +22,12 @@ class Selector:
     Parameters
     ----------
     metric : str
-        One of :data:`VAL_METRICS` (``cfg.selection.metric``).
+        One of the task's :meth:`~lenshpc.tasks.base.Task.val_metrics` (``cfg.selection.metric``).
     patience : int
         Chunks without a strict improvement before :attr:`should_stop` turns true;
         0 disables early stopping (``cfg.train.patience``).
     maximise : bool
-        Direction; taken from :func:`higher_is_better` by :meth:`for_config`.
+        Direction; taken from the task's :meth:`~lenshpc.tasks.base.Task.higher_is_better` by :meth:`for_config`.
     """
 
     metric: str
@@ -53,10 +38,10 @@ class Selector:
     since_best: int = 0  # chunks trained since the best one (the patience counter)
 
     @classmethod
-    def for_config(cls, cfg) -> "Selector":
-        """A fresh selector for a :class:`lenshpc.config.Config`."""
+    def for_config(cls, cfg, task) -> "Selector":
+        """A fresh selector for a :class:`lenshpc.config.Config` and its task (the metric's direction)."""
         metric = cfg.selection.metric
-        return cls(metric=metric, patience=int(cfg.train.patience), maximise=higher_is_better(metric))
+        return cls(metric=metric, patience=int(cfg.train.patience), maximise=bool(task.higher_is_better(metric)))
 
     def is_improvement(self, score: float) -> bool:
         """True when ``score`` is strictly better than the best so far (NaN never is)."""
@@ -90,4 +75,4 @@ class Selector:
         return cls(**state)
 
 
-__all__ = ["Selector", "VAL_METRICS", "higher_is_better"]
+__all__ = ["Selector"]
