@@ -71,6 +71,11 @@ class _SliceTask(Task):
     #: ``y`` of the source: class indices or the images.
     labels_kind = "class"
 
+    def _check_loss(self) -> None:
+        if self.cfg.loss.name not in self.losses:
+            raise ConfigError(f"loss.name = {self.cfg.loss.name!r} is not a loss of task '{self.name}'; set "
+                              f"loss.name: {self.losses[0]} (its losses: {', '.join(self.losses)})")
+
     def data_source(self, *, rank: int, size: int, run_dir=None, write: bool = False):
         from lenshpc.data.slice_source import SliceSource
 
@@ -119,6 +124,8 @@ class Cosmo21cmTask(_SliceTask):
 
     def loss(self):
         import keras
+
+        self._check_loss()
 
         def cce(targets, outputs):
             return keras.ops.mean(keras.losses.categorical_crossentropy(targets, outputs))
