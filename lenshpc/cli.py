@@ -29,8 +29,10 @@ from lenshpc.utils import os_error_code, storage_error
 COMMANDS = (
     "quickstart",
     "simulate",
+    "simulate21cm",
     "survey",
     "stack",
+    "stack21cm",
     "info",
     "train",
     "evaluate",

@@ -4,7 +4,8 @@
 #      (to build Horovod) — via tests/cluster/slurm-local.sh install, which also restarts slurmd when PMIx arrives
 #      after it started; chromium + chromium-driver (the inspection page's browser test, tests/test_inspect.py);
 #   2. mpi4py (built against that OpenMPI);
-#   3. Horovod with TensorFlow + MPI + Gloo, built by containers/install-horovod.sh (cached wheel).
+#   3. Horovod with TensorFlow + MPI + Gloo, built by containers/install-horovod.sh (cached wheel);
+#   4. 21cmFAST (the extra .[cosmo21cm], with Debian libfftw3-dev libgsl-dev), by containers/install-21cmfast.sh.
 # Idempotent: a second run checks and returns in about a second.  Works as root on a fresh Debian 12 machine; as a
 # normal user it says what it cannot do and goes on (the tests that need those parts then skip, outside CI).
 # The Apptainer images run the same pieces (containers/*.def).
@@ -44,3 +45,6 @@ if command -v cmake >/dev/null && command -v mpicxx >/dev/null; then
 else
     say "cmake or mpicxx missing: cannot build Horovod (install cmake g++ libopenmpi-dev as root, then re-run)"
 fi
+
+# --- 4. 21cmFAST (the 21-cm tests; they fail in CI without it) --------------------------------------------------
+bash containers/install-21cmfast.sh || say "21cmFAST install failed (see above); the 21-cm tests will skip outside CI"

@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
 SCRIPTS = [JOBS / "train_array.sh", JOBS / "reduce.sh", JOBS / "submit_study.sh", JOBS / "_lib.sh",
+           JOBS / "simulate21cm_array.sh", REPO / "containers" / "install-21cmfast.sh",
            REPO / "containers" / "install-horovod.sh", REPO / "containers" / "build.sh", REPO / "tests" / "setup.sh",
            REPO / "tests" / "cluster" / "slurm-local.sh"]
 
@@ -144,6 +145,7 @@ def test_apptainer_recipe_structure(name, base):
     header, sec = _parse_def(REPO / "containers" / name)
     assert header["bootstrap"] == "docker" and header["from"].startswith(base)
     assert "bash containers/install-horovod.sh" in sec["post"]
+    assert "bash containers/install-21cmfast.sh" in sec["post"] and "import py21cmfast" in sec["post"]  # .[cosmo21cm]
     assert "lenshpc" in sec["runscript"] and "exec lenshpc" in sec["runscript"]
     for line in sec["files"].splitlines():
         if line.strip() and not line.strip().startswith("#"):

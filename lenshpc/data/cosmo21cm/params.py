@@ -77,6 +77,23 @@ def _distinct(values: list[float], flag: str) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
+def check_slicing(n: int, slices_per_axis: int | None, stride: int | None, what: str = "--hii-dim") -> None:
+    """:class:`UserError` for a slice selection that a cube of side ``n`` cannot give."""
+    if slices_per_axis is not None and stride is not None:
+        raise UserError("give --slices-per-axis or --stride, not both")
+    if slices_per_axis is not None and not 1 <= slices_per_axis <= n:
+        raise UserError(f"--slices-per-axis must be in 1..{n} ({what}), got {slices_per_axis}")
+    if stride is not None and not 1 <= stride <= n:
+        raise UserError(f"--stride must be in 1..{n} ({what}), got {stride}")
+
+
+def slice_positions(n: int, slices_per_axis: int | None = None, stride: int | None = None) -> np.ndarray:
+    """Slice indices along an axis of ``n`` cells: all; or ``slices_per_axis`` evenly spaced; or every ``stride``."""
+    if slices_per_axis is not None:
+        return np.unique(np.linspace(0, n, slices_per_axis, endpoint=False).astype(np.int64))
+    return np.arange(0, n, stride or 1, dtype=np.int64)
+
+
 @dataclasses.dataclass(frozen=True)
 class Grid:
     """What ``lenshpc simulate21cm`` makes: boxes for every (realisation, redshift, F_ESC10), sliced.
@@ -111,12 +128,7 @@ class Grid:
             raise UserError(f"--box-len must be a positive length in Mpc, got {box_len!r}")
         if seed < 0:
             raise UserError(f"--seed must be ≥ 0, got {seed}")
-        if slices_per_axis is not None and stride is not None:
-            raise UserError("give --slices-per-axis or --stride, not both")
-        if slices_per_axis is not None and not 1 <= slices_per_axis <= hii_dim:
-            raise UserError(f"--slices-per-axis must be in 1..{hii_dim} (--hii-dim), got {slices_per_axis}")
-        if stride is not None and not 1 <= stride <= hii_dim:
-            raise UserError(f"--stride must be in 1..{hii_dim} (--hii-dim), got {stride}")
+        check_slicing(int(hii_dim), slices_per_axis, stride)
         rb = R_BUBBLE_MAX_DEFAULT if r_bubble_max is None else float(r_bubble_max)
         if not math.isfinite(rb) or rb <= 0:
             raise UserError(f"--r-bubble-max must be a positive length in Mpc, got {r_bubble_max!r}")
@@ -139,9 +151,7 @@ class Grid:
 
     def positions(self) -> np.ndarray:
         """Slice indices along each axis (all cells; or evenly spaced ``slices_per_axis``; or every ``stride``)."""
-        if self.slices_per_axis is not None:
-            return np.unique(np.linspace(0, self.hii_dim, self.slices_per_axis, endpoint=False).astype(np.int64))
-        return np.arange(0, self.hii_dim, self.stride or 1, dtype=np.int64)
+        return slice_positions(self.hii_dim, self.slices_per_axis, self.stride)
 
     @property
     def slices_per_box(self) -> int:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import multiprocessing
-import os
 import queue as queue_mod
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -81,27 +80,6 @@ def output_is_current(grid: Grid, out: str | Path) -> bool:
 
 
 # --------------------------------------------------------------------------- one realisation
-def cut_slices(cube: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slices of a cube perpendicular to axes 0, 1, 2 at ``positions``: ``(images, axis, index)``."""
-    cube = np.asarray(cube)
-    images = np.concatenate([np.moveaxis(np.take(cube, positions, axis=a), a, 0) for a in range(3)])
-    axis = np.repeat(np.arange(3, dtype=np.int64), len(positions))
-    return images.astype(np.float32, copy=False), axis, np.tile(positions, 3)
-
-
-def box_meta(dtb: np.ndarray, x_hi_box: np.ndarray | None, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-slice means of δT_b and (when given) the neutral fraction, plus the box means."""
-    dtb_slices, axis, index = cut_slices(dtb, positions)
-    meta = {"axis": axis, "slice": index, "mean_dtb": dtb_slices.mean(axis=(1, 2), dtype=np.float64),
-            "box_mean_dtb": np.full(len(axis), float(np.mean(dtb, dtype=np.float64)))}
-    if x_hi_box is None:
-        meta["x_hi"] = meta["box_x_hi"] = np.full(len(axis), np.nan)
-    else:
-        meta["x_hi"] = cut_slices(x_hi_box, positions)[0].mean(axis=(1, 2), dtype=np.float64)
-        meta["box_x_hi"] = np.full(len(axis), float(np.mean(x_hi_box, dtype=np.float64)))
-    return meta
-
-
 _PROGRESS = None  # a multiprocessing queue in worker processes (one item per finished box)
 
 
@@ -130,8 +108,8 @@ def simulate_realisation(grid: Grid, realisation: int, out: str) -> str:
             if not np.isfinite(dtb).all():
                 raise DataError(f"21cmFAST returned non-finite δT_b for realisation {realisation} (seed {seed}), "
                                 f"z={z:g}, F_ESC10={f:g}")
-            images[b * per_box:(b + 1) * per_box] = cut_slices(dtb, positions)[0]
-            meta = box_meta(dtb, np.asarray(coeval.neutral_fraction), positions)
+            images[b * per_box:(b + 1) * per_box] = slices.cut_slices(dtb, positions)[0]
+            meta = slices.box_meta(dtb, np.asarray(coeval.neutral_fraction), positions)
             meta.update(redshift=np.full(per_box, z), f_esc10=np.full(per_box, f))
             for col, values in meta.items():
                 columns.setdefault(col, []).append(values)
@@ -258,14 +236,16 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
         raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     if isinstance(shards, bool) or shards < 1:
         raise UserError(f"--shards must be at least 1, got {shards}")
-    shards = min(int(shards), grid.realisations)
+    shards = int(shards)  # shards beyond the realisation count are empty (an array of K tasks still succeeds)
     out = Path(out)
+    if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
+        slices.realisation_split(range(grid.realisations), grid.seed)
     if shard_index is not None:
         if not 0 <= shard_index < shards:
             raise UserError(f"--shard-index {shard_index} is outside 0..{shards - 1} (--shards {shards})")
         res = run_shard(grid, out, shard_index, shards, workers=workers)
         return {"status": "shard", "done": len(res["done"]), "skipped": len(res["skipped"])}
-    if output_is_current(grid, out) and not pending(grid, out):
+    if output_is_current(grid, out):
         with slices.open_slices(out) as ds:
             return {"status": "current", "digest": ds.attrs["content_sha256"], "done": 0,
                     "skipped": grid.realisations}

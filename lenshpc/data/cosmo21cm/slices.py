@@ -143,6 +143,28 @@ def content_digest(fh: h5py.File) -> str:
     return h.hexdigest()
 
 
+# --------------------------------------------------------------------------- cutting cubes
+def cut_slices(cube: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slices of a cube perpendicular to axes 0, 1, 2 at ``positions``: ``(images, axis, index)``."""
+    cube = np.asarray(cube)
+    images = np.concatenate([np.moveaxis(np.take(cube, positions, axis=a), a, 0) for a in range(3)])
+    axis = np.repeat(np.arange(3, dtype=np.int64), len(positions))
+    return images.astype(np.float32, copy=False), axis, np.tile(positions, 3)
+
+
+def box_meta(dtb: np.ndarray, x_hi_box: np.ndarray | None, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-slice means of δT_b and (when given) the neutral fraction, plus the box means."""
+    dtb_slices, axis, index = cut_slices(dtb, positions)
+    meta = {"axis": axis, "slice": index, "mean_dtb": dtb_slices.mean(axis=(1, 2), dtype=np.float64),
+            "box_mean_dtb": np.full(len(axis), float(np.mean(dtb, dtype=np.float64)))}
+    if x_hi_box is None:
+        meta["x_hi"] = meta["box_x_hi"] = np.full(len(axis), np.nan)
+    else:
+        meta["x_hi"] = cut_slices(x_hi_box, positions)[0].mean(axis=(1, 2), dtype=np.float64)
+        meta["box_x_hi"] = np.full(len(axis), float(np.mean(x_hi_box, dtype=np.float64)))
+    return meta
+
+
 # --------------------------------------------------------------------------- writing
 class SliceWriter:
     """Write a ``slices21cm`` file block by block, atomically (the file appears only when the block ends cleanly).

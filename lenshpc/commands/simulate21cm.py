@@ -1,0 +1,133 @@
+"""``lenshpc simulate21cm``: 21cmFAST brightness-temperature boxes on a grid → one HDF5 slice dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "simulate 21-cm δT_b boxes with 21cmFAST on a (redshift × F_ESC10 × realisation) grid → slice dataset"
+
+DESCRIPTION = """\
+Run 21cmFAST (template "simple": each redshift an independent box) for every
+(redshift, F_ESC10) of every realisation, cut 2-D slices along all three axes and
+write one slice dataset (HDF5, docs/data-format.md "21-cm slice datasets") with
+class labels (redshift, escape_fraction; joint is derived), metadata (realisation,
+random seed, z, F_ESC10, axis, slice, neutral fraction, mean δT_b) and a train/val/test
+split BY REALISATION (slices of one box never straddle splits).
+
+Realisation r = one set of initial conditions (21cmFAST random_seed derived from --seed
+and r), computed once, then all its boxes; each realisation runs in a fresh worker
+process and writes OUT.parts/real-RRRRR.h5 atomically.  A re-run skips finished
+realisations (a killed run resumes); the merge gives a byte-identical OUT for any
+--shards / --executor, then removes OUT.parts.
+
+Needs the optional extra: pip install -e '.[cosmo21cm]' (or containers/install-21cmfast.sh).
+
+Examples:
+  lenshpc simulate21cm --out data/c21.h5 --redshifts 8 9 10 --fesc -1.3 -0.7 --realisations 4
+  lenshpc simulate21cm --out data/c21.h5 --redshifts 8 9 10 --fesc -1.3 -0.7 --realisations 40 \\
+      --hii-dim 64 --box-len 96 --shards 8 --executor slurm --partition cpu
+  sbatch jobs/simulate21cm_array.sh data/c21.h5 --redshifts 8 9 10 --fesc -1.3 -0.7 --realisations 40
+The seed's scale (200^3 cells over 300 Mpc, 17 redshifts): docs/cosmo21cm.md.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="DATA.h5", help="slice dataset to write")
+    p.add_argument("--redshifts", type=float, nargs="+", required=True, metavar="Z",
+                   help="redshift classes (21cmFAST range 5.5–35), e.g. 8 9 10")
+    p.add_argument("--fesc", type=float, nargs="+", required=True, metavar="F_ESC10",
+                   help="escape-fraction classes as F_ESC10 = log10 f_esc (range -3–0), e.g. -1.3 -1.0 -0.7")
+    p.add_argument("--realisations", type=int, required=True, metavar="N",
+                   help="random realisations (initial conditions) per grid point; ≥ 3 for a train/val/test split")
+    p.add_argument("--hii-dim", type=int, default=32, metavar="CELLS", help="cells per box side (default 32)")
+    p.add_argument("--box-len", type=float, default=48.0, metavar="MPC", help="box side in Mpc (default 48)")
+    p.add_argument("--r-bubble-max", type=float, metavar="MPC",
+                   help="21cmFAST R_BUBBLE_MAX (default 15; must be ≤ BOX_LEN/3)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="master seed: realisation seeds and the split derive from it (default 0)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--slices-per-axis", type=int, metavar="S", help="evenly spaced slices per axis (default: all)")
+    group.add_argument("--stride", type=int, metavar="K", help="every K-th slice along each axis (default 1 = all)")
+    p.add_argument("--split-by", choices=("realisation", "slice"), default="realisation",
+                   help="split whole realisations (default) or single slices (optimistic scores; warned)")
+    p.add_argument("--shards", type=int, default=1, metavar="K",
+                   help="jobs the realisations are grouped into (shard k: realisations k, k+K, ...; default 1)")
+    p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
+                   help="inline: here; local: a submitit array on this machine; slurm: a submitit array on SLURM, "
+                        "waited for, then merged (default inline)")
+    p.add_argument("--workers", type=int, default=1, metavar="W",
+                   help="realisations computed at once per shard (one process each; default 1)")
+    p.add_argument("--shard-index", type=int, metavar="I",
+                   help="compute only shard I and exit without merging (job arrays: $SLURM_ARRAY_TASK_ID)")
+    p.add_argument("--merge-only", action="store_true", help="only merge finished realisations (the array's last step)")
+    p.add_argument("--keep-parts", action="store_true", help="keep OUT.parts/ after the merge")
+    p.add_argument("--partition", default="", help="SLURM partition (--executor slurm)")
+    p.add_argument("--time-min", type=int, default=240, metavar="MIN", help="time limit per shard job (default 240)")
+    p.add_argument("--mem-gb", type=int, default=4, metavar="GB",
+                   help="memory per shard job (default 4; ~2 GB per worker at 128^3, more at 200^3)")
+    p.add_argument("--image", default="", metavar="SIF", help="Apptainer image the SLURM jobs run in")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists and was made from another grid")
+
+
+def grid_from_args(args: argparse.Namespace):
+    """The checked :class:`~lenshpc.data.cosmo21cm.params.Grid` of the command line (UserError naming the flag)."""
+    from lenshpc.data.cosmo21cm.params import Grid
+
+    return Grid.checked(args.redshifts, args.fesc, args.realisations, hii_dim=args.hii_dim, box_len=args.box_len,
+                        seed=args.seed, slices_per_axis=args.slices_per_axis, stride=args.stride,
+                        r_bubble_max=args.r_bubble_max)
+
+
+def check_out(out, force: bool, current: bool) -> None:
+    """Refuse to replace a file that is not this grid's output unless ``--force`` (UserError naming it)."""
+    from lenshpc.errors import UserError
+
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'c21.h5'}")
+    if out.exists() and not current and not force:
+        raise UserError(f"{out} already exists and is not the slice dataset of this grid; pass --force to replace "
+                        "it or choose another --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lenshpc.data.cosmo21cm.params import require_21cmfast
+    from lenshpc.data.cosmo21cm.simulate import Resources, output_is_current, parts_dir, simulate21cm
+    from lenshpc.data.format import describe
+    from lenshpc.errors import UserError
+
+    grid = grid_from_args(args)
+    out = Path(args.out)
+    current = output_is_current(grid, out)
+    check_out(out, args.force, current)
+    if current and args.shard_index is None:
+        print(f"{out} is up to date (made from this grid); nothing to do")
+        return 0
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.time_min < 1 or args.mem_gb < 1:
+        raise UserError("--time-min and --mem-gb must be positive")
+    # Fail on an unwritable output folder now, not after hours of simulation (the storage message names it).
+    parts = parts_dir(out)
+    made = not parts.exists()
+    parts.mkdir(parents=True, exist_ok=True)
+    if not args.merge_only:
+        try:
+            require_21cmfast()
+        except UserError:
+            if made:
+                parts.rmdir()
+            raise
+    result = simulate21cm(grid, out, shards=args.shards, executor=args.executor, workers=args.workers,
+                          shard_index=args.shard_index, merge_only=args.merge_only, split_by=args.split_by,
+                          keep_parts=args.keep_parts,
+                          resources=Resources(args.partition, args.time_min, args.mem_gb, args.image))
+    if result["status"] == "shard":
+        print(f"shard {args.shard_index} of {args.shards}: {result['done']} realisation(s) computed, "
+              f"{result['skipped']} already done")
+        return 0
+    print(f"wrote {out}: {grid.n_slices} slices ({result['done']} realisation(s) computed, {result['skipped']} "
+          f"reused); content sha256 {result['digest'][:16]}…")
+    print(describe(out))
+    return 0
