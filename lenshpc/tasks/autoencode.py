@@ -7,7 +7,7 @@ metric is the validation/test MSE (in units of the normalised slice).  Data and 
 slice (``model.name: autoencoder21``).  A trained run is the encoder a classifier starts from:
 ``train.start_from: RUN_DIR`` + ``train.freeze: ["enc_*"]`` with ``model.name: cnn21`` (same encoder layers).
 
-Run-dir extras: ``predictions.h5`` holds each test slice's MSE (``scores``) and class (``labels``);
+Run-dir extras: ``predictions.h5`` holds each test slice's MSE (``scores``) and class (``labels``, −1 if unknown);
 ``reconstructions.png`` shows test slices beside their reconstructions.
 """
 
@@ -93,8 +93,17 @@ class AutoencodeTask(_SliceTask):
         return result
 
     def predictions(self, out: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        # the reconstructions themselves would be as large as the test set: keep one number per slice
-        return {"scores": per_slice_mse(y, out).astype(np.float32)}
+        """Each slice's MSE (``scores``; the reconstructions would be as large as the set) and class (``labels``)."""
+        return {"scores": per_slice_mse(y, out).astype(np.float32), "labels": self._labels_of(y)}
+
+    def _labels_of(self, images: np.ndarray) -> np.ndarray:
+        """The classes of a fixed set given by its images (``y`` of this task is the slice itself)."""
+        source = self._info()
+        for split, size in (("test", self.cfg.data.test_size), ("val", self.cfg.data.val_size)):
+            x, _, meta = source._fixed_set(split, size)
+            if x.shape == images.shape and np.array_equal(x, images):
+                return meta["label"]
+        return np.full(len(images), -1, dtype=np.int64)
 
     def write_extra_files(self, run_dir, result: dict) -> None:
         """``reconstructions.png``: the first test slices (top) and the trained model's reconstructions (bottom)."""
