@@ -106,13 +106,17 @@ class AutoencodeTask(_SliceTask):
         return np.full(len(images), -1, dtype=np.int64)
 
     def write_extra_files(self, run_dir, result: dict) -> None:
-        """``reconstructions.png``: the first test slices (top) and the trained model's reconstructions (bottom)."""
+        """``reconstructions.png``: test slices, one class after the other (top), and their reconstructions (bottom)."""
         from lenshpc.report.plots import pyplot, save_png
         from lenshpc.train.evaluate import load_model
 
         source = self._info()
         x, _, meta = source.test()
-        x = x[:N_SHOWN]
+        labels = np.asarray(meta["label"])
+        # round-robin over the classes, so every redshift / escape fraction is shown
+        by_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
+        rows = [int(idx[i]) for i in range(max(map(len, by_class))) for idx in by_class if i < len(idx)][:N_SHOWN]
+        x, meta = x[rows], {"label": labels[rows]}
         model = load_model(Path(run_dir) / "model.keras")
         recon = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
         plt = pyplot()
