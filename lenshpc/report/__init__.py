@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lenshpc.errors import UserError
-from lenshpc.report.collect import (CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord, attach_sweep, find_run_dirs,
-                                    load_runs)
+from lenshpc.report.collect import (CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, Vocabulary, attach_sweep,
+                                    find_run_dirs, load_runs)
 from lenshpc.report import provenance as code_provenance
 from lenshpc.report import significance
 from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
-from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, markdown_tables, tex_escape,
-                                   tex_tables, write_tables)
+from lenshpc.report.tables import STD_NOTE, csv_text, markdown_tables, tex_escape, tex_tables, write_tables
 
-__all__ = ["METRICS", "STD_DDOF", "ReduceResult", "gap_lines", "reduce_runs"]
+__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "reduce_runs"]
 
 
 @dataclass
@@ -37,6 +36,7 @@ class ReduceResult:
     keys: list[str]
     records: list[RunRecord]
     table: str  # the Markdown tables with their footnotes (also printed by the CLI)
+    vocab: Vocabulary | None = None  # metric names, titles and directions of the runs' task(s)
     files: dict[str, Path] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -99,11 +99,15 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
                         "DONE or FAILED); is this the sweep's --out directory?")
     records = load_runs(run_dirs, threads=threads)
     attach_sweep(records, sweep)
-    groups, keys = group_runs(records, group_by=group_by, sweep=sweep)
-    significance.annotate(groups, TESTED_COLUMNS)
+    vocab = Vocabulary.of(records)
+    groups, keys = group_runs(records, group_by=group_by, sweep=sweep, columns=vocab.columns)
+    significance.annotate(groups, vocab.tested, vocab=vocab)
     problems = [f"{r.path}: {r.problem}" for r in records if r.status == CORRUPT]
 
-    table = markdown_tables(groups, _common(records, "threshold"))
+    threshold = _common(records, "threshold")
+    table = markdown_tables(groups, threshold if threshold != "?" else None, vocab)
+    table += "".join(f"\n\n{line}" if i == 0 else f"\n{line}"
+                     for i, line in enumerate(_task_sections(groups, out, problems)))
     plot_paths: list[Path] = []
     if plots:
         from lenshpc.report import plots as figures
@@ -119,12 +123,32 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
             problems.append(f"prediction histograms show the first {figures.MAX_HIST_PANELS} of {len(groups)} groups")
 
     result = ReduceResult(groups=groups, keys=keys, records=records, table=table, plots=plot_paths, problems=problems,
-                          warnings=code_provenance.mixing_warnings(groups))
+                          warnings=code_provenance.mixing_warnings(groups), vocab=vocab)
     md = _markdown_report(root, out, result)
-    caption = (f"Mean $\\pm$ std over seeds at decision threshold {_common(records, 'threshold')} "
-               f"({tex_escape(STD_NOTE)}). Grouped by {tex_escape(', '.join(keys)) or 'nothing (one group)'}.")
-    result.files = write_tables(out, md, csv_text(groups, keys), tex_tables(groups, caption))
+    at = f" at decision threshold {threshold}" if threshold != "?" else ""
+    caption = (f"Mean $\\pm$ std over seeds{at} ({tex_escape(STD_NOTE)}). "
+               f"Grouped by {tex_escape(', '.join(keys)) or 'nothing (one group)'}.")
+    result.files = write_tables(out, md, csv_text(groups, keys, vocab), tex_tables(groups, caption, vocab))
     return result
+
+
+def _task_sections(groups: list[GroupSummary], out: Path, problems: list[str]) -> list[str]:
+    """Markdown lines of each task's own report parts (:meth:`lenshpc.tasks.base.Task.report_sections`)."""
+    from lenshpc import tasks
+    from lenshpc.errors import ConfigError
+
+    by_task: dict[str, dict[str, list[RunRecord]]] = {}
+    for g in groups:
+        for run in g.runs:
+            name = run.config.get("task.name") or tasks.DEFAULT  # as configured: a plug-in's import path
+            by_task.setdefault(name, {}).setdefault(g.label, []).append(run)
+    lines: list[str] = []
+    for name, runs in by_task.items():
+        try:
+            lines += tasks.get(name).report_sections(runs, out)
+        except ConfigError as exc:  # a plug-in task not importable here: its tables are still reported
+            problems.append(f"task {name}: no task-specific report sections ({exc})")
+    return lines
 
 
 def gap_lines(groups: list[GroupSummary]) -> list[str]:
@@ -154,6 +178,11 @@ def _log_note(rec: RunRecord) -> str:
             else f"no log yet: `{rec.path / 'train.log'}` does not exist")
 
 
+def _beta_note(records: list[RunRecord]) -> str:
+    beta = _common(records, "beta")
+    return f" (β = {beta})" if beta != "?" else ""
+
+
 def _isnum(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -166,8 +195,7 @@ def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     lines = [f"# Report: {root}", "",
              f"Runs: {r.count(OK)} finished, {r.count(FAILED)} failed, {r.count(INCOMPLETE)} running or unfinished, "
              f"{r.count(CORRUPT)} corrupt, {missing} missing.",
-             f"Metrics on the test set (β = {_common(r.records, 'beta')}); values are mean ± std over seeds, "
-             f"{STD_NOTE}.",
+             f"Metrics on the test set{_beta_note(r.records)}; values are mean ± std over seeds, {STD_NOTE}.",
              f"Grouped by: {', '.join(f'`{k}`' for k in r.keys) or 'nothing (one group)'}.", ""]
     if r.warnings:
         lines += ["## Warnings", "", *(f"- **warning**: {w}" for w in r.warnings), ""]

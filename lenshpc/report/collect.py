@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from lenshpc.hpc.state import RUN_MARKERS
+from lenshpc.metrics import TUNED_METRICS, TUNED_SUFFIX
 
-#: Scalar metrics of the report, in Table 5.1 order then the challenge metrics.
-METRICS = ("accuracy", "fbeta", "precision", "recall", "auroc", "tpr0", "tpr10")
-#: A finished run without these is reported as corrupt; the others may be null (averaged over the runs that have them).
-REQUIRED_METRICS = METRICS[:4]
+#: Columns of the validation-tuned-threshold table (metrics.json keys, :func:`lenshpc.metrics.tuned_summary`);
+#: runs written before they existed (and tasks without a threshold) lack them: the table is left out.
+TUNED_COLUMNS = (*(f"{m}{TUNED_SUFFIX}" for m in TUNED_METRICS), f"threshold{TUNED_SUFFIX}")
 
 OK, FAILED, CORRUPT, INCOMPLETE = "ok", "failed", "corrupt", "incomplete"
 
@@ -43,6 +43,52 @@ class RunRecord:
     problem: str = ""
     group: str | None = None  # the sweep's row name (sweep.json), when the run belongs to one
     log: Path | None = None  # failed/unfinished runs: the log to read (None: none was written)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The metric names, titles and directions of the reduced runs, read from their ``metrics.json["task"]``
+    (:meth:`lenshpc.tasks.base.Task.vocabulary`; runs before the key are lens runs)."""
+
+    table: tuple[str, ...]
+    titles: dict[str, str]
+    titles_tex: dict[str, str]
+    higher: dict[str, bool]
+
+    @classmethod
+    def of(cls, records: list["RunRecord"]) -> "Vocabulary":
+        """The union of the finished runs' vocabularies, in first-seen order (the lens one when none finished)."""
+        from lenshpc import tasks
+
+        vocabs = [tasks.recorded_vocabulary(r.metrics) for r in records if r.status == OK] or \
+            [tasks.recorded_vocabulary({})]
+        table: dict[str, None] = {}
+        titles, tex, higher = {}, {}, {}
+        for v in vocabs:
+            table.update(dict.fromkeys(v.get("table", v["metrics"])))
+            for src, dst in ((v.get("titles", {}), titles), (v.get("titles_tex", {}), tex),
+                             (v.get("higher_is_better", {}), higher)):
+                for k, val in src.items():
+                    dst.setdefault(k, val)
+        return cls(tuple(table), titles, tex, higher)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every summarised column: the table metrics, then the tuned-threshold ones."""
+        return (*self.table, *TUNED_COLUMNS)
+
+    @property
+    def tested(self) -> tuple[str, ...]:
+        """Columns tested for significance (the tuned threshold t* itself is a setting, not a score)."""
+        return tuple(c for c in self.columns if c != f"threshold{TUNED_SUFFIX}")
+
+    def higher_is_better(self, column: str) -> bool:
+        return bool(self.higher.get(base_name(column), True))
+
+
+def base_name(column: str) -> str:
+    """``accuracy_tuned`` → ``accuracy`` (the metric a tuned column belongs to)."""
+    return column[:-len(TUNED_SUFFIX)] if column.endswith(TUNED_SUFFIX) else column
 
 
 def find_run_dirs(root: str | Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
@@ -86,11 +132,13 @@ def load_run(path: Path) -> RunRecord:
         return _with_config(RunRecord(path, CORRUPT, problem=f"metrics.json unreadable: {exc}"))
     if not isinstance(metrics, dict):
         return _with_config(RunRecord(path, CORRUPT, problem="metrics.json is not a JSON object"))
-    missing = [m for m in REQUIRED_METRICS if not _is_number(metrics.get(m))]
+    from lenshpc import tasks
+
+    missing = [m for m in tasks.recorded_vocabulary(metrics).get("required", []) if not _is_number(metrics.get(m))]
     if missing:
         return _with_config(RunRecord(path, CORRUPT, problem=f"metrics.json lacks {', '.join(missing)}"))
     config = metrics.get("config")
-    record = RunRecord(path, OK, metrics=metrics, config=config if isinstance(config, dict) else {})
+    record = RunRecord(path, OK, metrics=metrics, config=_with_defaults(config) if isinstance(config, dict) else {})
     if not record.config:
         _with_config(record)
     seed = metrics.get("seed", record.config.get("seed"))
@@ -145,6 +193,13 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "(no message)"
 
 
+def _with_defaults(flat: dict) -> dict:
+    """A run's flattened config with keys it predates filled in (an old run is a lens run: no group split)."""
+    from lenshpc.config import LEGACY_DEFAULTS
+
+    return {**LEGACY_DEFAULTS, **flat}
+
+
 def _with_config(record: RunRecord) -> RunRecord:
     """Fill ``config``/``seed`` from ``config.yaml`` (slow path: only for runs without metrics)."""
     import yaml
@@ -157,7 +212,7 @@ def _with_config(record: RunRecord) -> RunRecord:
     except (OSError, yaml.YAMLError):
         return record
     if isinstance(data, dict):
-        record.config = flatten(data)
+        record.config = _with_defaults(flatten(data))
         seed = record.config.get("seed")
         if _is_number(seed):
             record.seed = int(seed)

@@ -156,6 +156,8 @@ def score_histograms(groups: list[GroupSummary]) -> tuple[dict[str, np.ndarray],
             except (OSError, KeyError) as exc:
                 problems.append(f"{path}: unreadable ({exc})")
                 continue
+            if scores.ndim != 1:
+                continue  # not one score per image (a task with K outputs): no score histogram
             counts[0] += np.histogram(scores[~labels], HIST_BINS)[0]
             counts[1] += np.histogram(scores[labels], HIST_BINS)[0]
         if counts.sum():

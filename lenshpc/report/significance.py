@@ -3,7 +3,7 @@
 Test
 ----
 For every metric column, the **best group** is the one with the highest mean over its seeds
-(every reported metric is higher-is-better).  Each other group is compared with it by
+(the lowest for a metric the task marks lower-is-better: ``metrics.json["task"]["higher_is_better"]``).  Each other group is compared with it by
 **Welch's two-sided t-test** over the per-seed values (``scipy.stats.ttest_ind(equal_var=False)``)
 and marked (:data:`MARK`) when p < :data:`ALPHA` = 0.05.
 
@@ -60,13 +60,14 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> float:
         return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def compare_to_best(samples: list[np.ndarray], alpha: float = ALPHA) -> ColumnTest:
-    """Compare every sample (one per group: its finite per-seed values) with the highest-mean one."""
+def compare_to_best(samples: list[np.ndarray], alpha: float = ALPHA, higher: bool = True) -> ColumnTest:
+    """Compare every sample (one per group: its finite per-seed values) with the highest-mean one
+    (lowest-mean when not ``higher``)."""
     means = [float(np.mean(s)) if len(s) else math.nan for s in samples]
     finite = [i for i, m in enumerate(means) if math.isfinite(m)]
     if not finite:
         return ColumnTest(best=None)
-    best = max(finite, key=lambda i: means[i])
+    best = (max if higher else min)(finite, key=lambda i: means[i])
     out = ColumnTest(best=best)
     for i in finite:
         if i == best:
@@ -83,15 +84,19 @@ def compare_to_best(samples: list[np.ndarray], alpha: float = ALPHA) -> ColumnTe
     return out
 
 
-def annotate(groups: list[GroupSummary], columns: tuple[str, ...], alpha: float = ALPHA) -> dict[str, ColumnTest]:
-    """Fill ``g.pvalue``/``g.differs`` of every group for every column; returns the tests by column."""
+def annotate(groups: list[GroupSummary], columns: tuple[str, ...], alpha: float = ALPHA,
+             vocab=None) -> dict[str, ColumnTest]:
+    """Fill ``g.pvalue``/``g.differs`` of every group for every column; returns the tests by column.
+
+    ``vocab`` (:class:`lenshpc.report.collect.Vocabulary`) gives each column's direction (default: higher is better).
+    """
     tests: dict[str, ColumnTest] = {}
     if len(groups) < 2:
         return tests
     matrices = [metric_matrix(g.runs, columns) for g in groups]
     for j, name in enumerate(columns):
         samples = [m[:, j][np.isfinite(m[:, j])] for m in matrices]
-        test = compare_to_best(samples, alpha)
+        test = compare_to_best(samples, alpha, higher=vocab is None or vocab.higher_is_better(name))
         tests[name] = test
         for i, g in enumerate(groups):
             if i in test.pvalue:
@@ -105,9 +110,11 @@ def untested_groups(groups: list[GroupSummary], columns: tuple[str, ...]) -> lis
             if any(0 < g.count.get(c, 0) < MIN_SEEDS for c in columns)]
 
 
-def footnote(groups: list[GroupSummary], columns: tuple[str, ...], alpha: float = ALPHA) -> str:
+def footnote(groups: list[GroupSummary], columns: tuple[str, ...], alpha: float = ALPHA, vocab=None) -> str:
     """One plain-text sentence: the test, α, and which groups could not be tested."""
-    text = (f"{MARK} = distinguishable from the column's best group (highest mean): {TEST_NAME} over seeds, "
+    lower = [c for c in columns if vocab is not None and not vocab.higher_is_better(c)]
+    best = "highest mean" + (f"; lowest for {', '.join(lower)}" if lower else "")
+    text = (f"{MARK} = distinguishable from the column's best group ({best}): {TEST_NAME} over seeds, "
             f"two-sided, α = {alpha:g} ({TEST_CALL}); no mark = not distinguishable or not tested.")
     few = untested_groups(groups, columns)
     if few:

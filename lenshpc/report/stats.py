@@ -17,17 +17,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.metrics import TUNED_METRICS, TUNED_SUFFIX
-from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, METRICS, OK, RunRecord
+from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, Vocabulary
 
 #: Degrees of freedom of the reported std (1 = sample std over seeds).
 STD_DDOF = 1
-
-#: Columns of the validation-tuned-threshold table (metrics.json keys, :func:`lenshpc.metrics.tuned_summary`);
-#: runs written before they existed simply lack them (the column shows "–" or the table is left out).
-TUNED_COLUMNS = (*(f"{m}{TUNED_SUFFIX}" for m in TUNED_METRICS), f"threshold{TUNED_SUFFIX}")
-#: Every summarised column: the fixed-threshold metrics, then the tuned ones.
-COLUMNS = (*METRICS, *TUNED_COLUMNS)
 
 #: Keys never used to group runs: the seed (averaged over), the run's name, and resources.
 IGNORED_KEYS = frozenset({"seed", "name"})
@@ -107,7 +100,7 @@ def summarise(values: np.ndarray) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def metric_matrix(runs: list[RunRecord], metrics: tuple[str, ...] = METRICS) -> np.ndarray:
+def metric_matrix(runs: list[RunRecord], metrics: tuple[str, ...]) -> np.ndarray:
     """``(n_runs, n_metrics)`` float array; a missing or null metric is NaN."""
     out = np.full((len(runs), len(metrics)), np.nan)
     for i, run in enumerate(runs):
@@ -119,15 +112,18 @@ def metric_matrix(runs: list[RunRecord], metrics: tuple[str, ...] = METRICS) -> 
     return out
 
 
-def summarise_group(g: GroupSummary, columns: tuple[str, ...] = COLUMNS) -> None:
-    """Fill ``g.mean``/``g.std``/``g.count`` for every column from the group's finished runs (NaN/0 when none)."""
+def summarise_group(g: GroupSummary, columns: tuple[str, ...] | None = None) -> None:
+    """Fill ``g.mean``/``g.std``/``g.count`` for every column (default: those of the group's runs,
+    :class:`~lenshpc.report.collect.Vocabulary`) from the group's finished runs (NaN/0 when none)."""
+    columns = Vocabulary.of(g.runs).columns if columns is None else columns
     matrix = metric_matrix(g.runs, columns)
     for j, name in enumerate(columns):
         g.mean[name], g.std[name], g.count[name] = summarise(matrix[:, j])
 
 
 def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
-               sweep: dict | None = None) -> tuple[list[GroupSummary], list[str]]:
+               sweep: dict | None = None, columns: tuple[str, ...] | None = None
+               ) -> tuple[list[GroupSummary], list[str]]:
     """Group ``records`` and compute mean ± std per metric.
 
     Parameters
@@ -139,12 +135,15 @@ def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
     sweep : dict, optional
         The parsed ``sweep.json`` of the directory: gives row labels and order, the expected
         seeds per row and the runs that never started.
+    columns : tuple of str, optional
+        The summarised columns (default: ``Vocabulary.of(records).columns``).
 
     Returns
     -------
     groups, keys
         One :class:`GroupSummary` per row and the grouping keys used.
     """
+    columns = Vocabulary.of(records).columns if columns is None else columns
     keys = list(group_by) if group_by else varied_keys(records)
     if group_by:
         known = set().union(*(r.config for r in records if r.config)) if records else set()
@@ -171,10 +170,10 @@ def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
             {OK: g.runs, FAILED: g.failed, INCOMPLETE: g.incomplete, CORRUPT: g.corrupt}[rec.status].append(rec)
         g.runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
         g.seeds = g._seeds(g.runs)
-        summarise_group(g)
+        summarise_group(g, columns)
         groups.append(g)
 
-    _attach_expected_seeds(groups, records, sweep_points)
+    _attach_expected_seeds(groups, records, sweep_points, columns)
     order = {name: i for i, name in enumerate(dict.fromkeys(p["group"] for p in sweep_points))}
     groups.sort(key=lambda g: (order.get(g.label, len(order)), g.label))
     return groups, keys
@@ -206,7 +205,8 @@ def _sweep_points(sweep: dict | None) -> list[dict]:
     return points
 
 
-def _attach_expected_seeds(groups: list[GroupSummary], records: list[RunRecord], sweep_points: list[dict]) -> None:
+def _attach_expected_seeds(groups: list[GroupSummary], records: list[RunRecord], sweep_points: list[dict],
+                           columns: tuple[str, ...]) -> None:
     """Fill ``missing_seeds``: expected (from sweep.json, else the union of all seeds) minus seen."""
     if sweep_points:
         present = {_norm(r.path) for r in records}
@@ -217,7 +217,7 @@ def _attach_expected_seeds(groups: list[GroupSummary], records: list[RunRecord],
             g = by_label.get(p["group"])
             if g is None:  # a whole row that never started
                 g = GroupSummary(label=p["group"], values={})
-                summarise_group(g)
+                summarise_group(g, columns)
                 by_label[p["group"]] = g
                 groups.append(g)
             g.missing_seeds.append(p["seed"])

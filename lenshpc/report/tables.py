@@ -1,9 +1,10 @@
 """Write the reduced table as Markdown, CSV and LaTeX (thesis Table 5.1 layout, extended).
 
-Columns: accuracy, Fβ, precision, recall at the run's decision threshold (0.5 by default),
-then AUROC, TPR0, TPR10, the number of finished runs and which seeds are missing or failed.
-A second table gives accuracy, Fβ, precision and recall at the threshold t* tuned on each run's
-validation set (and t* itself) when the runs recorded it.  Values are ``mean ± std`` with std the
+Columns: the table metrics of the runs' task with their titles and directions
+(:class:`~lenshpc.report.collect.Vocabulary`, read from ``metrics.json["task"]``; lens: accuracy, Fβ,
+precision, recall at the run's decision threshold, then AUROC, TPR0, TPR10), the number of finished
+runs and which seeds are missing or failed.  A second table gives accuracy, Fβ, precision and recall
+at the threshold t* tuned on each run's validation set (and t* itself) when the runs recorded it.  Values are ``mean ± std`` with std the
 sample std over seeds (see :mod:`lenshpc.report.stats`); † marks groups distinguishable from the
 column's best group (:mod:`lenshpc.report.significance`).
 """
@@ -15,26 +16,27 @@ import io
 import math
 from pathlib import Path
 
-from lenshpc.metrics import TUNED_SUFFIX
 from lenshpc.report import significance
-from lenshpc.report.collect import METRICS
-from lenshpc.report.stats import COLUMNS, STD_DDOF, TUNED_COLUMNS, GroupSummary
+from lenshpc.report.collect import TUNED_COLUMNS, Vocabulary, base_name
+from lenshpc.report.stats import STD_DDOF, GroupSummary
 from lenshpc.utils import atomic_write_text
 
-TITLES_MD = {"accuracy": "Accuracy", "fbeta": "Fβ", "precision": "Precision", "recall": "Recall",
-             "auroc": "AUROC", "tpr0": "TPR0", "tpr10": "TPR10", "threshold": "t*"}
-TITLES_TEX = {"accuracy": "Accuracy", "fbeta": r"$F_\beta$-score", "precision": "Precision", "recall": "Recall",
-              "auroc": "AUROC", "tpr0": r"TPR$_0$", "tpr10": r"TPR$_{10}$", "threshold": r"$t^*$"}
 STD_NOTE = f"std = sample standard deviation over seeds (ddof = {STD_DDOF})"
-#: Columns tested for significance (every metric; the tuned threshold t* itself is a setting, not a score).
-TESTED_COLUMNS = tuple(c for c in COLUMNS if c != f"threshold{TUNED_SUFFIX}")
+#: The lens vocabulary (runs without ``metrics.json["task"]``; the ensembles' reports).
+LENS = Vocabulary.of([])
+#: Columns the lens reports test for significance (every metric; the tuned threshold t* is a setting, not a score).
+TESTED_COLUMNS = LENS.tested
 TUNED_NOTE = ("t* = the threshold that maximises Fβ on each run's own validation set (exact over its scores), "
               "applied to its test set; the t* column is its mean ± std over seeds")
 
 
-def _base(column: str) -> str:
-    """``accuracy_tuned`` → ``accuracy`` (the title key)."""
-    return column[:-len(TUNED_SUFFIX)] if column.endswith(TUNED_SUFFIX) else column
+def title(column: str, vocab: Vocabulary, tex: bool = False) -> str:
+    """Column title: the task's (``titles`` / ``titles_tex``), t* for the tuned threshold."""
+    base = base_name(column)
+    if base == "threshold":
+        return r"$t^*$" if tex else "t*"
+    text = vocab.titles.get(base, base)
+    return vocab.titles_tex.get(base) or tex_escape(text) if tex else text
 
 
 def has_tuned(groups: list[GroupSummary]) -> bool:
@@ -81,28 +83,29 @@ def gaps_text(g: GroupSummary) -> str:
     return "; ".join(parts)
 
 
-def best_rows(groups: list[GroupSummary], columns: tuple[str, ...] = COLUMNS) -> dict[str, int]:
-    """Index of the row with the highest mean per metric (bold in the tables); only with ≥ 2 rows."""
+def best_rows(groups: list[GroupSummary], columns: tuple[str, ...], vocab: Vocabulary = LENS) -> dict[str, int]:
+    """Index of the row with the best mean per metric (highest, or lowest where lower is better: bold in the
+    tables); only with ≥ 2 rows."""
     best: dict[str, int] = {}
     if len(groups) < 2:
         return best
     for name in columns:
-        if name not in TESTED_COLUMNS:
+        if name not in vocab.tested:
             continue
         means = [(g.mean.get(name, math.nan), i) for i, g in enumerate(groups)]
         means = [(m, i) for m, i in means if math.isfinite(m)]
         if len(means) >= 2:
-            top = max(m for m, _ in means)
+            top = (max if vocab.higher_is_better(name) else min)(m for m, _ in means)
             winners = [i for m, i in means if round(m, 3) == round(top, 3)]
             if len(winners) == 1:  # a tie at the shown precision marks nothing
                 best[name] = winners[0]
     return best
 
 
-def markdown_table(groups: list[GroupSummary], columns: tuple[str, ...] = METRICS) -> str:
+def markdown_table(groups: list[GroupSummary], columns: tuple[str, ...], vocab: Vocabulary = LENS) -> str:
     """Rows ``mean ± std`` per column; bold = best mean, :data:`significance.MARK` = differs from the best."""
-    best = best_rows(groups, columns)
-    head = ["Model", *(TITLES_MD[_base(m)] for m in columns), "n", "missing / failed seeds"]
+    best = best_rows(groups, columns, vocab)
+    head = ["Model", *(title(m, vocab) for m in columns), "n", "missing / failed seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, g in enumerate(groups):
         cells = [g.label.replace("|", "\\|")]
@@ -115,35 +118,36 @@ def markdown_table(groups: list[GroupSummary], columns: tuple[str, ...] = METRIC
     return "\n".join(lines)
 
 
-def markdown_tables(groups: list[GroupSummary], threshold: str) -> str:
-    """The report body: the table at the fixed threshold, the t* table (when any run has it), the footnotes."""
-    parts = [f"**At the fixed decision threshold t = {threshold}** (`selection.threshold`):", "",
-             markdown_table(groups, METRICS), ""]
-    columns = METRICS
+def markdown_tables(groups: list[GroupSummary], threshold: str | None, vocab: Vocabulary = LENS) -> str:
+    """The report body: the table at the fixed threshold (``threshold`` None: the runs have none), the t*
+    table (when any run has it), the footnotes."""
+    parts = [f"**At the fixed decision threshold t = {threshold}** (`selection.threshold`):", ""] if threshold else []
+    parts += [markdown_table(groups, vocab.table, vocab), ""]
+    columns = vocab.table
     if has_tuned(groups):
-        columns = TESTED_COLUMNS
+        columns = vocab.tested
         parts += [f"**At the validation-tuned threshold t\\*** ({TUNED_NOTE}):", "",
-                  markdown_table(groups, TUNED_COLUMNS), ""]
-    parts += [f"Bold: the best mean per column. {significance.footnote(groups, columns)}"]
+                  markdown_table(groups, TUNED_COLUMNS, vocab), ""]
+    parts += [f"Bold: the best mean per column. {significance.footnote(groups, columns, vocab=vocab)}"]
     return "\n".join(parts)
 
 
-def csv_text(groups: list[GroupSummary], keys: list[str]) -> str:
+def csv_text(groups: list[GroupSummary], keys: list[str], vocab: Vocabulary = LENS) -> str:
     """Every number at full precision; per tested column the p-value against the column's best group."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["group", *keys, "n_runs", "seeds", "missing_seeds", "failed_seeds", "running_seeds",
-                     "corrupt_seeds", *(f"{m}_{s}" for m in COLUMNS for s in ("mean", "std", "n")),
-                     *(f"{m}_p_vs_best" for m in TESTED_COLUMNS), "significance_test"])
+                     "corrupt_seeds", *(f"{m}_{s}" for m in vocab.columns for s in ("mean", "std", "n")),
+                     *(f"{m}_p_vs_best" for m in vocab.tested), "significance_test"])
     test = (f"{significance.TEST_NAME} vs the column's best group, two-sided, alpha={significance.ALPHA:g}; "
             f"p < alpha: distinguishable; empty: best group or < {significance.MIN_SEEDS} seeds")
     for g in groups:
         row = [g.label, *(g.values.get(k, "") for k in keys), g.n_runs, seeds_text(g.seeds),
                seeds_text(g.missing_seeds), seeds_text(g.failed_seeds), seeds_text(g.incomplete_seeds),
                seeds_text(g.corrupt_seeds)]
-        for name in COLUMNS:
+        for name in vocab.columns:
             row += [_num(g.mean.get(name, math.nan)), _num(g.std.get(name, math.nan)), g.count.get(name, 0)]
-        row += [_num(g.pvalue.get(name, math.nan)) for name in TESTED_COLUMNS]
+        row += [_num(g.pvalue.get(name, math.nan)) for name in vocab.tested]
         writer.writerow([*row, test])
     return buf.getvalue()
 
@@ -160,13 +164,13 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(c, c) for c in str(text))
 
 
-def tex_table(groups: list[GroupSummary], caption: str, columns: tuple[str, ...] = METRICS) -> str:
+def tex_table(groups: list[GroupSummary], caption: str, columns: tuple[str, ...], vocab: Vocabulary = LENS) -> str:
     """A booktabs table; ``caption`` is LaTeX already (escape user text with :func:`tex_escape`)."""
-    best = best_rows(groups, columns)
+    best = best_rows(groups, columns, vocab)
     cols = "l" + "c" * len(columns) + "r"
     lines = [f"% generated by `lenshpc reduce`; mean $\\pm$ {STD_NOTE}; needs \\usepackage{{booktabs}}",
              r"\begin{table}[ht]", r"\centering", r"\small", f"\\begin{{tabular}}{{{cols}}}", r"\toprule",
-             "Model & " + " & ".join(TITLES_TEX[_base(m)] for m in columns) + r" & $n$ \\", r"\midrule"]
+             "Model & " + " & ".join(title(m, vocab, tex=True) for m in columns) + r" & $n$ \\", r"\midrule"]
     for i, g in enumerate(groups):
         cells = [tex_escape(g.label)]
         for name in columns:
@@ -183,16 +187,16 @@ def tex_table(groups: list[GroupSummary], caption: str, columns: tuple[str, ...]
     return "\n".join(lines)
 
 
-def tex_tables(groups: list[GroupSummary], caption: str) -> str:
+def tex_tables(groups: list[GroupSummary], caption: str, vocab: Vocabulary = LENS) -> str:
     """The fixed-threshold table and (when any run has it) the t* table, captions ending in the test's footnote."""
-    columns = TESTED_COLUMNS if has_tuned(groups) else METRICS
-    note = tex_escape(significance.footnote(groups, columns)).replace(significance.MARK, f"${significance.MARK_TEX}$")
+    columns = vocab.tested if has_tuned(groups) else vocab.table
+    note = tex_escape(significance.footnote(groups, columns, vocab=vocab)).replace(significance.MARK, f"${significance.MARK_TEX}$")
     note = note.replace("α", r"$\alpha$")
     tuned_note = tex_escape(TUNED_NOTE).replace("t*", "$t^*$").replace("Fβ", r"$F_\beta$").replace("±", r"$\pm$")
-    out = tex_table(groups, f"{caption} Bold: best mean per column. {note}", METRICS)
+    out = tex_table(groups, f"{caption} Bold: best mean per column. {note}", vocab.table, vocab)
     if has_tuned(groups):
         out += "\n" + tex_table(groups, f"As above at the validation-tuned threshold $t^*$ "
-                                         f"({tuned_note}). {note}", TUNED_COLUMNS)
+                                         f"({tuned_note}). {note}", TUNED_COLUMNS, vocab)
     return out
 
 

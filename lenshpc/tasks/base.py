@@ -89,7 +89,7 @@ class Task(ABC):
 
     #: Registry name (``task.name`` in the config).
     name: ClassVar[str]
-    #: One-line description (``lenshpc info --tasks``, docs).
+    #: One-line description (docs).
     summary: ClassVar[str] = ""
     #: The metric vocabulary, in table order (:class:`Metric`).
     metrics: ClassVar[tuple[Metric, ...]]
