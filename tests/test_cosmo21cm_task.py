@@ -102,16 +102,8 @@ def test_autoencoder_and_encoder_transfer(c21_runs):
             np.testing.assert_array_equal(a, b)
 
 
-def load_run(path):
-    """The reducer's record of a finished run (``report.collect.RunRecord``)."""
-    from lenshpc.report.collect import RunRecord
-
-    metrics = json.loads((path / "metrics.json").read_text())
-    return RunRecord(path, "ok", seed=metrics["seed"], metrics=metrics, config=metrics["config"])
-
-
 def test_report_sections(c21_runs, tmp_path):
-    from lenshpc.report.collect import find_run_dirs
+    from lenshpc.report.collect import find_run_dirs, load_run
     from lenshpc.tasks.cosmo21cm import Cosmo21cmTask
 
     groups: dict[str, list] = {}
@@ -131,6 +123,7 @@ def test_report_sections(c21_runs, tmp_path):
 
 def test_slice_split_only_with_the_flag_and_warned(c21_dataset, tmp_path):
     from lenshpc.data.cosmo21cm.slices import open_slices, write_slices
+    from lenshpc.report.collect import load_run
     from lenshpc.tasks.cosmo21cm import Cosmo21cmTask
     from lenshpc.train import run_training
 
