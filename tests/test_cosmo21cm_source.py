@@ -17,7 +17,7 @@ import lenshpc  # noqa: F401  (runtime caps before numpy-heavy imports)
 from lenshpc import metrics_multiclass as mm
 from lenshpc.config import Config
 from lenshpc.data.cosmo21cm.slices import write_slices
-from lenshpc.data.slice_source import SliceSource, augment_batch
+from lenshpc.data.slice_source import SliceSource, augment_batch, augment_batch_reference
 from lenshpc.errors import UserError
 from lenshpc.utils import rng_for
 
@@ -101,21 +101,34 @@ def test_ranks_draw_from_disjoint_train_shards(slices):
 def test_augmentation_preserves_values_and_periodicity():
     rng = np.random.default_rng(1)
     img = rng.normal(size=(5, 12, 12, 1)).astype(np.float32)
-    out = augment_batch(img, rng_for(0, "t"), ("roll", "rot90", "flip"), None)
-    for a, b in zip(img, out):  # a permutation of the pixels: the value set is unchanged
+    rows = np.array([4, 0, 2, 2, 1])
+    out = augment_batch(img, rows, rng_for(0, "t"), ("roll", "rot90", "flip"), None)
+    for a, b in zip(img[rows], out):  # a permutation of the pixels: the value set is unchanged
         np.testing.assert_array_equal(np.sort(a.ravel()), np.sort(b.ravel()))
+    # the compiled kernel equals the numpy reference (np.roll window, np.rot90, flip), with and without crops
+    for ops in (("roll", "rot90", "flip"), ("rot90",), ("flip",), ("roll",), ()):
+        for crop in (None, 5):
+            np.testing.assert_array_equal(augment_batch(img, rows, rng_for(3, "k"), ops, crop),
+                                          augment_batch_reference(img, rows, rng_for(3, "k"), ops, crop))
     # roll alone is np.roll by the drawn offsets (the box is periodic)
     r = rng_for(0, "t2")
     dy, dx = r.integers(0, 12, 5), r.integers(0, 12, 5)
-    rolled = augment_batch(img, rng_for(0, "t2"), ("roll",), None)
+    rolled = augment_batch(img, np.arange(5), rng_for(0, "t2"), ("roll",), None)
     for i in range(5):
         np.testing.assert_array_equal(rolled[i], np.roll(img[i], (-dy[i], -dx[i]), axis=(0, 1)))
     # a crop of a rolled slice is a periodic window: it wraps around the edge
-    crop = augment_batch(img, rng_for(0, "t2"), ("roll",), 5)
+    crop = augment_batch(img, np.arange(5), rng_for(0, "t2"), ("roll",), 5)
     for i in range(5):
         np.testing.assert_array_equal(crop[i], rolled[i][:5, :5])
+    # rot90 alone is np.rot90 of the slice
+    r = rng_for(0, "t4")
+    r.integers(0, 12, 5), r.integers(0, 12, 5)
+    k = r.integers(0, 4, 5)
+    turned = augment_batch(img, np.arange(5), rng_for(0, "t4"), ("rot90",), None)
+    for i in range(5):
+        np.testing.assert_array_equal(turned[i], np.rot90(img[i], k[i]))
     # no augmentation: the origin crop, untouched
-    np.testing.assert_array_equal(augment_batch(img, rng_for(0, "t3"), (), 4), img[:, :4, :4])
+    np.testing.assert_array_equal(augment_batch(img, np.arange(5), rng_for(0, "t3"), (), 4), img[:, :4, :4])
 
 
 def test_fixed_sets_follow_the_realisation_split(slices):

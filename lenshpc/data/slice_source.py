@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterator, Mapping
 
+import numba
 import numpy as np
 
 from lenshpc.data.chunks import prefetched
@@ -62,14 +63,9 @@ def normalise(images: np.ndarray, how: str, mk_scale: float) -> np.ndarray:
     return images
 
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator, ops, crop: int | None) -> np.ndarray:
-    """Augmented (and cropped) copies of ``images`` ``(n, H, W, C)``; the random draws are part of the contract.
-
-    Draw order: roll offsets ``(dy, dx)``, then ``k`` of rot90, then the flips (each drawn even when its
-    operation is off, so switching one off does not change the others' draws).
-    """
-    n, h, w, _ = images.shape
-    side_h, side_w = (crop, crop) if crop else (h, w)
+def draw_augmentation(rng: np.random.Generator, n: int, h: int, w: int, ops, square: bool):
+    """Per-slice ``(dy, dx, k, flip)``; the draw order is part of the contract (roll offsets, rot90 ``k``, flips —
+    each drawn even when its operation is off, so switching one off does not change the others' draws)."""
     dy = rng.integers(0, h, n)
     dx = rng.integers(0, w, n)
     k = rng.integers(0, 4, n)
@@ -77,17 +73,87 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, ops, crop: int |
     if "roll" not in ops:
         dy[:] = 0
         dx[:] = 0
-    rows = (dy[:, None] + np.arange(side_h)[None, :]) % h  # (n, side_h): a periodic window
-    cols = (dx[:, None] + np.arange(side_w)[None, :]) % w
-    out = images[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    if "rot90" in ops and side_h == side_w:
-        for quarter in (1, 2, 3):
-            sel = k == quarter
-            if sel.any():
-                out[sel] = np.rot90(out[sel], quarter, axes=(1, 2))
-    if "flip" in ops:
-        out[flip] = out[flip][:, :, ::-1]
+    if "rot90" not in ops or not square:
+        k[:] = 0
+    if "flip" not in ops:
+        flip[:] = False
+    return dy, dx, k, flip
+
+
+@numba.njit(nogil=True, cache=True)
+def render_slices(pool, rows, dy, dx, k, flip, out):
+    """``out[i] = flip(rot90(periodic window of pool[rows[i]] at (dy, dx), k))`` for every ``i`` (compiled).
+
+    The same pixels as :func:`augment_batch_reference` (``np.rot90`` counter-clockwise, then a left-right flip).
+    The periodic wrap is resolved once per image into a row and a column table (no modulo per pixel).
+    """
+    n, side_h, side_w, channels = out.shape
+    height, width = pool.shape[1], pool.shape[2]
+    last = side_h - 1
+    ys = np.empty(max(side_h, side_w), np.int64)
+    xs = np.empty(max(side_h, side_w), np.int64)
+    cols = np.empty(side_w, np.int64)
+    for i in range(n):
+        src = pool[rows[i]]
+        for t in range(ys.shape[0]):
+            ys[t] = (dy[i] + t) % height
+            xs[t] = (dx[i] + t) % width
+        for b in range(side_w):
+            cols[b] = side_w - 1 - b if flip[i] else b
+        q = k[i]
+        for a in range(side_h):
+            for b in range(side_w):
+                bb = cols[b]
+                if q == 0:
+                    y, x = ys[a], xs[bb]
+                elif q == 1:
+                    y, x = ys[bb], xs[last - a]
+                elif q == 2:
+                    y, x = ys[last - a], xs[last - bb]
+                else:
+                    y, x = ys[last - bb], xs[a]
+                for c in range(channels):
+                    out[i, a, b, c] = src[y, x, c]
+    return out
+
+
+def augment_batch(images: np.ndarray, rows: np.ndarray, rng: np.random.Generator, ops, crop: int | None) -> np.ndarray:
+    """Augmented (and cropped) copies of ``images[rows]`` ``(n, side, side, C)`` (the compiled kernel)."""
+    _, h, w, c = images.shape
+    side_h, side_w = (crop, crop) if crop else (h, w)
+    dy, dx, k, flip = draw_augmentation(rng, len(rows), h, w, ops, side_h == side_w)
+    out = np.empty((len(rows), side_h, side_w, c), dtype=np.float32)
+    return render_slices(images, np.asarray(rows, np.int64), dy, dx, k, flip, out)
+
+
+def augment_batch_reference(images: np.ndarray, rows: np.ndarray, rng: np.random.Generator, ops,
+                            crop: int | None) -> np.ndarray:
+    """:func:`augment_batch` in plain numpy (one vectorised window gather, grouped ``np.rot90``, flips): the
+    reference the kernel is tested against."""
+    images = images[np.asarray(rows, np.int64)]
+    n, h, w, _ = images.shape
+    side_h, side_w = (crop, crop) if crop else (h, w)
+    dy, dx, k, flip = draw_augmentation(rng, n, h, w, ops, side_h == side_w)
+    win_rows = (dy[:, None] + np.arange(side_h)[None, :]) % h  # (n, side_h): a periodic window
+    win_cols = (dx[:, None] + np.arange(side_w)[None, :]) % w
+    out = images[np.arange(n)[:, None, None], win_rows[:, :, None], win_cols[:, None, :]]
+    for quarter in (1, 2, 3):
+        sel = k == quarter
+        if sel.any():
+            out[sel] = np.rot90(out[sel], quarter, axes=(1, 2))
+    out[flip] = out[flip][:, :, ::-1]
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def warm_up() -> float:
+    """Compile (or load from numba's cache) the kernel; return the seconds it took."""
+    import time
+
+    t0 = time.perf_counter()
+    pool = np.zeros((1, 2, 2, 1), np.float32)
+    one = np.zeros(1, np.int64)
+    render_slices(pool, one, one, one, one, np.zeros(1, np.bool_), np.empty((1, 2, 2, 1), np.float32))
+    return time.perf_counter() - t0
 
 
 def crop_origin(images: np.ndarray, crop: int | None) -> np.ndarray:
@@ -197,6 +263,7 @@ class SliceSource:
                                 f"{', '.join(empty)} ({len(labels)} slices in its share); use fewer ranks or a "
                                 "larger dataset")
             self._train = (images, labels, by_class)
+            warm_up()
         return self._train
 
     # ------------------------------------------------------------------ chunks
@@ -212,7 +279,7 @@ class SliceSource:
         for c in range(k):  # with replacement within each class
             slots = np.flatnonzero(classes == c)
             rows[slots] = by_class[c][rng.integers(0, len(by_class[c]), len(slots))]
-        x = augment_batch(images[rows], rng, self.ops, self.crop)
+        x = augment_batch(images, rows, rng, self.ops, self.crop)
         return x, self._y(x, labels[rows])
 
     def _y(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
