@@ -130,3 +130,29 @@ def c21_dataset(cosmo21cm, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("c21") / "c21.h5"
     simulate21cm(Grid.checked(**C21_GRID), out, workers=2)
     return out
+
+
+#: A tinier grid for the shard/resume/stack tests: 16³ cells over 24 Mpc (R_BUBBLE_MAX 8 ≤ 24/3), 2 redshifts ×
+#: 1 F_ESC10 × 3 realisations, 4 slices per axis (6 boxes, 72 slices).
+C21_TINY = dict(redshifts=(8.0, 9.0), f_esc10=(-1.0,), realisations=3, hii_dim=16, box_len=24.0, seed=5,
+                slices_per_axis=4, r_bubble_max=8.0)
+#: :data:`C21_TINY` as ``lenshpc simulate21cm`` arguments.
+C21_TINY_ARGS = ["--redshifts", "8", "9", "--fesc", "-1.0", "--realisations", "3", "--hii-dim", "16", "--box-len",
+                 "24", "--r-bubble-max", "8", "--slices-per-axis", "4", "--seed", "5"]
+
+
+@pytest.fixture(scope="session")
+def c21_tiny(cosmo21cm, tmp_path_factory) -> Path:
+    """``lenshpc simulate21cm`` of :data:`C21_TINY` (one shard, inline): the reference the sharded, resumed,
+    SLURM and stacked files are compared with (read only)."""
+    from lenshpc.cli import main
+
+    out = tmp_path_factory.mktemp("c21tiny") / "tiny.h5"
+    assert main(["simulate21cm", "--out", str(out), *C21_TINY_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def c21_tiny_args() -> list[str]:
+    """:data:`C21_TINY_ARGS` (the arguments that made :func:`c21_tiny`)."""
+    return list(C21_TINY_ARGS)

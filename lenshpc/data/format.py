@@ -604,7 +604,7 @@ def describe(path: str | Path, *, tree: bool = False) -> str:
     from lenshpc.data.cosmo21cm import slices
 
     if slices.is_slice_file(path):  # a 21-cm slice dataset (its own schema)
-        return slices.describe(path)
+        return slices.describe(path, tree=tree)
     with open_dataset(path) as ds:
         attrs = ds.attrs
         lines = [f"{ds.path}: lenshpc {ds.kind} dataset, schema v{ds.schema_version}",

@@ -37,6 +37,7 @@ NOT_APPLICABLE = {
     ("quickstart", "missing"): "reads no input file (it simulates its own data)",
     ("quickstart", "foreign"): "reads no input file",
     ("simulate", "missing"): "reads no input file",
+    ("simulate21cm", "missing"): "reads no input file (it runs 21cmFAST)",
     ("info", "option"): "has no option taking a value",
     ("info", "readonly"): "writes nothing",
     ("status", "foreign"): "reads no HDF5 file (markers and JSON only)",
@@ -164,6 +165,23 @@ def _stack_images(w: World, junk: bool) -> Path:
     return d
 
 
+def _c21_catalogue(w: World) -> Path:
+    """Three realisations of 8³ .npy cubes (z 8, 9) and their catalogue: a valid stack21cm input."""
+    root = w.tmp / "c21cubes"
+    if not root.exists():
+        root.mkdir()
+        lines = ["file,redshift,f_esc10,realisation"]
+        for r in range(3):
+            for z in (8, 9):
+                np.save(root / f"c{r}_{z}.npy", np.random.default_rng(r).normal(size=(8, 8, 8)).astype(np.float32))
+                lines.append(f"c{r}_{z}.npy,{z},-1.0,{r}")
+        (root / "cat.csv").write_text("\n".join(lines) + "\n")
+    return root / "cat.csv"
+
+
+C21_GRID = ["--redshifts", "8", "--fesc", "-1", "--realisations", "3"]
+
+
 #: verb → family → (argv builder, text that must appear in the message)
 def cases(w: World) -> dict[str, dict[str, tuple[list[str], str]]]:
     run, ro = str(w.run), w.ro
@@ -182,6 +200,21 @@ def cases(w: World) -> dict[str, dict[str, tuple[list[str], str]]]:
                         "--negatives", "2", "--size", "big"], "--size"),
             "readonly": (["simulate", "--out", str(ro / "s.h5"), "--lenses", "2", "--sources", "2",
                           "--negatives", "2"], str(ro)),
+        },
+        "simulate21cm": {
+            "junk": (["simulate21cm", "--out", str(w.junk), *C21_GRID], str(w.junk)),
+            "foreign": (["simulate21cm", "--out", str(w.foreign), *C21_GRID], str(w.foreign)),
+            "option": (["simulate21cm", "--out", str(w.tmp / "c21.h5"), *C21_GRID, "--executor", "bogus"],
+                       "--executor"),
+            "readonly": (["simulate21cm", "--out", str(ro / "c21.h5"), *C21_GRID], str(ro)),
+        },
+        "stack21cm": {
+            "missing": (["stack21cm", "--catalogue", str(w.missing), "--out", str(w.tmp / "s21.h5")], str(w.missing)),
+            "junk": (["stack21cm", str(w.junk), "--out", str(w.tmp / "s21.h5")], str(w.junk)),
+            "foreign": (["stack21cm", str(w.foreign), "--out", str(w.tmp / "s21.h5")], str(w.foreign)),
+            "option": (["stack21cm", "--catalogue", str(_c21_catalogue(w)), "--out", str(w.tmp / "s21.h5"),
+                        "--split-by", "bogus"], "--split-by"),
+            "readonly": (["stack21cm", "--catalogue", str(_c21_catalogue(w)), "--out", str(ro / "s21.h5")], str(ro)),
         },
         "stack": {
             "missing": (["stack", "--images", str(w.tmp / "no-such-dir"), "--label-column", "none", "--out", str(w.tmp / "st.h5")],
@@ -316,6 +349,8 @@ def test_every_verb_has_a_row():
 _TABLE_SHAPE = {
     "quickstart": ("junk", "option", "readonly"),
     "simulate": ("junk", "foreign", "option", "readonly"),
+    "simulate21cm": ("junk", "foreign", "option", "readonly"),
+    "stack21cm": FAMILIES,
     "stack": FAMILIES,
     "info": ("missing", "junk", "foreign"),
     "train": FAMILIES,

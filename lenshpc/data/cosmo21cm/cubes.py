@@ -129,10 +129,9 @@ def _peek_fits(path: Path, key: str | None) -> Cube:
             warnings.simplefilter("ignore")
             with fits.open(path, memmap=True) as hdul:
                 hdu = _fits_hdu(hdul)
-                if hdu is None:
-                    dims = [h.data.ndim for h in hdul if h.is_image and h.data is not None]
-                    shape: tuple[int, ...] = tuple(hdul[0].shape) if not dims else (0,) * dims[0]
-                    return Cube(path, "fits", shape, str(path))
+                if hdu is None:  # no 3-D image: report the first image's shape (the rank check names it)
+                    first = next((h for h in hdul if h.is_image and h.data is not None), None)
+                    return Cube(path, "fits", tuple(first.data.shape) if first is not None else (), str(path))
                 cube = Cube(path, "fits", tuple(hdu.data.shape), str(path))
                 header = hdu.header
                 for card, attr in (("REDSHIFT", "redshift"), ("F_ESC10", "f_esc10")):

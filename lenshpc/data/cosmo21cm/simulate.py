@@ -17,10 +17,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import queue as queue_mod
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import h5py
@@ -160,13 +162,27 @@ def run_shard(grid: Grid, out: str | Path, shard: int = 0, shards: int = 1, work
                         bar.update(boxes.get_nowait())
                 for future in done:
                     r = futures.pop(future)
-                    future.result()  # a worker's error stops the shard (finished parts stay)
+                    try:
+                        future.result()  # a worker's error stops the shard (finished parts stay)
+                    except BrokenProcessPool:
+                        raise UserError(f"the worker computing realisation {r} died (killed: out of memory? "
+                                        f"{grid.hii_dim}³ boxes need ~{_memory_gb(grid.hii_dim):.0f} GB per worker); "
+                                        "finished realisations are kept: give it more memory (--mem-gb, fewer "
+                                        "--workers) and re-run the same command") from None
                     log.info("realisation %d written: %s", r, part_path(out, r))
         except BaseException:
-            for future in futures:
-                future.cancel()
+            # SIGTERM/Ctrl-C or a failed realisation: stop the running workers now rather than after their
+            # realisation (minutes at 200³); their temp files are removed by the next write of the same part.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
     return result
+
+
+def _memory_gb(hii_dim: int) -> float:
+    """Peak resident memory of one worker, interpolated from benchmarks/sim21cm.py (0.9 GB at 64³, 2.0 GB at 128³)."""
+    return 0.7 + 1.34 * (hii_dim / 128) ** 3
 
 
 def shard_job(grid: Grid, out: str, shard: int, shards: int, workers: int) -> dict:
@@ -180,7 +196,7 @@ class Resources:
 
     partition: str = ""
     time_min: int = 240
-    mem_gb: int = 4
+    mem_gb: int | None = None  # None: what `workers` realisations of this box size need (_memory_gb) + 1 GB
     image: str = ""
 
 
@@ -189,7 +205,8 @@ def _run_submitit(grid: Grid, out: Path, shards: list[int], n_shards: int, kind:
     from lenshpc.config import HpcConfig
     from lenshpc.hpc.jobs import run_array_and_wait
 
-    hpc = HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=resources.mem_gb,
+    mem_gb = resources.mem_gb or math.ceil(max(1, workers) * _memory_gb(grid.hii_dim) + 1)
+    hpc = HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=mem_gb,
                     cpus_per_task=max(1, workers), image=resources.image)
     run_array_and_wait(kind, parts_dir(out) / "submitit" / "%j", hpc, f"simulate21cm-{out.stem}", shard_job,
                        [(grid, str(out), k, n_shards, workers) for k in shards], shards, "21cmFAST shard", log=log)
@@ -217,7 +234,9 @@ def merge(grid: Grid, out: str | Path, *, split_by: str = "realisation", keep_pa
             with h5py.File(part_path(out, r), "r") as fh:
                 meta = {col: fh[f"meta/{col}"][()] for col in fh["meta"]}
                 meta.update(realisation=np.full(n_r, r), seed=np.full(n_r, decode_attr(fh.attrs["seed"])))
-                writer.write(r * n_r, fh["images"][()], meta)
+                step = grid.slices_per_box  # one box at a time: a realisation at 200³ is GBs
+                for a in range(0, n_r, step):
+                    writer.write(r * n_r + a, fh["images"][a:a + step], {k: v[a:a + step] for k, v in meta.items()})
     if not keep_parts:
         shutil.rmtree(parts_dir(out), ignore_errors=True)
     with slices.open_slices(out) as ds:
@@ -240,18 +259,31 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
     out = Path(out)
     if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
         slices.realisation_split(range(grid.realisations), grid.seed)
+    if shard_index is not None and not 0 <= shard_index < shards:
+        raise UserError(f"--shard-index {shard_index} is outside 0..{shards - 1} (--shards {shards})")
+    # Fail on an unwritable output folder now, not after hours of simulation (the storage message names it),
+    # and say how to install 21cmFAST before anything else happens.
+    parts = parts_dir(out)
+    made = not parts.exists()
+    parts.mkdir(parents=True, exist_ok=True)
+    if not merge_only:
+        try:
+            require_21cmfast()
+        except UserError:
+            if made:
+                parts.rmdir()
+            raise
     if shard_index is not None:
-        if not 0 <= shard_index < shards:
-            raise UserError(f"--shard-index {shard_index} is outside 0..{shards - 1} (--shards {shards})")
         res = run_shard(grid, out, shard_index, shards, workers=workers)
         return {"status": "shard", "done": len(res["done"]), "skipped": len(res["skipped"])}
     if output_is_current(grid, out):
+        if made:
+            parts.rmdir()
         with slices.open_slices(out) as ds:
             return {"status": "current", "digest": ds.attrs["content_sha256"], "done": 0,
                     "skipped": grid.realisations}
     todo = [] if merge_only else pending(grid, out)
     if todo:
-        require_21cmfast()
         jobs = sorted({r % shards for r in todo})
         if executor == "inline":
             for k in jobs:

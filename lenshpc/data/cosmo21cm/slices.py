@@ -76,7 +76,7 @@ def class_index(values: np.ndarray, classes: Sequence[float], what: str) -> np.n
     ok = (idx < len(table)) & (table[np.minimum(idx, len(table) - 1)] == values)
     if not ok.all():
         bad = values[~ok][0]
-        raise DataError(f"{what} value {bad} is not one of the classes {list(table)}")
+        raise DataError(f"{what} value {bad:g} is not one of the classes {', '.join(f'{v:g}' for v in table)}")
     return idx.astype(np.int16)
 
 
@@ -492,8 +492,8 @@ def open_slices(path: str | Path) -> SliceDataset:
     return SliceDataset(path)
 
 
-def describe(path: str | Path) -> str:
-    """A human-readable summary (``lenshpc info``)."""
+def describe(path: str | Path, tree: bool = False) -> str:
+    """A human-readable summary (``lenshpc info``); ``tree`` adds every HDF5 object with its storage."""
     with open_slices(path) as ds:
         sim = ds.simulator
         lines = [f"{ds.path}: lenshpc 21-cm slice dataset, schema v{ds.attrs['schema_version']}",
@@ -507,4 +507,9 @@ def describe(path: str | Path) -> str:
                      + (f"; realisations {ds.split_realisations}" if ds.split_by == "realisation" else ""))
         lines.extend(f"  WARNING: {w}" for w in ds.warnings)
         lines.append(f"  content sha256 {ds.attrs.get('content_sha256', '')[:16]}…")
+        if tree:
+            from lenshpc.data.format import hdf5_tree
+
+            lines.append("  objects:")
+            lines.extend(f"    {line}" for line in hdf5_tree(ds._fh))  # noqa: SLF001 - the reader's own file
         return "\n".join(lines)
