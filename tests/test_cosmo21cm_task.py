@@ -153,3 +153,21 @@ def test_bad_task_config_is_named(c21_dataset):
 
     with pytest.raises(UserError, match="loss.name = 'bce'.*cce"):
         run_training(c21_cfg(c21_dataset, "classify.yaml", "loss.name=bce"), None, show_progress=False)
+
+
+def test_quickstart_and_study_sweeps_load(c21_dataset):
+    """The embedded 21-cm quickstart sweeps and the shipped central-comparison sweep validate (every grid point)."""
+    from lenshpc.commands.quickstart import resource
+    from lenshpc.hpc.spec import load_sweep
+
+    sets = [f"data.path={c21_dataset}"]
+    ae = load_sweep(resource("quickstart_cosmo21cm_autoencoder.yaml"), overrides=sets)
+    assert [p.config.task.name for p in ae.points] == ["autoencode"]
+    qs = load_sweep(resource("quickstart_cosmo21cm.yaml"), overrides=sets)
+    assert sorted({p.group for p in qs.points}) == ["cnn", "cnn_encoder", "dense"] and len(qs.points) == 9
+    dense = next(p for p in qs.points if p.group == "dense").config
+    assert dense.model.name == "dense21" and dense.task.params["crop"] == 16 and dense.task.params["target"] == "redshift"
+    central = load_sweep(os.path.join(REPO_CONFIGS, "..", "sweeps", "cosmo21cm_central.yaml"), overrides=sets)
+    assert len(central.points) == 30 and {p.config.task.name for p in central.points} == {"cosmo21cm"}
+    enc = next(p for p in central.points if p.group == "cnn_encoder").config
+    assert enc.train.freeze == ["enc_*"] and enc.train.start_from.endswith("cosmo21cm_autoencoder/seed0")
