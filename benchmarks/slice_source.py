@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
+import timeit
 import warnings
 from pathlib import Path
 
@@ -37,12 +37,7 @@ from lenshpc.utils import rng_for  # noqa: E402
 
 
 def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(timeit.repeat(fn, number=1, repeat=repeats))
 
 
 def synthetic(path: Path, side: int) -> Path:

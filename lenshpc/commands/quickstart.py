@@ -75,10 +75,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "→ report with the PCA baseline (needs the .[cosmo21cm] extra; a few minutes on 2 cores)")
 
 
+def run_quick_sweep(spec, args: argparse.Namespace):
+    """Run a quickstart sweep with the local executor, one run per core, and say what was skipped or failed."""
+    from lenshpc.hpc.sweep import run_sweep
+
+    # One run per core: a tiny network's small steps use a second thread poorly (docs/science.md).
+    parallel = args.parallel or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                    else (os.cpu_count() or 1), len(spec.points))
+    # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
+    outcome = run_sweep(spec, executor=args.executor, parallel=parallel, retry_failed=True)
+    done = outcome.count("done")
+    if done:
+        print(f"      {done} run(s) already finished, skipped", flush=True)
+    for point, error in outcome.failed_after:
+        print(f"      failed: {point.id}: {error}", flush=True)
+    return outcome
+
+
 def run(args: argparse.Namespace) -> int:
     from lenshpc.errors import UserError
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.hpc.sweep import run_sweep
     from lenshpc.report import reduce_runs
 
     if args.parallel is not None and args.parallel < 1:
@@ -100,16 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_sweep(resource("quickstart.yaml"), overrides=[f"data.path={data}", *args.overrides], out=out / "runs")
     print(f"[2/{steps}] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
-    # One run per core: a tiny ResNet's small steps use a second thread poorly (docs/science.md).
-    parallel = args.parallel or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                    else (os.cpu_count() or 1), len(spec.points))
-    # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
-    outcome = run_sweep(spec, executor=args.executor, parallel=parallel, retry_failed=True)
-    done = outcome.count("done")
-    if done:
-        print(f"      {done} run(s) already finished, skipped", flush=True)
-    for point, error in outcome.failed_after:
-        print(f"      failed: {point.id}: {error}", flush=True)
+    outcome = run_quick_sweep(spec, args)
 
     print(f"[3/{steps}] report → {out}", flush=True)
     result = reduce_runs(spec.out, out=out)

@@ -13,7 +13,6 @@ Re-running skips finished work (dataset, runs); an interrupted quickstart resume
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 #: The toy grid (about 30 s of 21cmFAST on 2 cores; 1,440 slices of 32×32).
@@ -23,24 +22,8 @@ GRID = dict(redshifts=(7.0, 8.0, 9.0), f_esc10=(-1.3, -0.7), realisations=5, hii
 AUTOENCODER = "@AUTOENCODER@"
 
 
-def _parallel(args, n_points: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return args.parallel or min(cores, n_points)
-
-
-def _sweep(spec, args, label: str) -> list:
-    from lenshpc.hpc.sweep import run_sweep
-
-    outcome = run_sweep(spec, executor=args.executor, parallel=_parallel(args, len(spec.points)), retry_failed=True)
-    if outcome.count("done"):
-        print(f"      {outcome.count('done')} {label} run(s) already finished, skipped", flush=True)
-    for point, error in outcome.failed_after:
-        print(f"      failed: {point.id}: {error}", flush=True)
-    return outcome.failed_after
-
-
 def run(args) -> int:
-    from lenshpc.commands.quickstart import resource
+    from lenshpc.commands.quickstart import resource, run_quick_sweep
     from lenshpc.data.cosmo21cm.params import Grid
     from lenshpc.data.cosmo21cm.simulate import simulate21cm
     from lenshpc.hpc.spec import load_sweep
@@ -59,7 +42,7 @@ def run(args) -> int:
     overrides = [f"data.path={data}", *args.overrides]
     ae_spec = load_sweep(resource("quickstart_cosmo21cm_autoencoder.yaml"), overrides=overrides, out=out / "encoder")
     print(f"[2/4] autoencoder → {ae_spec.out}", flush=True)
-    failed = _sweep(ae_spec, args, "autoencoder")
+    failed = run_quick_sweep(ae_spec, args).failed_after
     if failed:
         print(f"the autoencoder failed; see {ae_spec.out}/autoencoder/seed0/train.log and re-run")
         return 1
@@ -71,7 +54,7 @@ def run(args) -> int:
     atomic_write_text(sweep_file, text)
     spec = load_sweep(sweep_file, overrides=overrides, out=out / "runs")
     print(f"[3/4] sweep {spec.name}: {len(spec.groups)} models × {len(spec.seeds)} seeds → {spec.out}", flush=True)
-    failed = _sweep(spec, args, "classifier")
+    failed = run_quick_sweep(spec, args).failed_after
 
     print(f"[4/4] report → {out}", flush=True)
     reduced = reduce_runs(spec.out, out=out)
