@@ -5,7 +5,8 @@ Fitted on the **same** splits and normalisation as the networks it is compared w
 class-stratified subset), standardised per pixel, projected on :data:`N_COMPONENTS` principal components
 (randomised SVD seeded by the run's seed), then a multinomial logistic regression; scored on the test split
 with :mod:`lenshpc.metrics_multiclass`.  ``lenshpc reduce`` computes it once per (dataset, target,
-normalisation, crop, seed) and caches it in the report directory (``pca_baseline.json``).
+normalisation, crop, seed) and caches it in the report directory (``pca_baseline.json``, keyed by the
+dataset's content digest too).
 """
 
 from __future__ import annotations
@@ -57,14 +58,21 @@ def key_of(run_dir: Path) -> tuple[str, dict, object] | None:
         cfg = load_config(Path(run_dir) / "config.yaml")
     except Exception:  # noqa: BLE001 - a run whose config no longer loads simply gets no baseline row
         return None
-    options = dict(getattr(cfg.task, "params", {}) or {})
     from lenshpc.tasks.cosmo21cm import Cosmo21cmTask
 
-    options = Cosmo21cmTask.check_params(options)
+    options = Cosmo21cmTask.check_params(dict(cfg.task.params or {}))
     if not options.get("pca_baseline", True):
         return None
-    ident = {"data": str(Path(cfg.data.path).resolve()), **{p: options[p] for p in KEY_PARAMS},
-             "test_size": cfg.data.test_size}
+    from lenshpc.data.cosmo21cm.slices import open_slices
+    from lenshpc.errors import UserError
+
+    try:  # the content digest keys the cache: a dataset re-made under the same path is refitted
+        with open_slices(cfg.data.path) as ds:
+            digest = str(ds.attrs.get("content_sha256", ""))
+    except UserError:
+        return None  # the dataset is gone: no baseline row (the networks' rows stay)
+    ident = {"data": str(Path(cfg.data.path).resolve()), "content_sha256": digest,
+             **{p: options[p] for p in KEY_PARAMS}, "test_size": cfg.data.test_size}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return f"{digest}-seed{cfg.seed}", {**ident, "seed": cfg.seed}, (cfg, options)
 
