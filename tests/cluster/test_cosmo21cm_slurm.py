@@ -24,19 +24,13 @@ SMALL = {"data.chunk_size": 64, "data.prefetch": 0, "train.chunks": 3, "train.ba
          "train.patience": 0, "train.checkpoint_every": 1, "distributed.backend": "none"}
 
 
-def test_cosmo21cm_sweep_on_slurm_reduces_with_its_sections(slurm, c21_dataset, tmp_path, capsys):
+def test_cosmo21cm_sweep_on_slurm_reduces_with_its_sections(slurm_sweep, c21_dataset, capsys):
     base = REPO / "configs" / "cosmo21cm" / "classify.yaml"
     lines = ["name: c21_slurm", f"base: {base}", "seeds: 0-1", "set:",
              *(f"  {k}: {json.dumps(v)}" for k, v in SMALL.items()), f"  data.path: {c21_dataset}", "grid:",
              "  - name: cnn", "  - name: dense", "    model.name: dense21", "    task.params.crop: 16",
              "hpc: {time_min: 15, cpus_per_task: 1, mem_gb: 2, array_parallelism: 4}"]
-    sweep = tmp_path / "c21_slurm.yaml"
-    sweep.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "out"
-    rc = main(["sweep", str(sweep), "--executor", "slurm", "--out", str(out), "--wait"])
-    text = capsys.readouterr().out
-    assert rc == 0, text
-    record = json.loads((out / "sweep.json").read_text())
+    out, record, _ = slurm_sweep("c21_slurm", lines)
     assert len({r["jobs"][0]["job_id"].split("_")[0] for r in record["runs"]}) == 1, "one job array"
     for r in record["runs"]:
         run_dir = out / r["run_dir"]
