@@ -11,6 +11,7 @@ Prints, with one core (N_THREADS=1, one process at a time):
 
     python benchmarks/sim21cm.py            # ~1.5 min on an idle core
     python benchmarks/sim21cm.py --big      # + 128³ (~2 min more, ~2 GB RSS)
+    python benchmarks/sim21cm.py --seed-scale   # + 200³ / 300 Mpc, the seed's boxes (~2 min more, ~6 GB RSS)
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--redshifts", type=float, nargs="+", default=[8.0, 9.0])
     parser.add_argument("--fesc", type=float, nargs="+", default=[-1.3, -0.7])
     parser.add_argument("--big", action="store_true", help="also 128³ / 192 Mpc (slow)")
+    parser.add_argument("--seed-scale", action="store_true",
+                        help="also the seed's 200³ / 300 Mpc (one IC + one box: ~2 min, ~6 GB)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"load average before: {os.getloadavg()[0]:.2f} (numbers assume an idle core)")
@@ -82,6 +85,8 @@ def main() -> None:
     bare64, cubes = rates("64³ / 96 Mpc ", dataclass_replace(grid64, realisations=args.seeds))
     if args.big:
         rates("128³ / 192 Mpc", Grid.checked(args.redshifts[:1], args.fesc, 1, hii_dim=128, box_len=192.0, seed=0))
+    if args.seed_scale:
+        rates("200³ / 300 Mpc", Grid.checked(args.redshifts[:1], args.fesc[:1], 1, hii_dim=200, box_len=300.0, seed=0))
 
     with tempfile.TemporaryDirectory() as tmp:
         small = dataclass_replace(grid64, realisations=args.seeds)

@@ -65,6 +65,7 @@ def test_killed_run_resumes_and_skips_finished_realisations(c21_tiny, c21_tiny_a
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the whole run, worker included, mid-way: no clean-up at all
     proc.wait()
     assert first.exists() and not out.exists()
@@ -74,6 +75,31 @@ def test_killed_run_resumes_and_skips_finished_realisations(c21_tiny, c21_tiny_a
     assert reused >= 1, rerun.stdout
     assert _md5(out) == _md5(c21_tiny)
     assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "r.h5.parts").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_killed_worker_is_a_clear_error(cosmo21cm, c21_tiny_args, tmp_path):
+    """SIGKILL of one worker process (what the kernel's OOM killer does) → exit 2 naming the memory need."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "w.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "lenshpc", "simulate21cm", "--out", str(out), *c21_tiny_args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, workers = time.monotonic() + 120, []
+    while not workers and proc.poll() is None and time.monotonic() < deadline:
+        # main → forkserver → worker: the workers are the grandchildren
+        workers = [g for c in _children(proc.pid) for g in _children(c)]
+        time.sleep(0.05)
+    assert workers, "no worker process appeared"
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "died (killed: out of memory?" in err and "re-run the same command" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -26,7 +26,7 @@ Examples:
   lenshpc simulate21cm --out data/c21.h5 --redshifts 8 9 10 --fesc -1.3 -0.7 --realisations 4
   lenshpc simulate21cm --out data/c21.h5 --redshifts 8 9 10 --fesc -1.3 -0.7 --realisations 40 \\
       --hii-dim 64 --box-len 96 --shards 8 --executor slurm --partition cpu
-  sbatch jobs/simulate21cm_array.sh data/c21.h5 --redshifts 8 9 10 --fesc -1.3 -0.7 --realisations 40
+  bash jobs/simulate21cm_array.sh data/c21.h5 --redshifts 8 9 10 --fesc -1.3 -0.7 --realisations 40  # sbatch array
 The seed's scale (200^3 cells over 300 Mpc, 17 redshifts): docs/cosmo21cm.md.
 """
 
@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-min", type=int, default=240, metavar="MIN", help="time limit per shard job (default 240)")
     p.add_argument("--mem-gb", type=int, metavar="GB",
                    help="memory per shard job (default: what --workers realisations need at --hii-dim, measured "
-                        "0.9 GB at 64^3 and 2 GB at 128^3, + 1 GB)")
+                        "0.9 GB at 64^3, 2 GB at 128^3, 6 GB at 200^3, + 1 GB)")
     p.add_argument("--image", default="", metavar="SIF", help="Apptainer image the SLURM jobs run in")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists and was made from another grid")
 

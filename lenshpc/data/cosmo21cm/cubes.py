@@ -16,8 +16,9 @@ Cube files (one δT_b box each, 3-D, cubic, mK), chosen by name:
 Catalogue (CSV, or any table astropy reads): one row per cube, columns ``file`` (relative to the catalogue's
 folder), ``redshift``, ``f_esc10`` (log10 of the escape fraction; or ``f_esc``, linear) and ``realisation``
 (the initial-conditions id: cubes of one realisation stay in one split); optional ``seed``.  Catalogue values
-win over values read from a file; a 21cmFAST HDF5 file needs no catalogue.  Without any escape-fraction value
-the dataset holds only the ``redshift`` target.
+win over values read from a file; a 21cmFAST HDF5 file needs no catalogue.  A catalogue must have every
+column above; cubes given without a catalogue whose files carry no F_ESC10 (a FITS header without ``F_ESC10``)
+make a dataset with only the ``redshift`` target.
 
 Everything that can be checked without reading the cubes' pixels is checked first (columns, files, ranks and
 shapes, 21cmFAST ranges, duplicates, at least 3 realisations, every class in every split); a NaN cube found while

@@ -181,8 +181,8 @@ def run_shard(grid: Grid, out: str | Path, shard: int = 0, shards: int = 1, work
 
 
 def _memory_gb(hii_dim: int) -> float:
-    """Peak resident memory of one worker, interpolated from benchmarks/sim21cm.py (0.9 GB at 64³, 2.0 GB at 128³)."""
-    return 0.7 + 1.34 * (hii_dim / 128) ** 3
+    """Peak resident memory of one worker (GB), fitted to benchmarks/sim21cm.py: 0.9 at 64³, 2.0 at 128³, 6.0 at 200³."""
+    return 0.7 + 1.4 * (hii_dim / 128) ** 3
 
 
 def shard_job(grid: Grid, out: str, shard: int, shards: int, workers: int) -> dict:
