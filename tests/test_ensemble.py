@@ -332,3 +332,27 @@ def test_status_suggests_rerunning_the_ensemble_for_failed_runs(ensembled, tmp_p
     (run / "FAILED").write_text("UserError: a member vanished\n")
     text = format_status(collect_status(work), work)
     assert f"lenshpc ensemble {spec.resolve()}" in text and "--retry-failed" not in text
+
+
+def test_input_dependent_rerun_skips_and_force_retrains_from_scratch(tiny_sweep, tmp_path, capsys):
+    """IDE entries are ordinary sweep runs: a re-run skips the DONE one (no job), --force trains it again from
+    chunk 0 to the same (deterministic) result; sweep.json keeps kind 'ensemble' and the job history."""
+    spec = _spec(tmp_path, tiny_sweep, [
+        {"name": "IDE2", "method": "input_dependent", "members": ["bce", "f1_soft"],
+         "model": {"name": "tiny_resnet"}, "train": {"chunks": 1, "checkpoint_every": 1},
+         "set": {"data.chunk_size": 32}}], seeds=[0])
+    assert _cli("ensemble", str(spec), "--quiet", "--no-plots") == 0
+    rd, sweep_json = tmp_path / "out" / "IDE2" / "seed0", tmp_path / "out" / "sweep.json"
+    first, done = json.loads((rd / "metrics.json").read_text()), (rd / "DONE").stat().st_mtime_ns
+    capsys.readouterr()
+    assert _cli("ensemble", str(spec), "--quiet", "--no-plots") == 0
+    assert "0 ensemble run(s) computed, 1 already done" in capsys.readouterr().out
+    assert len(json.loads(sweep_json.read_text())["runs"][0]["jobs"]) == 1  # nothing submitted
+    assert _cli("ensemble", str(spec), "--quiet", "--no-plots", "--force") == 0
+    assert "1 ensemble run(s) computed" in capsys.readouterr().out
+    again = json.loads((rd / "metrics.json").read_text())
+    assert (rd / "DONE").stat().st_mtime_ns > done and "resuming" not in (rd / "train.log").read_text()
+    assert {k: again[k] for k in ("auroc", "fbeta", "selection")} == {k: first[k] for k in ("auroc", "fbeta",
+                                                                                          "selection")}
+    record = json.loads(sweep_json.read_text())
+    assert record["kind"] == "ensemble" and len(record["runs"][0]["jobs"]) == 2

@@ -294,3 +294,22 @@ def test_load_ide_scorer_errors(ide_run, tiny_sweep, tmp_path):
     (moved / "DONE").unlink()
     with pytest.raises(UserError, match="not finished"):
         load_ide_scorer(moved)
+
+
+def test_an_ide_run_is_an_ordinary_run_of_task_ide(ide_run, tiny_sweep):
+    """The run dir records task ide with its members (config.yaml, metrics.json): `lenshpc train` / a sweep's
+    TrainRun reproduce it from the config alone; bad task.params are config errors at load."""
+    import yaml
+
+    from lenshpc.config import from_dict
+    from lenshpc.errors import ConfigError
+
+    cfg, out, metrics = ide_run
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    members = [str(p.resolve()) for p in members_of(tiny_sweep)]
+    assert saved["task"] == {"name": "ide", "params": {"members": members}}
+    assert metrics["task"]["name"] == "ide" and "val_loss" in metrics["task"]["val_metrics"]
+    with pytest.raises(ConfigError, match="members must be a list"):
+        from_dict({**saved, "task": {"name": "ide", "params": {"members": "bce/seed0"}}})
+    with pytest.raises(ConfigError, match="no parameter 'member'"):
+        from_dict({**saved, "task": {"name": "ide", "params": {"member": members}}})

@@ -215,3 +215,20 @@ def test_backbone_gives_features_and_build_takes_a_task_head():
     # The default head: the same Dense init the thesis code used (he_normal on ResNets, glorot elsewhere).
     assert models.build("tiny_resnet", (32, 32, 1)).get_layer("logits").get_config()["kernel_initializer"][
         "class_name"] == "HeNormal"
+
+
+def test_a_task_supplies_its_head_through_build_model():
+    """Task.build_model = the config's backbone + Task.head() (the lens task: the default classifier)."""
+    from keras import layers
+
+    from lenshpc.config import load_config
+    from lenshpc.tasks.lens import LensTask
+
+    class Regression(LensTask):
+        def head(self):
+            return lambda backbone, n: layers.Dense(n, name="value")(backbone.output)
+
+    cfg = load_config(None, overrides=["model.name=tiny_resnet"])
+    assert LensTask(cfg).build_model((32, 32, 1)).get_layer("prediction").get_config()["activation"] == "sigmoid"
+    model = Regression(cfg).build_model((32, 32, 1))
+    assert model.layers[-1].name == "value" and model.output_shape == (None, 1) and model.name == "tiny_resnet"

@@ -15,8 +15,8 @@ Methods
 ``average``
     plain mean; with ``committee: GROUP`` every seed of one sweep group in one run.
 ``input_dependent``
-    a dynamic ensembler trained by :func:`lenshpc.analysis.ide.train_ide` (a network: runs inline
-    or as submitit jobs, ``--executor``).
+    a dynamic ensembler: an ordinary training run of task ``ide`` (:mod:`lenshpc.tasks.ide`),
+    submitted like a sweep's runs (``--executor``: inline, local processes or SLURM).
 
 Public API
 ----------
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +41,13 @@ from lenshpc.analysis.ensemble_fit import apply_weights, average_weights, fit_ne
 from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
 from lenshpc.analysis.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
-from lenshpc.errors import Preempted, UserError
-from lenshpc.utils import atomic_write_json, progress, read_json_object
+from lenshpc.errors import UserError
+from lenshpc.utils import atomic_write_json, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
 #: Sub-folder of an ensemble run holding the re-scored members' cached scores.
 MEMBER_CACHE = "members"
-SWEEP_JSON = "sweep.json"
-SUBMITIT_DIR = ".submitit"
 
 
 # ====================================================================== planning
@@ -215,62 +211,16 @@ def _now() -> str:
 
 # ====================================================================== input-dependent ensembles
 def ide_config(run: EnsembleRun):
-    """The dynamic ensembler's config: member 0's config + the entry's overrides, the run's seed and name."""
+    """The dynamic ensembler's config: member 0's config + the entry's overrides, the run's seed and name, and
+    task ``ide`` over the run's members (an ordinary training run, :class:`lenshpc.tasks.ide.IDETask`)."""
+    from lenshpc.analysis.ide import with_members
+
     cfg = load_member_config(run.members[0].run_dir)
     try:
-        return cfg.replace(**run.entry.overrides(), seed=run.seed, name=run.entry.name)
+        cfg = cfg.replace(**run.entry.overrides(), seed=run.seed, name=run.entry.name)
     except UserError as exc:
         raise UserError(f"ensemble '{run.entry.name}': bad train/model/set override: {exc}") from None
-
-
-try:  # submitit is a hard dependency; keep imports cheap when it is absent
-    from submitit.helpers import Checkpointable as _Checkpointable
-except ImportError:  # pragma: no cover
-    _Checkpointable = object  # type: ignore[misc,assignment]
-
-
-class IdeJob(_Checkpointable):
-    """One input-dependent ensemble run as a submitit job (resumes from its checkpoint when requeued)."""
-
-    def __init__(self, members: list[str], config: dict, run_dir: str, raise_errors: bool = True,
-                 force: bool = False):
-        self.members, self.config, self.run_dir = list(members), config, str(run_dir)
-        self.raise_errors, self.force = raise_errors, force
-
-    def __call__(self) -> dict:
-        from lenshpc.analysis.ide import train_ide
-        from lenshpc.config import from_dict
-        from lenshpc.hpc.jobs import _mark_failed, _TimeoutForwarder
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        forward = _TimeoutForwarder()
-        try:
-            cfg = from_dict(self.config, source=f"{self.run_dir}/config")
-            with forward:
-                try:
-                    result = train_ide(self.members, cfg, self.run_dir, resume=True, force=self.force,
-                                       show_progress=False)
-                except Preempted:
-                    forward.requeue_if_signalled()
-                    raise
-        except Preempted as exc:
-            if self.raise_errors:
-                raise
-            return {"status": "preempted", "run_dir": self.run_dir, "error": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - reported through FAILED (and re-raised for submitit)
-            _mark_failed(Path(self.run_dir), exc)
-            if self.raise_errors:
-                raise
-            return {"status": "failed", "run_dir": self.run_dir, "error": f"{type(exc).__name__}: {exc}"}
-        return {"status": "done", "run_dir": self.run_dir, "metrics": result}
-
-    def checkpoint(self, *args, **kwargs):
-        from submitit.helpers import DelayedSubmission
-
-        return DelayedSubmission(IdeJob(self.members, self.config, self.run_dir, self.raise_errors, False))
-
-    def __repr__(self) -> str:
-        return f"IdeJob({self.run_dir!r})"
+    return with_members(cfg, [m.run_dir for m in run.members])
 
 
 def _hpc(spec: EnsembleSpec, base_cfg, overrides: dict | None = None):
@@ -280,67 +230,18 @@ def _hpc(spec: EnsembleSpec, base_cfg, overrides: dict | None = None):
     return from_dict({"hpc": merged}, source=str(spec.path)).hpc
 
 
-def _run_ide(spec: EnsembleSpec, runs: list[EnsembleRun], executor: str, *, force: bool, parallel: int,
-             show_progress: bool, hpc_overrides: dict | None, jobs_by_id: dict[str, list[dict]],
-             save: Callable[[], None], echo: Callable[[str], None]) -> list[str]:
-    """Train (debug: inline) or submit (local/slurm) the IDE runs; returns the submitted job ids."""
-    from lenshpc.hpc import jobs as _jobs
+def _as_sweep(spec: EnsembleSpec, trained: list[EnsembleRun], hpc):
+    """Every run of ``spec`` as a sweep grid point (``sweep.json``, :func:`lenshpc.hpc.sweep.run_sweep`);
+    the ``trained`` (input-dependent) ones carry their config, the others are computed in this process."""
+    from lenshpc.hpc.spec import GridPoint, SweepSpec
 
-    if not runs:
-        return []
-    if executor == "debug":  # inline, in this process, one after the other
-        from lenshpc.analysis.ide import train_ide
-
-        for run in runs:
-            echo(f"training input-dependent ensemble {run.id} …")
-            train_ide([str(m.run_dir) for m in run.members], ide_config(run), run.run_dir, resume=True, force=force,
-                      show_progress=show_progress)
-        return []
-    folder = spec.out / SUBMITIT_DIR / "%j"
-    hpc = _hpc(spec, ide_config(runs[0]), hpc_overrides)
-    ex = _jobs.make_executor(executor, folder, hpc, job_name=f"lenshpc-{spec.name}-ide")
-    calls = [IdeJob([str(m.run_dir) for m in r.members], ide_config(r).to_dict(), str(r.run_dir), True, force)
-             for r in runs]
-    submitted: list[tuple[EnsembleRun, object]] = []
-
-    def record(run: EnsembleRun, job) -> None:
-        jobs_by_id.setdefault(run.id, []).append(
-            {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": _now(),
-             "log": str(_jobs.job_log(folder, str(job.job_id)).relative_to(spec.out))})
-        submitted.append((run, job))
-
-    if executor == "slurm":
-        with ex.batch():
-            jobs = [ex.submit(c) for c in calls]
-        for run, job in zip(runs, jobs):
-            record(run, job)
-        save()
-        echo(f"submitted {len(jobs)} input-dependent ensemble job(s) to SLURM; re-run this command when they have "
-             "finished to update the report (`lenshpc status` shows their state)")
-        return [str(j.job_id) for j in jobs]
-    pending, active = list(zip(runs, calls)), []
-    bar = progress(total=len(pending), desc="input-dependent ensembles", unit="run",
-                   disable=None if show_progress else True)
-    try:
-        while pending or active:
-            while pending and len(active) < max(1, parallel):
-                run, call = pending.pop(0)
-                job = ex.submit(call)
-                record(run, job)
-                save()
-                active.append(job)
-            still = [j for j in active if not j.done()]
-            bar.update(len(active) - len(still))
-            active = still
-            if active:
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        for job in active:
-            job.cancel(check=False)
-        raise
-    finally:
-        bar.close()
-    return [str(j.job_id) for _, j in submitted]
+    configs = {r.id: ide_config(r) for r in trained}
+    source = str(spec.path.resolve()) if spec.path else ""
+    points = [GridPoint(group=e.name, variant=e.name, seed=k, params=_ensemble_keys(e), config_file=source,
+                        run_dir=spec.out / e.name / f"seed{k}", config=configs.get(f"{e.name}/seed{k}"))
+              for e in spec.ensembles for k in (spec.seeds[:1] if e.is_committee else spec.seeds)]
+    return SweepSpec(path=spec.path, name=spec.name, out=spec.out, points=points, hpc=hpc,
+                     varied_keys=["ensemble.name"], kind="ensemble")
 
 
 # ====================================================================== the whole spec
@@ -363,41 +264,38 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     """Compute every ensemble run of ``spec`` (skipping finished ones) and write the report.
 
     Weighted ensembles (``nelder_mead``, ``average``) run in this process; ``input_dependent``
-    ones go through ``executor`` (``debug`` = in this process).  A run whose members are not all
-    finished is skipped and listed; an error in one run does not stop the others.
+    ones are ordinary training runs (task ``ide``) submitted like a sweep's
+    (:func:`lenshpc.hpc.sweep.run_sweep` through ``executor``; ``debug`` = in this process), and
+    ``OUT/sweep.json`` records them all.  A run whose members are not all finished is skipped and
+    listed; an error in one run does not stop the others.
     """
     from lenshpc.analysis.ensemble_report import write_report
-    from lenshpc.hpc import jobs as _jobs
-    from lenshpc.hpc.sweep import classify
+    from lenshpc.config import Config
+    from lenshpc.hpc import sweep as _sweep
+    from lenshpc.train import checkpoint as ckpt
+    from lenshpc.train.rundir import RunDir
 
-    entries = spec.select(only)
-    runs = plan_ensemble_runs(spec, entries)
+    runs = plan_ensemble_runs(spec, spec.select(only))
     outcome = EnsembleOutcome(runs=runs)
-    spec.out.mkdir(parents=True, exist_ok=True)
-    previous = read_json_object(spec.out / SWEEP_JSON)
-    jobs_by_id = {r["id"]: list(r.get("jobs") or []) for r in previous.get("runs", []) if isinstance(r, dict)}
-    created = previous.get("created") or _now()
-
-    def save() -> None:
-        write_sweep_json(spec, jobs_by_id, executor, created, previous=previous)
-
-    save()
-    states = _jobs.job_states([jl[-1] for jl in jobs_by_id.values() if jl])
-    weighted, ide = [], []
+    weighted = [r for r in runs if r.entry.method != "input_dependent"]
+    ide = [r for r in runs if r.entry.method == "input_dependent"]
     for run in runs:
         if run.done and not force:
             outcome.done_before.append(run.id)
         elif run.problem:
             outcome.skipped.append((run.id, run.problem))
-        elif run.entry.method == "input_dependent":
-            state, detail = classify(run.run_dir, jobs_by_id.get(run.id, []), states)
-            if state in ("running", "pending") and not force:
-                outcome.skipped.append((run.id, f"still {state} ({detail})"))
-            else:
-                ide.append(run)
-        else:
-            weighted.append(run)
-    bar = progress(weighted, desc="ensembles", unit="run", disable=None if show_progress else True)
+    todo = [r for r in ide if not r.problem and (force or not r.done)]
+    try:
+        sweep = _as_sweep(spec, todo, _hpc(spec, ide_config(todo[0]) if todo else Config(), hpc_overrides))
+    except UserError as exc:  # a bad override: no input-dependent run can start
+        outcome.failed += [(r.id, str(exc)) for r in todo]
+        todo, sweep = [], _as_sweep(spec, [], _hpc(spec, Config(), hpc_overrides))
+    spec.out.mkdir(parents=True, exist_ok=True)
+    previous = _sweep.read_sweep_json(spec.out)
+    _sweep.write_sweep_json(sweep, sweep.hpc, executor, _sweep.recorded_jobs(previous), previous.get("created"),
+                            previous=previous)  # status and reduce know every run from the start
+    bar = progress([r for r in weighted if r.id not in outcome.done_before and not r.problem], desc="ensembles",
+                   unit="run", disable=None if show_progress else True)
     for run in bar:
         try:
             run_weighted(run, force=force, show_progress=show_progress)
@@ -405,53 +303,32 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
         except UserError as exc:
             outcome.failed.append((run.id, str(exc)))
             log.error("%s failed: %s", run.id, exc)
-    try:
-        outcome.submitted = _run_ide(spec, ide, executor, force=force, parallel=parallel, show_progress=show_progress,
-                                     hpc_overrides=hpc_overrides, jobs_by_id=jobs_by_id, save=save, echo=echo)
-    except UserError as exc:
-        outcome.failed += [(r.id, str(exc)) for r in ide if not r.done]
-    if executor != "slurm":
-        for run in ide:
+    if force:  # start these over (a DONE run or a checkpoint would otherwise be kept)
+        for run in todo:
+            RunDir(run.run_dir).clear_markers()
+            ckpt.remove(RunDir(run.run_dir).checkpoint)
+    done = _sweep.run_sweep(sweep, executor, sweep.hpc, retry_failed=True, parallel=parallel, echo=echo,
+                            only={r.id for r in todo}) if todo else None
+    for p in done.planned if done else []:
+        if p.action == _sweep.SKIP_ACTIVE:
+            outcome.skipped.append((p.point.id, f"still {p.reason}"))
+    if executor == "slurm":
+        outcome.submitted = list(done.job_ids) if done else []
+        if outcome.submitted:
+            echo(f"submitted {len(outcome.submitted)} input-dependent ensemble job(s) to SLURM; re-run this command "
+                 "when they have finished to update the report (`lenshpc status` shows their state)")
+    else:
+        submitted = {p.point.id for p in done.submitted} if done else set()
+        for run in todo:
             if run.done:
                 outcome.computed.append(run.id)
-            elif not any(run.id == f for f, _ in outcome.failed):
-                fail = (run.run_dir / "FAILED")
+            elif run.id in submitted:
+                fail = run.run_dir / "FAILED"
                 why = fail.read_text(errors="replace").strip() if fail.is_file() else "ended without DONE"
                 outcome.failed.append((run.id, why))
-    save()
     outcome.report = write_report(spec, plots=plots)
     return outcome
 
 
-def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], executor: str, created: str,
-                     previous: dict | None = None) -> Path:
-    """``OUT/sweep.json`` in the sweep format (docs/sweeps.md), so `status`/`reduce` name and order the rows.
-
-    Runs of an earlier invocation that this one does not plan (``--seeds``/``--only`` narrowed it) are kept, so
-    a partial re-run never makes the output's other runs unknown to ``reduce`` and ``status``.
-    """
-    runs = []
-    for entry in spec.ensembles:
-        seeds = spec.seeds[:1] if entry.is_committee else spec.seeds
-        for k in seeds:
-            rid = f"{entry.name}/seed{k}"
-            runs.append({"id": rid, "group": entry.name, "variant": entry.name, "seed": k,
-                         "params": _ensemble_keys(entry), "config_file": str(spec.path.resolve()) if spec.path else "",
-                         "run_dir": rid, "jobs": jobs_by_id.get(rid, [])})
-    planned = {r["id"] for r in runs}
-    old_runs = [r for r in (previous or {}).get("runs", []) if isinstance(r, dict) and r.get("id") not in planned]
-    runs += old_runs
-    groups = [e.name for e in spec.ensembles]
-    groups += [g for g in dict.fromkeys(r.get("group") for r in old_runs) if isinstance(g, str) and g not in groups]
-    seeds = sorted({*spec.seeds, *(r["seed"] for r in old_runs if isinstance(r.get("seed"), int))})
-    data = {"version": 1, "kind": "ensemble", "name": spec.name,
-            "sweep_file": str(spec.path.resolve()) if spec.path else "", "out": str(spec.out), "created": created,
-            "updated": _now(), "executor": executor, "hpc": dict(spec.hpc), "groups": groups,
-            "seeds": seeds, "varied_keys": ["ensemble.name"], "runs": runs}
-    path = spec.out / SWEEP_JSON
-    atomic_write_json(path, data)
-    return path
-
-
-__all__ = ["EnsembleOutcome", "EnsembleRun", "IdeJob", "check_finished", "ide_config", "load_ensemble_spec",
-           "plan_ensemble_runs", "run_spec", "run_weighted", "write_sweep_json"]
+__all__ = ["EnsembleOutcome", "EnsembleRun", "check_finished", "ide_config", "load_ensemble_spec",
+           "plan_ensemble_runs", "run_spec", "run_weighted"]

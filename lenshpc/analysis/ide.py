@@ -11,8 +11,9 @@ lens finders (the *members*, finished run directories) to trust:
 * **prediction** (Eq 3.23): ``ŷ(x) = Σ_m g_m(x) · p_m(x)``, a convex combination of the
   members' scores, so ``ŷ ∈ [0, 1]``.
 
-Training runs through :func:`lenshpc.train.run_training` with :class:`IDETrainer`, so a DE run
-gets everything an ordinary run has: chunk synthesis, deterministic minibatches, checkpoints,
+Training is an ordinary run of task ``ide`` (:class:`lenshpc.tasks.ide.IDETask`, members in
+``task.params.members``) through :func:`lenshpc.train.run_training`, so a DE run gets everything
+an ordinary run has: chunk synthesis, deterministic minibatches, checkpoints,
 exact resume, SIGTERM/SIGUSR1 preemption, Horovod, model selection on the fixed validation
 chunk and early stopping; and it writes an ordinary run directory (``docs/run-dir.md``) whose
 ``predictions.h5`` holds the **ensemble** scores ŷ, plus ``ensemble.json``.  History columns:
@@ -34,9 +35,7 @@ load_ide_scorer(path) -> IDEScorer            # .name, .image_shape, .score(x, b
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +45,10 @@ import numpy as np
 
 from lenshpc.analysis.members import ENSEMBLE_JSON
 from lenshpc.errors import UserError
-from lenshpc.train.loop import Trainer
 from lenshpc.train.rundir import PREDICT_BATCH, RunDir
-from lenshpc.train.selection import VAL_METRICS
-from lenshpc.utils import atomic_write_json
 
-log = logging.getLogger("lenshpc.ide")
-
+#: ``task.name`` of a dynamic ensembler's run (:class:`lenshpc.tasks.ide.IDETask`).
+TASK = "ide"
 #: ``ensemble.json`` ``method`` of an input-dependent ensemble.
 METHOD = "input_dependent"
 #: The ensemble description in the run directory (the same file as every ensemble run's).
@@ -208,140 +204,7 @@ def _combine(gates: np.ndarray, member_scores: np.ndarray) -> np.ndarray:
     return np.clip(np.sum(gates * member_scores, axis=1, dtype=np.float32), 0.0, 1.0).astype(np.float32)
 
 
-# ======================================================================= the trainer
-class IDETrainer(Trainer):
-    """:class:`~lenshpc.train.loop.Trainer` of a dynamic ensembler over fixed members.
-
-    ``run_training(cfg, out, trainer_cls=functools.partial(IDETrainer, members=[...]))``; use
-    :func:`train_ide`, which checks the members first.
-    """
-
-    def __init__(self, cfg, rd, ctx, *, members: Sequence[_Member], **kwargs):
-        super().__init__(cfg, rd, ctx, **kwargs)
-        self.members = list(members)
-        self.num_outputs = len(self.members)
-        self._fixed: list[tuple[np.ndarray, np.ndarray]] = []  # (fixed array, its member scores)
-        self._last: Optional[tuple] = None  # (ŷ, gates, member scores) of the last predict()
-
-    # ------------------------------------------------------------------ set-up
-    def build(self) -> None:
-        super().build()  # seeds first: the DE's initial weights do not depend on the members
-        _check_members(self.members, self.cfg.data.preprocess, tuple(self.engine.image_shape))
-        self.member_step = _make_member_step([m.model for m in self.members], tuple(self.engine.image_shape),
-                                             jit_compile=bool(self.cfg.train.jit_compile))
-        if self.root:  # the members are part of the run's definition: a resume checks them (train_ide)
-            atomic_write_json(self.rd.path / ENSEMBLE_FILE, _definition(self.members, self.rd.path))
-
-    def _make_train_step(self):
-        import keras
-        import tensorflow as tf
-
-        model, optimizer, ctx = self.model, self.optimizer, self.ctx
-        variables = model.trainable_variables
-
-        def step(x, t):
-            with tf.GradientTape() as tape:
-                g = tf.cast(model(x, training=True), tf.float32)
-                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(t, g))
-                total = loss + tf.add_n(model.losses) if model.losses else loss
-                scaled = optimizer.scale_loss(total)
-            grads = tape.gradient(scaled, [v.value for v in variables])
-            grads = ctx.allreduce_gradients(grads)
-            optimizer.apply(grads, variables)
-            return loss
-
-        return tf.function(step, jit_compile=bool(self.cfg.train.jit_compile),
-                           input_signature=[self.image_spec, tf.TensorSpec([None, self.num_outputs], tf.float32)])
-
-    # ------------------------------------------------------------------ members
-    def member_scores(self, x: np.ndarray) -> np.ndarray:
-        """``(N, M)`` member scores; cached for the fixed (read-only) validation and test arrays."""
-        for arr, scores in self._fixed:
-            if arr is x:
-                return scores
-        scores = _batched(self.member_step, x, self.num_outputs)
-        # Only the engine's fixed sets are read-only; training chunks live in recycled (writeable) buffers,
-        # so caching them by identity would be wrong.
-        if isinstance(x, np.ndarray) and not x.flags.writeable:
-            self._fixed.append((x, scores))
-        return scores
-
-    def chunk_targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return ide_targets(self.member_scores(x), np.asarray(y).reshape(-1))
-
-    def gates(self, x: np.ndarray) -> np.ndarray:
-        """``(N, M)`` softmax weights of the DE."""
-        return _batched(self.predict_step, x, self.num_outputs)
-
-    # ------------------------------------------------------------------ evaluation
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Ensemble scores ``ŷ = Σ g·p`` ``(N,)`` float32 (what validation, test and predictions.h5 see)."""
-        pm = self.member_scores(x)
-        g = self.gates(x)
-        p = _combine(g, pm)
-        self._last = (p, g, pm)
-        return p
-
-    def val_metrics(self, y: np.ndarray, p: np.ndarray) -> dict:
-        """``val_loss`` = the DE's cross-entropy on the validation targets; the rest are metrics of ŷ."""
-        import keras
-
-        from lenshpc import metrics
-
-        if self._last is None or self._last[0] is not p:
-            raise RuntimeError("IDETrainer.val_metrics needs the scores of the preceding predict() call")
-        _, g, pm = self._last
-        y = np.asarray(y).reshape(-1)
-        targets = ide_targets(pm, y)
-        loss = float(np.mean(np.asarray(keras.losses.categorical_crossentropy(targets, g))))
-        sel = self.cfg.selection
-        out = {"val_loss": loss}
-        for name in VAL_METRICS[1:]:
-            out[name] = float(metrics.selection_score(name, y, p, loss_value=loss, beta=sel.beta, steps=sel.steps))
-        return out
-
-    # ------------------------------------------------------------------ the end
-    def extra_metrics(self) -> dict:
-        return {"ensemble": {"method": METHOD, "members": [str(m.path) for m in self.members]}}
-
-    def write_extra_files(self, result: dict) -> None:
-        """``ensemble.json``: definition + gate statistics + members' and oracle's metrics on the same sets."""
-        from lenshpc import metrics
-
-        sel = self.cfg.selection
-        info = _definition(self.members, self.rd.path)
-        x_test, y_test, _ = self.engine.test()
-        x_val, y_val = self.engine.validation()
-        stats: dict = {"gate_mean": {}, "target_share": {}, "gate_argmax_share": {}}
-        for split, x, y in (("test", x_test, y_test), ("val", x_val, y_val)):
-            y = np.asarray(y).reshape(-1)
-            pm, g = self.member_scores(x), self.gates(x)
-            targets = ide_targets(pm, y)
-            stats["gate_mean"][split] = g.mean(axis=0).tolist()
-            stats["target_share"][split] = targets.mean(axis=0).tolist()
-            counts = np.bincount(g.argmax(axis=1), minlength=len(self.members))
-            stats["gate_argmax_share"][split] = (counts / max(len(g), 1)).tolist()
-            if split == "test":
-                test_pm, test_targets, test_y = pm, targets, y
-
-        def pick(y, p):
-            s = metrics.summary(y, p, beta=sel.beta, threshold=sel.threshold, steps=sel.steps)
-            return {k: s.get(k) for k in _SUMMARY_KEYS}
-
-        info.update({
-            "gating_model": "model.keras",
-            "selection": result.get("selection"),
-            **stats,
-            "member_test_metrics": {m.name: pick(test_y, test_pm[:, i]) for i, m in enumerate(self.members)},
-            # The oracle picks the closest member on every image: an upper bound no gating network can beat.
-            "oracle_test_metrics": pick(test_y, np.sum(test_targets * test_pm, axis=1)),
-            "members_test_set_matches": [_same_test_set(m.path, test_pm[:, i]) for i, m in enumerate(self.members)],
-        })
-        from lenshpc.train.loop import _json_safe
-
-        atomic_write_json(self.rd.path / ENSEMBLE_FILE, _json_safe(info))
-
-
+# ======================================================================= run-dir files (lenshpc.tasks.ide)
 def _definition(members: Sequence[_Member], out: Path) -> dict:
     """The part of ``ensemble.json`` that defines the ensemble (written at the start, checked on resume)."""
     from lenshpc.analysis.members import relpath
@@ -365,65 +228,35 @@ def _same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
 
 
 # ======================================================================= entry points
+def with_members(cfg, members: Sequence[str | os.PathLike]):
+    """``cfg`` as a run of task ``ide`` (:class:`lenshpc.tasks.ide.IDETask`) over ``members`` (absolute paths)."""
+    if isinstance(members, (str, os.PathLike)):
+        members = [members]
+    return cfg.replace(**{"task.name": TASK, "task.params": {"members": [str(Path(m).resolve()) for m in members]}})
+
+
 def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike, *, resume: bool = True,
               force: bool = False, show_progress: bool = True, on_chunk_end=None) -> dict:
     """Train a dynamic ensembler over ``members`` and write its run directory at ``out``.
 
-    Parameters
-    ----------
-    members : sequence of path
-        Finished run directories (``DONE``, ``model.keras``), at least 2, each trained with the
-        DE's ``data.preprocess`` on images of the DE's shape.
-    cfg : lenshpc.config.Config
-        The dynamic ensembler's run config: ``model.name``/``params`` (the DE's architecture;
-        its head is replaced by an M-way softmax), ``data`` (chunks, validation and test sets;
-        use the members' data and seed so the test set is theirs), ``train`` (chunks,
-        learning rate, optimizer, patience, checkpoints), ``selection`` and ``seed``.
-        ``loss`` is not used for training (the DE always trains with categorical
-        cross-entropy) but must name a valid loss.
-    out : path
-        Run directory to write (``config.yaml``, ``history.csv``, ``checkpoint/``,
-        ``model.keras`` = the gating network, ``predictions.h5`` = ensemble scores,
-        ``metrics.json`` with an ``ensemble`` key, ``ensemble.json``, ``DONE``).
-    resume, force, show_progress
-        As for :func:`lenshpc.train.run_training`: a checkpoint is resumed (the member list
-        must be the same), a finished (``DONE``) directory is skipped unless ``force``.
-    on_chunk_end : callable, optional
-        ``fn(chunk, history_row)`` after each chunk (tests use it to send SIGUSR1).
-
-    Returns
-    -------
-    dict
-        The content of ``metrics.json``.
-
-    Raises
-    ------
-    UserError
-        Bad members (missing, unfinished, duplicate, fewer than 2, other preprocessing or image
-        shape, not a single-score model), a directory holding an ensemble of other members, or
-        any error of ``run_training`` (missing data, different config, …).
-    Preempted
-        SIGTERM/SIGUSR1: checkpointed; call again to resume.
+    An ordinary :func:`lenshpc.train.run_training` of ``cfg`` as task ``ide`` over ``members``
+    (:func:`with_members`; ``resume``, ``force``, ``show_progress``,
+    ``on_chunk_end`` as there), after checking that a checkpoint or finished run in ``out`` is
+    one of the same members.  ``cfg`` is the DE's run config: ``model`` (its head becomes an M-way
+    softmax), ``data`` (use the members' data and seed so the test set is theirs), ``train``,
+    ``selection`` and ``seed``; ``loss`` is not used (categorical cross-entropy).  ``members``:
+    at least 2 finished run dirs trained with the DE's ``data.preprocess`` on images of its shape.
+    Returns ``metrics.json``; raises UserError for bad members (missing, unfinished, duplicate,
+    fewer than 2, other preprocessing or image shape, not a single-score model), an ``out``
+    holding an ensemble of other members, or any ``run_training`` error; Preempted on
+    SIGTERM/SIGUSR1 (checkpointed: call again to resume).
     """
     from lenshpc.train import run_training
 
-    from lenshpc.data.normalise import config_key
-
-    resolved = _resolve_members(members)
-    _check_members(resolved, cfg.data.preprocess, None, config_key(cfg))
+    cfg = with_members(cfg, members)
     rd = RunDir(out)
-    _check_same_members(rd, resolved, resume=resume, force=force)
-    if rd.is_done() and not force:
-        return run_training(cfg, rd.path, resume=resume, force=False, show_progress=show_progress)
-    for m in resolved:
-        m.load()
-    data_shape = _data_image_shape(cfg)
-    if data_shape is not None:
-        _check_members(resolved, cfg.data.preprocess, data_shape)  # fail before the run dir is touched
-    log.info("input-dependent ensemble of %d members → %s: %s", len(resolved), rd.path,
-             ", ".join(m.name for m in resolved))
-    trainer = functools.partial(IDETrainer, members=resolved)
-    return run_training(cfg, rd.path, resume=resume, force=force, show_progress=show_progress, trainer_cls=trainer,
+    _check_same_members(rd, cfg.task.params["members"], resume=resume, force=force)
+    return run_training(cfg, rd.path, resume=resume, force=force, show_progress=show_progress,
                         on_chunk_end=on_chunk_end)
 
 
@@ -437,7 +270,7 @@ def _data_image_shape(cfg) -> Optional[tuple]:
         return tuple(int(v) for v in ds.image_shape)
 
 
-def _check_same_members(rd: RunDir, members: Sequence[_Member], *, resume: bool, force: bool) -> None:
+def _check_same_members(rd: RunDir, members: Sequence[str], *, resume: bool, force: bool) -> None:
     """A checkpoint or finished run of other members is never resumed or returned silently."""
     path = rd.path / ENSEMBLE_FILE
     if force or not path.is_file() or not (rd.is_done() or (resume and rd.has_checkpoint())):
@@ -446,7 +279,7 @@ def _check_same_members(rd: RunDir, members: Sequence[_Member], *, resume: bool,
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    now = [str(m.path) for m in members]
+    now = list(members)
     if old.get("method") != METHOD:
         raise UserError(f"{rd.path} holds a {old.get('method')!r} ensemble, not an input-dependent one; choose "
                         "another output directory")
@@ -543,4 +376,5 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     return IDEScorer(rd.path, gating, members)
 
 
-__all__ = ["ENSEMBLE_FILE", "IDEScorer", "IDETrainer", "METHOD", "ide_targets", "load_ide_scorer", "train_ide"]
+__all__ = ["ENSEMBLE_FILE", "IDEScorer", "METHOD", "TASK", "ide_targets", "load_ide_scorer", "train_ide",
+           "with_members"]

@@ -52,7 +52,7 @@ class GridPoint:
     params: dict[str, Any]  # the dotted overrides that define this point (variant + product)
     config_file: str  # the run config the overrides apply to
     run_dir: Path
-    config: Config
+    config: Config | None  # None: not trained by a job (an ensemble computed in-process); never submitted
 
     @property
     def id(self) -> str:
@@ -69,6 +69,9 @@ class SweepSpec:
     points: list[GridPoint]
     hpc: HpcConfig
     varied_keys: list[str] = field(default_factory=list)
+    #: ``sweep.json`` ``kind``: ``"sweep"`` (``lenshpc sweep``) or ``"ensemble"`` (``lenshpc ensemble``, whose
+    #: ``--only``/``--seeds`` narrow one invocation: its sweep.json keeps the runs of earlier ones).
+    kind: str = "sweep"
 
     @property
     def groups(self) -> list[str]:

@@ -17,7 +17,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from lenshpc.config import HpcConfig
 from lenshpc.errors import UserError
@@ -81,16 +81,28 @@ def read_sweep_json(out: Path) -> dict:
 
 
 def write_sweep_json(spec: SweepSpec, hpc: HpcConfig, executor: str, jobs_by_id: dict[str, list[dict]],
-                     created: str | None = None) -> Path:
+                     created: str | None = None, previous: dict | None = None) -> Path:
+    """``OUT/sweep.json`` (docs/sweeps.md): the expected runs and every job submitted for them.
+
+    An ensemble output (``spec.kind == "ensemble"``) keeps the ``previous`` record's runs that this
+    invocation does not plan, so a narrowed re-run never makes them unknown to ``reduce``/``status``.
+    """
     runs = []
     for p in spec.points:
         runs.append({"id": p.id, "group": p.group, "variant": p.variant, "seed": p.seed, "params": p.params,
                      "config_file": p.config_file, "run_dir": str(p.run_dir.relative_to(spec.out)),
                      "jobs": jobs_by_id.get(p.id, [])})
-    data = {"version": 1, "name": spec.name, "sweep_file": str(spec.path.resolve()), "out": str(spec.out),
-            "created": created or _now(), "updated": _now(), "executor": executor,
-            "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": spec.groups, "seeds": spec.seeds,
-            "varied_keys": spec.varied_keys, "runs": runs}
+    planned = {r["id"] for r in runs}
+    kept = [r for r in (previous or {}).get("runs", []) if isinstance(r, dict) and r.get("id") not in planned
+            and spec.kind == "ensemble"]
+    groups = spec.groups + [g for g in dict.fromkeys(r.get("group") for r in kept)
+                            if isinstance(g, str) and g not in spec.groups]
+    seeds = sorted({*spec.seeds, *(r["seed"] for r in kept if isinstance(r.get("seed"), int))})
+    data = {"version": 1, "kind": spec.kind, "name": spec.name,
+            "sweep_file": str(spec.path.resolve()) if spec.path else "",
+            "out": str(spec.out), "created": created or _now(), "updated": _now(), "executor": executor,
+            "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": groups, "seeds": seeds,
+            "varied_keys": spec.varied_keys, "runs": runs + kept}
     path = spec.out / SWEEP_JSON
     atomic_write_json(path, data)
     return path
@@ -152,12 +164,14 @@ def log_path(run_dir: Path, history: list[dict], out: Path) -> Path | None:
     return None
 
 
-def plan(spec: SweepSpec, retry_failed: bool = False) -> list[PlannedRun]:
-    """Decide per grid point: skip (done / job alive), submit, or list as failed (or retry it)."""
+def plan(spec: SweepSpec, retry_failed: bool = False, only: Collection[str] | None = None) -> list[PlannedRun]:
+    """Decide per grid point (``only``: those ids): skip (done / job alive), submit, list as failed or retry."""
     jobs_by_id = recorded_jobs(read_sweep_json(spec.out))
     states = _jobs.job_states([jl[-1] for jl in jobs_by_id.values() if jl])
     planned = []
     for point in spec.points:
+        if only is not None and point.id not in only:
+            continue
         history = jobs_by_id.get(point.id, [])
         state, detail = classify(point.run_dir, history, states)
         if state == R_DONE:
@@ -198,7 +212,8 @@ def describe_resources(kind: str, hpc: HpcConfig, n_runs: int) -> str:
 # ------------------------------------------------------------------ submission
 def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = None, *, dry_run: bool = False,
               retry_failed: bool = False, parallel: int = 1, wait: bool | None = None,
-              echo: Callable[[str], None] = print, poll_s: float = 1.0) -> SweepOutcome:
+              echo: Callable[[str], None] = print, poll_s: float = 1.0,
+              only: Collection[str] | None = None) -> SweepOutcome:
     """Plan and submit a sweep.
 
     Parameters
@@ -213,9 +228,12 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
         Print the plan and resources; submit nothing, write nothing.
     retry_failed : bool
         Resubmit failed runs (and runs whose job ended without DONE).
+    only : collection of str, optional
+        Grid point ids to plan (``lenshpc ensemble``: its input-dependent runs); the others are only
+        recorded in ``sweep.json``.
     """
     hpc = hpc or spec.hpc
-    planned = plan(spec, retry_failed=retry_failed)
+    planned = plan(spec, retry_failed=retry_failed, only=only)
     todo = [p for p in planned if p.action in (SUBMIT, RETRY)]
     outcome = SweepOutcome(planned=planned, submitted=[], job_ids=[])
     if dry_run:
@@ -227,6 +245,9 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     jobs_by_id = recorded_jobs(previous)
     created = previous.get("created")
     folder = spec.out / SUBMITIT_DIR / "%j"
+
+    def save() -> None:
+        write_sweep_json(spec, hpc, executor, jobs_by_id, created, previous=previous)
     ex = _jobs.make_executor(executor, folder, hpc, job_name=f"lenshpc-{spec.name}")
     raise_errors = executor != "debug"
 
@@ -249,14 +270,14 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
             submitted = [ex.submit(call) for call in calls]
         for p, job in zip(todo, submitted):
             record(p, job)
-        write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+        save()
         if wait:
             _wait_slurm(outcome, echo, poll_s=max(poll_s, 2.0))
             outcome.failed_after = _failures(todo)
         return outcome
 
     # local / debug: run here, at most `parallel` at a time, with a progress bar
-    write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+    save()
     bar = progress(total=len(todo), desc=f"sweep {spec.name}", unit="run")
     pending = list(todo)
     active: list[tuple[PlannedRun, Any]] = []
@@ -266,7 +287,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
                 p = pending.pop(0)
                 job = ex.submit(runs_for([p])[0])
                 record(p, job)
-                write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+                save()
                 if executor == "debug":
                     job.result()  # runs in this process
                     bar.update(1)
@@ -291,7 +312,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
             started = [p for p in todo if p in outcome.submitted and read_run_dir(p.point.run_dir).state != DONE]
             for p in started:
                 jobs_by_id[p.point.id][-1]["interrupted"] = _now()
-            write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+            save()
         finally:
             signal.signal(signal.SIGINT, previous)
         raise SweepInterrupted([p.point for p in started]) from None

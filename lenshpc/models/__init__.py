@@ -177,28 +177,12 @@ POOLING = ("avg", None)
 
 
 def backbone(name: str, input_shape: tuple = (101, 101, 1), pooling: str | None = "avg", **hparams: Any) -> Any:
-    """Build the backbone of model ``name``: image → features (see the module docstring).
+    """The backbone of model ``name`` (image → features; uncompiled, random weights, input layer ``image``).
 
-    Parameters
-    ----------
-    name : str
-        One of :func:`available`.
-    input_shape : tuple of int
-        ``(height, width, channels)``; the thesis's KiDS cutouts are ``(101, 101, 1)``.
-    pooling : {"avg", None}
-        ``"avg"``: the feature vector (``(B, F)``); ``None``: the last convolutional feature map.
-    **hparams
-        Architecture hyper-parameters (``model.params`` in the config).
-
-    Returns
-    -------
-    keras.Model
-        Uncompiled, random weights, input layer ``image``.
-
-    Raises
-    ------
-    ConfigError
-        Unknown name or hyper-parameter, bad value or ``pooling``, or an input too small for the model.
+    ``input_shape`` is ``(height, width, channels)`` (the thesis's KiDS cutouts: ``(101, 101, 1)``);
+    ``pooling`` ``"avg"`` gives the feature vector ``(B, F)``, ``None`` the last feature map;
+    ``hparams`` are ``model.params``.  Raises :class:`ConfigError` for an unknown name or
+    hyper-parameter, a bad value or ``pooling``, or an input too small for the model.
     """
     builder = _builder(name)
     shape = _check_input_shape(name, input_shape)
@@ -220,26 +204,11 @@ def backbone(name: str, input_shape: tuple = (101, 101, 1), pooling: str | None 
 
 def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1,
           head: Callable[[Any, int], Any] | None = None, **hparams: Any) -> Any:
-    """Build model ``name``: its :func:`backbone` (``pooling="avg"``) with ``head`` on top.
+    """Model ``name``: its :func:`backbone` with ``head(backbone, num_outputs)`` on top (one flat keras.Model).
 
-    Parameters
-    ----------
-    name, input_shape, **hparams
-        As for :func:`backbone`.
-    num_outputs : int
-        Width of the head: with the default head 1 → sigmoid lens probability, > 1 → softmax.
-    head : callable, optional
-        ``head(backbone, num_outputs) -> KerasTensor``; default :func:`lenshpc.models.heads.classifier`.
-
-    Returns
-    -------
-    keras.Model
-        Uncompiled, with random weights, named like the architecture.
-
-    Raises
-    ------
-    ConfigError
-        Unknown name or hyper-parameter, bad value, or an input too small for the model.
+    ``head`` defaults to :func:`lenshpc.models.heads.classifier` (1 output → sigmoid lens probability,
+    > 1 → softmax); ``hparams`` go to :func:`backbone` (``pooling=None`` too, for a head that reads
+    the feature map).  Raises :class:`ConfigError` as :func:`backbone` does, or for a bad ``num_outputs``.
     """
     if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
         raise ConfigError(f"model '{name}': num_outputs must be a positive integer, got {num_outputs!r}")
@@ -248,4 +217,4 @@ def build(name: str, input_shape: tuple = (101, 101, 1), num_outputs: int = 1,
     from lenshpc.models import heads
 
     trunk = backbone(name, input_shape, **hparams)
-    return keras.Model(trunk.input, (head or heads.DEFAULT)(trunk, num_outputs), name=trunk.name)
+    return keras.Model(trunk.input, (head or heads.classifier)(trunk, num_outputs), name=trunk.name)

@@ -21,6 +21,7 @@ from lenshpc.errors import ConfigError
 _REGISTRY = {
     "autoencode": "lenshpc.tasks.autoencode:AutoencodeTask",
     "cosmo21cm": "lenshpc.tasks.cosmo21cm:Cosmo21cmTask",
+    "ide": "lenshpc.tasks.ide:IDETask",
     "lens": "lenshpc.tasks.lens:LensTask",
 }
 DEFAULT = "lens"

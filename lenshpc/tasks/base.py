@@ -162,12 +162,17 @@ class Task(ABC):
     def num_outputs(self) -> int:
         """Width of the model's output (1 for a sigmoid score, K for a K-class softmax)."""
 
+    def head(self):
+        """The model head ``head(backbone, num_outputs) -> KerasTensor`` (:mod:`lenshpc.models.heads`; e.g. a
+        decoder); None (default): a Dense ``logits`` + sigmoid (1 output) / softmax (K) ``prediction``."""
+        return None
+
     def build_model(self, input_shape: tuple[int, ...]):
-        """The task's model: ``cfg.model`` backbone + this task's head (default: :func:`lenshpc.models.build`)."""
+        """The task's model: the ``cfg.model`` backbone + :meth:`head` (:func:`lenshpc.models.build`)."""
         from lenshpc import models
 
         return models.build(self.cfg.model.name, tuple(input_shape), num_outputs=self.num_outputs(),
-                            **self.cfg.model.params)
+                            head=self.head(), **self.cfg.model.params)
 
     # ------------------------------------------------------------------ loss and targets
     @abstractmethod
