@@ -16,6 +16,8 @@ Usage::
     python benchmarks/train_step.py                       # tiny_resnet and resnet18, 64×64, 4 chunks of 256
     python benchmarks/train_step.py --size 101 --chunk-size 512 --chunks 3 --models resnet18
     python benchmarks/train_step.py --data data/kids_population.h5
+    python benchmarks/train_step.py --config configs/cosmo21cm/classify.yaml --data C21.h5 --models cnn21 \
+        --chunk-size 128 --batch-size 32                 # the 21-cm task's source (a slices21cm dataset)
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", default=None, help="population dataset (default: simulate a small one in a temp dir)")
     p.add_argument("--size", type=int, default=64, help="image size when simulating (default 64)")
     p.add_argument("--models", nargs="+", default=["tiny_resnet", "resnet18"])
+    p.add_argument("--config", default=str(REPO / "configs" / "tiny.yaml"),
+                   help="run config (its task's chunk source is timed; default configs/tiny.yaml, the lens task)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="further config overrides (repeatable), e.g. task.params.crop=16")
     p.add_argument("--chunks", type=int, default=4, help="chunks per timed phase and round (default 4)")
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=64)
@@ -59,9 +65,9 @@ def bench_model(name: str, data: Path, args: argparse.Namespace, tmp: Path) -> d
     from lenshpc.train.loop import Trainer
     from lenshpc.train.rundir import RunDir
 
-    cfg = load_config(REPO / "configs" / "tiny.yaml", overrides=[
+    cfg = load_config(args.config, overrides=[
         f"data.path={data}", f"data.chunk_size={args.chunk_size}", f"model.name={name}",
-        f"train.batch_size={args.batch_size}", "data.val_size=64", "distributed.backend=none"])
+        f"train.batch_size={args.batch_size}", "data.val_size=64", "distributed.backend=none", *args.overrides])
     trainer = Trainer(cfg, RunDir(tmp / name), distributed.init("none"))
     trainer.build()
     engine = trainer.engine

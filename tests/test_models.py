@@ -25,7 +25,8 @@ def built():
 
 
 def test_registry_lists_the_documented_models():
-    assert models.available() == ["efficientnet_b0", "lastro_cnn", "lensflow_cnn", "resnet18", "tiny_resnet"]
+    assert models.available() == ["autoencoder21", "cnn21", "dense21", "efficientnet_b0", "lastro_cnn",
+                                  "lensflow_cnn", "resnet18", "tiny_resnet"]
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "lastro_cnn", "lensflow_cnn", "resnet18", "tiny_resnet"])

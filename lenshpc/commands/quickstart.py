@@ -25,8 +25,14 @@ The main job on the embedded default (lenshpc/resources/quickstart.yaml), from a
 A few minutes on 2 CPU cores. Re-running skips finished work (the dataset, every finished run and
 finished analysis outputs); an interrupted quickstart resumes from the runs' checkpoints.
 
+With --task cosmo21cm, the 21-cm study instead (lenshpc/commands/quickstart21cm.py): 21cmFAST boxes
+(3 redshifts × 2 F_ESC10 × 5 realisations, 32³) → OUT/data/cosmo21cm.h5, the seed's autoencoder → OUT/encoder/,
+CNN on its frozen encoder vs the same CNN from scratch vs the dense baseline × 3 seeds → OUT/runs/, and
+OUT/report.md with per-class recall, the mean confusion matrix, learning curves and the PCA baseline.
+
 examples:
   lenshpc quickstart
+  lenshpc quickstart --task cosmo21cm --out qs21
   lenshpc quickstart --out /scratch/$USER/qs --parallel 2
   lenshpc quickstart --set train.chunks=40      # a one-minute-shorter, weaker demo
 """
@@ -34,6 +40,8 @@ examples:
 #: Population of the quickstart dataset: an 80/10/10 split, so the test set holds 300 held-out lenses (each with a
 #: held-out source) and 300 held-out negatives, 600 images; 48×48 px keeps a CPU training step cheap
 #: (docs/science.md).
+#: ``--task`` choices: the lens demo and the 21-cm study.
+TASKS = ("lens", "cosmo21cm")
 POPULATION = {"n_lenses": 3000, "n_sources": 3000, "n_negatives": 3000, "size": 48, "seed": 0}
 
 
@@ -61,16 +69,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "shorter, weaker demo")
     p.add_argument("--no-analysis", action="store_true",
                    help="stop after the report (skip step 4: ensembles, Grad-CAM, information content, ranking)")
+    p.add_argument("--task", choices=TASKS, default="lens",
+                   help="lens: the lens-finding demo above (default); cosmo21cm: the 21-cm study (seed 003) on a toy "
+                        "21cmFAST grid: simulate → autoencoder → CNN with/without encoder vs dense baseline × 3 seeds "
+                        "→ report with the PCA baseline (needs the .[cosmo21cm] extra; a few minutes on 2 cores)")
+
+
+def run_quick_sweep(spec, args: argparse.Namespace):
+    """Run a quickstart sweep with the local executor, one run per core, and say what was skipped or failed."""
+    from lenshpc.hpc.sweep import run_sweep
+
+    # One run per core: a tiny network's small steps use a second thread poorly (docs/science.md).
+    parallel = args.parallel or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                    else (os.cpu_count() or 1), len(spec.points))
+    # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
+    outcome = run_sweep(spec, executor=args.executor, parallel=parallel, retry_failed=True)
+    done = outcome.count("done")
+    if done:
+        print(f"      {done} run(s) already finished, skipped", flush=True)
+    for point, error in outcome.failed_after:
+        print(f"      failed: {point.id}: {error}", flush=True)
+    return outcome
 
 
 def run(args: argparse.Namespace) -> int:
     from lenshpc.errors import UserError
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.hpc.sweep import run_sweep
     from lenshpc.report import reduce_runs
 
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
+    if getattr(args, "task", "lens") == "cosmo21cm":
+        from lenshpc.commands import quickstart21cm
+
+        return quickstart21cm.run(args)
     out = Path(args.out).resolve()
     data = out / "data" / "population.h5"
     steps = 3 if args.no_analysis else 4
@@ -84,16 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_sweep(resource("quickstart.yaml"), overrides=[f"data.path={data}", *args.overrides], out=out / "runs")
     print(f"[2/{steps}] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
-    # One run per core: a tiny ResNet's small steps use a second thread poorly (docs/science.md).
-    parallel = args.parallel or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                    else (os.cpu_count() or 1), len(spec.points))
-    # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
-    outcome = run_sweep(spec, executor=args.executor, parallel=parallel, retry_failed=True)
-    done = outcome.count("done")
-    if done:
-        print(f"      {done} run(s) already finished, skipped", flush=True)
-    for point, error in outcome.failed_after:
-        print(f"      failed: {point.id}: {error}", flush=True)
+    outcome = run_quick_sweep(spec, args)
 
     print(f"[3/{steps}] report → {out}", flush=True)
     result = reduce_runs(spec.out, out=out)

@@ -263,6 +263,56 @@ def _pick(rng: np.random.Generator, size: int, n: int, replace: bool) -> np.ndar
     return rng.permutation(size)[:n].astype(np.int64)
 
 
+def prefetched(make, start: int, stop: int, prefetch: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(index, *make(index))`` for ``index in range(start, stop)``, made ahead in a thread.
+
+    ``prefetch`` chunks are made ahead of the consumer (0 = synchronous); an exception in the
+    producer is re-raised in the consumer, and closing the generator stops the producer.  Shared by
+    every chunk source (:class:`ChunkEngine`, :class:`lenshpc.data.slice_source.SliceSource`).
+    """
+    if prefetch <= 0:
+        for index in range(start, stop):
+            yield (index, *make(index))
+        return
+    slots: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop_event = threading.Event()
+
+    def produce() -> None:
+        try:
+            for index in range(start, stop):
+                item = (index, *make(index))
+                while not stop_event.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop_event.is_set():
+                    return
+            slots.put(None)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="lenshpc-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop_event.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        worker.join()
+
+
 # ======================================================================= the engine
 class ChunkEngine:
     """Synthesises training chunks, the fixed validation chunk and the fixed test set.
@@ -654,47 +704,7 @@ class ChunkEngine:
             Memory: each chunk is ``chunk_size/size · H·W·C · 4`` bytes.
         """
         prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
-        if prefetch <= 0:
-            for index in range(start, stop):
-                yield (index, *self.chunk(index))
-            return
-        slots: queue.Queue = queue.Queue(maxsize=prefetch)
-        stop_event = threading.Event()
-
-        def produce() -> None:
-            try:
-                for index in range(start, stop):
-                    item = (index, *self.chunk(index))
-                    while not stop_event.is_set():
-                        try:
-                            slots.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop_event.is_set():
-                        return
-                slots.put(None)
-            except BaseException as exc:  # handed to the consumer, re-raised there
-                slots.put(exc)
-
-        worker = threading.Thread(target=produce, name="lenshpc-prefetch", daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = slots.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop_event.set()
-            while worker.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    slots.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-            worker.join()
+        return prefetched(self.chunk, start, stop, prefetch)
 
     def tf_dataset(self, start: int, stop: int, batch_size: int):
         """A ``tf.data.Dataset`` of ``(x, y)`` batches from chunks ``start … stop−1`` (prefetching).

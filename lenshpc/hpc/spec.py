@@ -232,7 +232,8 @@ def _check_runnable(cfg: Config, shapes: dict[str, tuple | None]) -> None:
     file exists).  ``shapes`` caches one image shape per data file."""
     from lenshpc import models
 
-    path = cfg.data.path
+    # Only the lens task's input is the dataset's image shape; other tasks' sources define theirs (21-cm crops)
+    path = cfg.data.path if cfg.task.name == "lens" else ""
     if path and path not in shapes:
         shapes[path] = None
         if Path(path).is_file():

@@ -57,6 +57,11 @@ Models
     hparams: ``dropout=0.5``, ``filters=(30, 60, 90)``, ``dense=(1000, 800, 600)``,
     ``kernel_size=5``.
 
+``cnn21``, ``dense21``, ``autoencoder21`` (:mod:`lenshpc.models.cosmo21cm`)
+    The 21-cm study (seed 003): the seed's encoder + a small CNN classifier, the dense 2500–350–K
+    baseline on crops, and the convolutional autoencoder's encoder (backbone) — its decoder is a head
+    (:func:`lenshpc.models.cosmo21cm.decoder`; the ``autoencode`` task builds encoder + decoder).
+
 Errors
 ------
 An unknown model name, an unknown hyper-parameter, a bad hyper-parameter value, a bad
@@ -78,6 +83,9 @@ from lenshpc.errors import ConfigError
 
 #: name -> "module:function" (imported lazily: each module imports Keras).
 _REGISTRY = {
+    "autoencoder21": "lenshpc.models.cosmo21cm:autoencoder21",
+    "cnn21": "lenshpc.models.cosmo21cm:cnn21",
+    "dense21": "lenshpc.models.cosmo21cm:dense21",
     "efficientnet_b0": "lenshpc.models.efficientnet:efficientnet_b0",
     "lastro_cnn": "lenshpc.models.challenge:lastro_cnn",
     "lensflow_cnn": "lenshpc.models.challenge:lensflow_cnn",
@@ -87,6 +95,9 @@ _REGISTRY = {
 #: name -> "module:function" checking a full hyper-parameter set without Keras
 #: (``check(model, input_shape_or_None, **hparams) -> validated hparams``); the builders call the same function.
 _CHECKS = {
+    "autoencoder21": "lenshpc.models.cosmo21cm:check_autoencoder",
+    "cnn21": "lenshpc.models.cosmo21cm:check_cnn",
+    "dense21": "lenshpc.models.cosmo21cm:check_dense",
     "efficientnet_b0": "lenshpc.models.efficientnet:check_params",
     "lastro_cnn": "lenshpc.models.challenge:check_lastro",
     "lensflow_cnn": "lenshpc.models.challenge:check_lensflow",

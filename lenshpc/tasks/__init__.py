@@ -19,6 +19,8 @@ from lenshpc.errors import ConfigError
 
 #: name -> "module:class" (imported lazily).
 _REGISTRY = {
+    "autoencode": "lenshpc.tasks.autoencode:AutoencodeTask",
+    "cosmo21cm": "lenshpc.tasks.cosmo21cm:Cosmo21cmTask",
     "ide": "lenshpc.tasks.ide:IDETask",
     "lens": "lenshpc.tasks.lens:LensTask",
 }

@@ -141,3 +141,23 @@ train: {{chunks: {chunks}, batch_size: 16, patience: 0, checkpoint_every: 1}}
         return cfg
 
     return make
+
+
+@pytest.fixture
+def slurm_sweep(slurm, tmp_path, capsys):
+    """``slurm_sweep(name, lines) -> (out, sweep.json record)``: write the sweep file ``lines``, run it with
+    ``lenshpc sweep --executor slurm --wait`` into ``tmp_path/out`` and assert it succeeded."""
+    import json
+
+    from lenshpc.cli import main
+
+    def run(name: str, lines: list[str]):
+        sweep = tmp_path / f"{name}.yaml"
+        sweep.write_text("\n".join(lines) + "\n")
+        out = tmp_path / "out"
+        rc = main(["sweep", str(sweep), "--executor", "slurm", "--out", str(out), "--wait"])
+        text = capsys.readouterr().out
+        assert rc == 0, text
+        return out, json.loads((out / "sweep.json").read_text()), text
+
+    return run

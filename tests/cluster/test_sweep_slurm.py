@@ -19,17 +19,12 @@ TINY = {
 }
 
 
-def test_sweep_on_slurm_completes_and_reduces(slurm, small_population, tmp_path, capsys):
+def test_sweep_on_slurm_completes_and_reduces(slurm_sweep, small_population, tmp_path, capsys):
     lines = ["name: slurm_sweep", "seeds: 0-2", "set:", *(f"  {k}: {json.dumps(v)}" for k, v in TINY.items()),
              f"  data.path: {small_population}", "grid:", "  - name: tiny",
              "hpc: {time_min: 15, cpus_per_task: 1, mem_gb: 2, array_parallelism: 3}"]
     sweep = tmp_path / "slurm_sweep.yaml"
-    sweep.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "out"
-    rc = main(["sweep", str(sweep), "--executor", "slurm", "--out", str(out), "--wait"])
-    text = capsys.readouterr().out
-    assert rc == 0, text
-    record = json.loads((out / "sweep.json").read_text())
+    out, record, text = slurm_sweep("slurm_sweep", lines)
     job_ids = [r["jobs"][0]["job_id"] for r in record["runs"]]
     assert len({j.split("_")[0] for j in job_ids}) == 1, "one job array"
     assert sorted(j.split("_")[1] for j in job_ids) == ["0", "1", "2"]

@@ -1,0 +1,72 @@
+"""``lenshpc quickstart --task cosmo21cm``: the 21-cm study (seed 003) end to end on a toy grid.
+
+1. simulate 21cmFAST boxes (:data:`GRID`: 3 redshifts × 2 F_ESC10 × 5 realisations, 32³ cells over 48 Mpc, 16
+   slices per axis) → ``OUT/data/cosmo21cm.h5`` (split by realisation 3/1/1);
+2. train the seed's autoencoder (``resources/quickstart_cosmo21cm_autoencoder.yaml``) → ``OUT/encoder/``;
+3. sweep: CNN on the frozen encoder, the same CNN from scratch, the dense baseline on crops, × 3 seeds
+   (``resources/quickstart_cosmo21cm.yaml``) → ``OUT/runs/``;
+4. reduce: mean ± std (accuracy, macro-F1, top-2, AUROC), per-class recall, mean confusion matrix, learning
+   curves and the PCA + logistic-regression baseline → ``OUT/report.md``.
+
+Re-running skips finished work (dataset, runs); an interrupted quickstart resumes from the runs' checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The toy grid (about 30 s of 21cmFAST on 2 cores; 1,440 slices of 32×32).
+GRID = dict(redshifts=(7.0, 8.0, 9.0), f_esc10=(-1.3, -0.7), realisations=5, hii_dim=32, box_len=48.0, seed=0,
+            slices_per_axis=16)
+#: The placeholder of the sweep file replaced by the autoencoder run directory.
+AUTOENCODER = "@AUTOENCODER@"
+
+
+def run(args) -> int:
+    from lenshpc.commands.quickstart import resource, run_quick_sweep
+    from lenshpc.data.cosmo21cm.params import Grid
+    from lenshpc.data.cosmo21cm.simulate import simulate21cm
+    from lenshpc.hpc.spec import load_sweep
+    from lenshpc.report import reduce_runs
+    from lenshpc.utils import atomic_write_text
+
+    out = Path(args.out).resolve()
+    data = out / "data" / "cosmo21cm.h5"
+    grid = Grid.checked(**GRID)
+    print(f"[1/4] 21cmFAST: {len(grid.redshifts)} redshifts × {len(grid.f_esc10)} F_ESC10 × {grid.realisations} "
+          f"realisations at {grid.hii_dim}³ → {data}", flush=True)
+    result = simulate21cm(grid, data, workers=max(1, args.workers))
+    if result["status"] == "current":
+        print("      exists, skipped", flush=True)
+
+    overrides = [f"data.path={data}", *args.overrides]
+    ae_spec = load_sweep(resource("quickstart_cosmo21cm_autoencoder.yaml"), overrides=overrides, out=out / "encoder")
+    print(f"[2/4] autoencoder → {ae_spec.out}", flush=True)
+    failed = run_quick_sweep(ae_spec, args).failed_after
+    if failed:
+        print(f"the autoencoder failed; see {ae_spec.out}/autoencoder/seed0/train.log and re-run")
+        return 1
+    encoder = ae_spec.points[0].run_dir
+
+    # the sweep file with the encoder's run dir filled in (kept beside the runs: what was run)
+    text = resource("quickstart_cosmo21cm.yaml").read_text().replace(AUTOENCODER, str(encoder))
+    sweep_file = out / "quickstart_cosmo21cm.yaml"
+    atomic_write_text(sweep_file, text)
+    spec = load_sweep(sweep_file, overrides=overrides, out=out / "runs")
+    print(f"[3/4] sweep {spec.name}: {len(spec.groups)} models × {len(spec.seeds)} seeds → {spec.out}", flush=True)
+    failed = run_quick_sweep(spec, args).failed_after
+
+    print(f"[4/4] report → {out}", flush=True)
+    reduced = reduce_runs(spec.out, out=out)
+    print()
+    print(reduced.table)
+    print()
+    print(f"mean ± std over seeds (sample std, ddof = 1) on the test set (one held-out realisation); chance = "
+          f"{1 / len(grid.redshifts):.3f}; {reduced.count('ok')} of {len(spec.points)} runs finished")
+    print(f"report: {reduced.files['md']}  (per-class recall, confusion matrix, learning curves, PCA baseline)")
+    print(f"runs:   {spec.out}/<model>/seed<k>/  (lenshpc status {spec.out}); encoder: {encoder}")
+    if failed:
+        print(f"{len(failed)} run(s) failed; see {spec.out}/<model>/seed<k>/train.log, then re-run "
+              "`lenshpc quickstart --task cosmo21cm` (it retries failed runs and skips finished ones)")
+        return 1
+    return 0
