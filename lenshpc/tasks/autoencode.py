@@ -37,7 +37,7 @@ class AutoencodeTask(_SliceTask):
     """The convolutional autoencoder (module docstring)."""
 
     name = "autoencode"
-    summary = "train the 21-cm convolutional autoencoder (seed 003; MSE, targets = inputs)"
+    description = "train the 21-cm convolutional autoencoder (seed 003; MSE, targets = inputs)"
     metrics = (Metric("mse", False, "MSE", per_chunk=True, required=True),
                Metric("mae", False, "MAE"))
     losses = ("mse",)

@@ -101,7 +101,7 @@ class Cosmo21cmTask(_SliceTask):
     """K-class classification of 21-cm slices (module docstring)."""
 
     name = "cosmo21cm"
-    summary = "classify 21-cm slices by redshift / escape fraction (seed 003; K-way softmax, sklearn metrics)"
+    description = "classify 21-cm slices by redshift / escape fraction (seed 003; K-way softmax, sklearn metrics)"
     metrics = METRICS
     losses = ("cce",)
     params = {"target": "redshift", "normalisation": "global", "mk_scale": 20.0, "crop": 0,
