@@ -308,8 +308,8 @@ def for_model(path: str | Path) -> Normaliser:
     UserError
         When ensemble members were trained with different normalisations (one input cannot serve them all).
     """
-    from lenshpc.analysis.members import ENSEMBLE_JSON, read_ensemble_json
-    from lenshpc.analysis.rank_shards import run_configs
+    from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, read_ensemble_json
+    from lenshpc.analysis.ranking.shards import run_configs
 
     path = Path(path)
     dirs = sorted({Path(p).parent for p in run_configs(path)})

@@ -88,7 +88,7 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
     trainer_cls : callable, optional
         A :class:`Trainer` subclass (or a ``functools.partial`` of one) to run instead of
         :class:`Trainer`, called like it (e.g. the dynamic
-        ensembler of :mod:`lenshpc.analysis.ide`); it gets the same run dir, checkpoints,
+        ensembler of :mod:`lenshpc.analysis.ensembles.ide`); it gets the same run dir, checkpoints,
         resume, preemption and model selection.
 
     Returns

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec
+from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, load_run
 from lenshpc.report.stats import GroupSummary, summarise_group
 from lenshpc.report import provenance as code_provenance

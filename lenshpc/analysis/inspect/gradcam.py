@@ -48,10 +48,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lenshpc.analysis.inspect.summary import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import atomic_path, atomic_write_json, progress, rng_for
 
-log = logging.getLogger("lenshpc.analysis.gradcam")
+log = logging.getLogger("lenshpc.analysis.inspect.gradcam")
 
 #: Confusion-matrix cases in the order panels and summaries list them.
 CASES = ("tp", "fp", "fn", "tn")
@@ -505,17 +506,10 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     model = load_model(rd.model)
     cam = GradCAM(model, layers, class_index=class_index)
     request = _request_key(rd.path, rd.model, str(data_path), cam.layers, cases, n, thr, seed, class_index)
-    summary_path = out_dir / "summary.json"
-    if not force and summary_path.is_file():
-        try:
-            previous = json.loads(summary_path.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous and previous.get("request") == request and all(
-                (out_dir / f).is_file() for f in previous.get("files", [])):
-            log.info("%s is up to date (same run, layers, cases, n, threshold, seed); --force recomputes", summary_path)
-            previous["skipped"] = True
-            return previous
+    previous = None if force else current_summary(out_dir, "request", request, "files",
+                                                  "same run, layers, cases, n, threshold, seed")
+    if previous is not None:
+        return previous
 
     # --- the test set the run was scored on, and the scores that decide the cases
     log.info("rebuilding the fixed test set of %s (%s)", rd.path, data_path)
@@ -603,7 +597,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
                     "images_per_s": round(len(index) / cam_seconds, 2) if cam_seconds > 0 and len(index) else None},
         "files": files, "request": request,
     }
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(out_dir / SUMMARY_JSON, summary)
     log.info("grad-cam of %d test images (%s) → %s", len(index),
              ", ".join(f"{c} {per_case[c]['shown']}/{per_case[c]['available']}" for c in cases), out_dir)
     return summary

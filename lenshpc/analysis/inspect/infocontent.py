@@ -64,6 +64,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lenshpc.analysis.inspect.summary import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
 
 log = logging.getLogger("lenshpc.analysis")
@@ -894,15 +895,10 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
     options = {"threshold": inputs.threshold, "bins": {k: np.asarray(v).tolist() for k, v in bins.items()},
                "gridsize": gridsize, "x": x, "y": y, "factor": factor, "sigma": sigma, "version": 1}
     finger = _fingerprint(inputs, data_path, options)
-    summary_path = out_dir / "summary.json"
-    if not force and summary_path.is_file():
-        try:
-            previous = json.loads(summary_path.read_text())
-        except ValueError:
-            previous = {}
-        if previous.get("inputs") == finger and all((out_dir / f).is_file() for f in previous.get("figures", [])):
-            log.info("%s is up to date (same predictions, data and options); --force recomputes", summary_path)
-            return {**previous, "skipped": True}
+    previous = None if force else current_summary(out_dir, "inputs", finger, "figures",
+                                                  "same predictions, data and options")
+    if previous is not None:
+        return previous
 
     scores = inputs.scores[pos]
     predicted = scores >= inputs.threshold
@@ -1004,5 +1000,5 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
 
     atomic_write_text(out_dir / "positives.csv", _positives_csv(columns))
     atomic_write_text(out_dir / "summary.md", _summary_md(summary, tables, reach))
-    atomic_write_json(summary_path, summary)  # last: its presence means the set is complete
+    atomic_write_json(out_dir / SUMMARY_JSON, summary)  # last: its presence means the set is complete
     return summary

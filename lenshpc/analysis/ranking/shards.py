@@ -68,7 +68,7 @@ def model_files(model: str | Path) -> dict[str, str]:
     A run directory: its ``model.keras``.  An ensemble run directory: ``ensemble.json``, every
     other top-level file and each member run's ``model.keras``.
     """
-    from lenshpc.analysis.members import ENSEMBLE_JSON, ensemble_member_dirs
+    from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs
 
     model = Path(model).resolve()
     files: dict[str, str] = {}
@@ -86,7 +86,7 @@ def model_files(model: str | Path) -> dict[str, str]:
 
 def run_configs(model: str | Path) -> list[Path]:
     """``config.yaml`` of the run(s) behind ``model`` (a run or an ensemble run directory)."""
-    from lenshpc.analysis.members import ENSEMBLE_JSON, ensemble_member_dirs
+    from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs
 
     model = Path(model)
     runs = ensemble_member_dirs(model) if (model / ENSEMBLE_JSON).is_file() else [model]
@@ -196,7 +196,7 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
 
 # ---------------------------------------------------------------------- scoring
 def load_checked_scorer(plan: RankPlan):
-    """The plan's scorer (:func:`lenshpc.analysis.members.load_scorer`), checked against the catalogue.
+    """The plan's scorer (:func:`lenshpc.analysis.ensembles.scorer.load_scorer`), checked against the catalogue.
 
     Raises
     ------
@@ -204,7 +204,7 @@ def load_checked_scorer(plan: RankPlan):
         When the model expects another image shape than the catalogue's cutouts, or was trained
         on Max-Tree segmented inputs (``rank`` feeds ``transforms.prepare``d cutouts).
     """
-    from lenshpc.analysis.members import load_scorer
+    from lenshpc.analysis.ensembles.scorer import load_scorer
     from lenshpc.config import load_config
 
     for cfg_path in run_configs(plan.model):

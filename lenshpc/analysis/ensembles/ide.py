@@ -44,7 +44,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.members import ENSEMBLE_JSON
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
 from lenshpc.errors import UserError
 from lenshpc.train.loop import Trainer
 from lenshpc.train.rundir import PREDICT_BATCH, RunDir
@@ -129,14 +129,14 @@ class _Member:
 
 
 def _member_name(path: Path) -> str:
-    from lenshpc.analysis.members import _short_name
+    from lenshpc.analysis.ensembles.members import short_name
 
-    return _short_name(path)
+    return short_name(path)
 
 
 def _resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
-    from lenshpc.analysis.members import check_finished, load_member_config
+    from lenshpc.analysis.ensembles.members import check_finished, load_member_config
 
     if isinstance(members, (str, os.PathLike)):
         members = [members]
@@ -344,7 +344,7 @@ class IDETrainer(Trainer):
 
 def _definition(members: Sequence[_Member], out: Path) -> dict:
     """The part of ``ensemble.json`` that defines the ensemble (written at the start, checked on resume)."""
-    from lenshpc.analysis.members import relpath
+    from lenshpc.analysis.ensembles.members import relpath
 
     out = Path(out).resolve()
     return {"method": METHOD, "members": [str(m.path) for m in members],
@@ -517,7 +517,7 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     UserError
         Not an IDE run dir, unfinished, or a member that cannot be found or loaded.
     """
-    from lenshpc.analysis.members import ensemble_member_dirs, read_ensemble_json
+    from lenshpc.analysis.ensembles.members import ensemble_member_dirs, read_ensemble_json
     from lenshpc.train.evaluate import load_model
 
     rd = RunDir(path)

@@ -1,21 +1,21 @@
 """Ensembles of trained runs: Nelder–Mead weighted averages, seed committees, input-dependent ensembles.
 
 ``lenshpc ensemble SPEC.yaml`` (see docs/ensembles.md) reads an ensemble spec
-(:mod:`lenshpc.analysis.ensemble_spec`), and for every ensemble and every seed k writes one
+(:mod:`lenshpc.analysis.ensembles.spec`), and for every ensemble and every seed k writes one
 **ensemble run directory** ``OUT/<name>/seed<k>`` laid out like a training run (``config.yaml``,
 ``metrics.json``, ``predictions.h5``, ``ensemble.json``, ``DONE``), so ``lenshpc reduce``,
-``status``, ``infocontent`` and :func:`lenshpc.analysis.members.load_scorer` work on it
+``status``, ``infocontent`` and :func:`lenshpc.analysis.ensembles.scorer.load_scorer` work on it
 unchanged.  Then it writes ``OUT/report.{md,csv,tex}`` in the thesis Table 5.2 layout
-(:mod:`lenshpc.analysis.ensemble_report`).
+(:mod:`lenshpc.analysis.ensembles.report`).
 
 Methods
 -------
 ``nelder_mead``
-    weights fitted on the members' validation scores (:func:`~lenshpc.analysis.ensemble_fit.fit_nelder_mead`).
+    weights fitted on the members' validation scores (:func:`~lenshpc.analysis.ensembles.fit.fit_nelder_mead`).
 ``average``
     plain mean; with ``committee: GROUP`` every seed of one sweep group in one run.
 ``input_dependent``
-    a dynamic ensembler trained by :func:`lenshpc.analysis.ide.train_ide` (a network: runs inline
+    a dynamic ensembler trained by :func:`lenshpc.analysis.ensembles.ide.train_ide` (a network: runs inline
     or as submitit jobs, ``--executor``).
 
 Public API
@@ -39,9 +39,9 @@ from typing import Callable
 
 import numpy as np
 
-from lenshpc.analysis.ensemble_fit import apply_weights, average_weights, fit_nelder_mead
-from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
-from lenshpc.analysis.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
+from lenshpc.analysis.ensembles.fit import apply_weights, average_weights, fit_nelder_mead
+from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
+from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import Preempted, UserError
 from lenshpc.utils import atomic_write_json, progress, read_json_object
@@ -238,7 +238,7 @@ class IdeJob(_Checkpointable):
         self.raise_errors, self.force = raise_errors, force
 
     def __call__(self) -> dict:
-        from lenshpc.analysis.ide import train_ide
+        from lenshpc.analysis.ensembles.ide import train_ide
         from lenshpc.config import from_dict
         from lenshpc.hpc.jobs import _mark_failed, _TimeoutForwarder
 
@@ -289,7 +289,7 @@ def _run_ide(spec: EnsembleSpec, runs: list[EnsembleRun], executor: str, *, forc
     if not runs:
         return []
     if executor == "debug":  # inline, in this process, one after the other
-        from lenshpc.analysis.ide import train_ide
+        from lenshpc.analysis.ensembles.ide import train_ide
 
         for run in runs:
             echo(f"training input-dependent ensemble {run.id} …")
@@ -366,7 +366,7 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     ones go through ``executor`` (``debug`` = in this process).  A run whose members are not all
     finished is skipped and listed; an error in one run does not stop the others.
     """
-    from lenshpc.analysis.ensemble_report import write_report
+    from lenshpc.analysis.ensembles.report import write_report
     from lenshpc.hpc import jobs as _jobs
     from lenshpc.hpc.sweep import classify
 

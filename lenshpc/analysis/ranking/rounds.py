@@ -3,7 +3,7 @@
 LensFlow's bootstrapping (seed 004, phase 2) as one driver.  Round 1 trains the base config; round
 ``k ≥ 2`` fine-tunes round ``k−1``'s model (``train.start_from``) with the ``fine_tune`` overrides and
 the hard negatives mined so far mixed into every chunk (``data.extra_negatives``), then ranks the
-catalogue and mines the next set.  Tracer metrics (:func:`lenshpc.analysis.rank.rank_metrics`, not
+catalogue and mines the next set.  Tracer metrics (:func:`lenshpc.analysis.ranking.metrics.rank_metrics`, not
 redefined here) of every round go to one table (``rounds.md``/``rounds.csv``) and one figure
 (``rounds.png``).
 
@@ -48,7 +48,7 @@ from lenshpc.utils import atomic_write_json, atomic_write_text
 log = logging.getLogger("lenshpc.analysis")
 
 EXECUTORS = ("inline", "local", "slurm")
-#: Columns of the round table: keys of ``rank_metrics.json`` (lenshpc.analysis.rank.rank_metrics).
+#: Columns of the round table: keys of ``rank_metrics.json`` (lenshpc.analysis.ranking.metrics.rank_metrics).
 METRICS = ("ranking_performance", "classification_efficiency", "fraction_of_tracers_in_top_1pct",
            "fraction_of_tracers_in_top_10pct", "mean_relative_tracer_rank")
 ROUND_FILE = "round.json"
@@ -192,7 +192,7 @@ def _train(spec: RoundsSpec, runs: list[tuple[Any, Path]], executor: str) -> Non
 
 
 def _rank(spec: RoundsSpec, run_dir: Path, catalogue: Path, out: Path, executor: str) -> dict:
-    from lenshpc.analysis.rank_report import rank_catalogue
+    from lenshpc.analysis.ranking.report import rank_catalogue
 
     result = rank_catalogue(run_dir, catalogue, out, executor=executor, shards=spec.shards, top=25,
                             tracers=spec.tracers, show_progress=False)
@@ -204,7 +204,7 @@ def _rank(spec: RoundsSpec, run_dir: Path, catalogue: Path, out: Path, executor:
 
 def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], None] = print) -> list[dict]:
     """Run every unfinished round of ``spec``; write and return the per-round table rows."""
-    from lenshpc.analysis.mine import mine
+    from lenshpc.analysis.ranking.mine import mine
 
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")

@@ -1,4 +1,4 @@
-"""Ensemble members: run directories, sweep groups, common prediction matrices and scorers.
+"""Ensemble members: run directories, sweep groups, common prediction matrices, one run's scorer.
 
 An ensemble combines *members*: finished training runs (``docs/run-dir.md``).  A member is named
 either by a run directory or by a *sweep group* (``<runs>/<group>/seed<k>``), in which case an
@@ -9,10 +9,7 @@ Fitting an ensemble needs every member's scores on the **same** validation and t
 were evaluated on the data the ensemble is evaluated on (same seed and same data keys, labels
 checked), and otherwise re-scores the members' ``model.keras`` on the common validation / test
 sets built by :class:`lenshpc.data.chunks.ChunkEngine`, caching each member's scores so a re-run
-never re-scores.
-
-:func:`load_scorer` turns a run directory or an ensemble run directory into a :class:`Scorer`
-that scores prepared images (what ``lenshpc rank`` and other consumers call).
+never re-scores.  Scoring new images is :mod:`lenshpc.analysis.ensembles.scorer`.
 
 Importing this module is cheap; TensorFlow is imported when a model is first used.
 """
@@ -73,7 +70,7 @@ class ModelScorer:
 
     def __init__(self, run_dir: str | Path, name: str | None = None):
         self.run_dir = Path(run_dir)
-        self.name = name or _short_name(self.run_dir)
+        self.name = name or short_name(self.run_dir)
         self._model = None
         path = self.run_dir / "model.keras"
         if not path.is_file():
@@ -105,76 +102,6 @@ class ModelScorer:
 
     def __repr__(self) -> str:
         return f"ModelScorer({str(self.run_dir)!r})"
-
-
-class WeightedScorer:
-    """A fixed weighted sum of member scorers: ``ŷ = X·w`` (Eq 3.22; the plain average has w = 1/M)."""
-
-    def __init__(self, members: Sequence[Scorer], weights: Sequence[float], name: str = "ensemble"):
-        if len(members) != len(weights) or not members:
-            raise UserError(f"{name}: {len(members)} members but {len(weights)} weights")
-        self.members = list(members)
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.name = name
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        shapes = {tuple(m.image_shape) for m in self.members}
-        if len(shapes) > 1:
-            raise UserError(f"{self.name}: members expect different image shapes {sorted(shapes)}")
-        return shapes.pop()  # type: ignore[return-value]
-
-    def score(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        matrix = np.stack([m.score(x, batch_size) for m in self.members], axis=1).astype(np.float64)
-        return (matrix @ self.weights).astype(np.float32)
-
-    def __repr__(self) -> str:
-        return f"WeightedScorer({self.name!r}, {len(self.members)} members)"
-
-
-def load_scorer(path: str | Path) -> Scorer:
-    """A :class:`Scorer` for a finished run directory or a finished ensemble run directory.
-
-    Parameters
-    ----------
-    path : path
-        A run directory (holds ``model.keras``) or an ensemble run directory (holds
-        ``ensemble.json``; see ``docs/ensembles.md``).  Input-dependent ensembles are loaded by
-        :func:`lenshpc.analysis.ide.load_ide_scorer`.
-
-    Raises
-    ------
-    UserError
-        When ``path`` is neither, or is not finished.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: not a directory; pass a finished run directory (with model.keras) or an ensemble "
-                        f"run directory (with {ENSEMBLE_JSON})")
-    if (path / ENSEMBLE_JSON).is_file():
-        info = read_ensemble_json(path)
-        if not (path / "DONE").is_file():
-            raise UserError(f"{path}: the ensemble run has not finished (no DONE); run `lenshpc ensemble` again")
-        method = info.get("method")
-        if method == "input_dependent":
-            from lenshpc.analysis.ide import load_ide_scorer
-
-            return load_ide_scorer(path)
-        if method not in ("nelder_mead", "average"):
-            raise UserError(f"{path / ENSEMBLE_JSON}: unknown ensemble method {method!r}")
-        runs = ensemble_member_dirs(path, info)
-        weights = info.get("weights")
-        if not isinstance(weights, list) or len(weights) != len(runs):
-            raise UserError(f"{path / ENSEMBLE_JSON}: 'weights' must list one number per member")
-        labels = member_names(info)
-        return WeightedScorer([ModelScorer(r, name=lab) for r, lab in zip(runs, labels)], weights,
-                              name=_short_name(path))
-    if (path / "model.keras").is_file():
-        if not (path / "DONE").is_file():
-            log.warning("%s has model.keras but no DONE; scoring with it anyway", path)
-        return ModelScorer(path)
-    raise UserError(f"{path}: neither a finished run directory (no model.keras) nor an ensemble run directory "
-                    f"(no {ENSEMBLE_JSON}); wait for the run to finish or check the path")
 
 
 def read_ensemble_json(path: str | Path) -> dict:
@@ -216,7 +143,7 @@ def member_names(info: dict) -> list[str]:
     names = info.get("member_names")
     if isinstance(names, list) and len(names) == len(info["members"]):
         return [str(n) for n in names]
-    return [_short_name(Path(m)) for m in info["members"]]
+    return [short_name(Path(m)) for m in info["members"]]
 
 
 def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -226,7 +153,7 @@ def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarra
     return x
 
 
-def _short_name(path: Path) -> str:
+def short_name(path: Path) -> str:
     """``…/bce/seed3`` → ``bce/seed3`` (a run's group and seed)."""
     path = Path(path)
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
@@ -540,7 +467,6 @@ def relpath(target: Path, start: Path) -> str:
         return str(target)
 
 
-__all__ = ["DATA_KEYS", "ENSEMBLE_JSON", "INPUT_KEYS", "Member", "ModelScorer", "PredictionSet", "Scorer",
-           "WeightedScorer", "check_finished", "data_signature", "ensemble_member_dirs", "group_seed_runs",
-           "load_member_config", "load_scorer", "member_for_seed", "member_names", "prediction_matrices", "read_ensemble_json",
-           "relpath", "resolve_entry"]
+__all__ = ["DATA_KEYS", "ENSEMBLE_JSON", "INPUT_KEYS", "Member", "ModelScorer", "PredictionSet", "Scorer", "check_finished", "data_signature",
+           "ensemble_member_dirs", "group_seed_runs", "load_member_config", "member_for_seed", "member_names",
+           "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name"]
