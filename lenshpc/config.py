@@ -25,7 +25,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
@@ -129,7 +129,7 @@ class DistributedConfig:
 
 @dataclass
 class MaxTreeConfig:
-    """Max-Tree segmentation (thesis Sec 4.7); see ``lenshpc.preprocess.maxtree``."""
+    """Max-Tree segmentation (thesis Sec 4.7); see ``lenshpc.preprocess.maxtree.segmentation``."""
 
     smoothing: bool = True  # 5×5 binomial Gaussian on the 8-bit image
     min_area: int = field(default=45, metadata=_range(0))
@@ -246,6 +246,23 @@ FLAT_MAPPINGS = ("params", "extra", "normalisation_params", "lr_multipliers")
 #: values score the same images): Max-Tree SEG files record them, ensembles compare members by them.
 EVAL_SET_KEYS = ("seed", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
                  "data.positive_fraction")
+#: Keys that determine what the *input images* look like (raw vs Max-Tree segmented).
+INPUT_KEYS = ("data.preprocess", "data.segmented_path")
+#: Everything that fixes a run's validation and test images: the file, :data:`EVAL_SET_KEYS` and the input kind.
+DATA_KEYS = ("data.path", *EVAL_SET_KEYS[1:], *INPUT_KEYS)
+
+
+def data_fingerprint(cfg: "Config", keys: Sequence[str] = EVAL_SET_KEYS) -> dict[str, Any]:
+    """``{"seed": …, key: value}`` of ``cfg`` for the data ``keys`` (file paths resolved): the one fingerprint of
+    the images a run is validated and tested on.  SEG files record it with :data:`EVAL_SET_KEYS`; ensembles and
+    ``metrics.json`` provenance (``data.signature``) with :data:`DATA_KEYS`.
+    """
+    out: dict[str, Any] = {"seed": int(cfg.seed)}
+    for key in keys:
+        if key != "seed":
+            value = getattr(cfg.data, key.split(".", 1)[1])
+            out[key] = str(Path(value).resolve()) if key.endswith("path") and value else value
+    return out
 
 
 def read_yaml_mapping(path: Path, what: str = "config file",

@@ -289,7 +289,7 @@ class ChunkEngine:
 
     With ``data.preprocess: maxtree`` positives come from the segmented mock-lens pool and
     negatives, validation and test images from their segmented versions in
-    ``data.segmented_path`` (:class:`lenshpc.preprocess.segsource.SegmentedSource`).
+    ``data.segmented_path`` (:class:`lenshpc.data.segsource.SegmentedSource`).
 
     Raises
     ------
@@ -318,7 +318,7 @@ class ChunkEngine:
                               "make one with `lenshpc simulate` or `lenshpc stack`")
         self._segmented = None
         if cfg.data.preprocess == "maxtree":
-            from lenshpc.preprocess.segsource import SegmentedSource
+            from lenshpc.data.segsource import SegmentedSource
 
             self._segmented = SegmentedSource(cfg, self.path)
         if cfg.data.alpha_min > cfg.data.alpha_max:

@@ -26,15 +26,10 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.config import EVAL_SET_KEYS
+from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint
 
 log = logging.getLogger("lenshpc.analysis")
 
-#: Keys that determine what the *input images* look like (raw vs Max-Tree segmented).
-INPUT_KEYS = ("data.preprocess", "data.segmented_path")
-#: Data-config keys that (with the seed) determine a run's validation and test sets: the file, the keys the
-#: chunk engine's fixed sets depend on (one list, shared with the Max-Tree SEG files) and the input kind.
-DATA_KEYS = ("data.path", *(k for k in EVAL_SET_KEYS if k != "seed"), *INPUT_KEYS)
 #: Name of the file that makes a directory an ensemble run.
 ENSEMBLE_JSON = "ensemble.json"
 #: Version of the member score cache files (``seed<k>/members/<label>.h5``).
@@ -253,20 +248,6 @@ class PredictionSet:
         return sum(s == "rescored" for s in self.sources)
 
 
-def data_signature(cfg) -> dict[str, Any]:
-    """Seed + :data:`DATA_KEYS` of a config (paths resolved), which fix its validation and test sets."""
-    from lenshpc.config import flatten
-
-    flat = flatten(cfg.to_dict())
-    sig = {"seed": int(cfg.seed)}
-    for key in DATA_KEYS:
-        value = flat.get(key)
-        if key in ("data.path", "data.segmented_path") and value:
-            value = str(Path(value).resolve())
-        sig[key] = value
-    return sig
-
-
 def load_member_config(run_dir: Path):
     from lenshpc.config import load_config
 
@@ -293,8 +274,9 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
 
     Notes
     -----
-    A member whose data signature (:func:`data_signature`) equals ``data_cfg``'s contributes the
-    scores of its own ``predictions.h5`` — after checking its labels equal the common labels.
+    A member whose data fingerprint (:func:`lenshpc.config.data_fingerprint` of ``DATA_KEYS``) equals
+    ``data_cfg``'s contributes the scores of its own ``predictions.h5`` — after checking its labels equal the
+    common labels.
     Every other member is re-scored on the sets built by ``ChunkEngine(data_cfg)``, which is only
     possible when its input preprocessing (:data:`INPUT_KEYS`) matches the data's.
     """
@@ -305,8 +287,8 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
         raise UserError("an ensemble needs at least one member")
     cfgs = [load_member_config(m.run_dir) for m in members]
     data_cfg = data_cfg if data_cfg is not None else cfgs[0]
-    target = data_signature(data_cfg)
-    matches = [data_signature(c) == target for c in cfgs]
+    target = data_fingerprint(data_cfg, DATA_KEYS)
+    matches = [data_fingerprint(c, DATA_KEYS) == target for c in cfgs]
 
     preds: list[dict | None] = [None] * len(members)
     for i, m in enumerate(members):
@@ -467,6 +449,6 @@ def relpath(target: Path, start: Path) -> str:
         return str(target)
 
 
-__all__ = ["DATA_KEYS", "ENSEMBLE_JSON", "INPUT_KEYS", "Member", "ModelScorer", "PredictionSet", "Scorer", "check_finished", "data_signature",
+__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer", "check_finished",
            "ensemble_member_dirs", "group_seed_runs", "load_member_config", "member_for_seed", "member_names",
            "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name"]

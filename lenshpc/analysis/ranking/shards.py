@@ -1,4 +1,4 @@
-"""Sharded scoring of a catalogue for ``lenshpc rank`` (the pattern of :mod:`lenshpc.preprocess.shards`).
+"""Sharded scoring of a catalogue for ``lenshpc rank`` (the pattern of :mod:`lenshpc.preprocess.maxtree.shards`).
 
 The catalogue's rows are cut into *batches* of ``batch_size`` consecutive rows (the last one
 may be shorter) and shard ``k`` of ``K`` owns the contiguous batches
