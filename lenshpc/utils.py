@@ -7,6 +7,7 @@ import errno
 import glob
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -173,6 +174,21 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON values: NaN/Inf → None, numpy → Python, tuples → lists (``metrics.json``)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

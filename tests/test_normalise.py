@@ -139,11 +139,12 @@ def test_ensemble_members_are_rescored_with_their_own_normalisation(asinh_run, t
     assert preds.sources == ["predictions", "rescored"]  # asinh's own run used seed 0: re-scored on seed 1's sets
     # Scoring asinh's member on the (default) minmax images would give other numbers:
     from lenshpc.analysis.ensembles.members import ModelScorer, _common_sets
+    from lenshpc.train.rundir import run_normaliser
     from lenshpc.config import load_config
 
     cfg = load_config(plain / "config.yaml")
     xv_minmax = _common_sets(cfg)[0]
-    xv_asinh = _common_sets(cfg, normalise.for_run(asinh_run))[0]
+    xv_asinh = _common_sets(cfg, run_normaliser(asinh_run))[0]
     scorer = ModelScorer(asinh_run)
     np.testing.assert_array_equal(preds.X_val[:, 1].astype(np.float32), scorer.score(xv_asinh))
     assert not np.allclose(preds.X_val[:, 1], scorer.score(xv_minmax), atol=1e-4)
@@ -152,8 +153,10 @@ def test_ensemble_members_are_rescored_with_their_own_normalisation(asinh_run, t
 
 
 def test_bad_normalisation_inputs(repo_root, small_population, asinh_run, tmp_path):
+    from lenshpc.analysis.ensembles.scorer import model_normaliser
     from lenshpc.data import normalise
     from lenshpc.train import run_training
+    from lenshpc.train.rundir import run_normaliser
 
     with pytest.raises(ConfigError, match="did you mean 'asinh'"):
         tiny_cfg(repo_root, small_population, "data.normalisation=asinhh")
@@ -176,7 +179,7 @@ def test_bad_normalisation_inputs(repo_root, small_population, asinh_run, tmp_pa
     (copy / "config.yaml").write_text(text.replace("normalisation_params: {}",
                                                    f"normalisation_params: {{template: {tmp_path / 'wrong.npy'}}}"))
     with pytest.raises(UserError, match="template.npy is missing"):
-        normalise.for_run(copy)
+        run_normaliser(copy)
     # An average ensemble of members with different normalisations cannot rank one input for both.
     ens = tmp_path / "ens"
     ens.mkdir()
@@ -185,7 +188,7 @@ def test_bad_normalisation_inputs(repo_root, small_population, asinh_run, tmp_pa
     (copy / "template.npy").write_bytes(b"")
     np.save(copy / "template.npy", np.ones((64, 64, 1), np.float32))
     with pytest.raises(UserError, match="members use different normalisations"):
-        normalise.for_model(ens)
+        model_normaliser(ens)
 
 
 def test_ide_members_must_share_the_ensemblers_normalisation(tmp_path):

@@ -115,7 +115,7 @@ def _hpc(args: argparse.Namespace):
         return None
     from pathlib import Path
 
-    from lenshpc.analysis.ranking.shards import run_configs
+    from lenshpc.analysis.ensembles.scorer import run_configs
     from lenshpc.config import HpcConfig, load_config
 
     configs = run_configs(args.model) if Path(args.model).is_dir() else []

@@ -281,7 +281,7 @@ class ChunkEngine:
         (``lenshpc maxtree`` only needs :meth:`validation` and :meth:`test`).
     normaliser : Normaliser, optional
         The pixel normalisation (:mod:`lenshpc.data.normalise`); default the config's
-        ``data.normalisation``.  Scorers pass their run's own (:func:`normalise.for_run`).
+        ``data.normalisation``.  Scorers pass their run's own (:func:`lenshpc.train.rundir.run_normaliser`).
 
     ``data.extra_negatives`` (``[{path, fraction}]``, e.g. ``lenshpc mine`` output) replaces that
     fraction of each training chunk's negatives by images drawn from those sets (train chunks only;

@@ -23,8 +23,9 @@ import numpy as np
 
 from lenshpc import provenance
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import PREDICT_BATCH, RunDir, read_predictions, run_metrics, write_predictions
-from lenshpc.utils import atomic_write_json
+from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, read_predictions, run_metrics, run_normaliser,
+                                  write_predictions)
+from lenshpc.utils import atomic_write_json, json_safe
 
 log = logging.getLogger("lenshpc.train")
 
@@ -55,7 +56,6 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
         The written ``metrics.json``.
     """
     from lenshpc.data.format import open_dataset
-    from lenshpc.train.loop import _json_safe
 
     if split not in SPLITS:
         raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -74,7 +74,7 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     result.update({"run_dir": str(rd.path), "data": str(data), "split": split, "data_kind": kind,
                    "provenance": provenance.collect(cfg, started=started, data_path=data, command="evaluate",
                                                     source_run=run_provenance(rd))})
-    result = _json_safe(result)
+    result = json_safe(result)
     out_dir = Path(out) if out is not None else rd.path / f"eval-{data.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.h5", {split: {"scores": scores, "labels": y, "meta": meta}})
@@ -207,10 +207,9 @@ def _predict_step(model, image_shape: tuple):
 
 def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Images, labels and metadata to score, prepared as the training loop saw them (the run's own normalisation)."""
-    from lenshpc.data import normalise
     from lenshpc.data.chunks import ChunkEngine
 
-    normaliser = normalise.for_run(run_dir)
+    normaliser = run_normaliser(run_dir)
     engine = ChunkEngine(cfg, rank=0, size=1, normaliser=normaliser, load_train=False)  # test/val/labelled only
     if split == "test":
         x, y, meta = engine.test()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -49,7 +48,7 @@ from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHA
                                   config_differences, default_run_dir, file_logging, save_model, run_metrics, versions,
                                   write_history, write_predictions)
 from lenshpc.train.selection import VAL_METRICS, Selector
-from lenshpc.utils import atomic_write_json, progress, rng_for
+from lenshpc.utils import atomic_write_json, json_safe, progress, rng_for
 
 log = logging.getLogger("lenshpc.train")
 
@@ -567,17 +566,17 @@ class Trainer:
                 "test": {"scores": p_test, "labels": y_test, "meta": meta_test},
                 "val": {"scores": p_val, "labels": y_val, "meta": {}},
             })
-            atomic_write_json(rd.metrics, _json_safe(result))
+            atomic_write_json(rd.metrics, json_safe(result))
             save_model(self.model, rd.model)
             write_history(rd.history, history)
-            self.write_extra_files(_json_safe(result))
+            self.write_extra_files(json_safe(result))
             rd.mark_done()
             log.info("done: %s chunks, best chunk %d (%s %.6g); test auroc %.4f, accuracy %.4f, fbeta %.4f → %s",
                      chunks_trained, selector.best_chunk, selector.metric, selector.best_score or float("nan"),
                      result.get("auroc", float("nan")), result.get("accuracy", float("nan")),
                      result.get("fbeta", float("nan")), rd.path)
         ctx.barrier()
-        return _json_safe(result)
+        return json_safe(result)
 
 
 # ======================================================================= helpers
@@ -610,21 +609,6 @@ def _signal_name(signum: Optional[int]) -> str:
     with contextlib.suppress(ValueError, TypeError):
         return signal.Signals(signum).name
     return "signal"
-
-
-def _json_safe(obj):
-    """NaN/Inf → None (strict JSON), numpy → Python."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 __all__ = ["STOP_SIGNALS", "Trainer", "run_training"]

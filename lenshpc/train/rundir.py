@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from lenshpc.errors import UserError
 from lenshpc.utils import atomic_path, atomic_write_text, pid_alive
 
 #: Columns of ``history.csv`` in order (one row per trained chunk).
@@ -222,6 +223,21 @@ def run_metrics(cfg, y, scores, val=None) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------- normalisation
+def run_normaliser(run_dir: str | os.PathLike):
+    """The normaliser a finished run was trained with (its ``config.yaml`` and stored template)."""
+    from lenshpc.config import load_config
+    from lenshpc.data import normalise
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.data.normalisation == normalise.HistogramTemplate.name and not (run_dir / normalise.TEMPLATE_FILE).is_file():
+        raise UserError(f"{run_dir}: trained with data.normalisation = histogram_template but "
+                        f"{normalise.TEMPLATE_FILE} is missing from the run directory (copied without it?); copy it "
+                        "back or re-train")
+    return normalise.for_config(cfg, run_dir=run_dir, write=False)
+
+
 # ----------------------------------------------------------------------- model.keras
 def save_model(model, path: Path) -> None:
     """``model.save`` atomically (Keras insists on the ``.keras`` suffix, so the temp name keeps it)."""
@@ -277,5 +293,5 @@ def versions() -> dict:
 
 
 __all__ = ["FINISHED_CHANGES", "HISTORY_COLUMNS", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
-           "read_history", "read_predictions", "save_model", "run_metrics", "versions", "write_history",
+           "read_history", "read_predictions", "run_metrics", "run_normaliser", "save_model", "versions", "write_history",
            "write_predictions"]

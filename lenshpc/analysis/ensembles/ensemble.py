@@ -44,7 +44,7 @@ from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_en
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import Preempted, UserError
-from lenshpc.utils import atomic_write_json, progress, read_json_object
+from lenshpc.utils import atomic_write_json, json_safe, progress, read_json_object
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -153,7 +153,7 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
         write_predictions(rd.predictions, {"val": {"scores": s_val, "labels": ps.y_val},
                                            "test": {"scores": s_test, "labels": ps.y_test, "meta": ps.test_meta}})
         atomic_write_json(rd.path / ENSEMBLE_JSON, info)
-        atomic_write_json(rd.metrics, _json_safe(metrics))
+        atomic_write_json(rd.metrics, json_safe(metrics))
         rd.mark_done()
     except BaseException as exc:
         rd.mark_failed(exc)
@@ -199,12 +199,6 @@ def _ensemble_keys(entry: EnsembleEntry) -> dict:
     return {"ensemble.name": entry.name, "ensemble.method": entry.method,
             "ensemble.variant": entry.variant if entry.method == "nelder_mead" else "",
             "ensemble.members": "+".join(entry.member_entries)}
-
-
-def _json_safe(obj):
-    from lenshpc.train.loop import _json_safe as safe
-
-    return safe(obj)
 
 
 def _now() -> str:

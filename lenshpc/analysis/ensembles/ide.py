@@ -337,9 +337,9 @@ class IDETrainer(Trainer):
             "oracle_test_metrics": pick(test_y, np.sum(test_targets * test_pm, axis=1)),
             "members_test_set_matches": [_same_test_set(m.path, test_pm[:, i]) for i, m in enumerate(self.members)],
         })
-        from lenshpc.train.loop import _json_safe
+        from lenshpc.utils import json_safe
 
-        atomic_write_json(self.rd.path / ENSEMBLE_FILE, _json_safe(info))
+        atomic_write_json(self.rd.path / ENSEMBLE_FILE, json_safe(info))
 
 
 def _definition(members: Sequence[_Member], out: Path) -> dict:

@@ -280,7 +280,7 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     Every other member is re-scored on the sets built by ``ChunkEngine(data_cfg)``, which is only
     possible when its input preprocessing (:data:`INPUT_KEYS`) matches the data's.
     """
-    from lenshpc.train.rundir import read_predictions
+    from lenshpc.train.rundir import read_predictions, run_normaliser
     from lenshpc.utils import progress
 
     if not members:
@@ -327,7 +327,7 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
         bar = progress(todo, desc="re-scoring members", unit="model", disable=None if show_progress else True)
         for i in bar:
             m = members[i]
-            own = normalise.for_run(m.run_dir)
+            own = run_normaliser(m.run_dir)
             fingerprint = _fingerprint({**target, "normalisation": own.describe()}, y_val, y_test)
             cache = cache_dir / f"{_safe(m.label)}.h5" if cache_dir is not None else None
             cached = _read_cache(cache, m.run_dir, fingerprint) if cache is not None else None

@@ -91,4 +91,36 @@ def load_scorer(path: str | Path) -> Scorer:
                     f"(no {ENSEMBLE_JSON}); wait for the run to finish or check the path")
 
 
-__all__ = ["WeightedScorer", "load_scorer"]
+# ====================================================================== what a scorer reads
+def run_configs(model: str | Path) -> list[Path]:
+    """``config.yaml`` of the run(s) behind ``model`` (a run or an ensemble run directory)."""
+    model = Path(model)
+    runs = ensemble_member_dirs(model) if (model / ENSEMBLE_JSON).is_file() else [model]
+    return [r / "config.yaml" for r in runs if (r / "config.yaml").is_file()]
+
+
+def model_normaliser(path: str | Path) -> Normaliser:
+    """The one normaliser of a run, or of every member of an ensemble run directory.
+
+    Raises
+    ------
+    UserError
+        When ensemble members were trained with different normalisations (one input cannot serve them all).
+    """
+    from lenshpc.data.normalise import MinMaxSqrt
+    from lenshpc.train.rundir import run_normaliser
+
+    path = Path(path)
+    dirs = sorted({Path(p).parent for p in run_configs(path)})
+    if (path / ENSEMBLE_JSON).is_file() and read_ensemble_json(path).get("method") == "input_dependent":
+        dirs.append(path)  # the gating network saw the images with the ensembler's own normalisation
+    norms = [(d, run_normaliser(d)) for d in dirs] or [(Path(path), MinMaxSqrt())]
+    first_dir, first = norms[0]
+    for d, n in norms[1:]:
+        if n != first:
+            raise UserError(f"{path}: members use different normalisations ({first_dir}: {first.describe()}, {d}: "
+                            f"{n.describe()}); one catalogue input cannot serve both — score each member on its own")
+    return first
+
+
+__all__ = ["WeightedScorer", "load_scorer", "model_normaliser", "run_configs"]

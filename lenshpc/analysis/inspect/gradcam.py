@@ -440,10 +440,10 @@ def _request_key(rd_path: Path, model_path: Path, data: str, layers: list[str], 
 
 
 def _load_test_set(cfg: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    from lenshpc.data import normalise
     from lenshpc.data.chunks import ChunkEngine
+    from lenshpc.train.rundir import run_normaliser
 
-    with ChunkEngine(cfg, rank=0, size=1, load_train=False, normaliser=normalise.for_run(run_dir)) as engine:
+    with ChunkEngine(cfg, rank=0, size=1, load_train=False, normaliser=run_normaliser(run_dir)) as engine:
         x, y, meta = engine.test()
         return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
 

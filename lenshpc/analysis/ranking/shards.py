@@ -84,15 +84,6 @@ def model_files(model: str | Path) -> dict[str, str]:
     return files
 
 
-def run_configs(model: str | Path) -> list[Path]:
-    """``config.yaml`` of the run(s) behind ``model`` (a run or an ensemble run directory)."""
-    from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs
-
-    model = Path(model)
-    runs = ensemble_member_dirs(model) if (model / ENSEMBLE_JSON).is_file() else [model]
-    return [r / "config.yaml" for r in runs if (r / "config.yaml").is_file()]
-
-
 # ---------------------------------------------------------------------- the plan
 @dataclass
 class RankPlan:
@@ -204,7 +195,7 @@ def load_checked_scorer(plan: RankPlan):
         When the model expects another image shape than the catalogue's cutouts, or was trained
         on Max-Tree segmented inputs (``rank`` feeds ``transforms.prepare``d cutouts).
     """
-    from lenshpc.analysis.ensembles.scorer import load_scorer
+    from lenshpc.analysis.ensembles.scorer import load_scorer, run_configs
     from lenshpc.config import load_config
 
     for cfg_path in run_configs(plan.model):
@@ -233,10 +224,10 @@ def _blocks(plan: RankPlan, first: int, stop: int):
     Blocks are whole batches from a batch boundary (``first`` is one), so the scorer, which
     cuts them into ``batch_size`` batches, sees the same batches whatever the shard layout.
     """
-    from lenshpc.data import normalise
+    from lenshpc.analysis.ensembles.scorer import model_normaliser
     from lenshpc.data.format import check_finite, open_dataset
 
-    normaliser = normalise.for_model(plan.model)  # the model's own normalisation, never another's
+    normaliser = model_normaliser(plan.model)  # the model's own normalisation, never another's
     step = block_rows(plan)
     with open_dataset(plan.catalogue) as ds:
         arr = ds._array("images")  # noqa: SLF001 - a slab read of consecutive rows (no fancy indexing)
@@ -316,6 +307,7 @@ def shard_job(plan: RankPlan, k: int) -> str:
 
 def _hpc(plan: RankPlan, hpc=None):
     """Resources of one shard task: the given ``hpc``, else the (first) model run's, one task, ≤ 1 GPU."""
+    from lenshpc.analysis.ensembles.scorer import run_configs
     from lenshpc.config import HpcConfig, load_config
 
     if hpc is None:
