@@ -23,7 +23,7 @@ from lenshpc.config import HpcConfig
 from lenshpc.errors import UserError
 from lenshpc.hpc import jobs as _jobs
 from lenshpc.hpc.spec import GridPoint, SweepSpec
-from lenshpc.hpc.state import DONE, FAILED, RUNNING, STARTED, read_run_dir
+from lenshpc.train.rundir import DONE, FAILED, FAILED_FILE, LOG_FILE, RUNNING, STARTED, read_run_dir
 from lenshpc.utils import atomic_write_json, progress
 
 SWEEP_JSON = "sweep.json"
@@ -144,7 +144,7 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
 
 def log_path(run_dir: Path, history: list[dict], out: Path) -> Path | None:
     """The log to read for a run: its ``train.log``, else (it never got that far) submitit's stderr log."""
-    log = run_dir / "train.log"
+    log = run_dir / LOG_FILE
     if log.exists():
         return log
     if history and history[-1].get("log") and (out / history[-1]["log"]).exists():
@@ -240,7 +240,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     def runs_for(batch: list[PlannedRun]) -> list[_jobs.TrainRun]:
         for p in batch:
             if p.action == RETRY:  # the run restarts from its checkpoint; FAILED is cleared by the run itself
-                (p.point.run_dir / "FAILED").unlink(missing_ok=True)
+                (p.point.run_dir / FAILED_FILE).unlink(missing_ok=True)
         return [_jobs.TrainRun(p.point.config.to_dict(), str(p.point.run_dir), raise_errors) for p in batch]
 
     if executor == "slurm":

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lenshpc.hpc.state import RUN_MARKERS
+from lenshpc.train.rundir import RUN_MARKERS, RunDir, failure_reason
 
 #: Scalar metrics of the report, in Table 5.1 order then the challenge metrics.
 METRICS = ("accuracy", "fbeta", "precision", "recall", "auroc", "tpr0", "tpr10")
@@ -72,12 +72,13 @@ def find_run_dirs(root: str | Path, exclude: tuple[Path, ...] = ()) -> list[Path
 
 def load_run(path: Path) -> RunRecord:
     """Read one run directory; never raises (problems end up in ``RunRecord.problem``)."""
-    done = (path / "DONE").exists()
-    if (path / "FAILED").exists() and not done:
-        return _with_config(RunRecord(path, FAILED, problem=_last_line(path / "FAILED")))
+    rd = RunDir(path)
+    done = rd.done.exists()
+    if rd.failed.exists() and not done:
+        return _with_config(RunRecord(path, FAILED, problem=failure_reason(path)))
     if not done:
         return _with_config(RunRecord(path, INCOMPLETE))
-    metrics_path = path / "metrics.json"
+    metrics_path = rd.metrics
     try:
         metrics = json.loads(metrics_path.read_bytes())
     except FileNotFoundError:
@@ -137,14 +138,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _last_line(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError as exc:
-        return f"(unreadable: {exc})"
-    return lines[-1] if lines else "(no message)"
-
-
 def _with_config(record: RunRecord) -> RunRecord:
     """Fill ``config``/``seed`` from ``config.yaml`` (slow path: only for runs without metrics)."""
     import yaml
@@ -153,7 +146,7 @@ def _with_config(record: RunRecord) -> RunRecord:
 
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = yaml.load((record.path / "config.yaml").read_text(), Loader=loader)
+        data = yaml.load(RunDir(record.path).config.read_text(), Loader=loader)
     except (OSError, yaml.YAMLError):
         return record
     if isinstance(data, dict):

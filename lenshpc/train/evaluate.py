@@ -23,8 +23,8 @@ import numpy as np
 
 from lenshpc import provenance
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import (PREDICT_BATCH, RunDir, read_predictions, run_metrics, run_normaliser,
-                                  write_predictions)
+from lenshpc.train.rundir import (METRICS_FILE, MODEL_FILE, PREDICT_BATCH, PREDICTIONS_FILE, RunDir, read_predictions,
+                                  run_metrics, run_normaliser, unfinished_run_advice, write_predictions)
 from lenshpc.utils import atomic_write_json, json_safe
 
 log = logging.getLogger("lenshpc.train")
@@ -77,8 +77,8 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     result = json_safe(result)
     out_dir = Path(out) if out is not None else rd.path / f"eval-{data.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / "predictions.h5", {split: {"scores": scores, "labels": y, "meta": meta}})
-    atomic_write_json(out_dir / "metrics.json", result)
+    write_predictions(out_dir / PREDICTIONS_FILE, {split: {"scores": scores, "labels": y, "meta": meta}})
+    atomic_write_json(out_dir / METRICS_FILE, result)
     log.info("evaluated %s on %s (%s, %d images): auroc %s, accuracy %.4f → %s", rd.path, data, split, len(y),
              result.get("auroc"), result.get("accuracy", float("nan")), out_dir)
     return result
@@ -106,7 +106,7 @@ def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, req
         raise UserError(f"{rd.path}: not a run directory (no config.yaml); pass a directory `lenshpc train` wrote, "
                         "e.g. runs/<name>/seed<k>")
     if not rd.model.is_file() or (require_done and not rd.is_done()):
-        raise UserError(unfinished_run_advice(rd.path, "model.keras"))
+        raise UserError(unfinished_run_advice(rd.path, MODEL_FILE))
     cfg = load_config(rd.config)
     if data_path is not None:
         cfg = cfg.replace(**{"data.path": str(data_path)})
@@ -139,26 +139,6 @@ def run_provenance(rd: RunDir) -> dict | None:
     except (OSError, ValueError, AttributeError):
         return None
     return {k: prov.get(k) for k in ("lenshpc", "packages", "started", "ended")} if prov else None
-
-
-def unfinished_run_advice(run_dir: str | Path, missing: str) -> str:
-    """The message for a run directory without a usable ``missing`` file (``model.keras``, ``predictions.h5``).
-
-    One wording for every command that reads a run (evaluate, gradcam, rank, ensemble,
-    infocontent), with a command that really produces the file when run as printed: a run
-    marked DONE is re-trained from its own ``config.yaml`` with ``--force`` (``lenshpc train``
-    skips a DONE run otherwise); an unfinished one is resumed from its checkpoint.
-    """
-    import shlex
-
-    rd = RunDir(run_dir)
-    train = f"lenshpc train {shlex.quote(str(rd.config))} --run-dir {shlex.quote(str(rd.path))}"
-    if rd.is_done():
-        return (f"{rd.path} is marked DONE but has no {missing} (deleted, or not copied with the run); re-train "
-                f"it from its own config with `{train} --force` (starts the run over)")
-    absent = "" if (rd.path / missing).exists() else f", no {missing}"
-    return (f"{rd.path}: the run has not finished (no DONE marker{absent}); wait for it if it is still running "
-            f"(`lenshpc status {shlex.quote(str(rd.path.parent))}`), or resume it with `{train}`")
 
 
 def load_model(path: Path):
@@ -227,4 +207,4 @@ def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, 
         return x, ds.labels(idx).astype(np.uint8), ds.meta("images", idx)
 
 
-__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores", "unfinished_run_advice"]
+__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores"]

@@ -44,6 +44,7 @@ from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_en
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import Preempted, UserError
+from lenshpc.train.rundir import DONE_FILE, FAILED_FILE
 from lenshpc.utils import atomic_write_json, json_safe, progress, read_json_object
 
 log = logging.getLogger("lenshpc.analysis")
@@ -71,7 +72,7 @@ class EnsembleRun:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "DONE").is_file()
+        return (self.run_dir / DONE_FILE).is_file()
 
 
 def plan_ensemble_runs(spec: EnsembleSpec, entries: list[EnsembleEntry] | None = None) -> list[EnsembleRun]:
@@ -234,10 +235,10 @@ class IdeJob(_Checkpointable):
     def __call__(self) -> dict:
         from lenshpc.analysis.ensembles.ide import train_ide
         from lenshpc.config import from_dict
-        from lenshpc.hpc.jobs import _mark_failed, _TimeoutForwarder
+        from lenshpc.hpc.jobs import TimeoutForwarder, mark_failed
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        forward = _TimeoutForwarder()
+        forward = TimeoutForwarder()
         try:
             cfg = from_dict(self.config, source=f"{self.run_dir}/config")
             with forward:
@@ -252,7 +253,7 @@ class IdeJob(_Checkpointable):
                 raise
             return {"status": "preempted", "run_dir": self.run_dir, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - reported through FAILED (and re-raised for submitit)
-            _mark_failed(Path(self.run_dir), exc)
+            mark_failed(self.run_dir, exc)
             if self.raise_errors:
                 raise
             return {"status": "failed", "run_dir": self.run_dir, "error": f"{type(exc).__name__}: {exc}"}
@@ -409,7 +410,7 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
             if run.done:
                 outcome.computed.append(run.id)
             elif not any(run.id == f for f, _ in outcome.failed):
-                fail = (run.run_dir / "FAILED")
+                fail = (run.run_dir / FAILED_FILE)
                 why = fail.read_text(errors="replace").strip() if fail.is_file() else "ended without DONE"
                 outcome.failed.append((run.id, why))
     save()

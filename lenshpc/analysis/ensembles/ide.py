@@ -47,7 +47,7 @@ import numpy as np
 from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
 from lenshpc.errors import UserError
 from lenshpc.train.loop import Trainer
-from lenshpc.train.rundir import PREDICT_BATCH, RunDir
+from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir
 from lenshpc.train.selection import VAL_METRICS
 from lenshpc.utils import atomic_write_json
 
@@ -115,7 +115,7 @@ class _Member:
     def load(self) -> "_Member":
         from lenshpc.train.evaluate import load_model
 
-        self.model = load_model(self.path / "model.keras")
+        self.model = load_model(self.path / MODEL_FILE)
         outputs = tuple(self.model.output_shape)
         if outputs[1:] not in ((1,), ()):
             raise UserError(f"member {self.path}: its model has outputs of shape {outputs[1:]}, not one lens score; "
@@ -329,7 +329,7 @@ class IDETrainer(Trainer):
             return {k: s.get(k) for k in _SUMMARY_KEYS}
 
         info.update({
-            "gating_model": "model.keras",
+            "gating_model": MODEL_FILE,
             "selection": result.get("selection"),
             **stats,
             "member_test_metrics": {m.name: pick(test_y, test_pm[:, i]) for i, m in enumerate(self.members)},
@@ -358,7 +358,7 @@ def _same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
     from lenshpc.train.rundir import read_predictions
 
     try:
-        stored = read_predictions(member_dir / "predictions.h5", "test")["scores"]
+        stored = read_predictions(member_dir / PREDICTIONS_FILE, "test")["scores"]
     except (OSError, KeyError):
         return None
     return bool(len(stored) == len(scores) and np.allclose(stored, scores, rtol=0, atol=1e-5))

@@ -27,6 +27,7 @@ import numpy as np
 
 from lenshpc.errors import UserError
 from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint
+from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -67,21 +68,21 @@ class ModelScorer:
         self.run_dir = Path(run_dir)
         self.name = name or short_name(self.run_dir)
         self._model = None
-        path = self.run_dir / "model.keras"
+        path = self.run_dir / MODEL_FILE
         if not path.is_file():
-            if not (self.run_dir / "config.yaml").is_file():
+            if not (self.run_dir / CONFIG_FILE).is_file():
                 raise UserError(f"{self.run_dir}: no model.keras and no config.yaml: not a run directory; pass a "
                                 "directory `lenshpc train` or `lenshpc sweep` wrote (…/<group>/seed<k>)")
-            from lenshpc.train.evaluate import unfinished_run_advice
+            from lenshpc.train.rundir import unfinished_run_advice
 
-            raise UserError(unfinished_run_advice(self.run_dir, "model.keras") + ", or pass another run")
+            raise UserError(unfinished_run_advice(self.run_dir, MODEL_FILE) + ", or pass another run")
 
     @property
     def model(self):
         if self._model is None:
             from lenshpc.train.evaluate import load_model
 
-            self._model = load_model(self.run_dir / "model.keras")
+            self._model = load_model(self.run_dir / MODEL_FILE)
         return self._model
 
     @property
@@ -123,9 +124,9 @@ def ensemble_member_dirs(path: str | Path, info: dict | None = None) -> list[Pat
     for absolute, relative in zip(info["members"], rel):
         absolute = Path(absolute)
         candidate = path / relative if relative else None
-        if (absolute / "model.keras").is_file() or candidate is None:
+        if (absolute / MODEL_FILE).is_file() or candidate is None:
             out.append(absolute)
-        elif (candidate / "model.keras").is_file():
+        elif (candidate / MODEL_FILE).is_file():
             out.append(candidate.resolve())
         else:
             raise UserError(f"{path / ENSEMBLE_JSON}: member not found at {absolute} nor at {candidate} "
@@ -170,7 +171,7 @@ def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, 
     is itself a run directory is a fixed member (the same run in every ensemble run); a directory
     holding ``seed<k>`` run directories is a sweep group.
     """
-    from lenshpc.hpc.state import is_run_dir
+    from lenshpc.train.rundir import is_run_dir
 
     candidate = Path(entry)
     if not candidate.is_absolute():
@@ -213,14 +214,17 @@ def group_seed_runs(path: Path) -> dict[int, Path]:
 
 def check_finished(run_dir: Path, what: str) -> None:
     """Raise a clear UserError unless ``run_dir`` is a finished run with predictions and a model."""
+    from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, RunDir, failure_reason
+
+    rd = RunDir(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{what}: run directory {run_dir} does not exist (not trained yet? check --runs and --seeds)")
-    if (run_dir / "FAILED").is_file() and not (run_dir / "DONE").is_file():
-        reason = (run_dir / "FAILED").read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-        raise UserError(f"{what}: run {run_dir} failed ({reason[0]}); retry it with `lenshpc sweep … --retry-failed`")
-    if not (run_dir / "DONE").is_file():
+    if rd.failed.is_file() and not rd.is_done():
+        raise UserError(f"{what}: run {run_dir} failed ({failure_reason(run_dir)}); retry it with "
+                        "`lenshpc sweep … --retry-failed`")
+    if not rd.is_done():
         raise UserError(f"{what}: run {run_dir} has not finished (no DONE); wait for it or resume it")
-    for name in ("config.yaml", "predictions.h5", "model.keras"):
+    for name in (CONFIG_FILE, PREDICTIONS_FILE, MODEL_FILE):
         if not (run_dir / name).is_file():
             raise UserError(f"{what}: run {run_dir} is DONE but lacks {name}; re-run it with --force")
 
@@ -252,7 +256,7 @@ def load_member_config(run_dir: Path):
     from lenshpc.config import load_config
 
     try:
-        return load_config(run_dir / "config.yaml")
+        return load_config(run_dir / CONFIG_FILE)
     except UserError as exc:
         raise UserError(f"{run_dir}: unreadable config.yaml: {exc}") from None
 
@@ -293,7 +297,7 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     preds: list[dict | None] = [None] * len(members)
     for i, m in enumerate(members):
         if matches[i]:
-            preds[i] = {g: read_predictions(m.run_dir / "predictions.h5", g) for g in ("val", "test")}
+            preds[i] = {g: read_predictions(m.run_dir / PREDICTIONS_FILE, g) for g in ("val", "test")}
 
     reference = None  # (x_val, y_val, x_test, y_test, meta) from the engine, built only when needed
     if all(matches):
@@ -399,7 +403,7 @@ def _fingerprint(target: dict, y_val: np.ndarray, y_test: np.ndarray) -> str:
 
 
 def _model_stamp(run_dir: Path) -> str:
-    st = (run_dir / "model.keras").stat()
+    st = (run_dir / MODEL_FILE).stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 

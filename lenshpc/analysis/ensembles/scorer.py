@@ -17,6 +17,7 @@ import numpy as np
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, ModelScorer, Scorer, ensemble_member_dirs, member_names,
                                                 read_ensemble_json, short_name)
 from lenshpc.errors import UserError
+from lenshpc.train.rundir import CONFIG_FILE, DONE_FILE, MODEL_FILE
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -67,7 +68,7 @@ def load_scorer(path: str | Path) -> Scorer:
                         f"run directory (with {ENSEMBLE_JSON})")
     if (path / ENSEMBLE_JSON).is_file():
         info = read_ensemble_json(path)
-        if not (path / "DONE").is_file():
+        if not (path / DONE_FILE).is_file():
             raise UserError(f"{path}: the ensemble run has not finished (no DONE); run `lenshpc ensemble` again")
         method = info.get("method")
         if method == "input_dependent":
@@ -83,8 +84,8 @@ def load_scorer(path: str | Path) -> Scorer:
         labels = member_names(info)
         return WeightedScorer([ModelScorer(r, name=lab) for r, lab in zip(runs, labels)], weights,
                               name=short_name(path))
-    if (path / "model.keras").is_file():
-        if not (path / "DONE").is_file():
+    if (path / MODEL_FILE).is_file():
+        if not (path / DONE_FILE).is_file():
             log.warning("%s has model.keras but no DONE; scoring with it anyway", path)
         return ModelScorer(path)
     raise UserError(f"{path}: neither a finished run directory (no model.keras) nor an ensemble run directory "
@@ -96,7 +97,7 @@ def run_configs(model: str | Path) -> list[Path]:
     """``config.yaml`` of the run(s) behind ``model`` (a run or an ensemble run directory)."""
     model = Path(model)
     runs = ensemble_member_dirs(model) if (model / ENSEMBLE_JSON).is_file() else [model]
-    return [r / "config.yaml" for r in runs if (r / "config.yaml").is_file()]
+    return [r / CONFIG_FILE for r in runs if (r / CONFIG_FILE).is_file()]
 
 
 def model_normaliser(path: str | Path) -> Normaliser:

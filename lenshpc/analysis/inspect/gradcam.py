@@ -50,6 +50,7 @@ import numpy as np
 
 from lenshpc.analysis.inspect.summary import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
+from lenshpc.train.rundir import PREDICTIONS_FILE
 from lenshpc.utils import atomic_path, atomic_write_json, progress, rng_for
 
 log = logging.getLogger("lenshpc.analysis.inspect.gradcam")
@@ -526,7 +527,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
                 "--data, or restore the original data file")
         scores = np.asarray(pred["scores"], dtype=np.float32).reshape(-1)
         meta = {**meta, **pred.get("meta", {})}
-        score_source = "predictions.h5"
+        score_source = PREDICTIONS_FILE
     else:  # --data, or a run whose predictions.h5 is gone: the selected model scores the rebuilt test set
         log.info("scoring %d test images of %s%s", len(x), data_path,
                  "" if data is not None else f" with {rd.model.name} ({rd.predictions.name} is missing)")

@@ -66,6 +66,7 @@ import numpy as np
 
 from lenshpc.analysis.inspect.summary import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
+from lenshpc.train.rundir import METRICS_FILE, PREDICTIONS_FILE
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -516,9 +517,9 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
                         "(e.g. runs/<name>/seed0) or an ensemble run directory")
     if not rd.predictions.is_file():
         if rd.config.is_file():
-            from lenshpc.train.evaluate import unfinished_run_advice
+            from lenshpc.train.rundir import unfinished_run_advice
 
-            raise UserError(unfinished_run_advice(rd.path, "predictions.h5"))
+            raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
         if rd.has_checkpoint():
             raise UserError(f"{rd.path}: the run has not finished (no predictions.h5) and has no config.yaml to "
                             "resume it from; re-run `lenshpc train CONFIG --run-dir "
@@ -526,9 +527,9 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
         raise UserError(f"{rd.path}: not a run directory (no predictions.h5); pass a directory written by "
                         "`lenshpc train`, `lenshpc sweep` (…/<group>/seed<k>) or `lenshpc ensemble`")
     if not rd.is_done() and rd.config.is_file():
-        from lenshpc.train.evaluate import unfinished_run_advice
+        from lenshpc.train.rundir import unfinished_run_advice
 
-        raise UserError(unfinished_run_advice(rd.path, "predictions.h5"))
+        raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
     if not rd.is_done():
         raise UserError(f"{rd.path}: the run has not finished (no DONE marker next to predictions.h5); "
                         "wait for it or resume it with `lenshpc train CONFIG --run-dir RUN`")
@@ -546,7 +547,7 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     if threshold is not None:
         thr, source = float(threshold), "--threshold"
     elif isinstance(metrics.get("threshold"), (int, float)):
-        thr, source = float(metrics["threshold"]), "metrics.json"
+        thr, source = float(metrics["threshold"]), METRICS_FILE
     elif isinstance(_nested(config, "selection.threshold"), (int, float)):
         thr, source = float(_nested(config, "selection.threshold")), "config.yaml selection.threshold"
     else:
@@ -773,7 +774,7 @@ def _fingerprint(inputs: RunInputs, data: Path | None, options: Mapping) -> dict
         st = p.stat()
         return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
-    return {"predictions": stat(inputs.run_dir / "predictions.h5"), "data": stat(data), "options": dict(options)}
+    return {"predictions": stat(inputs.run_dir / PREDICTIONS_FILE), "data": stat(data), "options": dict(options)}
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lenshpc.errors import ConfigError, UserError
+from lenshpc.train.rundir import DONE_FILE, METRICS_FILE
 from lenshpc.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lenshpc.analysis")
@@ -167,7 +168,7 @@ def _train(spec: RoundsSpec, runs: list[tuple[Any, Path]], executor: str) -> Non
     """Train (or resume, or skip when DONE) the given ``(config, run_dir)`` pairs."""
     from lenshpc.train import run_training
 
-    todo = [(cfg, rd) for cfg, rd in runs if not (rd / "DONE").is_file()]
+    todo = [(cfg, rd) for cfg, rd in runs if not (rd / DONE_FILE).is_file()]
     if not todo:
         return
     if executor == "inline":
@@ -221,7 +222,7 @@ def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], 
         _train(spec, [(spec.config_for(k, arm), path) for arm, path in arms], executor)
         record: dict = {"round": k, "arms": {}}
         for arm, path in arms:
-            metrics = json.loads((path / "metrics.json").read_text())
+            metrics = json.loads((path / METRICS_FILE).read_text())
             entry = {"run_dir": str(path), "test_auroc": metrics.get("auroc"),
                      "start_from": (metrics.get("start_from") or {}).get("path"),
                      "survey": _rank(spec, path, spec.catalogue, path.parent / f"rank-{arm}", rank_executor)}

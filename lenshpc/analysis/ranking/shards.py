@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.errors import DataError, UserError
+from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE
 from lenshpc.utils import atomic_path, progress
 
 log = logging.getLogger("lenshpc.analysis")
@@ -77,10 +78,10 @@ def model_files(model: str | Path) -> dict[str, str]:
             if p.is_file() and not p.name.startswith("."):
                 files[str(p)] = _stamp(p)
         for run in ensemble_member_dirs(model):
-            if (run / "model.keras").is_file():
-                files[str(run / "model.keras")] = _stamp(run / "model.keras")
-    elif (model / "model.keras").is_file():
-        files[str(model / "model.keras")] = _stamp(model / "model.keras")
+            if (run / MODEL_FILE).is_file():
+                files[str(run / MODEL_FILE)] = _stamp(run / MODEL_FILE)
+    elif (model / MODEL_FILE).is_file():
+        files[str(model / MODEL_FILE)] = _stamp(model / MODEL_FILE)
     return files
 
 
@@ -158,10 +159,10 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
     if not model.is_dir():
         raise UserError(f"model not found: {model} (pass a finished run directory or an ensemble run directory)")
     stamp = model_files(model)
-    if not stamp and (model / "config.yaml").is_file():
-        from lenshpc.train.evaluate import unfinished_run_advice
+    if not stamp and (model / CONFIG_FILE).is_file():
+        from lenshpc.train.rundir import unfinished_run_advice
 
-        raise UserError(unfinished_run_advice(model, "model.keras"))
+        raise UserError(unfinished_run_advice(model, MODEL_FILE))
     if not stamp:
         raise UserError(f"{model}: neither a finished run directory (no model.keras) nor an ensemble run "
                         "directory (no ensemble.json); wait for the run to finish or check the path")
