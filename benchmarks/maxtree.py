@@ -96,16 +96,16 @@ def processes(images: np.ndarray) -> dict:
 
     from lenshpc.config import MaxTreeConfig
     from lenshpc.preprocess.maxtree.segmentation import init_worker
-    from lenshpc.preprocess.maxtree.shards import BLOCK, _segment_block
+    from lenshpc.preprocess.maxtree.shards import BLOCK, segment_block
 
     p = MaxTreeConfig()
     blocks = [(images[a:a + BLOCK // 4], p, a, "pool") for a in range(0, len(images), BLOCK // 4)]
     out = {}
     for workers in (1, 2):
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker) as pool:
-            list(pool.map(_segment_block, blocks[:workers]))  # start-up and imports excluded
+            list(pool.map(segment_block, blocks[:workers]))  # start-up and imports excluded
             t = time.perf_counter()
-            list(pool.map(_segment_block, blocks))
+            list(pool.map(segment_block, blocks))
             out[workers] = len(images) / (time.perf_counter() - t)
     print(f"\n2. worker processes ({len(images)} images, spawn pool, higra 1 thread each):")
     for w, rate in out.items():

@@ -40,13 +40,13 @@ positives, TPR10 the highest with at most ten (:func:`tpr_at_fp`).
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Callable
 
 import numpy as np
 
 from lenshpc.errors import ConfigError, DataError
+from lenshpc.utils import did_you_mean
 
 #: ε added to every soft denominator (losses and the soft-Fβ metric).  The thesis's 1e-16
 #: is lost when added to a float32 sum and, added to an exact 0 (an all-negative batch
@@ -391,8 +391,7 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
 
 def _check_selection_name(name: str) -> None:
     if name not in SELECTION_METRICS:
-        close = difflib.get_close_matches(str(name), SELECTION_METRICS, n=1, cutoff=0.4)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, SELECTION_METRICS, cutoff=0.4)
         raise ConfigError(f"unknown selection metric '{name}'.{hint} Valid: {', '.join(SELECTION_METRICS)}")
 
 

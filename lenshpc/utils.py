@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import glob
 import json
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -189,6 +190,14 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def did_you_mean(word: object, choices: Iterable[str], *, cutoff: float = 0.6,
+                 template: str = " Did you mean '{}'?", otherwise: str = "") -> str:
+    """The hint of an "unknown name" message: ``template`` filled with the choice closest to ``word``
+    (:func:`difflib.get_close_matches` at ``cutoff``), or ``otherwise`` when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
+    return template.format(close[0]) if close else otherwise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

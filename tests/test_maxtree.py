@@ -341,7 +341,7 @@ def test_interrupted_run_resumes_and_skips_finished_shards(one_shard, small_popu
 
     out = tmp_path / "seg.h5"
     calls = {"n": 0}
-    real = shards._segment_block
+    real = shards.segment_block
 
     def dies_in_the_last_shard(args):
         images, params, offset, where = args
@@ -350,13 +350,13 @@ def test_interrupted_run_resumes_and_skips_finished_shards(one_shard, small_popu
         calls["n"] += 1
         return real(args)
 
-    monkeypatch.setattr(shards, "_segment_block", dies_in_the_last_shard)
+    monkeypatch.setattr(shards, "segment_block", dies_in_the_last_shard)
     assert _cli(small_population, "--out", out, "--executor", "inline", "--shards", 3, *_set_args(seg_config)) == 130
     done = sorted(p.name for p in (tmp_path / "seg.h5.shards").glob("*.h5"))
     assert done == ["shard-0000-of-0003.h5", "shard-0001-of-0003.h5"]  # the killed shard left no file
     assert not out.exists()
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "seg.h5.shards").glob("*.h5")}
-    monkeypatch.setattr(shards, "_segment_block", real)
+    monkeypatch.setattr(shards, "segment_block", real)
     plan = shards.make_plan(small_population, out, seg_config, 3)
     assert plan.pending() == [2]
     from lenshpc.preprocess.maxtree.executors import run_plan

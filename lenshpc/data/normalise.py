@@ -171,11 +171,10 @@ def available() -> list[str]:
 
 def check_name(name: str, where: str = "data.normalisation") -> type[Normaliser]:
     if name not in REGISTRY:
-        import difflib
+        from lenshpc.utils import did_you_mean
 
-        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
         raise ConfigError(f"{where} = {name!r} is not a normalisation; choose one of {', '.join(REGISTRY)}"
-                          + (f" (did you mean {close[0]!r}?)" if close else ""))
+                          + did_you_mean(name, REGISTRY, template=" (did you mean {!r}?)"))
     return REGISTRY[name]
 
 

@@ -186,12 +186,10 @@ def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, 
         return label, candidate, True
     near = ""
     if runs_root is not None and runs_root.is_dir():
-        import difflib
+        from lenshpc.utils import did_you_mean
 
         names = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        close = difflib.get_close_matches(entry, names, n=1, cutoff=0.5)
-        near = (f" Did you mean '{close[0]}'?" if close else
-                f" Groups under {runs_root}: {', '.join(names) or '(none)'}.")
+        near = did_you_mean(entry, names, cutoff=0.5, otherwise=f" Groups under {runs_root}: {', '.join(names) or '(none)'}.")
     raise UserError(f"{where}: member '{entry}' not found: {candidate} is neither a run directory nor a sweep group "
                     f"(a folder of seed<k> run directories).{near}")
 

@@ -118,10 +118,9 @@ def resolve_layers(model: Any, layers: Sequence[str] | None) -> list[str]:
     valid = spatial_layers(model)
     bad = [name for name in layers if name not in valid]
     if bad:
-        import difflib
+        from lenshpc.utils import did_you_mean
 
-        hints = {b: difflib.get_close_matches(b, valid, n=1, cutoff=0.5) for b in bad}
-        hint = "".join(f" ('{b}': did you mean '{h[0]}'?)" for b, h in hints.items() if h)
+        hint = "".join(did_you_mean(b, valid, cutoff=0.5, template=f" ('{b}': did you mean '{{}}'?)") for b in bad)
         raise UserError(f"model '{model.name}' has no feature-map layer {', '.join(repr(b) for b in bad)}{hint}. "
                         f"Valid layers (network order): {', '.join(valid)}")
     if len(set(layers)) != len(layers):

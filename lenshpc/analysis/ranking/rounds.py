@@ -104,11 +104,10 @@ def load_rounds(path: str | Path) -> RoundsSpec:
     data = read_yaml_mapping(path, "rounds spec")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
-        import difflib
+        from lenshpc.utils import did_you_mean
 
-        near = difflib.get_close_matches(unknown[0], sorted(_KEYS), n=1)
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}" + (f"; did you mean {near[0]!r}?" if near else
-                                                                   f"; valid keys: {', '.join(sorted(_KEYS))}"))
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}" + did_you_mean(
+            unknown[0], sorted(_KEYS), template="; did you mean {!r}?", otherwise=f"; valid keys: {', '.join(sorted(_KEYS))}"))
     for key in ("config", "catalogue"):
         if not data.get(key):
             raise ConfigError(f"{path}: '{key}' is required (the base training config and the catalogue to rank)")

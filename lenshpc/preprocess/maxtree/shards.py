@@ -255,7 +255,7 @@ class _Inputs:
 
 
 # ---------------------------------------------------------------------- running a shard
-def _segment_block(args: tuple) -> np.ndarray:
+def segment_block(args: tuple) -> np.ndarray:
     """Worker entry point: segment one block (module level so process pools can pickle it)."""
     from lenshpc.preprocess.maxtree.segmentation import segment
 
@@ -318,7 +318,7 @@ def run_shard(plan: Plan, k: int, workers: int = 1, show_progress: bool = True) 
                 for w in range(0, len(blocks), window):
                     batch = blocks[w:w + window]
                     jobs = [(inputs.images(g, a, b), params, a, g) for g, _, a, b in batch]
-                    for (g, _, a, b), out in zip(batch, mapper(_segment_block, jobs)):
+                    for (g, _, a, b), out in zip(batch, mapper(segment_block, jobs)):
                         writer.write(g, a - first, out)
                         bar.update(b - a)
     finally:
