@@ -22,7 +22,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from lenshpc.config import HpcConfig
 from lenshpc.errors import Preempted, UserError
@@ -255,6 +255,52 @@ def _detached_local_executor() -> type:
                     local.subprocess = real
 
     return DetachedLocalExecutor
+
+
+class JobsInterrupted(KeyboardInterrupt):
+    """Ctrl-C while :func:`run_limited` waited; ``jobs`` are the submitted jobs still running."""
+
+    def __init__(self, jobs: list):
+        super().__init__()
+        self.jobs = jobs
+
+
+def run_limited(executor, items: Iterable, call_for: Callable[[Any], Any], *, parallel: int = 1,
+                inline: bool = False, poll_s: float = 1.0, on_submit: Callable[[Any, Any], None] = lambda i, j: None,
+                on_done: Callable[[Any, Any], None] = lambda i, j: None) -> None:
+    """The one job-polling loop: submit ``call_for(item)`` per item, at most ``parallel`` running at a time,
+    until every job has ended (waiting with :func:`submitit.helpers.as_completed`).
+
+    ``call_for`` runs just before its item is submitted; ``on_submit(item, job)`` records a submitted job and
+    ``on_done(item, job)`` sees it end (finished, failed or cancelled: read its result or its run directory).
+    ``inline`` (the debug executor) runs each job in this process as soon as it is submitted.
+
+    Raises
+    ------
+    JobsInterrupted
+        On Ctrl-C, with the jobs still running (the caller stops them and records what happened).
+    """
+    from submitit.helpers import as_completed
+
+    todo, active = list(items), []
+    try:
+        while todo or active:
+            while todo and (inline or len(active) < max(1, parallel)):
+                item = todo.pop(0)
+                job = executor.submit(call_for(item))
+                on_submit(item, job)
+                if inline:
+                    job.result()
+                    on_done(item, job)
+                else:
+                    active.append((item, job))
+            if active:
+                ended = next(as_completed([job for _, job in active], poll_frequency=poll_s))
+                item = next(i for i, job in active if job is ended)
+                active = [(i, job) for i, job in active if job is not ended]
+                on_done(item, ended)
+    except KeyboardInterrupt:
+        raise JobsInterrupted([job for _, job in active]) from None
 
 
 def stop_local_jobs(jobs: list, grace_s: float = 10.0) -> None:

@@ -237,14 +237,13 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
         outcome.job_ids.append(str(job.job_id))
         outcome.submitted.append(p)
 
-    def runs_for(batch: list[PlannedRun]) -> list[_jobs.TrainRun]:
-        for p in batch:
-            if p.action == RETRY:  # the run restarts from its checkpoint; FAILED is cleared by the run itself
-                (p.point.run_dir / FAILED_FILE).unlink(missing_ok=True)
-        return [_jobs.TrainRun(p.point.config.to_dict(), str(p.point.run_dir), raise_errors) for p in batch]
+    def run_for(p: PlannedRun) -> _jobs.TrainRun:
+        if p.action == RETRY:  # the run restarts from its checkpoint; FAILED is cleared by the run itself
+            (p.point.run_dir / FAILED_FILE).unlink(missing_ok=True)
+        return _jobs.TrainRun(p.point.config.to_dict(), str(p.point.run_dir), raise_errors)
 
     if executor == "slurm":
-        calls = runs_for(todo)
+        calls = [run_for(p) for p in todo]
         with ex.batch():
             submitted = [ex.submit(call) for call in calls]
         for p, job in zip(todo, submitted):
@@ -258,36 +257,21 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     # local / debug: run here, at most `parallel` at a time, with a progress bar
     write_sweep_json(spec, hpc, executor, jobs_by_id, created)
     bar = progress(total=len(todo), desc=f"sweep {spec.name}", unit="run")
-    pending = list(todo)
-    active: list[tuple[PlannedRun, Any]] = []
+
+    def submitted(p: PlannedRun, job) -> None:
+        record(p, job)
+        write_sweep_json(spec, hpc, executor, jobs_by_id, created)
+
     try:
-        while pending or active:
-            while pending and (executor == "debug" or len(active) < max(1, parallel)):
-                p = pending.pop(0)
-                job = ex.submit(runs_for([p])[0])
-                record(p, job)
-                write_sweep_json(spec, hpc, executor, jobs_by_id, created)
-                if executor == "debug":
-                    job.result()  # runs in this process
-                    bar.update(1)
-                else:
-                    active.append((p, job))
-            still = []
-            for p, job in active:
-                if job.done():
-                    bar.update(1)
-                else:
-                    still.append((p, job))
-            active = still
-            if active:
-                time.sleep(poll_s)
-    except KeyboardInterrupt:
+        _jobs.run_limited(ex, todo, run_for, parallel=parallel, inline=executor == "debug", poll_s=poll_s,
+                          on_submit=submitted, on_done=lambda p, job: bar.update(1))
+    except _jobs.JobsInterrupted as interrupted:
         import signal
 
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         started: list[PlannedRun] = []
         try:
-            _jobs.stop_local_jobs([job for _, job in active])
+            _jobs.stop_local_jobs(interrupted.jobs)
             started = [p for p in todo if p in outcome.submitted and read_run_dir(p.point.run_dir).state != DONE]
             for p in started:
                 jobs_by_id[p.point.id][-1]["interrupted"] = _now()
