@@ -11,18 +11,18 @@ run, so ``lenshpc status`` and ``lenshpc reduce`` know the expected runs even be
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from lenshpc.config import HpcConfig
 from lenshpc.errors import UserError
 from lenshpc.hpc import jobs as _jobs
 from lenshpc.hpc.spec import GridPoint, SweepSpec
+from lenshpc.provenance import now
 from lenshpc.train.rundir import DONE, FAILED, FAILED_FILE, LOG_FILE, RUNNING, STARTED, read_run_dir
 from lenshpc.utils import atomic_write_json, progress
 
@@ -63,10 +63,6 @@ class SweepOutcome:
         return sum(p.action == action for p in self.planned)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 # ------------------------------------------------------------------ sweep.json
 def read_sweep_json(out: Path) -> dict:
     path = out / SWEEP_JSON
@@ -88,7 +84,7 @@ def write_sweep_json(spec: SweepSpec, hpc: HpcConfig, executor: str, jobs_by_id:
                      "config_file": p.config_file, "run_dir": str(p.run_dir.relative_to(spec.out)),
                      "jobs": jobs_by_id.get(p.id, [])})
     data = {"version": 1, "name": spec.name, "sweep_file": str(spec.path.resolve()), "out": str(spec.out),
-            "created": created or _now(), "updated": _now(), "executor": executor,
+            "created": created or now(), "updated": now(), "executor": executor,
             "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": spec.groups, "seeds": spec.seeds,
             "varied_keys": spec.varied_keys, "runs": runs}
     path = spec.out / SWEEP_JSON
@@ -231,7 +227,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     raise_errors = executor != "debug"
 
     def record(p: PlannedRun, job) -> None:
-        entry = {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": _now(),
+        entry = {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": now(),
                  "log": str(_jobs.job_log(folder, str(job.job_id)).relative_to(spec.out))}
         jobs_by_id.setdefault(p.point.id, []).append(entry)
         outcome.job_ids.append(str(job.job_id))
@@ -274,7 +270,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
             _jobs.stop_local_jobs(interrupted.jobs)
             started = [p for p in todo if p in outcome.submitted and read_run_dir(p.point.run_dir).state != DONE]
             for p in started:
-                jobs_by_id[p.point.id][-1]["interrupted"] = _now()
+                jobs_by_id[p.point.id][-1]["interrupted"] = now()
             write_sweep_json(spec, hpc, executor, jobs_by_id, created)
         finally:
             signal.signal(signal.SIGINT, previous)

@@ -405,9 +405,9 @@ def versions() -> dict:
     return package_versions()
 
 
-__all__ = ["ABSENT", "CHECKPOINT_DIR", "CONFIG_FILE", "DONE", "DONE_FILE", "FAILED", "FAILED_FILE", "FINISHED_CHANGES",
-           "HISTORY_COLUMNS", "HISTORY_FILE", "LOG_FILE", "METRICS_FILE", "MODEL_FILE", "PREDICTIONS_FILE", "PREDICT_BATCH",
-           "RUNNING", "RUN_MARKERS", "RunDir", "RunDirState", "STARTED", "TENSORBOARD_DIR", "append_history",
-           "config_differences", "default_run_dir", "failure_reason", "unfinished_run_advice", "file_logging", "is_run_dir", "read_run_dir",
-           "read_history", "read_predictions", "run_metrics", "run_normaliser", "save_model", "versions", "write_history",
-           "write_predictions"]
+__all__ = ["ABSENT", "CHECKPOINT_DIR", "CONFIG_FILE", "DONE", "DONE_FILE", "FAILED", "FAILED_FILE",
+           "FINISHED_CHANGES", "HISTORY_COLUMNS", "HISTORY_FILE", "LOG_FILE", "METRICS_FILE", "MODEL_FILE",
+           "PREDICT_BATCH", "PREDICTIONS_FILE", "RUN_MARKERS", "RUNNING", "STARTED", "TENSORBOARD_DIR",
+           "append_history", "config_differences", "default_run_dir", "failure_reason", "file_logging", "is_run_dir",
+           "read_history", "read_predictions", "read_run_dir", "run_metrics", "run_normaliser", "RunDir",
+           "RunDirState", "save_model", "unfinished_run_advice", "versions", "write_history", "write_predictions"]

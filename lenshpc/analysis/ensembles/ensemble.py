@@ -44,7 +44,8 @@ from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_en
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import Preempted, UserError
-from lenshpc.train.rundir import DONE_FILE, FAILED_FILE
+from lenshpc.provenance import now
+from lenshpc.train.rundir import DONE_FILE, FAILED_FILE, RunDir, run_metrics, versions, write_predictions
 from lenshpc.utils import atomic_write_json, json_safe, progress, read_json_object
 
 log = logging.getLogger("lenshpc.analysis")
@@ -122,14 +123,13 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     Returns the ``metrics.json`` written (or the existing one when ``DONE`` and not ``force``).
     """
     from lenshpc.config import flatten
-    from lenshpc.train.rundir import RunDir, versions, write_predictions
 
     entry, rd = run.entry, RunDir(run.run_dir)
     if rd.is_done() and not force:
         return json.loads(rd.metrics.read_text())
     if run.problem:
         raise UserError(run.problem)
-    start, started = time.perf_counter(), _now()
+    start, started = time.perf_counter(), now()
     rd.clear_markers()
     data_cfg = load_member_config(run.members[0].run_dir).replace(seed=run.seed)
     cfg = data_cfg.replace(name=entry.name)
@@ -165,8 +165,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
 
 
 def _metrics(cfg, y: np.ndarray, scores: np.ndarray, n_val: int, val=None) -> dict:
-    from lenshpc.train.rundir import run_metrics
-
     return {**run_metrics(cfg, y, scores, val=val), "n_val": int(n_val)}
 
 
@@ -174,7 +172,6 @@ def _provenance(data_cfg, started: str, run: EnsembleRun) -> dict:
     """``metrics.json["provenance"]`` of a weighted ensemble run, with each member's lenshpc/package versions."""
     from lenshpc import provenance
     from lenshpc.train.evaluate import run_provenance
-    from lenshpc.train.rundir import RunDir
 
     return provenance.collect(data_cfg, started=started, command="ensemble",
                               members={m.label: run_provenance(RunDir(m.run_dir)) for m in run.members})
@@ -192,7 +189,7 @@ def _ensemble_info(run: EnsembleRun, fit: dict, sources: list[str]) -> dict:
             "member_names": [m.label for m in run.members],
             "members_relative": [relpath(m.run_dir.resolve(), run.run_dir.resolve()) for m in run.members],
             "member_sources": sources, "weights": [float(w) for w in fit["weights"]], "optimiser": optimiser,
-            "created": _now()}
+            "created": now()}
 
 
 def _ensemble_keys(entry: EnsembleEntry) -> dict:
@@ -200,12 +197,6 @@ def _ensemble_keys(entry: EnsembleEntry) -> dict:
     return {"ensemble.name": entry.name, "ensemble.method": entry.method,
             "ensemble.variant": entry.variant if entry.method == "nelder_mead" else "",
             "ensemble.members": "+".join(entry.member_entries)}
-
-
-def _now() -> str:
-    from lenshpc.provenance import now
-
-    return now()
 
 
 # ====================================================================== input-dependent ensembles
@@ -300,7 +291,7 @@ def _run_ide(spec: EnsembleSpec, runs: list[EnsembleRun], executor: str, *, forc
 
     def record(run: EnsembleRun, job) -> None:
         jobs_by_id.setdefault(run.id, []).append(
-            {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": _now(),
+            {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": now(),
              "log": str(_jobs.job_log(folder, str(job.job_id)).relative_to(spec.out))})
         submitted.append((run, job))
 
@@ -371,7 +362,7 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     spec.out.mkdir(parents=True, exist_ok=True)
     previous = read_json_object(spec.out / SWEEP_JSON)
     jobs_by_id = {r["id"]: list(r.get("jobs") or []) for r in previous.get("runs", []) if isinstance(r, dict)}
-    created = previous.get("created") or _now()
+    created = previous.get("created") or now()
 
     def save() -> None:
         write_sweep_json(spec, jobs_by_id, executor, created, previous=previous)
@@ -441,7 +432,7 @@ def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], exec
     seeds = sorted({*spec.seeds, *(r["seed"] for r in old_runs if isinstance(r.get("seed"), int))})
     data = {"version": 1, "kind": "ensemble", "name": spec.name,
             "sweep_file": str(spec.path.resolve()) if spec.path else "", "out": str(spec.out), "created": created,
-            "updated": _now(), "executor": executor, "hpc": dict(spec.hpc), "groups": groups,
+            "updated": now(), "executor": executor, "hpc": dict(spec.hpc), "groups": groups,
             "seeds": seeds, "varied_keys": ["ensemble.name"], "runs": runs}
     path = spec.out / SWEEP_JSON
     atomic_write_json(path, data)

@@ -21,13 +21,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from lenshpc.errors import UserError
 from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint
-from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE
+from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, RunDir, failure_reason, is_run_dir,
+                                  read_predictions, run_normaliser, unfinished_run_advice)
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -73,8 +74,6 @@ class ModelScorer:
             if not (self.run_dir / CONFIG_FILE).is_file():
                 raise UserError(f"{self.run_dir}: no model.keras and no config.yaml: not a run directory; pass a "
                                 "directory `lenshpc train` or `lenshpc sweep` wrote (…/<group>/seed<k>)")
-            from lenshpc.train.rundir import unfinished_run_advice
-
             raise UserError(unfinished_run_advice(self.run_dir, MODEL_FILE) + ", or pass another run")
 
     @property
@@ -171,8 +170,6 @@ def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, 
     is itself a run directory is a fixed member (the same run in every ensemble run); a directory
     holding ``seed<k>`` run directories is a sweep group.
     """
-    from lenshpc.train.rundir import is_run_dir
-
     candidate = Path(entry)
     if not candidate.is_absolute():
         if runs_root is None:
@@ -212,8 +209,6 @@ def group_seed_runs(path: Path) -> dict[int, Path]:
 
 def check_finished(run_dir: Path, what: str) -> None:
     """Raise a clear UserError unless ``run_dir`` is a finished run with predictions and a model."""
-    from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, RunDir, failure_reason
-
     rd = RunDir(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{what}: run directory {run_dir} does not exist (not trained yet? check --runs and --seeds)")
@@ -282,7 +277,6 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     Every other member is re-scored on the sets built by ``ChunkEngine(data_cfg)``, which is only
     possible when its input preprocessing (:data:`INPUT_KEYS`) matches the data's.
     """
-    from lenshpc.train.rundir import read_predictions, run_normaliser
     from lenshpc.utils import progress
 
     if not members:

@@ -17,7 +17,7 @@ import numpy as np
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, ModelScorer, Scorer, ensemble_member_dirs, member_names,
                                                 read_ensemble_json, short_name)
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import CONFIG_FILE, DONE_FILE, MODEL_FILE
+from lenshpc.train.rundir import CONFIG_FILE, DONE_FILE, MODEL_FILE, run_normaliser
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -109,7 +109,6 @@ def model_normaliser(path: str | Path) -> Normaliser:
         When ensemble members were trained with different normalisations (one input cannot serve them all).
     """
     from lenshpc.data.normalise import MinMaxSqrt
-    from lenshpc.train.rundir import run_normaliser
 
     path = Path(path)
     dirs = sorted({Path(p).parent for p in run_configs(path)})

@@ -48,9 +48,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.inspect.summary import SUMMARY_JSON, current_summary
+from lenshpc.analysis.inspect import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
-from lenshpc.train.rundir import PREDICTIONS_FILE
+from lenshpc.train.rundir import PREDICTIONS_FILE, read_predictions, run_normaliser
 from lenshpc.utils import atomic_path, atomic_write_json, progress, rng_for
 
 log = logging.getLogger("lenshpc.analysis.inspect.gradcam")
@@ -441,7 +441,6 @@ def _request_key(rd_path: Path, model_path: Path, data: str, layers: list[str], 
 
 def _load_test_set(cfg: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     from lenshpc.data.chunks import ChunkEngine
-    from lenshpc.train.rundir import run_normaliser
 
     with ChunkEngine(cfg, rank=0, size=1, load_train=False, normaliser=run_normaliser(run_dir)) as engine:
         x, y, meta = engine.test()
@@ -485,7 +484,6 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     dict
         The written ``summary.json``.
     """
-    from lenshpc.train import read_predictions
     from lenshpc.train.evaluate import load_model, open_run, predict_scores
 
     t0 = time.perf_counter()

@@ -64,9 +64,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.inspect.summary import SUMMARY_JSON, current_summary
+from lenshpc.analysis.inspect import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
-from lenshpc.train.rundir import METRICS_FILE, PREDICTIONS_FILE
+from lenshpc.train.rundir import METRICS_FILE, PREDICTIONS_FILE, RunDir, read_predictions, unfinished_run_advice
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -509,16 +509,12 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     """
     import yaml
 
-    from lenshpc.train.rundir import RunDir, read_predictions
-
     rd = RunDir(run_dir)
     if not rd.path.is_dir():
         raise UserError(f"{rd.path}: no such directory; pass a run directory written by `lenshpc train` "
                         "(e.g. runs/<name>/seed0) or an ensemble run directory")
     if not rd.predictions.is_file():
         if rd.config.is_file():
-            from lenshpc.train.rundir import unfinished_run_advice
-
             raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
         if rd.has_checkpoint():
             raise UserError(f"{rd.path}: the run has not finished (no predictions.h5) and has no config.yaml to "
@@ -527,8 +523,6 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
         raise UserError(f"{rd.path}: not a run directory (no predictions.h5); pass a directory written by "
                         "`lenshpc train`, `lenshpc sweep` (…/<group>/seed<k>) or `lenshpc ensemble`")
     if not rd.is_done() and rd.config.is_file():
-        from lenshpc.train.rundir import unfinished_run_advice
-
         raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
     if not rd.is_done():
         raise UserError(f"{rd.path}: the run has not finished (no DONE marker next to predictions.h5); "

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.errors import DataError, UserError
-from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE
+from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, unfinished_run_advice
 from lenshpc.utils import atomic_path, progress
 
 log = logging.getLogger("lenshpc.analysis")
@@ -160,8 +160,6 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
         raise UserError(f"model not found: {model} (pass a finished run directory or an ensemble run directory)")
     stamp = model_files(model)
     if not stamp and (model / CONFIG_FILE).is_file():
-        from lenshpc.train.rundir import unfinished_run_advice
-
         raise UserError(unfinished_run_advice(model, MODEL_FILE))
     if not stamp:
         raise UserError(f"{model}: neither a finished run directory (no model.keras) nor an ensemble run "
