@@ -25,7 +25,7 @@ from lenshpc import provenance
 from lenshpc.errors import UserError
 from lenshpc.train.rundir import (METRICS_FILE, MODEL_FILE, PREDICT_BATCH, PREDICTIONS_FILE, RunDir, read_predictions,
                                   run_metrics, run_normaliser, unfinished_run_advice, write_predictions)
-from lenshpc.utils import atomic_write_json, json_safe
+from lenshpc.utils import atomic_write_json, json_safe, read_json_object
 
 log = logging.getLogger("lenshpc.train")
 
@@ -132,12 +132,7 @@ def run_validation_scores(rd: RunDir) -> tuple[np.ndarray, np.ndarray] | None:
 
 def run_provenance(rd: RunDir) -> dict | None:
     """The ``lenshpc``/``packages`` provenance of the run that trained the scored model (None for old runs)."""
-    import json
-
-    try:
-        prov = json.loads(rd.metrics.read_text()).get("provenance") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    prov = read_json_object(rd.metrics).get("provenance") or {}
     return {k: prov.get(k) for k in ("lenshpc", "packages", "started", "ended")} if prov else None
 
 

@@ -30,7 +30,6 @@ writes files.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -109,7 +108,7 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
     if rd.is_done() and not force:
         _check_same_config(rd, cfg, finished=True)
         log.info("%s is complete (DONE); skipping (use --force to re-run)", rd.path)
-        return _read_metrics(rd)
+        return rd.read_metrics()
     _check_data(cfg)
     _check_names(cfg)
     ctx = dist.init(backend)
@@ -152,14 +151,6 @@ def _run_locked(cfg, rd: RunDir, ctx, *, resume: bool, force: bool, on_chunk_end
             engine = getattr(trainer, "engine", None)
             if engine is not None:
                 engine.close()  # synthesis threads
-
-
-def _read_metrics(rd: RunDir) -> dict:
-    try:
-        return json.loads(rd.metrics.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{rd.path} is marked DONE but {rd.metrics.name} is unreadable ({exc}); "
-                        "re-run with --force") from None
 
 
 def _check_data(cfg) -> None:

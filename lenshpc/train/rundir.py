@@ -88,6 +88,14 @@ class RunDir:
     def is_done(self) -> bool:
         return self.done.is_file()
 
+    def read_metrics(self) -> dict:
+        """``metrics.json`` of a finished run (UserError naming the file when it is unreadable)."""
+        try:
+            return json.loads(self.metrics.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{self.path} is marked DONE but {self.metrics.name} is unreadable ({exc}); "
+                            "re-run with --force") from None
+
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / "state.json").is_file()
 

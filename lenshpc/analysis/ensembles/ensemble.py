@@ -28,7 +28,6 @@ run_spec(spec, ...) -> EnsembleOutcome                              # everything
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -126,7 +125,7 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
 
     entry, rd = run.entry, RunDir(run.run_dir)
     if rd.is_done() and not force:
-        return json.loads(rd.metrics.read_text())
+        return rd.read_metrics()
     if run.problem:
         raise UserError(run.problem)
     start, started = time.perf_counter(), now()

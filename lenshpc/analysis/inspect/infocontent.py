@@ -537,7 +537,7 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     config = {}
     if rd.config.is_file():
         config = yaml.safe_load(rd.config.read_text()) or {}
-    metrics = json.loads(rd.metrics.read_text()) if rd.metrics.is_file() else {}
+    metrics = rd.read_metrics() if rd.metrics.is_file() else {}
     if threshold is not None:
         thr, source = float(threshold), "--threshold"
     elif isinstance(metrics.get("threshold"), (int, float)):

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lenshpc.errors import ConfigError, UserError
-from lenshpc.train.rundir import DONE_FILE, METRICS_FILE
+from lenshpc.train.rundir import DONE_FILE, RunDir
 from lenshpc.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lenshpc.analysis")
@@ -221,7 +221,7 @@ def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], 
         _train(spec, [(spec.config_for(k, arm), path) for arm, path in arms], executor)
         record: dict = {"round": k, "arms": {}}
         for arm, path in arms:
-            metrics = json.loads((path / METRICS_FILE).read_text())
+            metrics = RunDir(path).read_metrics()
             entry = {"run_dir": str(path), "test_auroc": metrics.get("auroc"),
                      "start_from": (metrics.get("start_from") or {}).get("path"),
                      "survey": _rank(spec, path, spec.catalogue, path.parent / f"rank-{arm}", rank_executor)}
