@@ -169,6 +169,23 @@ def read_run_dir(run_dir: str | Path) -> RunDirState:
     return RunDirState(ABSENT)
 
 
+def check_finished(run_dir: str | Path, what: str) -> None:
+    """Raise a clear UserError (``what`` names the caller) unless ``run_dir`` is a finished run with its config,
+    predictions and model: the one "is this a finished run" check of the commands that read runs."""
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    if not run_dir.is_dir():
+        raise UserError(f"{what}: run directory {run_dir} does not exist (not trained yet? check --runs and --seeds)")
+    if rd.failed.is_file() and not rd.is_done():
+        raise UserError(f"{what}: run {run_dir} failed ({failure_reason(run_dir)}); retry it with "
+                        "`lenshpc sweep … --retry-failed`")
+    if not rd.is_done():
+        raise UserError(f"{what}: run {run_dir} has not finished (no DONE); wait for it or resume it")
+    for name in (CONFIG_FILE, PREDICTIONS_FILE, MODEL_FILE):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{what}: run {run_dir} is DONE but lacks {name}; re-run it with --force")
+
+
 def failure_reason(run_dir: str | Path) -> str:
     """The last line of a run's ``FAILED`` marker (the error's one-line summary)."""
     try:
@@ -416,6 +433,6 @@ def versions() -> dict:
 __all__ = ["ABSENT", "CHECKPOINT_DIR", "CONFIG_FILE", "DONE", "DONE_FILE", "FAILED", "FAILED_FILE",
            "FINISHED_CHANGES", "HISTORY_COLUMNS", "HISTORY_FILE", "LOG_FILE", "METRICS_FILE", "MODEL_FILE",
            "PREDICT_BATCH", "PREDICTIONS_FILE", "RUN_MARKERS", "RUNNING", "STARTED", "TENSORBOARD_DIR",
-           "append_history", "config_differences", "default_run_dir", "failure_reason", "file_logging", "is_run_dir",
+           "append_history", "check_finished", "config_differences", "default_run_dir", "failure_reason", "file_logging", "is_run_dir",
            "read_history", "read_predictions", "read_run_dir", "run_metrics", "run_normaliser", "RunDir",
            "RunDirState", "save_model", "unfinished_run_advice", "versions", "write_history", "write_predictions"]

@@ -40,11 +40,11 @@ import numpy as np
 
 from lenshpc.analysis.ensembles.fit import apply_weights, average_weights, fit_nelder_mead
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
-from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
+from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import Preempted, UserError
 from lenshpc.provenance import now
-from lenshpc.train.rundir import DONE_FILE, FAILED_FILE, RunDir, run_metrics, versions, write_predictions
+from lenshpc.train.rundir import RunDir, failure_reason, run_metrics, versions, write_predictions
 from lenshpc.utils import atomic_write_json, json_safe, progress, read_json_object
 
 log = logging.getLogger("lenshpc.analysis")
@@ -72,7 +72,7 @@ class EnsembleRun:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / DONE_FILE).is_file()
+        return RunDir(self.run_dir).is_done()
 
 
 def plan_ensemble_runs(spec: EnsembleSpec, entries: list[EnsembleEntry] | None = None) -> list[EnsembleRun]:
@@ -400,8 +400,7 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
             if run.done:
                 outcome.computed.append(run.id)
             elif not any(run.id == f for f, _ in outcome.failed):
-                fail = (run.run_dir / FAILED_FILE)
-                why = fail.read_text(errors="replace").strip() if fail.is_file() else "ended without DONE"
+                why = failure_reason(run.run_dir) if RunDir(run.run_dir).failed.is_file() else "ended without DONE"
                 outcome.failed.append((run.id, why))
     save()
     outcome.report = write_report(spec, plots=plots)
@@ -438,5 +437,5 @@ def write_sweep_json(spec: EnsembleSpec, jobs_by_id: dict[str, list[dict]], exec
     return path
 
 
-__all__ = ["EnsembleOutcome", "EnsembleRun", "IdeJob", "check_finished", "ide_config", "load_ensemble_spec",
+__all__ = ["EnsembleOutcome", "EnsembleRun", "IdeJob", "ide_config", "load_ensemble_spec",
            "plan_ensemble_runs", "run_spec", "run_weighted", "write_sweep_json"]

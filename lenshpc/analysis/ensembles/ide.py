@@ -136,7 +136,8 @@ def _member_name(path: Path) -> str:
 
 def _resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
-    from lenshpc.analysis.ensembles.members import check_finished, load_member_config
+    from lenshpc.analysis.ensembles.members import load_member_config
+    from lenshpc.train.rundir import check_finished
 
     if isinstance(members, (str, os.PathLike)):
         members = [members]

@@ -27,8 +27,8 @@ import numpy as np
 
 from lenshpc.errors import UserError
 from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint
-from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, RunDir, failure_reason, is_run_dir,
-                                  read_predictions, run_normaliser, unfinished_run_advice)
+from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, check_finished, is_run_dir, read_predictions,
+                                  run_normaliser, unfinished_run_advice)
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -207,21 +207,6 @@ def group_seed_runs(path: Path) -> dict[int, Path]:
     return dict(sorted(out.items()))
 
 
-def check_finished(run_dir: Path, what: str) -> None:
-    """Raise a clear UserError unless ``run_dir`` is a finished run with predictions and a model."""
-    rd = RunDir(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{what}: run directory {run_dir} does not exist (not trained yet? check --runs and --seeds)")
-    if rd.failed.is_file() and not rd.is_done():
-        raise UserError(f"{what}: run {run_dir} failed ({failure_reason(run_dir)}); retry it with "
-                        "`lenshpc sweep … --retry-failed`")
-    if not rd.is_done():
-        raise UserError(f"{what}: run {run_dir} has not finished (no DONE); wait for it or resume it")
-    for name in (CONFIG_FILE, PREDICTIONS_FILE, MODEL_FILE):
-        if not (run_dir / name).is_file():
-            raise UserError(f"{what}: run {run_dir} is DONE but lacks {name}; re-run it with --force")
-
-
 # ====================================================================== prediction matrices
 @dataclass
 class PredictionSet:
@@ -261,7 +246,7 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     Parameters
     ----------
     members : list of Member
-        Finished runs (:func:`check_finished`).
+        Finished runs (:func:`lenshpc.train.rundir.check_finished`).
     data_cfg : Config, optional
         The evaluation data (seed + data section).  Default: member 0's config.
     cache_dir : path, optional
@@ -445,6 +430,6 @@ def relpath(target: Path, start: Path) -> str:
         return str(target)
 
 
-__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer", "check_finished",
+__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer",
            "ensemble_member_dirs", "group_seed_runs", "load_member_config", "member_for_seed", "member_names",
            "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name"]

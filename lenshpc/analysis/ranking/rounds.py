@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lenshpc.errors import ConfigError, UserError
-from lenshpc.train.rundir import DONE_FILE, RunDir
+from lenshpc.train.rundir import RunDir
 from lenshpc.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lenshpc.analysis")
@@ -167,7 +167,7 @@ def _train(spec: RoundsSpec, runs: list[tuple[Any, Path]], executor: str) -> Non
     """Train (or resume, or skip when DONE) the given ``(config, run_dir)`` pairs."""
     from lenshpc.train import run_training
 
-    todo = [(cfg, rd) for cfg, rd in runs if not (rd / DONE_FILE).is_file()]
+    todo = [(cfg, rd) for cfg, rd in runs if not RunDir(rd).is_done()]
     if not todo:
         return
     if executor == "inline":
