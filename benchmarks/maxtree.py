@@ -50,7 +50,7 @@ def mock_lenses(path: Path, n: int) -> np.ndarray:
     cfg = load_config(None)
     with open_dataset(path) as ds:
         from lenshpc.data import transforms
-        from lenshpc.preprocess.shards import pool_draws
+        from lenshpc.preprocess.maxtree.shards import pool_draws
 
         li, si, alpha = pool_draws(cfg, ds.split("lenses", "train"), ds.split("sources", "train"), 0, n)
         return transforms.mock_lenses(ds.read("lenses", li), ds.read("sources", si), alpha)
@@ -58,7 +58,7 @@ def mock_lenses(path: Path, n: int) -> np.ndarray:
 
 def one_core(images: np.ndarray) -> float:
     from lenshpc.config import MaxTreeConfig
-    from lenshpc.preprocess import maxtree as mt
+    from lenshpc.preprocess.maxtree import segmentation as mt
 
     mt.init_worker()
     p = MaxTreeConfig()
@@ -95,17 +95,17 @@ def processes(images: np.ndarray) -> dict:
     import multiprocessing as mp
 
     from lenshpc.config import MaxTreeConfig
-    from lenshpc.preprocess.maxtree import init_worker
-    from lenshpc.preprocess.shards import BLOCK, _segment_block
+    from lenshpc.preprocess.maxtree.segmentation import init_worker
+    from lenshpc.preprocess.maxtree.shards import BLOCK, segment_block
 
     p = MaxTreeConfig()
     blocks = [(images[a:a + BLOCK // 4], p, a, "pool") for a in range(0, len(images), BLOCK // 4)]
     out = {}
     for workers in (1, 2):
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker) as pool:
-            list(pool.map(_segment_block, blocks[:workers]))  # start-up and imports excluded
+            list(pool.map(segment_block, blocks[:workers]))  # start-up and imports excluded
             t = time.perf_counter()
-            list(pool.map(_segment_block, blocks))
+            list(pool.map(segment_block, blocks))
             out[workers] = len(images) / (time.perf_counter() - t)
     print(f"\n2. worker processes ({len(images)} images, spawn pool, higra 1 thread each):")
     for w, rate in out.items():
@@ -138,7 +138,7 @@ def mpi_worker(path: Path, n: int) -> None:
     from mpi4py import MPI
 
     from lenshpc.config import MaxTreeConfig
-    from lenshpc.preprocess import maxtree as mt
+    from lenshpc.preprocess.maxtree import segmentation as mt
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -160,8 +160,8 @@ def training_ratio(pop: Path, folder: Path, pool: int, chunks: int, workers: int
     import logging
 
     from lenshpc.config import load_config
-    from lenshpc.preprocess.executors import run_plan
-    from lenshpc.preprocess.shards import make_plan
+    from lenshpc.preprocess.maxtree.executors import run_plan
+    from lenshpc.preprocess.maxtree.shards import make_plan
     from lenshpc.train import run_training
 
     logging.getLogger("lenshpc").setLevel(logging.WARNING)
@@ -200,7 +200,7 @@ def training_ratio(pop: Path, folder: Path, pool: int, chunks: int, workers: int
 
 
 def _sizes(seg: Path) -> list[int]:
-    from lenshpc.preprocess.segfile import SegmentedDataset
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
 
     with SegmentedDataset(seg) as s:
         return [s.count(g) for g in s.groups]

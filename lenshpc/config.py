@@ -20,12 +20,11 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
@@ -137,7 +136,7 @@ class DistributedConfig:
 
 @dataclass
 class MaxTreeConfig:
-    """Max-Tree segmentation (thesis Sec 4.7); see ``lenshpc.preprocess.maxtree``."""
+    """Max-Tree segmentation (thesis Sec 4.7); see ``lenshpc.preprocess.maxtree.segmentation``."""
 
     smoothing: bool = True  # 5×5 binomial Gaussian on the 8-bit image
     min_area: int = field(default=45, metadata=_range(0))
@@ -244,7 +243,7 @@ def from_dict(data: dict, source: str = "<dict>") -> Config:
     """Build a validated :class:`Config` from a nested mapping."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
-    return _build(Config, data, source, "")
+    return build(Config, data, source, "")
 
 
 #: Mapping-valued keys that are values, not sections: never deep-merged by ``extends`` nor flattened.
@@ -260,6 +259,23 @@ LEGACY_DEFAULTS = {"task.name": "lens", "task.params": {}}
 #: values score the same images): Max-Tree SEG files record them, ensembles compare members by them.
 EVAL_SET_KEYS = ("seed", "data.val_size", "data.test_size", "data.alpha_min", "data.alpha_max",
                  "data.positive_fraction")
+#: Keys that determine what the *input images* look like (raw vs Max-Tree segmented).
+INPUT_KEYS = ("data.preprocess", "data.segmented_path")
+#: Everything that fixes a run's validation and test images: the file, :data:`EVAL_SET_KEYS` and the input kind.
+DATA_KEYS = ("data.path", *EVAL_SET_KEYS[1:], *INPUT_KEYS)
+
+
+def data_fingerprint(cfg: "Config", keys: Sequence[str] = EVAL_SET_KEYS) -> dict[str, Any]:
+    """``{"seed": …, key: value}`` of ``cfg`` for the data ``keys`` (file paths resolved): the one fingerprint of
+    the images a run is validated and tested on.  SEG files record it with :data:`EVAL_SET_KEYS`; ensembles and
+    ``metrics.json`` provenance (``data.signature``) with :data:`DATA_KEYS`.
+    """
+    out: dict[str, Any] = {"seed": int(cfg.seed)}
+    for key in keys:
+        if key != "seed":
+            value = getattr(cfg.data, key.split(".", 1)[1])
+            out[key] = str(Path(value).resolve()) if key.endswith("path") and value else value
+    return out
 
 
 def read_yaml_mapping(path: Path, what: str = "config file",
@@ -315,20 +331,23 @@ def _set_dotted(data: dict, parts: list[str], value: Any, source: str) -> None:
     node[parts[-1]] = value
 
 
-def _suggest(key: str, valid: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if close:
-        return f" Did you mean '{prefix}{close[0]}'?"
-    return f" Valid keys under '{prefix or '<top>'}': {', '.join(valid)}."
+def key_hint(key: str, valid: list[str], prefix: str = "") -> str:
+    """The hint of an unknown-key message: the closest valid key, else the valid keys under ``prefix``."""
+    from lenshpc.utils import did_you_mean
+
+    return did_you_mean(key, valid, cutoff=0.5, template=f" Did you mean '{prefix}{{}}'?",
+                        otherwise=f" Valid keys under '{prefix or '<top>'}': {', '.join(valid)}.")
 
 
-def _build(cls: type, data: dict, source: str, prefix: str):
+def build(cls: type, data: dict, source: str, prefix: str):
+    """An instance of dataclass ``cls`` from mapping ``data``: unknown keys refused (with a :func:`key_hint`),
+    values coerced to the field types and range-checked (``source``/``prefix`` word the messages)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
             where = f"{prefix}{key}"
-            raise ConfigError(f"{source}: unknown key '{where}'.{_suggest(str(key), list(fields), prefix)}")
+            raise ConfigError(f"{source}: unknown key '{where}'.{key_hint(str(key), list(fields), prefix)}")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
@@ -354,11 +373,11 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
             return tp()
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {path} must be a section (mapping), got {value!r}")
-        return _build(tp, value, source, f"{path}.")
+        return build(tp, value, source, f"{path}.")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            hint = _suggest(str(value), [str(c) for c in choices]) if isinstance(value, str) else ""
+            hint = key_hint(str(value), [str(c) for c in choices]) if isinstance(value, str) else ""
             raise ConfigError(f"{source}: {path} = {value!r} is not one of {', '.join(map(repr, choices))}.{hint}")
         return value
     if origin in (Union, types.UnionType):

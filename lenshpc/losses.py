@@ -33,7 +33,6 @@ Example
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 import keras
@@ -41,6 +40,7 @@ from keras import ops
 
 from lenshpc.errors import ConfigError
 from lenshpc.metrics import SOFT_EPS, soft_counts, soft_fbeta_from_counts
+from lenshpc.utils import did_you_mean
 
 _PACKAGE = "lenshpc"
 
@@ -157,8 +157,7 @@ def get(name: str, **kw: Any) -> keras.losses.Loss:
         Unknown loss name (with the closest valid one) or unknown keyword.
     """
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.4)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, _REGISTRY, cutoff=0.4)
         raise ConfigError(f"unknown loss '{name}'.{hint} Available losses: {', '.join(available())}")
     factory, accepted = _REGISTRY[name]
     unknown = [k for k in kw if k not in accepted and k != "beta"]

@@ -20,7 +20,7 @@
     number of ranks and the UTC ISO-8601 start and end of the invocation that wrote the file.
 ``data``
     the dataset's fingerprint: the config values that fix its validation and test sets
-    (:func:`lenshpc.analysis.members.data_signature`, the one data signature) plus the file's
+    (:func:`lenshpc.config.data_fingerprint`, the one data fingerprint) plus the file's
     size, mtime and its own ``created`` / ``schema_version`` / ``lenshpc_version`` attributes.
 ``runtime``
     the oneDNN decision of :func:`lenshpc.runtime.describe`.
@@ -208,7 +208,7 @@ def data_provenance(cfg=None, path: str | os.PathLike | None = None) -> dict | N
     """The dataset's fingerprint: config signature (when ``cfg``) and the file's stamp and attributes.
 
     ``path`` defaults to ``cfg.data.path``.  The signature is
-    :func:`lenshpc.analysis.members.data_signature` (seed and the keys that fix the val/test
+    :func:`lenshpc.config.data_fingerprint` of ``DATA_KEYS`` (seed and the keys that fix the val/test
     sets); the file part is its resolved path, size, mtime and the ``created``,
     ``schema_version``, ``lenshpc_format``, ``lenshpc_version`` and ``seed`` root attributes
     (cheap: no content is hashed, a multi-GB dataset is fingerprinted in milliseconds); a
@@ -218,9 +218,9 @@ def data_provenance(cfg=None, path: str | os.PathLike | None = None) -> dict | N
     out: dict[str, Any] = {}
     if cfg is not None:
         with contextlib.suppress(Exception):  # provenance never fails a run
-            from lenshpc.analysis.members import data_signature
+            from lenshpc.config import DATA_KEYS, data_fingerprint
 
-            out["signature"] = data_signature(cfg)
+            out["signature"] = data_fingerprint(cfg, DATA_KEYS)
         path = path if path is not None else (getattr(cfg.data, "path", None) or None)
         segmented = getattr(cfg.data, "segmented_path", None)
         if getattr(cfg.data, "preprocess", None) == "maxtree" and segmented:

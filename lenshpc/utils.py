@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import glob
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -15,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -175,6 +177,29 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON values: NaN/Inf → None, numpy → Python, tuples → lists (``metrics.json``)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def did_you_mean(word: object, choices: Iterable[str], *, cutoff: float = 0.6,
+                 template: str = " Did you mean '{}'?", otherwise: str = "") -> str:
+    """The hint of an "unknown name" message: ``template`` filled with the choice closest to ``word``
+    (:func:`difflib.get_close_matches` at ``cutoff``), or ``otherwise`` when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
+    return template.format(close[0]) if close else otherwise
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically (numpy scalars/arrays converted)."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
@@ -223,11 +248,3 @@ def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: s
         disable = bool(os.environ.get("LENSHPC_NO_PROGRESS"))
     mininterval = 0.1 if sys.stderr.isatty() else 10.0
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, mininterval=mininterval, file=sys.stderr, dynamic_ncols=True)
-
-
-def did_you_mean(word: object, choices, cutoff: float = 0.4) -> str:
-    """``" Did you mean 'x'?"`` for the closest of ``choices`` to ``word``, or ``""`` (error-message hints)."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
-    return f" Did you mean '{close[0]}'?" if close else ""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lenshpc.analysis.ensemble_fit import apply_weights, average_weights, fit_nelder_mead, mse, softmax
+from lenshpc.analysis.ensembles.fit import apply_weights, average_weights, fit_nelder_mead, mse, softmax
 
 
 # ---------------------------------------------------------------------- weights on a fixed matrix
@@ -251,7 +251,8 @@ def test_committee_rescores_other_seeds_once_and_caches(tiny_sweep, tmp_path, ca
 
 
 def test_load_scorer_reproduces_predictions_of_a_run_and_an_nm_ensemble(ensembled, tiny_sweep):
-    from lenshpc.analysis.members import Scorer, load_scorer
+    from lenshpc.analysis.ensembles.members import Scorer
+    from lenshpc.analysis.ensembles.scorer import load_scorer
     from lenshpc.config import load_config
     from lenshpc.data.chunks import ChunkEngine
     from lenshpc.errors import UserError
@@ -286,7 +287,7 @@ def test_dry_run_shows_members_and_the_dynamic_ensembler_config(tiny_sweep, tmp_
 
 def test_input_dependent_entry_trains_through_train_ide_with_the_spec_overrides(tiny_sweep, tmp_path):
     """The IDE dispatch (debug executor = in this process): member 0's config + overrides + seed + name."""
-    from lenshpc.analysis.members import load_scorer
+    from lenshpc.analysis.ensembles.scorer import load_scorer
 
     spec = _spec(tmp_path, tiny_sweep, [
         {"name": "IDE2", "method": "input_dependent", "members": ["bce", "f1_soft"],
@@ -301,12 +302,12 @@ def test_input_dependent_entry_trains_through_train_ide_with_the_spec_overrides(
     assert "| IDE2 |" in (tmp_path / "out" / "report.md").read_text()
     sweep = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [r["id"] for r in sweep["runs"]] == ["IDE2/seed1"]
-    assert type(load_scorer(rd)).__name__ == "IDEScorer"  # load_scorer delegates to lenshpc.analysis.ide
+    assert type(load_scorer(rd)).__name__ == "IDEScorer"  # load_scorer delegates to lenshpc.analysis.ensembles.ide
 
 
 def test_shipped_ensemble_specs_parse(repo_root, tmp_path):
     """configs/ensembles/*.yaml are valid specs (unknown keys, bad methods or members would fail here)."""
-    from lenshpc.analysis.ensemble_spec import load_ensemble_spec
+    from lenshpc.analysis.ensembles.spec import load_ensemble_spec
 
     files = sorted((repo_root / "configs" / "ensembles").glob("*.yaml"))
     files.append(repo_root / "lenshpc" / "resources" / "quickstart_ensembles.yaml")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lenshpc.analysis.gradcam import (GradCAM, case_of, default_layers, display_normalise, overlay, select_cases,
+from lenshpc.analysis.inspect.gradcam import (GradCAM, case_of, default_layers, display_normalise, overlay, select_cases,
                                       upscale_nearest)
 from lenshpc.errors import UserError
 

@@ -49,7 +49,7 @@ def history_without_seconds(path):
 @pytest.fixture(scope="module")
 def ide_run(tiny_sweep, tmp_path_factory):
     """An uninterrupted 4-chunk IDE run over 3 members (the reference for the checks and the resume test)."""
-    from lenshpc.analysis.ide import train_ide
+    from lenshpc.analysis.ensembles.ide import train_ide
 
     cfg = ide_cfg(tiny_sweep)
     out = tmp_path_factory.mktemp("ide") / "straight"
@@ -59,7 +59,7 @@ def ide_run(tiny_sweep, tmp_path_factory):
 
 # ----------------------------------------------------------------------- targets
 def test_ide_targets_pick_the_member_closest_to_the_label():
-    from lenshpc.analysis.ide import ide_targets
+    from lenshpc.analysis.ensembles.ide import ide_targets
 
     scores = np.array([
         [0.2, 0.9, 0.5],   # y=1 → highest: member 1
@@ -88,7 +88,7 @@ def test_ide_targets_pick_the_member_closest_to_the_label():
     (np.array([[0.1, 0.2]]), np.array([0.5]), "0 or 1"),
 ])
 def test_ide_targets_reject_bad_input(scores, labels, message):
-    from lenshpc.analysis.ide import ide_targets
+    from lenshpc.analysis.ensembles.ide import ide_targets
 
     with pytest.raises(ValueError, match=message):
         ide_targets(scores, labels)
@@ -150,7 +150,7 @@ def test_ide_run_dir_is_complete_and_scores_are_the_gated_members(ide_run, tiny_
 
     # Model selection on the ensemble's validation AUROC: the saved gating model reproduces the selected score,
     # and history's val_loss is the DE's cross-entropy on the validation targets (ide_targets of the members).
-    from lenshpc.analysis.ide import ide_targets
+    from lenshpc.analysis.ensembles.ide import ide_targets
 
     rows = read_history(out / "history.csv")
     best = metrics["selection"]["best_chunk"]
@@ -164,8 +164,8 @@ def test_ide_run_dir_is_complete_and_scores_are_the_gated_members(ide_run, tiny_
 
 
 def test_load_ide_scorer_reproduces_the_stored_scores(ide_run):
-    from lenshpc.analysis.ide import load_ide_scorer
-    from lenshpc.analysis.members import load_scorer
+    from lenshpc.analysis.ensembles.ide import load_ide_scorer
+    from lenshpc.analysis.ensembles.scorer import load_scorer
     from lenshpc.data.chunks import ChunkEngine
     from lenshpc.train import read_predictions
 
@@ -184,7 +184,7 @@ def test_load_ide_scorer_reproduces_the_stored_scores(ide_run):
 
 
 def test_finished_ide_is_skipped(ide_run, tiny_sweep):
-    from lenshpc.analysis.ide import train_ide
+    from lenshpc.analysis.ensembles.ide import train_ide
 
     cfg, out, metrics = ide_run
     before = (out / "metrics.json").stat().st_mtime_ns
@@ -197,7 +197,7 @@ def test_finished_ide_is_skipped(ide_run, tiny_sweep):
 # ----------------------------------------------------------------------- resume
 def test_preempted_ide_resumes_to_the_uninterrupted_result(ide_run, tiny_sweep, tmp_path):
     """SIGUSR1 after chunk 0 (not a checkpoint boundary), then resume: identical history, metrics and scores."""
-    from lenshpc.analysis.ide import train_ide
+    from lenshpc.analysis.ensembles.ide import train_ide
     from lenshpc.train import read_predictions
     from lenshpc.train.evaluate import load_model
 
@@ -234,7 +234,7 @@ def _copy_member(src, dst):
 def test_member_with_another_image_shape_is_refused(tiny_sweep, tmp_path):
     """A member whose model takes 48×48 images cannot score the ensembler's 64×64 images."""
     from lenshpc import models
-    from lenshpc.analysis.ide import train_ide
+    from lenshpc.analysis.ensembles.ide import train_ide
     from lenshpc.train.rundir import save_model
 
     odd = _copy_member(tiny_sweep / "f1_soft" / "seed0", tmp_path / "small" / "seed0")
@@ -255,7 +255,7 @@ def test_member_with_another_image_shape_is_refused(tiny_sweep, tmp_path):
 def test_bad_members_are_clear_user_errors(tiny_sweep, tmp_path, case, message):
     import yaml
 
-    from lenshpc.analysis.ide import train_ide
+    from lenshpc.analysis.ensembles.ide import train_ide
 
     good = [tiny_sweep / "bce" / "seed0", tiny_sweep / "f1_soft" / "seed0"]
     if case == "one":
@@ -278,7 +278,7 @@ def test_bad_members_are_clear_user_errors(tiny_sweep, tmp_path, case, message):
 
 
 def test_load_ide_scorer_errors(ide_run, tiny_sweep, tmp_path):
-    from lenshpc.analysis.ide import load_ide_scorer
+    from lenshpc.analysis.ensembles.ide import load_ide_scorer
 
     with pytest.raises(UserError, match="not an input-dependent ensemble"):
         load_ide_scorer(tiny_sweep / "bce" / "seed0")

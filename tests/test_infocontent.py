@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lenshpc.analysis import infocontent as ic
+from lenshpc.analysis.inspect import infocontent as ic
 from lenshpc.cli import main
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from lenshpc.config import MaxTreeConfig
 from lenshpc.errors import DataError
-from lenshpc.preprocess import maxtree as mt
+from lenshpc.preprocess.maxtree import segmentation as mt
 
 SIZE = 101
 CENTRE = 50
@@ -252,8 +252,8 @@ def one_shard(seg_config, small_population, tmp_path_factory):
 
 def test_one_shard_output(one_shard, small_population, seg_config):
     from lenshpc.data.format import open_dataset
-    from lenshpc.preprocess.segfile import SegmentedDataset
-    from lenshpc.preprocess.shards import montage_path
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
+    from lenshpc.preprocess.maxtree.shards import montage_path
 
     with SegmentedDataset(one_shard) as seg, open_dataset(small_population) as ds:
         a = seg.attrs
@@ -282,7 +282,7 @@ def test_one_shard_output(one_shard, small_population, seg_config):
 
 def test_val_test_are_the_plain_sets_segmented(one_shard, seg_config):
     from lenshpc.data.chunks import ChunkEngine
-    from lenshpc.preprocess.segfile import SegmentedDataset
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
 
     engine = ChunkEngine(seg_config, dataset_path=seg_config.data.path)
     x_val, y_val = engine.validation()
@@ -295,7 +295,7 @@ def test_val_test_are_the_plain_sets_segmented(one_shard, seg_config):
 
 
 def test_three_local_shards_are_byte_identical(one_shard, small_population, seg_config, tmp_path):
-    from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset, content_digest
 
     out = tmp_path / "seg.h5"
     assert _cli(small_population, "--out", out, "--executor", "local", "--shards", 3, *_set_args(seg_config)) == 0
@@ -313,7 +313,7 @@ def test_two_mpi_ranks_are_byte_identical(one_shard, small_population, seg_confi
     import subprocess
     import sys
 
-    from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset, content_digest
 
     mpirun = shutil.which("mpirun")
     try:
@@ -336,12 +336,12 @@ def test_two_mpi_ranks_are_byte_identical(one_shard, small_population, seg_confi
 
 def test_interrupted_run_resumes_and_skips_finished_shards(one_shard, small_population, seg_config, tmp_path,
                                                            monkeypatch):
-    from lenshpc.preprocess import shards
-    from lenshpc.preprocess.segfile import content_digest
+    from lenshpc.preprocess.maxtree import shards
+    from lenshpc.preprocess.maxtree.segfile import content_digest
 
     out = tmp_path / "seg.h5"
     calls = {"n": 0}
-    real = shards._segment_block
+    real = shards.segment_block
 
     def dies_in_the_last_shard(args):
         images, params, offset, where = args
@@ -350,16 +350,16 @@ def test_interrupted_run_resumes_and_skips_finished_shards(one_shard, small_popu
         calls["n"] += 1
         return real(args)
 
-    monkeypatch.setattr(shards, "_segment_block", dies_in_the_last_shard)
+    monkeypatch.setattr(shards, "segment_block", dies_in_the_last_shard)
     assert _cli(small_population, "--out", out, "--executor", "inline", "--shards", 3, *_set_args(seg_config)) == 130
     done = sorted(p.name for p in (tmp_path / "seg.h5.shards").glob("*.h5"))
     assert done == ["shard-0000-of-0003.h5", "shard-0001-of-0003.h5"]  # the killed shard left no file
     assert not out.exists()
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "seg.h5.shards").glob("*.h5")}
-    monkeypatch.setattr(shards, "_segment_block", real)
+    monkeypatch.setattr(shards, "segment_block", real)
     plan = shards.make_plan(small_population, out, seg_config, 3)
     assert plan.pending() == [2]
-    from lenshpc.preprocess.executors import run_plan
+    from lenshpc.preprocess.maxtree.executors import run_plan
 
     result = run_plan(plan, "inline")
     assert result["done"] == 1 and result["skipped"] == 2
@@ -389,7 +389,7 @@ def test_nan_image_in_dataset_is_a_clear_error(small_population, seg_config, tmp
 
 
 def test_not_a_segmented_file(small_population):
-    from lenshpc.preprocess.segfile import SegmentedDataset
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
 
     with pytest.raises(DataError, match="not a segmented dataset"):
         SegmentedDataset(small_population)
@@ -403,7 +403,7 @@ def _maxtree_cfg(seg_config, seg_path, **more):
 
 def test_chunk_engine_draws_from_the_segmented_arrays(one_shard, seg_config):
     from lenshpc.data.chunks import ChunkEngine
-    from lenshpc.preprocess.segfile import SegmentedDataset
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
 
     cfg = _maxtree_cfg(seg_config, one_shard)
     engine = ChunkEngine(cfg)

@@ -20,7 +20,7 @@ from test_train import tiny_cfg
 @pytest.fixture(scope="module")
 def ranked(tiny_run, small_population, tmp_path_factory):
     """(run dir, survey catalogue, rank dir) of a short run ranking a mock survey with 6 tracers."""
-    from lenshpc.analysis.rank_report import rank_catalogue
+    from lenshpc.analysis.ranking.report import rank_catalogue
     from lenshpc.data.survey import mock_survey
 
     root = tmp_path_factory.mktemp("mine")
@@ -33,8 +33,8 @@ def ranked(tiny_run, small_population, tmp_path_factory):
 
 
 def test_mine_top_writes_the_top_non_tracers(ranked, tmp_path):
-    from lenshpc.analysis.mine import mine
-    from lenshpc.analysis.rank_report import read_ranked_csv
+    from lenshpc.analysis.ranking.mine import mine
+    from lenshpc.analysis.ranking.report import read_ranked_csv
     from lenshpc.data.format import open_dataset
 
     _, survey, rank_dir = ranked
@@ -58,8 +58,8 @@ def test_mine_top_writes_the_top_non_tracers(ranked, tmp_path):
 
 
 def test_mine_labels_csv(ranked, tmp_path):
-    from lenshpc.analysis.mine import mine
-    from lenshpc.analysis.rank_report import read_ranked_csv
+    from lenshpc.analysis.ranking.mine import mine
+    from lenshpc.analysis.ranking.report import read_ranked_csv
 
     _, _, rank_dir = ranked
     table = read_ranked_csv(rank_dir / "ranked.csv")
@@ -80,7 +80,7 @@ def test_mine_labels_csv(ranked, tmp_path):
 
 
 def test_mine_refuses_another_catalogue(ranked, small_population, tmp_path):
-    from lenshpc.analysis.mine import mine
+    from lenshpc.analysis.ranking.mine import mine
     from lenshpc.data.survey import mock_survey
 
     _, survey, rank_dir = ranked
@@ -95,7 +95,7 @@ def test_mine_refuses_another_catalogue(ranked, small_population, tmp_path):
 
 
 def test_extra_negatives_enter_the_chunks(repo_root, small_population, ranked, tmp_path):
-    from lenshpc.analysis.mine import mine
+    from lenshpc.analysis.ranking.mine import mine
     from lenshpc.data import transforms
     from lenshpc.data.chunks import ChunkEngine
     from lenshpc.data.format import open_dataset
@@ -124,7 +124,7 @@ def test_extra_negatives_enter_the_chunks(repo_root, small_population, ranked, t
 
 def test_rounds_inline(repo_root, small_population, ranked, tmp_path):
     """Two rounds + control arm in this process; a re-run skips everything (eval_catalogue: docs measurement)."""
-    from lenshpc.analysis.rounds import load_rounds, run_rounds
+    from lenshpc.analysis.ranking.rounds import load_rounds, run_rounds
 
     _, survey, _ = ranked
     spec_path = tmp_path / "rounds.yaml"
@@ -147,7 +147,7 @@ def test_rounds_inline(repo_root, small_population, ranked, tmp_path):
     assert r2["config"]["data.extra_negatives"] == [{"path": str(out / "round1" / "hardneg.h5"), "fraction": 0.5}]
     ctrl = json.loads((out / "round2" / "control" / "metrics.json").read_text())
     assert ctrl["config"]["data.extra_negatives"] == [] and ctrl["start_from"]["path"] == str(out / "round1" / "run")
-    from lenshpc.analysis.rank import rank_metrics  # the table holds rank_metrics' own numbers
+    from lenshpc.analysis.ranking.metrics import rank_metrics  # the table holds rank_metrics' own numbers
 
     rm = json.loads((out / "round1" / "rank-mined" / "rank_metrics.json").read_text())
     row = next(r for r in rows if (r["round"], r["arm"], r["catalogue"]) == (1, "mined", "survey"))
@@ -164,7 +164,7 @@ def test_rounds_inline(repo_root, small_population, ranked, tmp_path):
 
 def test_shipped_rounds_spec_is_valid(repo_root):
     """configs/rounds/*.yaml: known keys only, and their training overrides apply to their base config."""
-    from lenshpc.analysis.rounds import _KEYS
+    from lenshpc.analysis.ranking.rounds import _KEYS
     from lenshpc.config import load_config
 
     files = sorted((repo_root / "configs" / "rounds").glob("*.yaml"))

@@ -94,8 +94,8 @@ def asinh_run(repo_root, small_population, tmp_path_factory):
 
 
 def test_scorers_use_the_runs_own_normalisation(asinh_run, small_population, tmp_path):
-    from lenshpc.analysis.gradcam import _load_test_set
-    from lenshpc.analysis.rank_report import rank_catalogue
+    from lenshpc.analysis.inspect.gradcam import _load_test_set
+    from lenshpc.analysis.ranking.report import rank_catalogue
     from lenshpc.data import normalise
     from lenshpc.data.format import open_dataset
     from lenshpc.data.survey import mock_survey
@@ -118,7 +118,7 @@ def test_scorers_use_the_runs_own_normalisation(asinh_run, small_population, tmp
     survey = tmp_path / "survey.h5"
     mock_survey(small_population, survey, n_tracers=4, seed=0)
     result = rank_catalogue(asinh_run, survey, tmp_path / "rank", top=0, tracers="is_tracer", show_progress=False)
-    from lenshpc.analysis.rank_shards import read_scores, make_plan
+    from lenshpc.analysis.ranking.shards import read_scores, make_plan
 
     scores = read_scores(make_plan(asinh_run, survey, tmp_path / "rank"))
     with open_dataset(survey) as ds:
@@ -130,7 +130,7 @@ def test_scorers_use_the_runs_own_normalisation(asinh_run, small_population, tmp
 
 def test_ensemble_members_are_rescored_with_their_own_normalisation(asinh_run, tiny_run):
     """A minmax member and an asinh member on common sets: each gets its own pixels (never the other's)."""
-    from lenshpc.analysis.members import Member, prediction_matrices
+    from lenshpc.analysis.ensembles.members import Member, prediction_matrices
     from lenshpc.data import normalise
     from lenshpc.train.rundir import read_predictions
 
@@ -138,12 +138,13 @@ def test_ensemble_members_are_rescored_with_their_own_normalisation(asinh_run, t
     preds = prediction_matrices([Member("plain", plain), Member("asinh", asinh_run)], show_progress=False)
     assert preds.sources == ["predictions", "rescored"]  # asinh's own run used seed 0: re-scored on seed 1's sets
     # Scoring asinh's member on the (default) minmax images would give other numbers:
-    from lenshpc.analysis.members import ModelScorer, _common_sets
+    from lenshpc.analysis.ensembles.members import ModelScorer, _common_sets
+    from lenshpc.train.rundir import run_normaliser
     from lenshpc.config import load_config
 
     cfg = load_config(plain / "config.yaml")
     xv_minmax = _common_sets(cfg)[0]
-    xv_asinh = _common_sets(cfg, normalise.for_run(asinh_run))[0]
+    xv_asinh = _common_sets(cfg, run_normaliser(asinh_run))[0]
     scorer = ModelScorer(asinh_run)
     np.testing.assert_array_equal(preds.X_val[:, 1].astype(np.float32), scorer.score(xv_asinh))
     assert not np.allclose(preds.X_val[:, 1], scorer.score(xv_minmax), atol=1e-4)
@@ -152,8 +153,10 @@ def test_ensemble_members_are_rescored_with_their_own_normalisation(asinh_run, t
 
 
 def test_bad_normalisation_inputs(repo_root, small_population, asinh_run, tmp_path):
+    from lenshpc.analysis.ensembles.scorer import model_normaliser
     from lenshpc.data import normalise
     from lenshpc.train import run_training
+    from lenshpc.train.rundir import run_normaliser
 
     with pytest.raises(ConfigError, match="did you mean 'asinh'"):
         tiny_cfg(repo_root, small_population, "data.normalisation=asinhh")
@@ -176,7 +179,7 @@ def test_bad_normalisation_inputs(repo_root, small_population, asinh_run, tmp_pa
     (copy / "config.yaml").write_text(text.replace("normalisation_params: {}",
                                                    f"normalisation_params: {{template: {tmp_path / 'wrong.npy'}}}"))
     with pytest.raises(UserError, match="template.npy is missing"):
-        normalise.for_run(copy)
+        run_normaliser(copy)
     # An average ensemble of members with different normalisations cannot rank one input for both.
     ens = tmp_path / "ens"
     ens.mkdir()
@@ -185,13 +188,13 @@ def test_bad_normalisation_inputs(repo_root, small_population, asinh_run, tmp_pa
     (copy / "template.npy").write_bytes(b"")
     np.save(copy / "template.npy", np.ones((64, 64, 1), np.float32))
     with pytest.raises(UserError, match="members use different normalisations"):
-        normalise.for_model(ens)
+        model_normaliser(ens)
 
 
 def test_ide_members_must_share_the_ensemblers_normalisation(tmp_path):
-    from lenshpc.analysis.ide import _check_members, _Member
+    from lenshpc.analysis.ensembles.ide import check_members, _Member
 
     member = _Member(path=tmp_path, name="a", preprocess="none", normalisation={"name": "asinh", "params": {"a": 0.1}})
-    _check_members([member], "none", None, {"name": "asinh", "params": {"a": 0.1}})
+    check_members([member], "none", None, {"name": "asinh", "params": {"a": 0.1}})
     with pytest.raises(UserError, match="trained with normalisation"):
-        _check_members([member], "none", None, {"name": "minmax_sqrt", "params": {}})
+        check_members([member], "none", None, {"name": "minmax_sqrt", "params": {}})

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lenshpc.analysis import rank as rk
+from lenshpc.analysis.ranking import metrics as rk
 from lenshpc.errors import DataError, UserError
 
 N_NEG, N_TRACERS = 96, 24
@@ -160,7 +160,7 @@ def model(tiny_sweep) -> Path:
 
 @pytest.fixture(scope="module")
 def direct_scores(model, catalogue):
-    from lenshpc.analysis.members import load_scorer
+    from lenshpc.analysis.ensembles.scorer import load_scorer
     from lenshpc.data import transforms
 
     return load_scorer(model).score(transforms.prepare(catalogue["images"]))
@@ -179,7 +179,7 @@ def ranked(model, catalogue, tmp_path_factory):
 
 # ====================================================================== end to end
 def test_ranked_csv_is_complete_sorted_and_equals_direct_scores(ranked, catalogue, direct_scores):
-    from lenshpc.analysis.rank_report import read_ranked_csv
+    from lenshpc.analysis.ranking.report import read_ranked_csv
 
     t = read_ranked_csv(ranked / "ranked.csv")
     n = len(catalogue["ids"])
@@ -220,9 +220,9 @@ def test_tracer_metrics_montage_and_provenance(ranked, catalogue, direct_scores)
 
 
 def test_sharded_inline_is_byte_identical_and_resumes(ranked, model, catalogue, tmp_path, monkeypatch):
-    from lenshpc.analysis import rank_shards
-    from lenshpc.analysis.rank_report import rank_catalogue
-    from lenshpc.analysis.rank_shards import shard_path
+    from lenshpc.analysis.ranking import shards as rank_shards
+    from lenshpc.analysis.ranking.report import rank_catalogue
+    from lenshpc.analysis.ranking.shards import shard_path
 
     monkeypatch.setattr(rank_shards, "BLOCK_ROWS", 32)  # several read blocks per shard (2 batches each)
 
@@ -267,7 +267,7 @@ def test_array_task_then_merge_only(model, catalogue, ranked, tmp_path):
 
 
 def test_local_executor_submitit(model, catalogue, ranked, tmp_path):
-    from lenshpc.analysis.rank_report import rank_catalogue
+    from lenshpc.analysis.ranking.report import rank_catalogue
 
     out = tmp_path / "local"
     result = rank_catalogue(model, catalogue["path"], out, executor="local", shards=2, tracers="is_known_lens",
@@ -279,7 +279,7 @@ def test_local_executor_submitit(model, catalogue, ranked, tmp_path):
 
 
 def test_tracer_selection(model, catalogue, small_population, tmp_path):
-    from lenshpc.analysis.rank_report import select_tracers
+    from lenshpc.analysis.ranking.report import select_tracers
     from lenshpc.data.format import open_dataset
 
     ids = catalogue["ids"]
@@ -337,8 +337,8 @@ def test_clear_errors(model, catalogue, small_population, tmp_path, capsys):
 
 def test_ensemble_dir_is_a_model(model, tiny_sweep, catalogue, direct_scores, tmp_path):
     """An averaging ensemble run directory (ensemble.json + DONE) ranks like its members' mean."""
-    from lenshpc.analysis.members import load_scorer
-    from lenshpc.analysis.rank_report import rank_catalogue, read_ranked_csv
+    from lenshpc.analysis.ensembles.scorer import load_scorer
+    from lenshpc.analysis.ranking.report import rank_catalogue, read_ranked_csv
     from lenshpc.data import transforms
 
     other = tiny_sweep / "fbeta_soft" / "seed0"
@@ -384,7 +384,7 @@ def test_tracer_rank_curve_matches_its_formula_on_random_cases():
 
 
 def test_csv_quotes_text_ids_and_reads_back(tmp_path):
-    from lenshpc.analysis.rank_report import read_ranked_csv, write_ranked_csv
+    from lenshpc.analysis.ranking.report import read_ranked_csv, write_ranked_csv
 
     ids = np.array(["KiDS J0012,3-2501", 'odd"name', "plain"], dtype=object)
     write_ranked_csv(tmp_path / "r.csv", ids, np.array([0.1, 0.5, 0.5], np.float32), np.array([1, 0, 0], bool))
@@ -396,7 +396,7 @@ def test_csv_quotes_text_ids_and_reads_back(tmp_path):
 
 
 def test_empty_shards_and_a_changed_model_recompute(model, catalogue, ranked, tmp_path):
-    from lenshpc.analysis.rank_report import rank_catalogue
+    from lenshpc.analysis.ranking.report import rank_catalogue
 
     # More shards than batches (120 rows = 8 batches of 16): empty shards are fine, the result the same.
     out = tmp_path / "k10"

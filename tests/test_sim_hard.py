@@ -177,7 +177,7 @@ def test_a_model_trained_without_hard_contaminants_ranks_them_high(tiny_sweep, a
     out = tmp_path / "rank"
     assert main(["rank", str(tiny_sweep / "bce" / "seed0"), str(tmp_path / "mixed.h5"), "--out", str(out),
                  "--tracers", "is_tracer", "--top", "0"]) == 0
-    from lenshpc.analysis.rank_report import read_ranked_csv
+    from lenshpc.analysis.ranking.report import read_ranked_csv
 
     ranked = read_ranked_csv(out / "ranked.csv")
     with open_dataset(tmp_path / "mixed.h5") as ds:

@@ -60,8 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from lenshpc.analysis.ensemble import plan_ensemble_runs, run_spec
-    from lenshpc.analysis.ensemble_spec import load_ensemble_spec
+    from lenshpc.analysis.ensembles.ensemble import plan_ensemble_runs, run_spec
+    from lenshpc.analysis.ensembles.spec import load_ensemble_spec
 
     spec = load_ensemble_spec(args.spec, runs=args.runs, out=args.out, seeds=args.seeds)
     if args.dry_run:
@@ -99,7 +99,7 @@ def _plan_text(spec, runs, force: bool) -> str:
         for m in r.members:
             lines.append(f"    {m.label:<24} {m.run_dir}")
         if e.method == "input_dependent" and not r.problem:
-            from lenshpc.analysis.ensemble import ide_config
+            from lenshpc.analysis.ensembles.ensemble import ide_config
 
             cfg = ide_config(r)
             lines.append(f"    dynamic ensembler: model {cfg.model.name}, {cfg.train.chunks} chunks of "

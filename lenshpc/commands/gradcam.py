@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.analysis.gradcam import run_gradcam
+    from lenshpc.analysis.inspect.gradcam import run_gradcam
 
     summary = run_gradcam(args.run_dir, layers=args.layers, cases=args.cases, n=args.n, out=args.out,
                           data=args.data, threshold=args.threshold, seed=args.seed, batch_size=args.batch_size,

@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.analysis.infocontent import analyse, parse_bins
+    from lenshpc.analysis.inspect.infocontent import analyse, parse_bins
 
     s = analyse(args.run_dir, args.out, data=args.data, threshold=args.threshold, bins=parse_bins(args.bins),
                 gridsize=args.gridsize, x=args.x, y=args.y, factor=args.noise_factor, sigma=args.clip_sigma,

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.analysis.inspect_page import write_inspect_page
+    from lenshpc.analysis.ranking.page import write_inspect_page
 
     path = write_inspect_page(args.rank_dir, args.out, args.top)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser (file://{path.resolve()})")

@@ -8,7 +8,7 @@ HELP = "segment a dataset with the thesis's Max-Tree filter (sharded: local, SLU
 
 DESCRIPTION = """\
 Segment the lenses, negatives and the fixed validation and test sets of DATA.h5 with the
-Max-Tree pipeline of thesis Sec 4.7 (lenshpc.preprocess.maxtree), and build a pre-merged,
+Max-Tree pipeline of thesis Sec 4.7 (lenshpc.preprocess.maxtree.segmentation), and build a pre-merged,
 segmented pool of N mock lenses (Eq 4.2 merge with α and source metadata, seeded), so a
 segmented training run draws from arrays instead of segmenting every chunk.
 
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     from lenshpc.config import load_config
     from lenshpc.errors import UserError
-    from lenshpc.preprocess.executors import mpi_world, run_plan
-    from lenshpc.preprocess.shards import make_plan, montage_path
+    from lenshpc.preprocess.maxtree.executors import mpi_world, run_plan
+    from lenshpc.preprocess.maxtree.shards import make_plan, montage_path
 
     overrides = list(args.set)
     if args.pool is not None:

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.analysis.mine import mine
+    from lenshpc.analysis.ranking.mine import mine
 
     result = mine(args.rank_dir, args.out, top=args.top, labels=args.labels, catalogue=args.catalogue,
                   force=args.force)

@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.analysis.rank_report import rank_catalogue
+    from lenshpc.analysis.ranking.report import rank_catalogue
 
     if args.merge_only and args.shard_index is not None:
         from lenshpc.errors import UserError
@@ -115,7 +115,7 @@ def _hpc(args: argparse.Namespace):
         return None
     from pathlib import Path
 
-    from lenshpc.analysis.rank_shards import run_configs
+    from lenshpc.analysis.ensembles.scorer import run_configs
     from lenshpc.config import HpcConfig, load_config
 
     configs = run_configs(args.model) if Path(args.model).is_dir() else []

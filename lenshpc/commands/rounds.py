@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.analysis.rounds import load_rounds, run_rounds
+    from lenshpc.analysis.ranking.rounds import load_rounds, run_rounds
     from lenshpc.commands.sweep import HPC_FLAGS
 
     spec = load_rounds(args.spec)

@@ -331,7 +331,7 @@ class ChunkEngine:
         (``lenshpc maxtree`` only needs :meth:`validation` and :meth:`test`).
     normaliser : Normaliser, optional
         The pixel normalisation (:mod:`lenshpc.data.normalise`); default the config's
-        ``data.normalisation``.  Scorers pass their run's own (:func:`normalise.for_run`).
+        ``data.normalisation``.  Scorers pass their run's own (:func:`lenshpc.train.rundir.run_normaliser`).
 
     ``data.extra_negatives`` (``[{path, fraction}]``, e.g. ``lenshpc mine`` output) replaces that
     fraction of each training chunk's negatives by images drawn from those sets (train chunks only;
@@ -339,7 +339,7 @@ class ChunkEngine:
 
     With ``data.preprocess: maxtree`` positives come from the segmented mock-lens pool and
     negatives, validation and test images from their segmented versions in
-    ``data.segmented_path`` (:class:`lenshpc.preprocess.segsource.SegmentedSource`).
+    ``data.segmented_path`` (:class:`lenshpc.data.segsource.SegmentedSource`).
 
     Raises
     ------
@@ -368,7 +368,7 @@ class ChunkEngine:
                               "make one with `lenshpc simulate` or `lenshpc stack`")
         self._segmented = None
         if cfg.data.preprocess == "maxtree":
-            from lenshpc.preprocess.segsource import SegmentedSource
+            from lenshpc.data.segsource import SegmentedSource
 
             self._segmented = SegmentedSource(cfg, self.path)
         if cfg.data.alpha_min > cfg.data.alpha_max:

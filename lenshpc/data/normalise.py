@@ -2,7 +2,7 @@
 
 Every image a network sees — training chunks, the fixed validation and test sets, ``evaluate``,
 ``rank``, ``gradcam``, ensemble members re-scored on common sets — passes through the normaliser
-of **its own run**, read from the run directory (:func:`for_run`), so a run never silently
+of **its own run**, read from the run directory (:func:`lenshpc.train.rundir.run_normaliser`), so a run never silently
 scores with another one's normalisation.
 
 =====================  ==========================================================================
@@ -148,7 +148,7 @@ class HistogramTemplate(Normaliser):
         from skimage.exposure import match_histograms
 
         if self.template is None:
-            raise RuntimeError("histogram_template normaliser without a template (use for_config / for_run)")
+            raise RuntimeError("histogram_template normaliser without a template (use for_config / rundir.run_normaliser)")
         if not float(image.max()) > float(image.min()):
             return np.zeros_like(image)
         return match_histograms(image, self.template, channel_axis=-1).astype(_F32)
@@ -171,11 +171,10 @@ def available() -> list[str]:
 
 def check_name(name: str, where: str = "data.normalisation") -> type[Normaliser]:
     if name not in REGISTRY:
-        import difflib
+        from lenshpc.utils import did_you_mean
 
-        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
         raise ConfigError(f"{where} = {name!r} is not a normalisation; choose one of {', '.join(REGISTRY)}"
-                          + (f" (did you mean {close[0]!r}?)" if close else ""))
+                          + did_you_mean(name, REGISTRY, template=" (did you mean {!r}?)"))
     return REGISTRY[name]
 
 
@@ -288,41 +287,5 @@ def config_key(cfg) -> dict:
     return {"name": cls.name, "params": {**cls.defaults, **dict(cfg.data.normalisation_params)}}
 
 
-def for_run(run_dir: str | Path) -> Normaliser:
-    """The normaliser a finished run was trained with (its ``config.yaml`` and stored template)."""
-    from lenshpc.config import load_config
-
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    if cfg.data.normalisation == HistogramTemplate.name and not (run_dir / TEMPLATE_FILE).is_file():
-        raise UserError(f"{run_dir}: trained with data.normalisation = histogram_template but {TEMPLATE_FILE} is "
-                        "missing from the run directory (copied without it?); copy it back or re-train")
-    return for_config(cfg, run_dir=run_dir, write=False)
-
-
-def for_model(path: str | Path) -> Normaliser:
-    """The one normaliser of a run, or of every member of an ensemble run directory.
-
-    Raises
-    ------
-    UserError
-        When ensemble members were trained with different normalisations (one input cannot serve them all).
-    """
-    from lenshpc.analysis.members import ENSEMBLE_JSON, read_ensemble_json
-    from lenshpc.analysis.rank_shards import run_configs
-
-    path = Path(path)
-    dirs = sorted({Path(p).parent for p in run_configs(path)})
-    if (path / ENSEMBLE_JSON).is_file() and read_ensemble_json(path).get("method") == "input_dependent":
-        dirs.append(path)  # the gating network saw the images with the ensembler's own normalisation
-    norms = [(d, for_run(d)) for d in dirs] or [(Path(path), MinMaxSqrt())]
-    first_dir, first = norms[0]
-    for d, n in norms[1:]:
-        if n != first:
-            raise UserError(f"{path}: members use different normalisations ({first_dir}: {first.describe()}, {d}: "
-                            f"{n.describe()}); one catalogue input cannot serve both — score each member on its own")
-    return first
-
-
-__all__ = ["REGISTRY", "TEMPLATE_FILE", "Normaliser", "available", "check_name", "config_key", "for_config", "for_model",
-           "for_run", "make_template"]
+__all__ = ["REGISTRY", "TEMPLATE_FILE", "Normaliser", "available", "check_name", "config_key", "for_config",
+           "make_template"]

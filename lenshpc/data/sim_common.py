@@ -75,12 +75,9 @@ class SimOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
-            import difflib
+            from lenshpc.utils import did_you_mean
 
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, names, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints = [f"{key!r}" + did_you_mean(key, names, template=" (did you mean {!r}?)") for key in unknown]
             raise UserError(f"unknown simulation option(s): {', '.join(hints)}; valid options: {', '.join(sorted(names))}")
         fixed = {k: tuple(float(x) for x in v) if isinstance(v, list) else v for k, v in kwargs.items()}
         opts = cls(**fixed)
@@ -186,7 +183,8 @@ def add_noise(image: np.ndarray, conditions: Conditions, opts: SimOptions, rng: 
 
 # ------------------------------------------------------------------------- canvas
 @lru_cache(maxsize=8)
-def _axis(size: int, pixel_scale: float, sub: int) -> np.ndarray:
+def pixel_axis(size: int, pixel_scale: float, sub: int) -> np.ndarray:
+    """Read-only pixel-centre coordinates (arcsec) of ``size × sub`` sub-pixels, centred on 0."""
     ns = size * sub
     axis = (np.arange(ns) - (ns - 1) / 2.0) * (pixel_scale / sub)
     axis.flags.writeable = False
@@ -194,7 +192,8 @@ def _axis(size: int, pixel_scale: float, sub: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _light_model(name: str):
+def light_model(name: str):
+    """A lenstronomy ``LightModel`` of one profile ``name`` (cached: building one is slow)."""
     from lenstronomy.LightModel.light_model import LightModel
 
     return LightModel([name])
@@ -203,7 +202,7 @@ def _light_model(name: str):
 @lru_cache(maxsize=64)
 def _flux_per_amp(name: str, n_sersic: float) -> float:
     # lenstronomy's R_sersic is the geometric-mean radius, so total flux does not depend on q.
-    return float(_light_model(name).total_flux([{"amp": 1.0, "R_sersic": 1.0, "n_sersic": n_sersic}])[0])
+    return float(light_model(name).total_flux([{"amp": 1.0, "R_sersic": 1.0, "n_sersic": n_sersic}])[0])
 
 
 def sersic_amp(flux: float, R_eff: float, n_sersic: float) -> float:
@@ -229,7 +228,7 @@ class Canvas:
     def __init__(self, opts: SimOptions):
         self.opts = opts
         self.sub = opts.supersampling
-        self.axis = _axis(opts.size, opts.pixel_scale, self.sub)
+        self.axis = pixel_axis(opts.size, opts.pixel_scale, self.sub)
         self.step = opts.pixel_scale / self.sub
         self.data = np.zeros((len(self.axis), len(self.axis)))
 
@@ -258,7 +257,7 @@ class Canvas:
         e1, e2 = ellipticity(phi, q)
         kwargs = {"amp": sersic_amp(flux, R_eff, n_sersic), "R_sersic": R_eff, "n_sersic": n_sersic,
                   "e1": e1, "e2": e2, "center_x": x, "center_y": y}
-        sb = _light_model("SERSIC_ELLIPSE").surface_brightness(xx.ravel(), yy.ravel(), [kwargs])
+        sb = light_model("SERSIC_ELLIPSE").surface_brightness(xx.ravel(), yy.ravel(), [kwargs])
         self.data[rows, cols] += sb.reshape(xx.shape) * self.step**2
 
     def add_map(self, flux: float, x: float, y: float, radius: float, shape) -> None:

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, _light_model, ellipticity, finish, sersic_amp
+from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, light_model, ellipticity, finish, sersic_amp
 
 
 #: lensed-source pixels fainter than this fraction of the image's peak are stored as 0
@@ -30,9 +30,9 @@ def _lens_model():
 
 @lru_cache(maxsize=8)
 def _image_plane(size: int, pixel_scale: float, sub: int) -> tuple[np.ndarray, np.ndarray]:
-    from lenshpc.data.sim_common import _axis
+    from lenshpc.data.sim_common import pixel_axis
 
-    xx, yy = np.meshgrid(_axis(size, pixel_scale, sub), _axis(size, pixel_scale, sub))
+    xx, yy = np.meshgrid(pixel_axis(size, pixel_scale, sub), pixel_axis(size, pixel_scale, sub))
     return xx.ravel(), yy.ravel()
 
 
@@ -82,7 +82,7 @@ def _add_lensed(out: np.ndarray, bx: np.ndarray, by: np.ndarray, name: str, kwar
     # beyond: ≲1e-5 of the peak for the Sérsic indices drawn here).
     near = np.flatnonzero((bx - kwargs["center_x"]) ** 2 + (by - kwargs["center_y"]) ** 2 < radius**2)
     if len(near):
-        out[near] += _light_model(name).surface_brightness(bx[near], by[near], [kwargs])
+        out[near] += light_model(name).surface_brightness(bx[near], by[near], [kwargs])
 
 
 def lensed_source(p: dict, opts: SimOptions) -> tuple[np.ndarray, float]:

@@ -27,7 +27,6 @@ read one row at a time and the parent copies each row into place.
 
 from __future__ import annotations
 
-import difflib
 import glob
 import logging
 import multiprocessing
@@ -43,7 +42,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from lenshpc.errors import DataError, UserError
-from lenshpc.utils import progress
+from lenshpc.utils import did_you_mean, progress
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +255,9 @@ def read_catalogue(path: str | Path, id_column: str | None = None) -> Catalogue:
 
 
 def _closest(name: str, options: Sequence[str]) -> str:
-    match = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {match[0]!r}? columns: {', '.join(options)})" if match else f" (columns: {', '.join(options)})"
+    columns = ", ".join(options)
+    return did_you_mean(name, options, template=f" (did you mean {{!r}}? columns: {columns})",
+                        otherwise=f" (columns: {columns})")
 
 
 def _plain(column) -> np.ndarray:
@@ -389,7 +389,8 @@ def _describe_read_error(exc: Exception, caught: list) -> str:
     return f"corrupt FITS file ({type(exc).__name__}: {text})"
 
 
-def _nonfinite_reason(image: np.ndarray) -> str | None:
+def nonfinite_reason(image: np.ndarray) -> str | None:
+    """Why ``image`` is refused (how many NaN/Inf pixels), or None when every pixel is finite."""
     finite = np.isfinite(image)
     if finite.all():
         return None
@@ -418,7 +419,7 @@ def _load_row(task: tuple[int, tuple[str, ...], int | None, tuple[int, int, int]
             hint = " (pick one HDU with --hdu N)" if expected[2] == 1 and image.shape[2] > 1 else ""
             problems.append((path, f"wrong shape {_fmt_shape(image.shape)}, expected {_fmt_shape(expected)}{hint}"))
             continue
-        reason = _nonfinite_reason(image)
+        reason = nonfinite_reason(image)
         if reason:
             problems.append((path, reason))
             continue
@@ -636,7 +637,8 @@ def _ids_array(ids: list[str]) -> np.ndarray:
     return np.array(ids, dtype=object)
 
 
-def _problem_error(problems: list[Problem], out: str | Path) -> DataError:
+def problem_error(problems: list[Problem], out: str | Path) -> DataError:
+    """The one error listing every bad input (nothing was written to ``out``)."""
     lines = "\n".join(f"  {p}" for p in problems)
     return DataError(f"{len(problems)} problem(s) in the input; nothing written to {out}. "
                      f"Fix them or re-run with --skip-bad to leave them out:\n{lines}")
@@ -678,7 +680,7 @@ def stack_labelled(out: str | Path, images: str, catalogue: str | Path | None, *
     result = stack_set(images, bands=bands, catalogue=cat, id_pattern=id_pattern, hdu=hdu, workers=workers,
                        label_column=label_column, label_words=label_words, desc="stack images")
     if result.problems and not skip_bad:
-        raise _problem_error(result.problems, out)
+        raise problem_error(result.problems, out)
     if not result.ids:
         raise DataError(f"no usable cutouts in {images!r}; nothing written")
     scale, scale_source = _resolve_pixel_scale(pixel_scale, result.first_file, hdu)
@@ -718,7 +720,7 @@ def stack_population(out: str | Path, populations: dict[str, str], catalogues: d
                                hdu=hdu, workers=workers, desc=f"stack {name}") for name in POPULATIONS}
     problems = [p for r in results.values() for p in r.problems]
     if problems and not skip_bad:
-        raise _problem_error(problems, out)
+        raise problem_error(problems, out)
     for name, r in results.items():
         if not r.ids:
             raise DataError(f"population {name}: no usable cutouts in {populations[name]!r}; nothing written")

@@ -39,7 +39,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from lenshpc.data.stack import CutoutError, Problem, _nonfinite_reason, _problem_error, read_cutout
+from lenshpc.data.stack import CutoutError, Problem, nonfinite_reason, problem_error, read_cutout
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import progress
 
@@ -167,7 +167,7 @@ def stack_image_folders(out: str | Path, root: str | Path, *, classes: Mapping[s
         except CutoutError as exc:
             problems.append(Problem(str(path), str(exc)))
             continue
-        reason = _nonfinite_reason(image)
+        reason = nonfinite_reason(image)
         if reason:
             problems.append(Problem(str(path), reason))
             continue
@@ -182,7 +182,7 @@ def stack_image_folders(out: str | Path, root: str | Path, *, classes: Mapping[s
                         f"{odd[0][1][0]}×{odd[0][1][1]}, most are {common[0]}×{common[1]}); nothing written. "
                         "Resample them all with --resize N (N×N pixels)")
     if problems and not skip_bad:
-        raise _problem_error(problems, out)
+        raise problem_error(problems, out)
     if not images:
         raise DataError(f"{root}: no usable images; nothing written")
     stack = np.stack(images).astype(np.float32)[..., None]

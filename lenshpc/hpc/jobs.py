@@ -22,10 +22,11 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from lenshpc.config import HpcConfig
 from lenshpc.errors import Preempted, UserError
+from lenshpc.train.rundir import RunDir
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -62,9 +63,9 @@ class TrainRun(_Checkpointable):
 
     def __call__(self) -> dict:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if (Path(self.run_dir) / "DONE").exists():  # finished before a requeue caught up with it
+        if RunDir(self.run_dir).done.exists():  # finished before a requeue caught up with it
             return {"status": "done", "run_dir": self.run_dir, "skipped": True}
-        forward = _TimeoutForwarder()
+        forward = TimeoutForwarder()
         try:
             from lenshpc.config import from_dict
             from lenshpc.train import run_training
@@ -83,7 +84,7 @@ class TrainRun(_Checkpointable):
                 raise  # checkpointed, not failed: a requeue (or --retry-failed) resumes it
             return {"status": "preempted", "run_dir": self.run_dir, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - reported through FAILED and (optionally) re-raised
-            _mark_failed(Path(self.run_dir), exc)
+            mark_failed(self.run_dir, exc)
             if self.raise_errors:
                 raise
             return {"status": "failed", "run_dir": self.run_dir, "error": f"{type(exc).__name__}: {exc}"}
@@ -99,23 +100,18 @@ class TrainRun(_Checkpointable):
         return f"TrainRun({self.run_dir!r})"
 
 
-def _mark_failed(run_dir: Path, exc: BaseException) -> None:
+def mark_failed(run_dir: str | Path, exc: BaseException) -> None:
     """Write ``FAILED`` when the run failed before its own writer could (e.g. a missing data file).
 
     Only rank 0 writes (``SLURM_PROCID``/``SUBMITIT_LOCAL_GLOBALID`` unset or 0).
     """
     rank = os.environ.get("SLURM_PROCID") or os.environ.get("SUBMITIT_LOCAL_GLOBALID") or "0"
-    if rank != "0" or (run_dir / "FAILED").exists():
-        return
-    from lenshpc.utils import atomic_write_text
-
-    try:
-        atomic_write_text(run_dir / "FAILED", f"{type(exc).__name__}: {exc}\n")
-    except OSError:
-        pass
+    rd = RunDir(run_dir)
+    if rank == "0" and not rd.failed.exists():
+        rd.mark_failed(exc)
 
 
-class _TimeoutForwarder:
+class TimeoutForwarder:
     """Route submitit's time-out signal (USR2) through the training loop's graceful stop.
 
     submitit's own handler would requeue immediately and lose the chunks since the last
@@ -131,7 +127,7 @@ class _TimeoutForwarder:
         self.submitit_handler = None
         self.signalled = False
 
-    def __enter__(self) -> "_TimeoutForwarder":
+    def __enter__(self) -> "TimeoutForwarder":
         import signal
         import threading
 
@@ -259,6 +255,52 @@ def _detached_local_executor() -> type:
                     local.subprocess = real
 
     return DetachedLocalExecutor
+
+
+class JobsInterrupted(KeyboardInterrupt):
+    """Ctrl-C while :func:`run_limited` waited; ``jobs`` are the submitted jobs still running."""
+
+    def __init__(self, jobs: list):
+        super().__init__()
+        self.jobs = jobs
+
+
+def run_limited(executor, items: Iterable, call_for: Callable[[Any], Any], *, parallel: int = 1,
+                inline: bool = False, poll_s: float = 1.0, on_submit: Callable[[Any, Any], None] = lambda i, j: None,
+                on_done: Callable[[Any, Any], None] = lambda i, j: None) -> None:
+    """The one job-polling loop: submit ``call_for(item)`` per item, at most ``parallel`` running at a time,
+    until every job has ended (waiting with :func:`submitit.helpers.as_completed`).
+
+    ``call_for`` runs just before its item is submitted; ``on_submit(item, job)`` records a submitted job and
+    ``on_done(item, job)`` sees it end (finished, failed or cancelled: read its result or its run directory).
+    ``inline`` (the debug executor) runs each job in this process as soon as it is submitted.
+
+    Raises
+    ------
+    JobsInterrupted
+        On Ctrl-C, with the jobs still running (the caller stops them and records what happened).
+    """
+    from submitit.helpers import as_completed
+
+    todo, active = list(items), []
+    try:
+        while todo or active:
+            while todo and (inline or len(active) < max(1, parallel)):
+                item = todo.pop(0)
+                job = executor.submit(call_for(item))
+                on_submit(item, job)
+                if inline:
+                    job.result()
+                    on_done(item, job)
+                else:
+                    active.append((item, job))
+            if active:
+                ended = next(as_completed([job for _, job in active], poll_frequency=poll_s))
+                item = next(i for i, job in active if job is ended)
+                active = [(i, job) for i, job in active if job is not ended]
+                on_done(item, ended)
+    except KeyboardInterrupt:
+        raise JobsInterrupted([job for _, job in active]) from None
 
 
 def stop_local_jobs(jobs: list, grace_s: float = 10.0) -> None:

@@ -169,11 +169,10 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     data = read_yaml_mapping(path, "sweep file", f"a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
     unknown = [k for k in data if k not in SWEEP_KEYS]
     if unknown:
-        import difflib
+        from lenshpc.utils import did_you_mean
 
-        hint = difflib.get_close_matches(str(unknown[0]), SWEEP_KEYS, n=1)
         raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}'."
-                          + (f" Did you mean '{hint[0]}'?" if hint else f" Valid keys: {', '.join(SWEEP_KEYS)}"))
+                          + did_you_mean(unknown[0], SWEEP_KEYS, otherwise=f" Valid keys: {', '.join(SWEEP_KEYS)}"))
     name = str(data.get("name") or path.stem)
     out_dir = Path(out) if out is not None else Path(data.get("out") or Path("runs") / name)
     out_dir = out_dir if out_dir.is_absolute() else (cwd / out_dir)

@@ -11,19 +11,19 @@ run, so ``lenshpc status`` and ``lenshpc reduce`` know the expected runs even be
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Callable, Collection
 
 from lenshpc.config import HpcConfig
 from lenshpc.errors import UserError
 from lenshpc.hpc import jobs as _jobs
 from lenshpc.hpc.spec import GridPoint, SweepSpec
-from lenshpc.hpc.state import DONE, FAILED, RUNNING, STARTED, read_run_dir
+from lenshpc.provenance import now
+from lenshpc.train.rundir import DONE, FAILED, FAILED_FILE, LOG_FILE, RUNNING, STARTED, read_run_dir
 from lenshpc.utils import atomic_write_json, progress
 
 SWEEP_JSON = "sweep.json"
@@ -63,10 +63,6 @@ class SweepOutcome:
         return sum(p.action == action for p in self.planned)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 # ------------------------------------------------------------------ sweep.json
 def read_sweep_json(out: Path) -> dict:
     path = out / SWEEP_JSON
@@ -100,7 +96,7 @@ def write_sweep_json(spec: SweepSpec, hpc: HpcConfig, executor: str, jobs_by_id:
     seeds = sorted({*spec.seeds, *(r["seed"] for r in kept if isinstance(r.get("seed"), int))})
     data = {"version": 1, "kind": spec.kind, "name": spec.name,
             "sweep_file": str(spec.path.resolve()) if spec.path else "",
-            "out": str(spec.out), "created": created or _now(), "updated": _now(), "executor": executor,
+            "out": str(spec.out), "created": created or now(), "updated": now(), "executor": executor,
             "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": groups, "seeds": seeds,
             "varied_keys": spec.varied_keys, "runs": runs + kept}
     path = spec.out / SWEEP_JSON
@@ -156,7 +152,7 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
 
 def log_path(run_dir: Path, history: list[dict], out: Path) -> Path | None:
     """The log to read for a run: its ``train.log``, else (it never got that far) submitit's stderr log."""
-    log = run_dir / "train.log"
+    log = run_dir / LOG_FILE
     if log.exists():
         return log
     if history and history[-1].get("log") and (out / history[-1]["log"]).exists():
@@ -252,20 +248,19 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     raise_errors = executor != "debug"
 
     def record(p: PlannedRun, job) -> None:
-        entry = {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": _now(),
+        entry = {"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(), "submitted": now(),
                  "log": str(_jobs.job_log(folder, str(job.job_id)).relative_to(spec.out))}
         jobs_by_id.setdefault(p.point.id, []).append(entry)
         outcome.job_ids.append(str(job.job_id))
         outcome.submitted.append(p)
 
-    def runs_for(batch: list[PlannedRun]) -> list[_jobs.TrainRun]:
-        for p in batch:
-            if p.action == RETRY:  # the run restarts from its checkpoint; FAILED is cleared by the run itself
-                (p.point.run_dir / "FAILED").unlink(missing_ok=True)
-        return [_jobs.TrainRun(p.point.config.to_dict(), str(p.point.run_dir), raise_errors) for p in batch]
+    def run_for(p: PlannedRun) -> _jobs.TrainRun:
+        if p.action == RETRY:  # the run restarts from its checkpoint; FAILED is cleared by the run itself
+            (p.point.run_dir / FAILED_FILE).unlink(missing_ok=True)
+        return _jobs.TrainRun(p.point.config.to_dict(), str(p.point.run_dir), raise_errors)
 
     if executor == "slurm":
-        calls = runs_for(todo)
+        calls = [run_for(p) for p in todo]
         with ex.batch():
             submitted = [ex.submit(call) for call in calls]
         for p, job in zip(todo, submitted):
@@ -279,39 +274,24 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     # local / debug: run here, at most `parallel` at a time, with a progress bar
     save()
     bar = progress(total=len(todo), desc=f"sweep {spec.name}", unit="run")
-    pending = list(todo)
-    active: list[tuple[PlannedRun, Any]] = []
+
+    def submitted(p: PlannedRun, job) -> None:
+        record(p, job)
+        save()
+
     try:
-        while pending or active:
-            while pending and (executor == "debug" or len(active) < max(1, parallel)):
-                p = pending.pop(0)
-                job = ex.submit(runs_for([p])[0])
-                record(p, job)
-                save()
-                if executor == "debug":
-                    job.result()  # runs in this process
-                    bar.update(1)
-                else:
-                    active.append((p, job))
-            still = []
-            for p, job in active:
-                if job.done():
-                    bar.update(1)
-                else:
-                    still.append((p, job))
-            active = still
-            if active:
-                time.sleep(poll_s)
-    except KeyboardInterrupt:
+        _jobs.run_limited(ex, todo, run_for, parallel=parallel, inline=executor == "debug", poll_s=poll_s,
+                          on_submit=submitted, on_done=lambda p, job: bar.update(1))
+    except _jobs.JobsInterrupted as interrupted:
         import signal
 
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         started: list[PlannedRun] = []
         try:
-            _jobs.stop_local_jobs([job for _, job in active])
+            _jobs.stop_local_jobs(interrupted.jobs)
             started = [p for p in todo if p in outcome.submitted and read_run_dir(p.point.run_dir).state != DONE]
             for p in started:
-                jobs_by_id[p.point.id][-1]["interrupted"] = _now()
+                jobs_by_id[p.point.id][-1]["interrupted"] = now()
             save()
         finally:
             signal.signal(signal.SIGINT, previous)

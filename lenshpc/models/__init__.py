@@ -74,12 +74,12 @@ models (config validation, ``--help``) stays fast.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from typing import Any, Callable
 
 from lenshpc.errors import ConfigError
+from lenshpc.utils import did_you_mean
 
 #: name -> "module:function" (imported lazily: each module imports Keras).
 _REGISTRY = {
@@ -113,8 +113,7 @@ def available() -> list[str]:
 
 def _builder(name: str, registry: dict[str, str] = _REGISTRY) -> Callable[..., Any]:
     if name not in registry:
-        close = difflib.get_close_matches(str(name), list(registry), n=1, cutoff=0.4)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, registry, cutoff=0.4)
         raise ConfigError(f"unknown model '{name}'.{hint} Available models: {', '.join(available())}")
     module, func = registry[name].split(":")
     return getattr(importlib.import_module(module), func)
@@ -164,8 +163,7 @@ def check(name: str, hparams: dict[str, Any] | None = None, input_shape: tuple |
     accepted = default_hparams(name)
     for key in hparams:
         if key not in accepted:
-            close = difflib.get_close_matches(str(key), list(accepted), n=1, cutoff=0.4)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(key, accepted, cutoff=0.4)
             valid = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
             raise ConfigError(f"model '{name}' has no hyper-parameter '{key}'.{hint} Valid (with defaults): {valid}")
     shape = _check_input_shape(name, input_shape) if input_shape is not None else None

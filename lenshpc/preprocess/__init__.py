@@ -1,12 +1,7 @@
-"""Preprocessing that runs before training: Max-Tree segmentation (thesis Sec 4.7).
+"""Preprocessing that runs before training, one subpackage per step.
 
-* :mod:`lenshpc.preprocess.maxtree` — the per-image segmentation pipeline (higra).
-* :mod:`lenshpc.preprocess.segfile` — the segmented dataset file ``SEG.h5`` (write, read, digest).
-* :mod:`lenshpc.preprocess.shards` — the work plan: items, shards, per-shard files, merge.
-* :mod:`lenshpc.preprocess.executors` — running shards locally, as a submitit array or as MPI ranks.
-* :mod:`lenshpc.preprocess.montage` — the before/after figure (thesis Fig 5.19).
+* :mod:`lenshpc.preprocess.maxtree` — Max-Tree segmentation (thesis Sec 4.7) → ``SEG.h5``.
+
+A new step gets its own subpackage here (its transform, its file, its sharding) and, when training reads its
+output, a chunk source under :mod:`lenshpc.data` (as :mod:`lenshpc.data.segsource` reads ``SEG.h5``).
 """
-
-from lenshpc.preprocess.maxtree import segment, segment_steps
-
-__all__ = ["segment", "segment_steps"]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lenshpc.hpc.state import RUN_MARKERS
 from lenshpc.metrics import TUNED_METRICS, TUNED_SUFFIX
+from lenshpc.train.rundir import RUN_MARKERS, RunDir, failure_reason
 
 #: Columns of the validation-tuned-threshold table (metrics.json keys, :func:`lenshpc.metrics.tuned_summary`);
 #: runs written before they existed (and tasks without a threshold) lack them: the table is left out.
@@ -118,12 +118,13 @@ def find_run_dirs(root: str | Path, exclude: tuple[Path, ...] = ()) -> list[Path
 
 def load_run(path: Path) -> RunRecord:
     """Read one run directory; never raises (problems end up in ``RunRecord.problem``)."""
-    done = (path / "DONE").exists()
-    if (path / "FAILED").exists() and not done:
-        return _with_config(RunRecord(path, FAILED, problem=_last_line(path / "FAILED")))
+    rd = RunDir(path)
+    done = rd.done.exists()
+    if rd.failed.exists() and not done:
+        return _with_config(RunRecord(path, FAILED, problem=failure_reason(path)))
     if not done:
         return _with_config(RunRecord(path, INCOMPLETE))
-    metrics_path = path / "metrics.json"
+    metrics_path = rd.metrics
     try:
         metrics = json.loads(metrics_path.read_bytes())
     except FileNotFoundError:
@@ -185,21 +186,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _last_line(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError as exc:
-        return f"(unreadable: {exc})"
-    return lines[-1] if lines else "(no message)"
-
-
 def _with_defaults(flat: dict) -> dict:
     """A run's flattened config with keys it predates filled in (an old run is a lens run: no group split)."""
     from lenshpc.config import LEGACY_DEFAULTS
 
     return {**LEGACY_DEFAULTS, **flat}
-
-
 def _with_config(record: RunRecord) -> RunRecord:
     """Fill ``config``/``seed`` from ``config.yaml`` (slow path: only for runs without metrics)."""
     import yaml
@@ -208,7 +199,7 @@ def _with_config(record: RunRecord) -> RunRecord:
 
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = yaml.load((record.path / "config.yaml").read_text(), Loader=loader)
+        data = yaml.load(RunDir(record.path).config.read_text(), Loader=loader)
     except (OSError, yaml.YAMLError):
         return record
     if isinstance(data, dict):

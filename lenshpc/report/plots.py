@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.report.stats import GroupSummary, mean_curve
+from lenshpc.train.rundir import PREDICTIONS_FILE
 from lenshpc.utils import atomic_path
 
 #: Common false-positive-rate grid for mean ROC curves.
@@ -146,7 +147,7 @@ def score_histograms(groups: list[GroupSummary]) -> tuple[dict[str, np.ndarray],
     for g in groups[:MAX_HIST_PANELS]:
         counts = np.zeros((2, len(HIST_BINS) - 1), dtype=np.int64)
         for run in g.runs:
-            path = run.path / "predictions.h5"
+            path = run.path / PREDICTIONS_FILE
             if not path.exists():
                 continue
             try:

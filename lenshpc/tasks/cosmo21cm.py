@@ -170,4 +170,4 @@ class Cosmo21cmTask(_SliceTask):
     def report_sections(cls, groups: Mapping[str, Sequence], out_dir) -> list[str]:
         from lenshpc.tasks import cosmo21cm_report
 
-        return cosmo21cm_report.sections(groups, out_dir)
+        return cosmo21cm_report.sections(groups, out_dir, cls)

@@ -145,10 +145,10 @@ def curves_figure(groups: Mapping[str, Sequence], out_dir: Path) -> Path | None:
     return save_png(fig, Path(out_dir) / CURVES_PNG)
 
 
-def baseline_table(groups: Mapping[str, Sequence], out_dir: Path) -> list[str]:
+def baseline_table(groups: Mapping[str, Sequence], out_dir: Path, task) -> list[str]:
     from lenshpc.tasks import pca_baseline
 
-    base = pca_baseline.baselines([r.path for runs in groups.values() for r in runs], out_dir)
+    base = pca_baseline.baselines([r.path for runs in groups.values() for r in runs], out_dir, task)
     if not base:
         return []
     lines = ["", "### Networks and the PCA + logistic-regression baseline (test set, mean ± std over seeds)", "",
@@ -168,7 +168,7 @@ def baseline_table(groups: Mapping[str, Sequence], out_dir: Path) -> list[str]:
     return lines
 
 
-def sections(groups: Mapping[str, Sequence], out_dir) -> list[str]:
+def sections(groups: Mapping[str, Sequence], out_dir, task) -> list[str]:
     """Markdown lines of the 21-cm sections (figures written into ``out_dir``)."""
     out_dir = Path(out_dir)
     groups = {name: [r for r in runs if isinstance(r.metrics, dict)] for name, runs in groups.items()}
@@ -187,5 +187,5 @@ def sections(groups: Mapping[str, Sequence], out_dir) -> list[str]:
     if fig is not None:
         lines += ["", "### Learning curves (validation accuracy per chunk, mean ± std over seeds)", "",
                   f"![learning curves]({fig.name})"]
-    lines += baseline_table(groups, out_dir)
+    lines += baseline_table(groups, out_dir, task)
     return lines

@@ -1,8 +1,8 @@
-"""Task ``ide``: the input-dependent ensemble (thesis Sec 3.6.2; the method in :mod:`lenshpc.analysis.ide`).
+"""Task ``ide``: the input-dependent ensemble (thesis Sec 3.6.2; the method in :mod:`lenshpc.analysis.ensembles.ide`).
 
 The config's model with an M-way softmax head ``g(x)`` (the gating network) over the M finished
 lens-finder runs in ``task.params.members``.  Data: the lens chunk engine (the members' data and
-seed give their validation and test sets); targets: :func:`~lenshpc.analysis.ide.ide_targets`; loss:
+seed give their validation and test sets); targets: :func:`~lenshpc.analysis.ensembles.ide.ide_targets`; loss:
 categorical cross-entropy (``loss.name`` unused); outputs, ``predictions.h5`` and the summary: the
 ensemble score ``ŷ = Σ_m g_m · p_m`` with the lens metrics; per chunk ``val_loss`` is the gating
 network's cross-entropy on the validation targets, the other ``val_*`` lens metrics of ŷ.  Extra:
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
-from lenshpc.analysis.ide import TASK
+from lenshpc.analysis.ensembles.ide import TASK
 from lenshpc.tasks.lens import LensTask
 
 
@@ -58,41 +58,41 @@ class IDETask(LensTask):
 
     def check_data(self) -> None:
         """The lens data checks, then every member: finished, preprocessing, normalisation and image shape."""
-        from lenshpc.analysis.ide import _check_members, _data_image_shape, _resolve_members
+        from lenshpc.analysis.ensembles.ide import check_members, data_image_shape, resolve_members
         from lenshpc.data.normalise import config_key
 
         super().check_data()
         cfg = self.cfg
-        members = _resolve_members(self.options["members"])
-        _check_members(members, cfg.data.preprocess, None, config_key(cfg))
+        members = resolve_members(self.options["members"])
+        check_members(members, cfg.data.preprocess, None, config_key(cfg))
         for m in members:
             m.load()
-        _check_members(members, cfg.data.preprocess, _data_image_shape(cfg))
+        check_members(members, cfg.data.preprocess, data_image_shape(cfg))
         self._members = members
         logging.getLogger("lenshpc.ide").info("input-dependent ensemble of %d members: %s", len(members),
                                               ", ".join(m.name for m in members))
 
     def data_source(self, *, rank: int, size: int, run_dir, write: bool):
-        from lenshpc.analysis.ide import ENSEMBLE_FILE, _definition
+        from lenshpc.analysis.ensembles.ide import ENSEMBLE_FILE, definition
         from lenshpc.utils import atomic_write_json
 
         source = super().data_source(rank=rank, size=size, run_dir=run_dir, write=write)
         if write:  # the members are part of the run's definition: a resume checks them (train_ide)
-            atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, _definition(self.members(), Path(run_dir)))
+            atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, definition(self.members(), Path(run_dir)))
         self._source = source
         return source
 
     def member_scores(self, x: np.ndarray) -> np.ndarray:
         """``(N, M)`` member scores; cached for the fixed (read-only) validation and test arrays."""
-        from lenshpc.analysis.ide import _batched, _make_member_step
+        from lenshpc.analysis.ensembles.ide import batched, make_member_step
 
         for arr, scores in self._fixed:
             if arr is x:
                 return scores
         if self._member_step is None:  # built after the gating model, so seeding is unaffected
-            self._member_step = _make_member_step([m.model for m in self.members()], tuple(x.shape[1:]),
+            self._member_step = make_member_step([m.model for m in self.members()], tuple(x.shape[1:]),
                                                   jit_compile=bool(self.cfg.train.jit_compile))
-        scores = _batched(self._member_step, x, self.num_outputs())
+        scores = batched(self._member_step, x, self.num_outputs())
         # Only the engine's fixed sets are read-only; training chunks live in recycled (writeable) buffers,
         # so caching them by identity would be wrong.
         if isinstance(x, np.ndarray) and not x.flags.writeable:
@@ -110,7 +110,7 @@ class IDETask(LensTask):
         return lambda targets, gates: tf.reduce_mean(keras.losses.categorical_crossentropy(targets, gates))
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        from lenshpc.analysis.ide import ide_targets
+        from lenshpc.analysis.ensembles.ide import ide_targets
 
         return ide_targets(self.member_scores(x), np.asarray(y).reshape(-1))
 
@@ -119,11 +119,11 @@ class IDETask(LensTask):
 
     def outputs(self, predict, x: np.ndarray) -> np.ndarray:
         """Ensemble scores ``ŷ = Σ g·p`` ``(N,)`` float32 (what validation, test and predictions.h5 see)."""
-        from lenshpc.analysis.ide import _combine
+        from lenshpc.analysis.ensembles.ide import combine
 
         pm = self.member_scores(x)
         g = predict(x)
-        p = _combine(g, pm)
+        p = combine(g, pm)
         self._last, self._predict = (p, g, pm), predict
         return p
 
@@ -132,7 +132,7 @@ class IDETask(LensTask):
         """``val_loss`` = the gating network's cross-entropy on the validation targets; the rest: lens metrics of ŷ."""
         import keras
 
-        from lenshpc.analysis.ide import ide_targets
+        from lenshpc.analysis.ensembles.ide import ide_targets
 
         if self._last is None or self._last[0] is not out:
             raise RuntimeError("IDETask.chunk_metrics needs the outputs of the preceding outputs() call")
@@ -142,19 +142,19 @@ class IDETask(LensTask):
         return {**super().chunk_metrics(y, out), "val_loss": loss}
 
     def extra_metrics(self) -> dict:
-        from lenshpc.analysis.ide import METHOD
+        from lenshpc.analysis.ensembles.ide import METHOD
 
         return {"ensemble": {"method": METHOD, "members": [str(m.path) for m in self.members()]}}
 
     def write_extra_files(self, run_dir, result: dict) -> None:
         """``ensemble.json``: definition + gate statistics + members' and oracle's metrics on the same sets."""
         from lenshpc import metrics
-        from lenshpc.analysis.ide import _SUMMARY_KEYS, ENSEMBLE_FILE, _definition, _same_test_set, ide_targets
-        from lenshpc.train.loop import _json_safe
+        from lenshpc.analysis.ensembles.ide import SUMMARY_KEYS, ENSEMBLE_FILE, definition, same_test_set, ide_targets
+        from lenshpc.utils import json_safe
         from lenshpc.utils import atomic_write_json
 
         sel, members = self.cfg.selection, self.members()
-        info = _definition(members, Path(run_dir))
+        info = definition(members, Path(run_dir))
         x_test, y_test, _ = self._source.test()
         x_val, y_val = self._source.validation()
         stats: dict = {"gate_mean": {}, "target_share": {}, "gate_argmax_share": {}}
@@ -171,7 +171,7 @@ class IDETask(LensTask):
 
         def pick(y, p):
             s = metrics.summary(y, p, beta=sel.beta, threshold=sel.threshold, steps=sel.steps)
-            return {k: s.get(k) for k in _SUMMARY_KEYS}
+            return {k: s.get(k) for k in SUMMARY_KEYS}
 
         info.update({
             "gating_model": "model.keras",
@@ -180,9 +180,9 @@ class IDETask(LensTask):
             "member_test_metrics": {m.name: pick(test_y, test_pm[:, i]) for i, m in enumerate(members)},
             # The oracle picks the closest member on every image: an upper bound no gating network can beat.
             "oracle_test_metrics": pick(test_y, np.sum(test_targets * test_pm, axis=1)),
-            "members_test_set_matches": [_same_test_set(m.path, test_pm[:, i]) for i, m in enumerate(members)],
+            "members_test_set_matches": [same_test_set(m.path, test_pm[:, i]) for i, m in enumerate(members)],
         })
-        atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, _json_safe(info))
+        atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, json_safe(info))
 
 
 __all__ = ["IDETask"]

@@ -50,17 +50,16 @@ def fit_score(cfg, options, n_components: int = N_COMPONENTS, max_train: int = M
             "seed": int(cfg.seed)}
 
 
-def key_of(run_dir: Path) -> tuple[str, dict, object] | None:
-    """``(cache key, baseline options, config)`` of a finished cosmo21cm run, or None when it wants no baseline."""
+def key_of(run_dir: Path, task) -> tuple[str, dict, object] | None:
+    """``(cache key, baseline options, config)`` of a finished run of ``task`` (the cosmo21cm task class, which
+    validates its ``task.params``), or None when it wants no baseline."""
     from lenshpc.config import load_config
 
     try:
         cfg = load_config(Path(run_dir) / "config.yaml")
     except Exception:  # noqa: BLE001 - a run whose config no longer loads simply gets no baseline row
         return None
-    from lenshpc.tasks.cosmo21cm import Cosmo21cmTask
-
-    options = Cosmo21cmTask.check_params(dict(cfg.task.params or {}))
+    options = task.check_params(dict(cfg.task.params or {}))
     if not options.get("pca_baseline", True):
         return None
     from lenshpc.data.cosmo21cm.slices import open_slices
@@ -77,7 +76,7 @@ def key_of(run_dir: Path) -> tuple[str, dict, object] | None:
     return f"{digest}-seed{cfg.seed}", {**ident, "seed": cfg.seed}, (cfg, options)
 
 
-def baselines(run_dirs, out_dir) -> dict[str, list[dict]]:
+def baselines(run_dirs, out_dir, task) -> dict[str, list[dict]]:
     """Baseline results grouped by setting label → one dict per seed (cached in ``out_dir/pca_baseline.json``)."""
     cache_path = Path(out_dir) / CACHE
     try:
@@ -86,7 +85,7 @@ def baselines(run_dirs, out_dir) -> dict[str, list[dict]]:
         cache = {}
     found: dict[str, dict] = {}
     for run_dir in run_dirs:
-        item = key_of(run_dir)
+        item = key_of(run_dir, task)
         if item is None or item[0] in found:
             continue
         key, ident, (cfg, options) = item

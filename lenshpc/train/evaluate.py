@@ -23,8 +23,9 @@ import numpy as np
 
 from lenshpc import provenance
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import PREDICT_BATCH, RunDir, read_predictions, run_metrics, write_predictions
-from lenshpc.utils import atomic_write_json
+from lenshpc.train.rundir import (METRICS_FILE, MODEL_FILE, PREDICT_BATCH, PREDICTIONS_FILE, RunDir, read_predictions,
+                                  run_metrics, run_normaliser, unfinished_run_advice, write_predictions)
+from lenshpc.utils import atomic_write_json, json_safe, read_json_object
 
 log = logging.getLogger("lenshpc.train")
 
@@ -55,7 +56,6 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
         The written ``metrics.json``.
     """
     from lenshpc.data.format import open_dataset
-    from lenshpc.train.loop import _json_safe
 
     if split not in SPLITS:
         raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -74,11 +74,11 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     result.update({"run_dir": str(rd.path), "data": str(data), "split": split, "data_kind": kind,
                    "provenance": provenance.collect(cfg, started=started, data_path=data, command="evaluate",
                                                     source_run=run_provenance(rd))})
-    result = _json_safe(result)
+    result = json_safe(result)
     out_dir = Path(out) if out is not None else rd.path / f"eval-{data.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / "predictions.h5", {split: {"scores": scores, "labels": y, "meta": meta}})
-    atomic_write_json(out_dir / "metrics.json", result)
+    write_predictions(out_dir / PREDICTIONS_FILE, {split: {"scores": scores, "labels": y, "meta": meta}})
+    atomic_write_json(out_dir / METRICS_FILE, result)
     log.info("evaluated %s on %s (%s, %d images): auroc %s, accuracy %.4f → %s", rd.path, data, split, len(y),
              result.get("auroc"), result.get("accuracy", float("nan")), out_dir)
     return result
@@ -106,7 +106,7 @@ def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, req
         raise UserError(f"{rd.path}: not a run directory (no config.yaml); pass a directory `lenshpc train` wrote, "
                         "e.g. runs/<name>/seed<k>")
     if not rd.model.is_file() or (require_done and not rd.is_done()):
-        raise UserError(unfinished_run_advice(rd.path, "model.keras"))
+        raise UserError(unfinished_run_advice(rd.path, MODEL_FILE))
     cfg = load_config(rd.config)
     if data_path is not None:
         cfg = cfg.replace(**{"data.path": str(data_path)})
@@ -132,33 +132,8 @@ def run_validation_scores(rd: RunDir) -> tuple[np.ndarray, np.ndarray] | None:
 
 def run_provenance(rd: RunDir) -> dict | None:
     """The ``lenshpc``/``packages`` provenance of the run that trained the scored model (None for old runs)."""
-    import json
-
-    try:
-        prov = json.loads(rd.metrics.read_text()).get("provenance") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    prov = read_json_object(rd.metrics).get("provenance") or {}
     return {k: prov.get(k) for k in ("lenshpc", "packages", "started", "ended")} if prov else None
-
-
-def unfinished_run_advice(run_dir: str | Path, missing: str) -> str:
-    """The message for a run directory without a usable ``missing`` file (``model.keras``, ``predictions.h5``).
-
-    One wording for every command that reads a run (evaluate, gradcam, rank, ensemble,
-    infocontent), with a command that really produces the file when run as printed: a run
-    marked DONE is re-trained from its own ``config.yaml`` with ``--force`` (``lenshpc train``
-    skips a DONE run otherwise); an unfinished one is resumed from its checkpoint.
-    """
-    import shlex
-
-    rd = RunDir(run_dir)
-    train = f"lenshpc train {shlex.quote(str(rd.config))} --run-dir {shlex.quote(str(rd.path))}"
-    if rd.is_done():
-        return (f"{rd.path} is marked DONE but has no {missing} (deleted, or not copied with the run); re-train "
-                f"it from its own config with `{train} --force` (starts the run over)")
-    absent = "" if (rd.path / missing).exists() else f", no {missing}"
-    return (f"{rd.path}: the run has not finished (no DONE marker{absent}); wait for it if it is still running "
-            f"(`lenshpc status {shlex.quote(str(rd.path.parent))}`), or resume it with `{train}`")
 
 
 def load_model(path: Path):
@@ -207,10 +182,9 @@ def _predict_step(model, image_shape: tuple):
 
 def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Images, labels and metadata to score, prepared as the training loop saw them (the run's own normalisation)."""
-    from lenshpc.data import normalise
     from lenshpc.data.chunks import ChunkEngine
 
-    normaliser = normalise.for_run(run_dir)
+    normaliser = run_normaliser(run_dir)
     engine = ChunkEngine(cfg, rank=0, size=1, normaliser=normaliser, load_train=False)  # test/val/labelled only
     if split == "test":
         x, y, meta = engine.test()
@@ -228,4 +202,4 @@ def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, 
         return x, ds.labels(idx).astype(np.uint8), ds.meta("images", idx)
 
 
-__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores", "unfinished_run_advice"]
+__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores"]

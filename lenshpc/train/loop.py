@@ -34,9 +34,7 @@ this module never looks at labels or scores itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -53,7 +51,7 @@ from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHA
                                   config_differences, default_run_dir, file_logging, history_columns, save_model,
                                   versions, write_history, write_predictions)
 from lenshpc.train.selection import Selector
-from lenshpc.utils import atomic_write_json, progress, rng_for
+from lenshpc.utils import atomic_write_json, json_safe, progress, rng_for
 
 log = logging.getLogger("lenshpc.train")
 
@@ -109,7 +107,7 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
     if rd.is_done() and not force:
         _check_same_config(rd, cfg, finished=True)
         log.info("%s is complete (DONE); skipping (use --force to re-run)", rd.path)
-        return _read_metrics(rd)
+        return rd.read_metrics()
     task = _task(cfg)
     task.check_data()
     _check_names(cfg, task)
@@ -160,14 +158,6 @@ def _run_locked(cfg, rd: RunDir, ctx, task, *, resume: bool, force: bool, on_chu
             engine = getattr(trainer, "engine", None)
             if engine is not None:
                 engine.close()  # synthesis threads
-
-
-def _read_metrics(rd: RunDir) -> dict:
-    try:
-        return json.loads(rd.metrics.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{rd.path} is marked DONE but {rd.metrics.name} is unreadable ({exc}); "
-                        "re-run with --force") from None
 
 
 def _check_names(cfg, task) -> None:
@@ -529,17 +519,17 @@ class Trainer:
                 "test": {**task.predictions(p_test, y_test), "meta": meta_test},
                 "val": {**task.predictions(p_val, y_val), "meta": {}},
             })
-            atomic_write_json(rd.metrics, _json_safe(result))
+            atomic_write_json(rd.metrics, json_safe(result))
             save_model(self.model, rd.model)
             write_history(rd.history, history, self.columns)
-            task.write_extra_files(rd.path, _json_safe(result))
+            task.write_extra_files(rd.path, json_safe(result))
             rd.mark_done()
             shown = ", ".join(f"{m.name} {result[m.name]:.4f}" for m in task.metrics
                               if m.table and isinstance(result.get(m.name), (int, float)))
             log.info("done: %s chunks, best chunk %d (%s %.6g); test %s → %s", chunks_trained, selector.best_chunk,
                      selector.metric, selector.best_score or float("nan"), shown, rd.path)
         ctx.barrier()
-        return _json_safe(result)
+        return json_safe(result)
 
 
 # ======================================================================= helpers
@@ -572,21 +562,6 @@ def _signal_name(signum: Optional[int]) -> str:
     with contextlib.suppress(ValueError, TypeError):
         return signal.Signals(signum).name
     return "signal"
-
-
-def _json_safe(obj):
-    """NaN/Inf → None (strict JSON), numpy → Python."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 __all__ = ["STOP_SIGNALS", "Trainer", "run_training"]

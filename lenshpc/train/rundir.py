@@ -1,4 +1,8 @@
-"""The run directory contract (``docs/run-dir.md``): paths, markers, and the files a run writes.
+"""The run directory contract (``docs/run-dir.md``): file names, markers, states, and the files a run writes.
+
+Every other module names a run's files through this one (:class:`RunDir`, the ``*_FILE`` constants) and asks it
+what state a run is in (:func:`read_run_dir`: only marker files are read and the run-dir lock probed, so checking
+thousands of runs costs a few ``stat`` calls each).
 
 Every writer here is atomic (temp file + rename), so a run killed at any moment leaves
 either the previous version of a file or the new one, never half of one.  Only the root
@@ -10,14 +14,29 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from lenshpc.errors import UserError
+from lenshpc.locking import LOCK_FILE, describe_owner, live_owner
 from lenshpc.utils import atomic_path, atomic_write_text, pid_alive
+
+#: The files of a run directory (``docs/run-dir.md``); ``DONE`` is written last.
+CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE = "config.yaml", "metrics.json", "predictions.h5"
+HISTORY_FILE, MODEL_FILE, LOG_FILE = "history.csv", "model.keras", "train.log"
+CHECKPOINT_DIR, TENSORBOARD_DIR = "checkpoint", "tensorboard"
+DONE_FILE, FAILED_FILE = "DONE", "FAILED"
+#: Files whose presence makes a directory a run directory.
+RUN_MARKERS = (METRICS_FILE, CONFIG_FILE, DONE_FILE, FAILED_FILE, LOG_FILE)
+#: Run-directory states, from the markers and the run-dir lock (job states are added by lenshpc.hpc.status).
+DONE, FAILED, STARTED, ABSENT, RUNNING = "done", "failed", "started", "absent", "running"
+
 
 def history_columns(task) -> tuple[str, ...]:
     """Columns of ``history.csv`` in order (one row per trained chunk): the task's validation metrics
@@ -57,19 +76,27 @@ class RunDir:
         self.path = Path(path)
 
     # -- paths -----------------------------------------------------------------
-    config = property(lambda self: self.path / "config.yaml")
-    metrics = property(lambda self: self.path / "metrics.json")
-    predictions = property(lambda self: self.path / "predictions.h5")
-    history = property(lambda self: self.path / "history.csv")
-    model = property(lambda self: self.path / "model.keras")
-    checkpoint = property(lambda self: self.path / "checkpoint")
-    log = property(lambda self: self.path / "train.log")
-    done = property(lambda self: self.path / "DONE")
-    failed = property(lambda self: self.path / "FAILED")
-    tensorboard = property(lambda self: self.path / "tensorboard")
+    config = property(lambda self: self.path / CONFIG_FILE)
+    metrics = property(lambda self: self.path / METRICS_FILE)
+    predictions = property(lambda self: self.path / PREDICTIONS_FILE)
+    history = property(lambda self: self.path / HISTORY_FILE)
+    model = property(lambda self: self.path / MODEL_FILE)
+    checkpoint = property(lambda self: self.path / CHECKPOINT_DIR)
+    log = property(lambda self: self.path / LOG_FILE)
+    done = property(lambda self: self.path / DONE_FILE)
+    failed = property(lambda self: self.path / FAILED_FILE)
+    tensorboard = property(lambda self: self.path / TENSORBOARD_DIR)
 
     def is_done(self) -> bool:
         return self.done.is_file()
+
+    def read_metrics(self) -> dict:
+        """``metrics.json`` of a finished run (UserError naming the file when it is unreadable)."""
+        try:
+            return json.loads(self.metrics.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{self.path} is marked DONE but {self.metrics.name} is unreadable ({exc}); "
+                            "re-run with --force") from None
 
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / "state.json").is_file()
@@ -93,6 +120,119 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+# ----------------------------------------------------------------------- states
+@dataclass(frozen=True)
+class RunDirState:
+    """The state of one run directory.
+
+    Attributes
+    ----------
+    state : str
+        ``done`` (``DONE`` exists), ``running`` (a live process holds the run-dir lock:
+        :func:`lenshpc.locking.live_owner`), ``failed`` (``FAILED`` exists), ``started`` (the run
+        wrote files but neither marker and nobody holds it: pending a requeue, or killed) or ``absent``.
+    error : str
+        The error's last line from ``FAILED`` (empty otherwise).
+    log : Path or None
+        ``train.log`` when it exists.
+    checkpoint_chunk : int or None
+        The chunk a resumed run continues from (``next_chunk`` of ``checkpoint/state.json``).
+    """
+
+    state: str
+    error: str = ""
+    log: Path | None = None
+    checkpoint_chunk: int | None = None
+    owner: dict | None = None
+
+    def running_detail(self) -> str:
+        """``running on host H, pid P, …; at chunk N`` for a live run."""
+        detail = f"running: {describe_owner(self.owner)}"
+        return detail + (f"; checkpoint at chunk {self.checkpoint_chunk}" if self.checkpoint_chunk is not None else "")
+
+
+def read_run_dir(run_dir: str | Path) -> RunDirState:
+    """Classify ``run_dir`` from its marker files (never raises on odd contents)."""
+    run_dir = Path(run_dir)
+    log = run_dir / LOG_FILE
+    log_path = log if log.is_file() else None
+    if (run_dir / DONE_FILE).exists():
+        return RunDirState(DONE, log=log_path)
+    owner = live_owner(run_dir) if (run_dir / LOCK_FILE).exists() else None
+    if owner is not None:
+        return RunDirState(RUNNING, log=log_path, checkpoint_chunk=_checkpoint_chunk(run_dir), owner=owner)
+    if (run_dir / FAILED_FILE).exists():
+        return RunDirState(FAILED, error=failure_reason(run_dir), log=log_path,
+                           checkpoint_chunk=_checkpoint_chunk(run_dir))
+    if run_dir.is_dir() and any((run_dir / m).exists() for m in RUN_MARKERS):
+        return RunDirState(STARTED, log=log_path, checkpoint_chunk=_checkpoint_chunk(run_dir))
+    return RunDirState(ABSENT)
+
+
+def check_finished(run_dir: str | Path, what: str) -> None:
+    """Raise a clear UserError (``what`` names the caller) unless ``run_dir`` is a finished run with its config,
+    predictions and model: the one "is this a finished run" check of the commands that read runs."""
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    if not run_dir.is_dir():
+        raise UserError(f"{what}: run directory {run_dir} does not exist (not trained yet? check --runs and --seeds)")
+    if rd.failed.is_file() and not rd.is_done():
+        raise UserError(f"{what}: run {run_dir} failed ({failure_reason(run_dir)}); retry it with "
+                        "`lenshpc sweep … --retry-failed`")
+    if not rd.is_done():
+        raise UserError(f"{what}: run {run_dir} has not finished (no DONE); wait for it or resume it")
+    for name in (CONFIG_FILE, PREDICTIONS_FILE, MODEL_FILE):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{what}: run {run_dir} is DONE but lacks {name}; re-run it with --force")
+
+
+def failure_reason(run_dir: str | Path) -> str:
+    """The last line of a run's ``FAILED`` marker (the error's one-line summary)."""
+    try:
+        text = (Path(run_dir) / FAILED_FILE).read_text(errors="replace").strip()
+    except OSError as exc:
+        return f"(FAILED marker unreadable: {exc})"
+    return text.splitlines()[-1] if text else "(no message)"
+
+
+def _checkpoint_chunk(run_dir: Path) -> int | None:
+    path = run_dir / CHECKPOINT_DIR / "state.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("next_chunk", "chunk"):  # next_chunk: lenshpc.train's checkpoint format
+        if isinstance(state.get(key), int):
+            return int(state[key])
+    return None
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` holds any of the run-directory marker files."""
+    path = Path(path)
+    return any((path / m).exists() for m in RUN_MARKERS)
+
+
+def unfinished_run_advice(run_dir: str | Path, missing: str) -> str:
+    """The message for a run directory without a usable ``missing`` file (``model.keras``, ``predictions.h5``).
+
+    One wording for every command that reads a run (evaluate, gradcam, rank, ensemble,
+    infocontent), with a command that really produces the file when run as printed: a run
+    marked DONE is re-trained from its own ``config.yaml`` with ``--force`` (``lenshpc train``
+    skips a DONE run otherwise); an unfinished one is resumed from its checkpoint.
+    """
+    import shlex
+
+    rd = RunDir(run_dir)
+    train = f"lenshpc train {shlex.quote(str(rd.config))} --run-dir {shlex.quote(str(rd.path))}"
+    if rd.is_done():
+        return (f"{rd.path} is marked DONE but has no {missing} (deleted, or not copied with the run); re-train "
+                f"it from its own config with `{train} --force` (starts the run over)")
+    absent = "" if (rd.path / missing).exists() else f", no {missing}"
+    return (f"{rd.path}: the run has not finished (no DONE marker{absent}); wait for it if it is still running "
+            f"(`lenshpc status {shlex.quote(str(rd.path.parent))}`), or resume it with `{train}`")
 
 
 def config_differences(old: Mapping, new: Mapping, allowed: Iterable[str] = RESUMABLE_CHANGES) -> list[str]:
@@ -230,6 +370,21 @@ def run_metrics(cfg, y, scores, val=None) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------- normalisation
+def run_normaliser(run_dir: str | os.PathLike):
+    """The normaliser a finished run was trained with (its ``config.yaml`` and stored template)."""
+    from lenshpc.config import load_config
+    from lenshpc.data import normalise
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.data.normalisation == normalise.HistogramTemplate.name and not (run_dir / normalise.TEMPLATE_FILE).is_file():
+        raise UserError(f"{run_dir}: trained with data.normalisation = histogram_template but "
+                        f"{normalise.TEMPLATE_FILE} is missing from the run directory (copied without it?); copy it "
+                        "back or re-train")
+    return normalise.for_config(cfg, run_dir=run_dir, write=False)
+
+
 # ----------------------------------------------------------------------- model.keras
 def save_model(model, path: Path) -> None:
     """``model.save`` atomically (Keras insists on the ``.keras`` suffix, so the temp name keeps it)."""
@@ -284,6 +439,10 @@ def versions() -> dict:
     return package_versions()
 
 
-__all__ = ["FINISHED_CHANGES", "PREDICT_BATCH", "RunDir", "append_history", "config_differences", "default_run_dir", "file_logging",
-           "history_columns", "read_history", "read_predictions", "save_model", "run_metrics", "versions", "write_history",
+__all__ = ["ABSENT", "CHECKPOINT_DIR", "CONFIG_FILE", "DONE", "DONE_FILE", "FAILED", "FAILED_FILE",
+           "FINISHED_CHANGES", "HISTORY_FILE", "LOG_FILE", "METRICS_FILE", "MODEL_FILE",
+           "PREDICT_BATCH", "PREDICTIONS_FILE", "RUN_MARKERS", "RUNNING", "STARTED", "TENSORBOARD_DIR",
+           "append_history", "check_finished", "config_differences", "default_run_dir", "failure_reason", "file_logging",
+           "history_columns", "is_run_dir", "read_history", "read_predictions", "read_run_dir", "run_metrics",
+           "run_normaliser", "RunDir", "RunDirState", "save_model", "unfinished_run_advice", "versions", "write_history",
            "write_predictions"]

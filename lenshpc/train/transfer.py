@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lenshpc.errors import UserError
+from lenshpc.train.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE
 from lenshpc.utils import atomic_write_json
 
 log = logging.getLogger("lenshpc.train")
@@ -65,13 +66,13 @@ class Source:
     def resolve(cls, value: str) -> "Source":
         path = Path(value).expanduser()
         if path.is_dir():
-            model = path / "model.keras"
+            model = path / MODEL_FILE
             if not model.is_file():
                 raise UserError(f"train.start_from = {value}: {path} holds no model.keras (not a finished run); "
                                 "finish that run first or point start_from at a run directory with DONE")
             return cls(model.resolve(), path.resolve())
         if path.is_file() and path.suffix == ".keras":
-            parent = path.parent if (path.parent / "config.yaml").is_file() and path.name == "model.keras" else None
+            parent = path.parent if (path.parent / CONFIG_FILE).is_file() and path.name == "model.keras" else None
             return cls(path.resolve(), parent.resolve() if parent else None)
         raise UserError(f"train.start_from = {value}: no such run directory or .keras file; pass a finished run "
                         "directory (runs/<name>/seed<k>) or its model.keras")
@@ -80,8 +81,8 @@ class Source:
         """Path + fingerprints that say *which* source this is."""
         out = {"path": str(self.run_dir or self.model), "model": str(self.model),
                "model_sha256": sha256_file(self.model)}
-        if self.run_dir is not None and (self.run_dir / "metrics.json").is_file():
-            out["metrics_sha256"] = sha256_file(self.run_dir / "metrics.json")
+        if self.run_dir is not None and (self.run_dir / METRICS_FILE).is_file():
+            out["metrics_sha256"] = sha256_file(self.run_dir / METRICS_FILE)
         return out
 
 
@@ -134,7 +135,7 @@ def _check_compatible(source: Source, src_model, image_shape: tuple, data_path: 
     from lenshpc.config import load_config
 
     try:
-        src_data = load_config(source.run_dir / "config.yaml").data.path
+        src_data = load_config(source.run_dir / CONFIG_FILE).data.path
     except UserError:
         return
     a, b = _dataset_bands(src_data), _dataset_bands(data_path)

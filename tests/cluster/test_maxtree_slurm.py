@@ -24,7 +24,7 @@ ARGS = ["--set", "data.val_size=32", "--set", "data.test_size=24", "--set", "see
 @pytest.fixture(scope="module")
 def reference(small_population, tmp_path_factory) -> str:
     from lenshpc.cli import main
-    from lenshpc.preprocess.segfile import content_digest
+    from lenshpc.preprocess.maxtree.segfile import content_digest
 
     out = tmp_path_factory.mktemp("ref") / "seg.h5"
     assert main(["maxtree", str(small_population), "--out", str(out), "--executor", "inline",
@@ -33,7 +33,7 @@ def reference(small_population, tmp_path_factory) -> str:
 
 
 def test_sbatch_array_and_merge_job(job_env, slurm, small_population, reference, tmp_path):
-    from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset, content_digest
 
     out = tmp_path / "seg.h5"
     env = job_env | {"MAXTREE_SHARDS": "2", "MAXTREE_SBATCH": "--cpus-per-task=1 --mem=2G --time=00:10:00"}
@@ -54,7 +54,7 @@ def test_sbatch_array_and_merge_job(job_env, slurm, small_population, reference,
 
 
 def test_submitit_slurm_executor(job_env, slurm, small_population, reference, tmp_path):
-    from lenshpc.preprocess.segfile import SegmentedDataset, content_digest
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset, content_digest
 
     out = tmp_path / "seg.h5"
     proc = subprocess.run([sys.executable, "-m", "lenshpc", "maxtree", str(small_population), "--out", str(out),

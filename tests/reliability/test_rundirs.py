@@ -133,7 +133,7 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
         send(proc, signal.SIGKILL)
     assert (d / OWNER_FILE).exists()  # SIGKILL leaves the record...
     assert live_owner(d) is None  # ...but the kernel released the lock: not alive
-    from lenshpc.hpc.state import RUNNING, read_run_dir
+    from lenshpc.train.rundir import RUNNING, read_run_dir
 
     assert read_run_dir(d).state != RUNNING
     with DirLock(d) as lock:

@@ -29,15 +29,15 @@ Unknown keys are rejected with the file, the key path and the closest valid key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 
-from lenshpc.config import _build, _suggest, read_yaml_mapping  # the config schema's strict builder (unknown keys → suggestion)
+from lenshpc.config import build, key_hint, read_yaml_mapping  # the config schema's strict builder (unknown keys → suggestion)
 from lenshpc.errors import ConfigError
+from lenshpc.utils import did_you_mean
 
 METHODS = ("nelder_mead", "average", "input_dependent")
 #: Sections of a run config an input-dependent entry may override as nested mappings.
@@ -114,9 +114,8 @@ class EnsembleSpec:
         known = [e.name for e in self.ensembles]
         for n in names:
             if n not in known:
-                close = difflib.get_close_matches(n, known, n=1, cutoff=0.5)
                 raise ConfigError(f"--only {n}: no such ensemble in {self.path}."
-                                  + (f" Did you mean '{close[0]}'?" if close else f" Ensembles: {', '.join(known)}"))
+                                  + did_you_mean(n, known, cutoff=0.5, otherwise=f" Ensembles: {', '.join(known)}"))
         return [e for e in self.ensembles if e.name in names]
 
 
@@ -146,7 +145,7 @@ def load_ensemble_spec(path: str | Path, *, runs: str | Path | None = None, out:
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     data = read_yaml_mapping(path, "ensemble spec", "an ensemble spec is a mapping with keys "
                              + ", ".join(f.name for f in dataclasses.fields(EnsembleSpecFile)))
-    top = _build(EnsembleSpecFile, data, str(path), "")
+    top = build(EnsembleSpecFile, data, str(path), "")
     if not isinstance(top.ensembles, list) or not top.ensembles:
         raise ConfigError(f"{path}: 'ensembles' must be a non-empty list, e.g. "
                           "- {name: NM3, method: nelder_mead, members: [bce, fbeta_soft, f1_soft]}")
@@ -155,7 +154,7 @@ def load_ensemble_spec(path: str | Path, *, runs: str | Path | None = None, out:
         where = f"ensembles[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{path}: {where} must be a mapping with name, method and members")
-        entry = _build(EnsembleEntry, item, str(path), f"{where}.")
+        entry = build(EnsembleEntry, item, str(path), f"{where}.")
         _check_entry(entry, item, path, where, slug)
         entries.append(entry)
     names = [e.name for e in entries]
@@ -209,7 +208,7 @@ def _check_entry(e: EnsembleEntry, raw: dict, path: Path, where: str, slug) -> N
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", key):
             raise ConfigError(f"{where}: set: {key!r} is not a dotted config key (e.g. data.chunk_size)")
         if key.split(".")[0] not in CONFIG_SECTIONS + ("preprocess", "hpc"):
-            raise ConfigError(f"{where}: set: unknown section in {key!r}.{_suggest(key.split('.')[0], list(CONFIG_SECTIONS))}")
+            raise ConfigError(f"{where}: set: unknown section in {key!r}.{key_hint(key.split('.')[0], list(CONFIG_SECTIONS))}")
 
 
 __all__ = ["CONFIG_SECTIONS", "EnsembleEntry", "EnsembleSpec", "METHODS", "load_ensemble_spec"]

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lenshpc.config import Config
+from lenshpc.config import Config, data_fingerprint
 from lenshpc.errors import ConfigError, DataError
-from lenshpc.preprocess.segfile import SegmentedDataset
-from lenshpc.preprocess.shards import data_fingerprint
+from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
 
 log = logging.getLogger(__name__)
 

@@ -48,10 +48,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lenshpc.analysis.inspect import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
+from lenshpc.train.rundir import PREDICTIONS_FILE, read_predictions, run_normaliser
 from lenshpc.utils import atomic_path, atomic_write_json, progress, rng_for
 
-log = logging.getLogger("lenshpc.analysis.gradcam")
+log = logging.getLogger("lenshpc.analysis.inspect.gradcam")
 
 #: Confusion-matrix cases in the order panels and summaries list them.
 CASES = ("tp", "fp", "fn", "tn")
@@ -116,10 +118,9 @@ def resolve_layers(model: Any, layers: Sequence[str] | None) -> list[str]:
     valid = spatial_layers(model)
     bad = [name for name in layers if name not in valid]
     if bad:
-        import difflib
+        from lenshpc.utils import did_you_mean
 
-        hints = {b: difflib.get_close_matches(b, valid, n=1, cutoff=0.5) for b in bad}
-        hint = "".join(f" ('{b}': did you mean '{h[0]}'?)" for b, h in hints.items() if h)
+        hint = "".join(did_you_mean(b, valid, cutoff=0.5, template=f" ('{b}': did you mean '{{}}'?)") for b in bad)
         raise UserError(f"model '{model.name}' has no feature-map layer {', '.join(repr(b) for b in bad)}{hint}. "
                         f"Valid layers (network order): {', '.join(valid)}")
     if len(set(layers)) != len(layers):
@@ -439,10 +440,9 @@ def _request_key(rd_path: Path, model_path: Path, data: str, layers: list[str], 
 
 
 def _load_test_set(cfg: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    from lenshpc.data import normalise
     from lenshpc.data.chunks import ChunkEngine
 
-    with ChunkEngine(cfg, rank=0, size=1, load_train=False, normaliser=normalise.for_run(run_dir)) as engine:
+    with ChunkEngine(cfg, rank=0, size=1, load_train=False, normaliser=run_normaliser(run_dir)) as engine:
         x, y, meta = engine.test()
         return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
 
@@ -484,7 +484,6 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     dict
         The written ``summary.json``.
     """
-    from lenshpc.train import read_predictions
     from lenshpc.train.evaluate import load_model, open_run, predict_scores
 
     t0 = time.perf_counter()
@@ -505,17 +504,10 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     model = load_model(rd.model)
     cam = GradCAM(model, layers, class_index=class_index)
     request = _request_key(rd.path, rd.model, str(data_path), cam.layers, cases, n, thr, seed, class_index)
-    summary_path = out_dir / "summary.json"
-    if not force and summary_path.is_file():
-        try:
-            previous = json.loads(summary_path.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous and previous.get("request") == request and all(
-                (out_dir / f).is_file() for f in previous.get("files", [])):
-            log.info("%s is up to date (same run, layers, cases, n, threshold, seed); --force recomputes", summary_path)
-            previous["skipped"] = True
-            return previous
+    previous = None if force else current_summary(out_dir, "request", request, "files",
+                                                  "same run, layers, cases, n, threshold, seed")
+    if previous is not None:
+        return previous
 
     # --- the test set the run was scored on, and the scores that decide the cases
     log.info("rebuilding the fixed test set of %s (%s)", rd.path, data_path)
@@ -532,7 +524,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
                 "--data, or restore the original data file")
         scores = np.asarray(pred["scores"], dtype=np.float32).reshape(-1)
         meta = {**meta, **pred.get("meta", {})}
-        score_source = "predictions.h5"
+        score_source = PREDICTIONS_FILE
     else:  # --data, or a run whose predictions.h5 is gone: the selected model scores the rebuilt test set
         log.info("scoring %d test images of %s%s", len(x), data_path,
                  "" if data is not None else f" with {rd.model.name} ({rd.predictions.name} is missing)")
@@ -603,7 +595,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
                     "images_per_s": round(len(index) / cam_seconds, 2) if cam_seconds > 0 and len(index) else None},
         "files": files, "request": request,
     }
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(out_dir / SUMMARY_JSON, summary)
     log.info("grad-cam of %d test images (%s) → %s", len(index),
              ", ".join(f"{c} {per_case[c]['shown']}/{per_case[c]['available']}" for c in cases), out_dir)
     return summary

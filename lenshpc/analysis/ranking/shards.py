@@ -1,4 +1,4 @@
-"""Sharded scoring of a catalogue for ``lenshpc rank`` (the pattern of :mod:`lenshpc.preprocess.shards`).
+"""Sharded scoring of a catalogue for ``lenshpc rank`` (the pattern of :mod:`lenshpc.preprocess.maxtree.shards`).
 
 The catalogue's rows are cut into *batches* of ``batch_size`` consecutive rows (the last one
 may be shorter) and shard ``k`` of ``K`` owns the contiguous batches
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.errors import DataError, UserError
+from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, unfinished_run_advice
 from lenshpc.utils import atomic_path, progress
 
 log = logging.getLogger("lenshpc.analysis")
@@ -68,7 +69,7 @@ def model_files(model: str | Path) -> dict[str, str]:
     A run directory: its ``model.keras``.  An ensemble run directory: ``ensemble.json``, every
     other top-level file and each member run's ``model.keras``.
     """
-    from lenshpc.analysis.members import ENSEMBLE_JSON, ensemble_member_dirs
+    from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs
 
     model = Path(model).resolve()
     files: dict[str, str] = {}
@@ -77,20 +78,11 @@ def model_files(model: str | Path) -> dict[str, str]:
             if p.is_file() and not p.name.startswith("."):
                 files[str(p)] = _stamp(p)
         for run in ensemble_member_dirs(model):
-            if (run / "model.keras").is_file():
-                files[str(run / "model.keras")] = _stamp(run / "model.keras")
-    elif (model / "model.keras").is_file():
-        files[str(model / "model.keras")] = _stamp(model / "model.keras")
+            if (run / MODEL_FILE).is_file():
+                files[str(run / MODEL_FILE)] = _stamp(run / MODEL_FILE)
+    elif (model / MODEL_FILE).is_file():
+        files[str(model / MODEL_FILE)] = _stamp(model / MODEL_FILE)
     return files
-
-
-def run_configs(model: str | Path) -> list[Path]:
-    """``config.yaml`` of the run(s) behind ``model`` (a run or an ensemble run directory)."""
-    from lenshpc.analysis.members import ENSEMBLE_JSON, ensemble_member_dirs
-
-    model = Path(model)
-    runs = ensemble_member_dirs(model) if (model / ENSEMBLE_JSON).is_file() else [model]
-    return [r / "config.yaml" for r in runs if (r / "config.yaml").is_file()]
 
 
 # ---------------------------------------------------------------------- the plan
@@ -167,10 +159,8 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
     if not model.is_dir():
         raise UserError(f"model not found: {model} (pass a finished run directory or an ensemble run directory)")
     stamp = model_files(model)
-    if not stamp and (model / "config.yaml").is_file():
-        from lenshpc.train.evaluate import unfinished_run_advice
-
-        raise UserError(unfinished_run_advice(model, "model.keras"))
+    if not stamp and (model / CONFIG_FILE).is_file():
+        raise UserError(unfinished_run_advice(model, MODEL_FILE))
     if not stamp:
         raise UserError(f"{model}: neither a finished run directory (no model.keras) nor an ensemble run "
                         "directory (no ensemble.json); wait for the run to finish or check the path")
@@ -196,7 +186,7 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
 
 # ---------------------------------------------------------------------- scoring
 def load_checked_scorer(plan: RankPlan):
-    """The plan's scorer (:func:`lenshpc.analysis.members.load_scorer`), checked against the catalogue.
+    """The plan's scorer (:func:`lenshpc.analysis.ensembles.scorer.load_scorer`), checked against the catalogue.
 
     Raises
     ------
@@ -204,7 +194,7 @@ def load_checked_scorer(plan: RankPlan):
         When the model expects another image shape than the catalogue's cutouts, or was trained
         on Max-Tree segmented inputs (``rank`` feeds ``transforms.prepare``d cutouts).
     """
-    from lenshpc.analysis.members import load_scorer
+    from lenshpc.analysis.ensembles.scorer import load_scorer, run_configs
     from lenshpc.config import load_config
 
     for cfg_path in run_configs(plan.model):
@@ -233,10 +223,10 @@ def _blocks(plan: RankPlan, first: int, stop: int):
     Blocks are whole batches from a batch boundary (``first`` is one), so the scorer, which
     cuts them into ``batch_size`` batches, sees the same batches whatever the shard layout.
     """
-    from lenshpc.data import normalise
+    from lenshpc.analysis.ensembles.scorer import model_normaliser
     from lenshpc.data.format import check_finite, open_dataset
 
-    normaliser = normalise.for_model(plan.model)  # the model's own normalisation, never another's
+    normaliser = model_normaliser(plan.model)  # the model's own normalisation, never another's
     step = block_rows(plan)
     with open_dataset(plan.catalogue) as ds:
         arr = ds._array("images")  # noqa: SLF001 - a slab read of consecutive rows (no fancy indexing)
@@ -316,6 +306,7 @@ def shard_job(plan: RankPlan, k: int) -> str:
 
 def _hpc(plan: RankPlan, hpc=None):
     """Resources of one shard task: the given ``hpc``, else the (first) model run's, one task, ≤ 1 GPU."""
+    from lenshpc.analysis.ensembles.scorer import run_configs
     from lenshpc.config import HpcConfig, load_config
 
     if hpc is None:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -64,7 +63,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lenshpc.analysis.inspect import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
+from lenshpc.train.rundir import METRICS_FILE, PREDICTIONS_FILE, RunDir, read_predictions, unfinished_run_advice
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -507,17 +508,13 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     """
     import yaml
 
-    from lenshpc.train.rundir import RunDir, read_predictions
-
     rd = RunDir(run_dir)
     if not rd.path.is_dir():
         raise UserError(f"{rd.path}: no such directory; pass a run directory written by `lenshpc train` "
                         "(e.g. runs/<name>/seed0) or an ensemble run directory")
     if not rd.predictions.is_file():
         if rd.config.is_file():
-            from lenshpc.train.evaluate import unfinished_run_advice
-
-            raise UserError(unfinished_run_advice(rd.path, "predictions.h5"))
+            raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
         if rd.has_checkpoint():
             raise UserError(f"{rd.path}: the run has not finished (no predictions.h5) and has no config.yaml to "
                             "resume it from; re-run `lenshpc train CONFIG --run-dir "
@@ -525,9 +522,7 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
         raise UserError(f"{rd.path}: not a run directory (no predictions.h5); pass a directory written by "
                         "`lenshpc train`, `lenshpc sweep` (…/<group>/seed<k>) or `lenshpc ensemble`")
     if not rd.is_done() and rd.config.is_file():
-        from lenshpc.train.evaluate import unfinished_run_advice
-
-        raise UserError(unfinished_run_advice(rd.path, "predictions.h5"))
+        raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
     if not rd.is_done():
         raise UserError(f"{rd.path}: the run has not finished (no DONE marker next to predictions.h5); "
                         "wait for it or resume it with `lenshpc train CONFIG --run-dir RUN`")
@@ -541,11 +536,11 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     config = {}
     if rd.config.is_file():
         config = yaml.safe_load(rd.config.read_text()) or {}
-    metrics = json.loads(rd.metrics.read_text()) if rd.metrics.is_file() else {}
+    metrics = rd.read_metrics() if rd.metrics.is_file() else {}
     if threshold is not None:
         thr, source = float(threshold), "--threshold"
     elif isinstance(metrics.get("threshold"), (int, float)):
-        thr, source = float(metrics["threshold"]), "metrics.json"
+        thr, source = float(metrics["threshold"]), METRICS_FILE
     elif isinstance(_nested(config, "selection.threshold"), (int, float)):
         thr, source = float(_nested(config, "selection.threshold")), "config.yaml selection.threshold"
     else:
@@ -772,7 +767,7 @@ def _fingerprint(inputs: RunInputs, data: Path | None, options: Mapping) -> dict
         st = p.stat()
         return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
-    return {"predictions": stat(inputs.run_dir / "predictions.h5"), "data": stat(data), "options": dict(options)}
+    return {"predictions": stat(inputs.run_dir / PREDICTIONS_FILE), "data": stat(data), "options": dict(options)}
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -894,15 +889,10 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
     options = {"threshold": inputs.threshold, "bins": {k: np.asarray(v).tolist() for k, v in bins.items()},
                "gridsize": gridsize, "x": x, "y": y, "factor": factor, "sigma": sigma, "version": 1}
     finger = _fingerprint(inputs, data_path, options)
-    summary_path = out_dir / "summary.json"
-    if not force and summary_path.is_file():
-        try:
-            previous = json.loads(summary_path.read_text())
-        except ValueError:
-            previous = {}
-        if previous.get("inputs") == finger and all((out_dir / f).is_file() for f in previous.get("figures", [])):
-            log.info("%s is up to date (same predictions, data and options); --force recomputes", summary_path)
-            return {**previous, "skipped": True}
+    previous = None if force else current_summary(out_dir, "inputs", finger, "figures",
+                                                  "same predictions, data and options")
+    if previous is not None:
+        return previous
 
     scores = inputs.scores[pos]
     predicted = scores >= inputs.threshold
@@ -1004,5 +994,5 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
 
     atomic_write_text(out_dir / "positives.csv", _positives_csv(columns))
     atomic_write_text(out_dir / "summary.md", _summary_md(summary, tables, reach))
-    atomic_write_json(summary_path, summary)  # last: its presence means the set is complete
+    atomic_write_json(out_dir / SUMMARY_JSON, summary)  # last: its presence means the set is complete
     return summary

@@ -45,7 +45,7 @@ concluded that segmentation can remove lensing features); the montage written by
 Notes
 -----
 higra is told to use one thread (:func:`init_worker`); parallelism is over images, across
-processes or MPI ranks (``lenshpc.preprocess.shards``).
+processes or MPI ranks (``lenshpc.preprocess.maxtree.shards``).
 """
 
 from __future__ import annotations

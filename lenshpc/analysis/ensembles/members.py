@@ -1,4 +1,4 @@
-"""Ensemble members: run directories, sweep groups, common prediction matrices and scorers.
+"""Ensemble members: run directories, sweep groups, common prediction matrices, one run's scorer.
 
 An ensemble combines *members*: finished training runs (``docs/run-dir.md``).  A member is named
 either by a run directory or by a *sweep group* (``<runs>/<group>/seed<k>``), in which case an
@@ -9,10 +9,7 @@ Fitting an ensemble needs every member's scores on the **same** validation and t
 were evaluated on the data the ensemble is evaluated on (same seed and same data keys, labels
 checked), and otherwise re-scores the members' ``model.keras`` on the common validation / test
 sets built by :class:`lenshpc.data.chunks.ChunkEngine`, caching each member's scores so a re-run
-never re-scores.
-
-:func:`load_scorer` turns a run directory or an ensemble run directory into a :class:`Scorer`
-that scores prepared images (what ``lenshpc rank`` and other consumers call).
+never re-scores.  Scoring new images is :mod:`lenshpc.analysis.ensembles.scorer`.
 
 Importing this module is cheap; TensorFlow is imported when a model is first used.
 """
@@ -24,20 +21,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.config import EVAL_SET_KEYS
+from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint
+from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, check_finished, is_run_dir, read_predictions,
+                                  run_normaliser, unfinished_run_advice)
 
 log = logging.getLogger("lenshpc.analysis")
 
-#: Keys that determine what the *input images* look like (raw vs Max-Tree segmented).
-INPUT_KEYS = ("data.preprocess", "data.segmented_path")
-#: Data-config keys that (with the seed) determine a run's validation and test sets: the file, the keys the
-#: chunk engine's fixed sets depend on (one list, shared with the Max-Tree SEG files) and the input kind.
-DATA_KEYS = ("data.path", *(k for k in EVAL_SET_KEYS if k != "seed"), *INPUT_KEYS)
 #: Name of the file that makes a directory an ensemble run.
 ENSEMBLE_JSON = "ensemble.json"
 #: Version of the member score cache files (``seed<k>/members/<label>.h5``).
@@ -73,23 +67,21 @@ class ModelScorer:
 
     def __init__(self, run_dir: str | Path, name: str | None = None):
         self.run_dir = Path(run_dir)
-        self.name = name or _short_name(self.run_dir)
+        self.name = name or short_name(self.run_dir)
         self._model = None
-        path = self.run_dir / "model.keras"
+        path = self.run_dir / MODEL_FILE
         if not path.is_file():
-            if not (self.run_dir / "config.yaml").is_file():
+            if not (self.run_dir / CONFIG_FILE).is_file():
                 raise UserError(f"{self.run_dir}: no model.keras and no config.yaml: not a run directory; pass a "
                                 "directory `lenshpc train` or `lenshpc sweep` wrote (…/<group>/seed<k>)")
-            from lenshpc.train.evaluate import unfinished_run_advice
-
-            raise UserError(unfinished_run_advice(self.run_dir, "model.keras") + ", or pass another run")
+            raise UserError(unfinished_run_advice(self.run_dir, MODEL_FILE) + ", or pass another run")
 
     @property
     def model(self):
         if self._model is None:
             from lenshpc.train.evaluate import load_model
 
-            self._model = load_model(self.run_dir / "model.keras")
+            self._model = load_model(self.run_dir / MODEL_FILE)
         return self._model
 
     @property
@@ -105,76 +97,6 @@ class ModelScorer:
 
     def __repr__(self) -> str:
         return f"ModelScorer({str(self.run_dir)!r})"
-
-
-class WeightedScorer:
-    """A fixed weighted sum of member scorers: ``ŷ = X·w`` (Eq 3.22; the plain average has w = 1/M)."""
-
-    def __init__(self, members: Sequence[Scorer], weights: Sequence[float], name: str = "ensemble"):
-        if len(members) != len(weights) or not members:
-            raise UserError(f"{name}: {len(members)} members but {len(weights)} weights")
-        self.members = list(members)
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.name = name
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        shapes = {tuple(m.image_shape) for m in self.members}
-        if len(shapes) > 1:
-            raise UserError(f"{self.name}: members expect different image shapes {sorted(shapes)}")
-        return shapes.pop()  # type: ignore[return-value]
-
-    def score(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        matrix = np.stack([m.score(x, batch_size) for m in self.members], axis=1).astype(np.float64)
-        return (matrix @ self.weights).astype(np.float32)
-
-    def __repr__(self) -> str:
-        return f"WeightedScorer({self.name!r}, {len(self.members)} members)"
-
-
-def load_scorer(path: str | Path) -> Scorer:
-    """A :class:`Scorer` for a finished run directory or a finished ensemble run directory.
-
-    Parameters
-    ----------
-    path : path
-        A run directory (holds ``model.keras``) or an ensemble run directory (holds
-        ``ensemble.json``; see ``docs/ensembles.md``).  Input-dependent ensembles are loaded by
-        :func:`lenshpc.analysis.ide.load_ide_scorer`.
-
-    Raises
-    ------
-    UserError
-        When ``path`` is neither, or is not finished.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: not a directory; pass a finished run directory (with model.keras) or an ensemble "
-                        f"run directory (with {ENSEMBLE_JSON})")
-    if (path / ENSEMBLE_JSON).is_file():
-        info = read_ensemble_json(path)
-        if not (path / "DONE").is_file():
-            raise UserError(f"{path}: the ensemble run has not finished (no DONE); run `lenshpc ensemble` again")
-        method = info.get("method")
-        if method == "input_dependent":
-            from lenshpc.analysis.ide import load_ide_scorer
-
-            return load_ide_scorer(path)
-        if method not in ("nelder_mead", "average"):
-            raise UserError(f"{path / ENSEMBLE_JSON}: unknown ensemble method {method!r}")
-        runs = ensemble_member_dirs(path, info)
-        weights = info.get("weights")
-        if not isinstance(weights, list) or len(weights) != len(runs):
-            raise UserError(f"{path / ENSEMBLE_JSON}: 'weights' must list one number per member")
-        labels = member_names(info)
-        return WeightedScorer([ModelScorer(r, name=lab) for r, lab in zip(runs, labels)], weights,
-                              name=_short_name(path))
-    if (path / "model.keras").is_file():
-        if not (path / "DONE").is_file():
-            log.warning("%s has model.keras but no DONE; scoring with it anyway", path)
-        return ModelScorer(path)
-    raise UserError(f"{path}: neither a finished run directory (no model.keras) nor an ensemble run directory "
-                    f"(no {ENSEMBLE_JSON}); wait for the run to finish or check the path")
 
 
 def read_ensemble_json(path: str | Path) -> dict:
@@ -201,9 +123,9 @@ def ensemble_member_dirs(path: str | Path, info: dict | None = None) -> list[Pat
     for absolute, relative in zip(info["members"], rel):
         absolute = Path(absolute)
         candidate = path / relative if relative else None
-        if (absolute / "model.keras").is_file() or candidate is None:
+        if (absolute / MODEL_FILE).is_file() or candidate is None:
             out.append(absolute)
-        elif (candidate / "model.keras").is_file():
+        elif (candidate / MODEL_FILE).is_file():
             out.append(candidate.resolve())
         else:
             raise UserError(f"{path / ENSEMBLE_JSON}: member not found at {absolute} nor at {candidate} "
@@ -216,7 +138,7 @@ def member_names(info: dict) -> list[str]:
     names = info.get("member_names")
     if isinstance(names, list) and len(names) == len(info["members"]):
         return [str(n) for n in names]
-    return [_short_name(Path(m)) for m in info["members"]]
+    return [short_name(Path(m)) for m in info["members"]]
 
 
 def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -226,7 +148,7 @@ def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarra
     return x
 
 
-def _short_name(path: Path) -> str:
+def short_name(path: Path) -> str:
     """``…/bce/seed3`` → ``bce/seed3`` (a run's group and seed)."""
     path = Path(path)
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
@@ -248,8 +170,6 @@ def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, 
     is itself a run directory is a fixed member (the same run in every ensemble run); a directory
     holding ``seed<k>`` run directories is a sweep group.
     """
-    from lenshpc.hpc.state import is_run_dir
-
     candidate = Path(entry)
     if not candidate.is_absolute():
         if runs_root is None:
@@ -263,12 +183,10 @@ def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, 
         return label, candidate, True
     near = ""
     if runs_root is not None and runs_root.is_dir():
-        import difflib
+        from lenshpc.utils import did_you_mean
 
         names = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        close = difflib.get_close_matches(entry, names, n=1, cutoff=0.5)
-        near = (f" Did you mean '{close[0]}'?" if close else
-                f" Groups under {runs_root}: {', '.join(names) or '(none)'}.")
+        near = did_you_mean(entry, names, cutoff=0.5, otherwise=f" Groups under {runs_root}: {', '.join(names) or '(none)'}.")
     raise UserError(f"{where}: member '{entry}' not found: {candidate} is neither a run directory nor a sweep group "
                     f"(a folder of seed<k> run directories).{near}")
 
@@ -287,20 +205,6 @@ def group_seed_runs(path: Path) -> dict[int, Path]:
         if p.is_dir() and p.name.startswith("seed") and p.name[4:].isdigit():
             out[int(p.name[4:])] = p
     return dict(sorted(out.items()))
-
-
-def check_finished(run_dir: Path, what: str) -> None:
-    """Raise a clear UserError unless ``run_dir`` is a finished run with predictions and a model."""
-    if not run_dir.is_dir():
-        raise UserError(f"{what}: run directory {run_dir} does not exist (not trained yet? check --runs and --seeds)")
-    if (run_dir / "FAILED").is_file() and not (run_dir / "DONE").is_file():
-        reason = (run_dir / "FAILED").read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-        raise UserError(f"{what}: run {run_dir} failed ({reason[0]}); retry it with `lenshpc sweep … --retry-failed`")
-    if not (run_dir / "DONE").is_file():
-        raise UserError(f"{what}: run {run_dir} has not finished (no DONE); wait for it or resume it")
-    for name in ("config.yaml", "predictions.h5", "model.keras"):
-        if not (run_dir / name).is_file():
-            raise UserError(f"{what}: run {run_dir} is DONE but lacks {name}; re-run it with --force")
 
 
 # ====================================================================== prediction matrices
@@ -326,25 +230,11 @@ class PredictionSet:
         return sum(s == "rescored" for s in self.sources)
 
 
-def data_signature(cfg) -> dict[str, Any]:
-    """Seed + :data:`DATA_KEYS` of a config (paths resolved), which fix its validation and test sets."""
-    from lenshpc.config import flatten
-
-    flat = flatten(cfg.to_dict())
-    sig = {"seed": int(cfg.seed)}
-    for key in DATA_KEYS:
-        value = flat.get(key)
-        if key in ("data.path", "data.segmented_path") and value:
-            value = str(Path(value).resolve())
-        sig[key] = value
-    return sig
-
-
 def load_member_config(run_dir: Path):
     from lenshpc.config import load_config
 
     try:
-        return load_config(run_dir / "config.yaml")
+        return load_config(run_dir / CONFIG_FILE)
     except UserError as exc:
         raise UserError(f"{run_dir}: unreadable config.yaml: {exc}") from None
 
@@ -356,7 +246,7 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     Parameters
     ----------
     members : list of Member
-        Finished runs (:func:`check_finished`).
+        Finished runs (:func:`lenshpc.train.rundir.check_finished`).
     data_cfg : Config, optional
         The evaluation data (seed + data section).  Default: member 0's config.
     cache_dir : path, optional
@@ -366,25 +256,25 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
 
     Notes
     -----
-    A member whose data signature (:func:`data_signature`) equals ``data_cfg``'s contributes the
-    scores of its own ``predictions.h5`` — after checking its labels equal the common labels.
+    A member whose data fingerprint (:func:`lenshpc.config.data_fingerprint` of ``DATA_KEYS``) equals
+    ``data_cfg``'s contributes the scores of its own ``predictions.h5`` — after checking its labels equal the
+    common labels.
     Every other member is re-scored on the sets built by ``ChunkEngine(data_cfg)``, which is only
     possible when its input preprocessing (:data:`INPUT_KEYS`) matches the data's.
     """
-    from lenshpc.train.rundir import read_predictions
     from lenshpc.utils import progress
 
     if not members:
         raise UserError("an ensemble needs at least one member")
     cfgs = [load_member_config(m.run_dir) for m in members]
     data_cfg = data_cfg if data_cfg is not None else cfgs[0]
-    target = data_signature(data_cfg)
-    matches = [data_signature(c) == target for c in cfgs]
+    target = data_fingerprint(data_cfg, DATA_KEYS)
+    matches = [data_fingerprint(c, DATA_KEYS) == target for c in cfgs]
 
     preds: list[dict | None] = [None] * len(members)
     for i, m in enumerate(members):
         if matches[i]:
-            preds[i] = {g: read_predictions(m.run_dir / "predictions.h5", g) for g in ("val", "test")}
+            preds[i] = {g: read_predictions(m.run_dir / PREDICTIONS_FILE, g) for g in ("val", "test")}
 
     reference = None  # (x_val, y_val, x_test, y_test, meta) from the engine, built only when needed
     if all(matches):
@@ -418,7 +308,7 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
         bar = progress(todo, desc="re-scoring members", unit="model", disable=None if show_progress else True)
         for i in bar:
             m = members[i]
-            own = normalise.for_run(m.run_dir)
+            own = run_normaliser(m.run_dir)
             fingerprint = _fingerprint({**target, "normalisation": own.describe()}, y_val, y_test)
             cache = cache_dir / f"{_safe(m.label)}.h5" if cache_dir is not None else None
             cached = _read_cache(cache, m.run_dir, fingerprint) if cache is not None else None
@@ -490,7 +380,7 @@ def _fingerprint(target: dict, y_val: np.ndarray, y_test: np.ndarray) -> str:
 
 
 def _model_stamp(run_dir: Path) -> str:
-    st = (run_dir / "model.keras").stat()
+    st = (run_dir / MODEL_FILE).stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
@@ -519,8 +409,6 @@ def _read_cache(path: Path, run_dir: Path, fingerprint: str) -> tuple[np.ndarray
 
 
 def _write_cache(path: Path, run_dir: Path, fingerprint: str, val: np.ndarray, test: np.ndarray) -> None:
-    import h5py
-
     from lenshpc.data.format import create_h5
     from lenshpc.utils import atomic_path
 
@@ -540,7 +428,6 @@ def relpath(target: Path, start: Path) -> str:
         return str(target)
 
 
-__all__ = ["DATA_KEYS", "ENSEMBLE_JSON", "INPUT_KEYS", "Member", "ModelScorer", "PredictionSet", "Scorer",
-           "WeightedScorer", "check_finished", "data_signature", "ensemble_member_dirs", "group_seed_runs",
-           "load_member_config", "load_scorer", "member_for_seed", "member_names", "prediction_matrices", "read_ensemble_json",
-           "relpath", "resolve_entry"]
+__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer",
+           "ensemble_member_dirs", "group_seed_runs", "load_member_config", "member_for_seed", "member_names",
+           "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name"]

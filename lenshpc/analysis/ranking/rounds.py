@@ -3,7 +3,7 @@
 LensFlow's bootstrapping (seed 004, phase 2) as one driver.  Round 1 trains the base config; round
 ``k ≥ 2`` fine-tunes round ``k−1``'s model (``train.start_from``) with the ``fine_tune`` overrides and
 the hard negatives mined so far mixed into every chunk (``data.extra_negatives``), then ranks the
-catalogue and mines the next set.  Tracer metrics (:func:`lenshpc.analysis.rank.rank_metrics`, not
+catalogue and mines the next set.  Tracer metrics (:func:`lenshpc.analysis.ranking.metrics.rank_metrics`, not
 redefined here) of every round go to one table (``rounds.md``/``rounds.csv``) and one figure
 (``rounds.png``).
 
@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lenshpc.errors import ConfigError, UserError
+from lenshpc.train.rundir import RunDir
 from lenshpc.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lenshpc.analysis")
 
 EXECUTORS = ("inline", "local", "slurm")
-#: Columns of the round table: keys of ``rank_metrics.json`` (lenshpc.analysis.rank.rank_metrics).
+#: Columns of the round table: keys of ``rank_metrics.json`` (lenshpc.analysis.ranking.metrics.rank_metrics).
 METRICS = ("ranking_performance", "classification_efficiency", "fraction_of_tracers_in_top_1pct",
            "fraction_of_tracers_in_top_10pct", "mean_relative_tracer_rank")
 ROUND_FILE = "round.json"
@@ -103,11 +104,10 @@ def load_rounds(path: str | Path) -> RoundsSpec:
     data = read_yaml_mapping(path, "rounds spec")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
-        import difflib
+        from lenshpc.utils import did_you_mean
 
-        near = difflib.get_close_matches(unknown[0], sorted(_KEYS), n=1)
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}" + (f"; did you mean {near[0]!r}?" if near else
-                                                                   f"; valid keys: {', '.join(sorted(_KEYS))}"))
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}" + did_you_mean(
+            unknown[0], sorted(_KEYS), template="; did you mean {!r}?", otherwise=f"; valid keys: {', '.join(sorted(_KEYS))}"))
     for key in ("config", "catalogue"):
         if not data.get(key):
             raise ConfigError(f"{path}: '{key}' is required (the base training config and the catalogue to rank)")
@@ -167,7 +167,7 @@ def _train(spec: RoundsSpec, runs: list[tuple[Any, Path]], executor: str) -> Non
     """Train (or resume, or skip when DONE) the given ``(config, run_dir)`` pairs."""
     from lenshpc.train import run_training
 
-    todo = [(cfg, rd) for cfg, rd in runs if not (rd / "DONE").is_file()]
+    todo = [(cfg, rd) for cfg, rd in runs if not RunDir(rd).is_done()]
     if not todo:
         return
     if executor == "inline":
@@ -192,7 +192,7 @@ def _train(spec: RoundsSpec, runs: list[tuple[Any, Path]], executor: str) -> Non
 
 
 def _rank(spec: RoundsSpec, run_dir: Path, catalogue: Path, out: Path, executor: str) -> dict:
-    from lenshpc.analysis.rank_report import rank_catalogue
+    from lenshpc.analysis.ranking.report import rank_catalogue
 
     result = rank_catalogue(run_dir, catalogue, out, executor=executor, shards=spec.shards, top=25,
                             tracers=spec.tracers, show_progress=False)
@@ -204,7 +204,7 @@ def _rank(spec: RoundsSpec, run_dir: Path, catalogue: Path, out: Path, executor:
 
 def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], None] = print) -> list[dict]:
     """Run every unfinished round of ``spec``; write and return the per-round table rows."""
-    from lenshpc.analysis.mine import mine
+    from lenshpc.analysis.ranking.mine import mine
 
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
@@ -221,7 +221,7 @@ def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], 
         _train(spec, [(spec.config_for(k, arm), path) for arm, path in arms], executor)
         record: dict = {"round": k, "arms": {}}
         for arm, path in arms:
-            metrics = json.loads((path / "metrics.json").read_text())
+            metrics = RunDir(path).read_metrics()
             entry = {"run_dir": str(path), "test_auroc": metrics.get("auroc"),
                      "start_from": (metrics.get("start_from") or {}).get("path"),
                      "survey": _rank(spec, path, spec.catalogue, path.parent / f"rank-{arm}", rank_executor)}

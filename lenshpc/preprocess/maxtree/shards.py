@@ -25,9 +25,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lenshpc.config import EVAL_SET_KEYS, Config, MaxTreeConfig, from_dict
+from lenshpc.config import Config, MaxTreeConfig, data_fingerprint, from_dict
 from lenshpc.errors import DataError
-from lenshpc.preprocess import segfile
+from lenshpc.preprocess.maxtree import segfile
 from lenshpc.provenance import code_version
 from lenshpc.utils import progress, rng_for
 
@@ -35,18 +35,6 @@ log = logging.getLogger(__name__)
 
 #: Images segmented per block (progress granularity, memory bound, unit of work for workers).
 BLOCK = 256
-#: Config keys the val/test sets and the pool depend on (checked again at training time).
-DATA_KEYS = EVAL_SET_KEYS
-
-
-def data_fingerprint(cfg: Config) -> dict:
-    """The config values a segmented dataset was built for (``DATA_KEYS``)."""
-    flat = {"seed": cfg.seed}
-    for key in DATA_KEYS[1:]:
-        flat[key] = getattr(cfg.data, key.split(".", 1)[1])
-    return flat
-
-
 def shards_dir(out: str | Path) -> Path:
     """Where the shard files of ``out`` live: ``SEG.h5.shards/``."""
     out = Path(out)
@@ -267,9 +255,9 @@ class _Inputs:
 
 
 # ---------------------------------------------------------------------- running a shard
-def _segment_block(args: tuple) -> np.ndarray:
+def segment_block(args: tuple) -> np.ndarray:
     """Worker entry point: segment one block (module level so process pools can pickle it)."""
-    from lenshpc.preprocess.maxtree import segment
+    from lenshpc.preprocess.maxtree.segmentation import segment
 
     images, params, offset, where = args
     return segment(images, params, offset=offset, where=where)
@@ -294,7 +282,7 @@ def run_shard(plan: Plan, k: int, workers: int = 1, show_progress: bool = True) 
         Processes segmenting blocks in parallel (1 = in this process).  higra runs with one
         thread in each.
     """
-    from lenshpc.preprocess.maxtree import init_worker
+    from lenshpc.preprocess.maxtree.segmentation import init_worker
 
     path = shard_path(plan.out, k, plan.shards)
     attrs = plan.shard_attrs(k)
@@ -330,7 +318,7 @@ def run_shard(plan: Plan, k: int, workers: int = 1, show_progress: bool = True) 
                 for w in range(0, len(blocks), window):
                     batch = blocks[w:w + window]
                     jobs = [(inputs.images(g, a, b), params, a, g) for g, _, a, b in batch]
-                    for (g, _, a, b), out in zip(batch, mapper(_segment_block, jobs)):
+                    for (g, _, a, b), out in zip(batch, mapper(segment_block, jobs)):
                         writer.write(g, a - first, out)
                         bar.update(b - a)
     finally:
@@ -352,7 +340,20 @@ def merge(plan: Plan, executor: str) -> str:
              "code_version": code_version(), "shards": plan.shards, "executor": executor, "kind": plan.kind}
     paths = [shard_path(plan.out, k, plan.shards) for k in range(plan.shards)]
     digest = segfile.merge_shards(paths, plan.out, plan.sizes, attrs, plan.image_shape)
-    from lenshpc.preprocess.montage import write_montage
-
-    write_montage(plan, montage_path(plan.out))
+    _write_montage(plan)
     return digest
+
+
+def _write_montage(plan: Plan, n: int = 6) -> None:
+    """The before/after figure of the first ``n`` pool mock lenses (or labelled images) of ``plan``."""
+    from lenshpc.preprocess.maxtree.montage import write_montage
+
+    group = "pool" if plan.sizes.get("pool") else next(iter(plan.sizes))
+    n = min(n, plan.sizes[group])
+    inputs = _Inputs(plan)
+    try:
+        images, cols = inputs.images(group, 0, n), inputs.columns(group, 0, n)
+    finally:
+        inputs.close()
+    titles = [f"{group} {i}" + (f", α={cols['alpha'][i]:.2f}" if "alpha" in cols else "") for i in range(n)]
+    write_montage(images, plan.params, titles, montage_path(plan.out))

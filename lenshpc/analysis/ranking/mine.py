@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lenshpc.errors import DataError, UserError
+from lenshpc.errors import UserError
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -38,7 +38,7 @@ LABELS = ("lens", "maybe", "non-lens")
 
 
 def _read_rank_dir(rank_dir: Path) -> tuple[dict, dict]:
-    from lenshpc.analysis.rank_report import read_ranked_csv
+    from lenshpc.analysis.ranking.report import read_ranked_csv
 
     info_path, csv_path = rank_dir / "rank.json", rank_dir / "ranked.csv"
     if not info_path.is_file() or not csv_path.is_file():

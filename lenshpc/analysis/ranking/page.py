@@ -94,7 +94,7 @@ def _sky_columns(columns: dict[str, np.ndarray]) -> dict[str, list[str]]:
 
 def page_data(rank_dir: str | Path, top: int | None = None) -> dict:
     """What the page shows: the top ``top`` rows of ``ranked.csv`` with pixels and catalogue columns."""
-    from lenshpc.analysis.rank_report import catalogue_ids, read_ranked_csv
+    from lenshpc.analysis.ranking.report import catalogue_ids, read_ranked_csv
     from lenshpc.data.format import open_dataset
 
     rank_dir = Path(rank_dir)

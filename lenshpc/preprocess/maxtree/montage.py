@@ -20,7 +20,7 @@ import numpy as np
 
 def montage_figure(images: np.ndarray, params, titles: list[str] | None = None):
     """A matplotlib figure for ``images`` ``(n, H, W[, C])`` segmented with ``params``."""
-    from lenshpc.preprocess.maxtree import segment_steps
+    from lenshpc.preprocess.maxtree.segmentation import segment_steps
     from lenshpc.report.plots import pyplot
 
     plt = pyplot()
@@ -54,20 +54,8 @@ def montage_figure(images: np.ndarray, params, titles: list[str] | None = None):
     return fig
 
 
-def write_montage(plan, path: str | Path, n: int = 6) -> Path:
-    """Write the montage for the first ``n`` pool mock lenses (or labelled images) of ``plan``."""
-
-    from lenshpc.preprocess.shards import _Inputs
-
-    group = "pool" if plan.sizes.get("pool") else next(iter(plan.sizes))
-    n = min(n, plan.sizes[group])
-    inputs = _Inputs(plan)
-    try:
-        images = inputs.images(group, 0, n)
-        cols = inputs.columns(group, 0, n)
-    finally:
-        inputs.close()
-    titles = [f"{group} {i}" + (f", α={cols['alpha'][i]:.2f}" if "alpha" in cols else "") for i in range(n)]
+def write_montage(images, params, titles: list[str], path: str | Path) -> Path:
+    """Write the before/after montage of ``images`` (one row each, ``titles``) segmented with ``params``."""
     from lenshpc.report.plots import save_png
 
-    return save_png(montage_figure(images, plan.params, titles), path)
+    return save_png(montage_figure(images, params, titles), path)

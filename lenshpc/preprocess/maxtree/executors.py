@@ -1,4 +1,4 @@
-"""Running the shards of a :class:`~lenshpc.preprocess.shards.Plan`, then merging them.
+"""Running the shards of a :class:`~lenshpc.preprocess.maxtree.shards.Plan`, then merging them.
 
 ``inline``
     Shards one after another in this process (each with ``workers`` processes).
@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 
 from lenshpc.errors import UserError
-from lenshpc.preprocess.shards import Plan, merge, run_shard, shards_dir
+from lenshpc.preprocess.maxtree.shards import Plan, merge, run_shard, shards_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def run_plan(plan: Plan, executor: str, workers: int = 1, shard_index: int | Non
 
 
 def _digest(plan: Plan) -> str:
-    from lenshpc.preprocess.segfile import SegmentedDataset
+    from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
 
     with SegmentedDataset(plan.out) as seg:
         return seg.attrs.get("content_sha256", "")

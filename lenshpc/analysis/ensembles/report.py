@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec
+from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, load_run
 from lenshpc.report.stats import GroupSummary, summarise_group
 from lenshpc.report import provenance as code_provenance
 from lenshpc.report import significance
 from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, markdown_tables, tex_escape, tex_tables,
                                    write_tables)
+from lenshpc.train.rundir import RunDir
 
 #: Extra columns of report.csv (the row's description).
 CSV_KEYS = ["kind", "method", "variant", "members", "weights_mean", "weights_std"]
@@ -81,7 +82,7 @@ def member_groups(spec: EnsembleSpec, entries: list[EnsembleEntry]) -> list[str]
     names: list[str] = []
     for e in entries:
         for m in e.member_entries:
-            if m not in names and (spec.runs / m).is_dir() and not (spec.runs / m / "DONE").exists():
+            if m not in names and (spec.runs / m).is_dir() and not RunDir(spec.runs / m).is_done():
                 names.append(m)
     return names
 

@@ -43,9 +43,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.members import ENSEMBLE_JSON
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import PREDICT_BATCH, RunDir
+from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir
 
 #: ``task.name`` of a dynamic ensembler's run (:class:`lenshpc.tasks.ide.IDETask`).
 TASK = "ide"
@@ -54,7 +54,7 @@ METHOD = "input_dependent"
 #: The ensemble description in the run directory (the same file as every ensemble run's).
 ENSEMBLE_FILE = ENSEMBLE_JSON
 #: Metrics of each member / the oracle stored in ``ensemble.json`` (keys of ``lenshpc.metrics.summary``).
-_SUMMARY_KEYS = ("auroc", "accuracy", "precision", "recall", "fbeta", "tpr0", "tpr10", "i_auc")
+SUMMARY_KEYS = ("auroc", "accuracy", "precision", "recall", "fbeta", "tpr0", "tpr10", "i_auc")
 
 
 # ======================================================================= targets
@@ -111,7 +111,7 @@ class _Member:
     def load(self) -> "_Member":
         from lenshpc.train.evaluate import load_model
 
-        self.model = load_model(self.path / "model.keras")
+        self.model = load_model(self.path / MODEL_FILE)
         outputs = tuple(self.model.output_shape)
         if outputs[1:] not in ((1,), ()):
             raise UserError(f"member {self.path}: its model has outputs of shape {outputs[1:]}, not one lens score; "
@@ -125,14 +125,15 @@ class _Member:
 
 
 def _member_name(path: Path) -> str:
-    from lenshpc.analysis.members import _short_name
+    from lenshpc.analysis.ensembles.members import short_name
 
-    return _short_name(path)
+    return short_name(path)
 
 
-def _resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
+def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
-    from lenshpc.analysis.members import check_finished, load_member_config
+    from lenshpc.analysis.ensembles.members import load_member_config
+    from lenshpc.train.rundir import check_finished
 
     if isinstance(members, (str, os.PathLike)):
         members = [members]
@@ -154,7 +155,7 @@ def _resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     return out
 
 
-def _check_members(members: list[_Member], preprocess: str, image_shape: Optional[tuple],
+def check_members(members: list[_Member], preprocess: str, image_shape: Optional[tuple],
                    normalisation: Optional[dict] = None) -> None:
     """Every member must see the images the DE sees: same preprocessing, normalisation and image shape."""
     for m in members:
@@ -173,7 +174,7 @@ def _check_members(members: list[_Member], preprocess: str, image_shape: Optiona
                             "cutouts of the ensembler's size and channels")
 
 
-def _make_member_step(models: Sequence[Any], image_shape: tuple, jit_compile: bool = False):
+def make_member_step(models: Sequence[Any], image_shape: tuple, jit_compile: bool = False):
     """One compiled function ``x (B, H, W, C) → (B, M)`` float32 scores of all members (inference mode).
 
     ``jit_compile`` (the DE's ``train.jit_compile``) compiles it with XLA, which on GPUs speeds up the
@@ -190,7 +191,7 @@ def _make_member_step(models: Sequence[Any], image_shape: tuple, jit_compile: bo
     return tf.function(step, input_signature=[spec], jit_compile=bool(jit_compile))
 
 
-def _batched(fn, x: np.ndarray, width: int, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+def batched(fn, x: np.ndarray, width: int, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """``fn`` over ``x`` in fixed-size batches (the loop's inference batch), stacked to ``(N, width)`` float32."""
     import tensorflow as tf
 
@@ -199,15 +200,15 @@ def _batched(fn, x: np.ndarray, width: int, batch_size: int = PREDICT_BATCH) -> 
     return np.concatenate(out) if out else np.empty((0, width), np.float32)
 
 
-def _combine(gates: np.ndarray, member_scores: np.ndarray) -> np.ndarray:
+def combine(gates: np.ndarray, member_scores: np.ndarray) -> np.ndarray:
     """Eq 3.23: ``ŷ = Σ_m g_m · p_m`` (float32), clipped to [0, 1] against rounding (Σ g = 1 ± 1 ulp)."""
     return np.clip(np.sum(gates * member_scores, axis=1, dtype=np.float32), 0.0, 1.0).astype(np.float32)
 
 
 # ======================================================================= run-dir files (lenshpc.tasks.ide)
-def _definition(members: Sequence[_Member], out: Path) -> dict:
+def definition(members: Sequence[_Member], out: Path) -> dict:
     """The part of ``ensemble.json`` that defines the ensemble (written at the start, checked on resume)."""
-    from lenshpc.analysis.members import relpath
+    from lenshpc.analysis.ensembles.members import relpath
 
     out = Path(out).resolve()
     return {"method": METHOD, "members": [str(m.path) for m in members],
@@ -216,12 +217,12 @@ def _definition(members: Sequence[_Member], out: Path) -> dict:
             "members_relative": [relpath(m.path, out) for m in members]}
 
 
-def _same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
+def same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
     """Whether the member's own stored test scores equal its scores on the DE's test set (same test set)."""
     from lenshpc.train.rundir import read_predictions
 
     try:
-        stored = read_predictions(member_dir / "predictions.h5", "test")["scores"]
+        stored = read_predictions(member_dir / PREDICTIONS_FILE, "test")["scores"]
     except (OSError, KeyError):
         return None
     return bool(len(stored) == len(scores) and np.allclose(stored, scores, rtol=0, atol=1e-5))
@@ -260,7 +261,7 @@ def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike,
                         on_chunk_end=on_chunk_end)
 
 
-def _data_image_shape(cfg) -> Optional[tuple]:
+def data_image_shape(cfg) -> Optional[tuple]:
     """Image shape of the DE's dataset, or None when it is missing (run_training then explains)."""
     from lenshpc.data.format import open_dataset
 
@@ -309,7 +310,7 @@ class IDEScorer:
         self.gating = gating
         self.members = [str(m.path) for m in members]
         self.image_shape = tuple(int(s) for s in gating.input_shape[1:])
-        self._member_step = _make_member_step([m.model for m in members], self.image_shape)
+        self._member_step = make_member_step([m.model for m in members], self.image_shape)
         import tensorflow as tf
 
         spec = tf.TensorSpec([None, *self.image_shape], tf.float32)
@@ -325,15 +326,15 @@ class IDEScorer:
 
     def member_scores(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """``(N, M)`` member scores of prepared images ``x``."""
-        return _batched(self._member_step, self._check(x), self._width, batch_size)
+        return batched(self._member_step, self._check(x), self._width, batch_size)
 
     def gates(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """``(N, M)`` softmax weights of the gating network."""
-        return _batched(self._gate_step, self._check(x), self._width, batch_size)
+        return batched(self._gate_step, self._check(x), self._width, batch_size)
 
     def score(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """Ensemble scores ``ŷ = Σ_m g_m(x) p_m(x)`` ``(N,)`` float32 of prepared images ``x`` ``(N, H, W, C)``."""
-        return _combine(self.gates(x, batch_size), self.member_scores(x, batch_size))
+        return combine(self.gates(x, batch_size), self.member_scores(x, batch_size))
 
     def __repr__(self) -> str:
         return f"IDEScorer({self.name!r}, members={len(self.members)})"
@@ -350,7 +351,7 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     UserError
         Not an IDE run dir, unfinished, or a member that cannot be found or loaded.
     """
-    from lenshpc.analysis.members import ensemble_member_dirs, read_ensemble_json
+    from lenshpc.analysis.ensembles.members import ensemble_member_dirs, read_ensemble_json
     from lenshpc.train.evaluate import load_model
 
     rd = RunDir(path)

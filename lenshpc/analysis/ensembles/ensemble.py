@@ -1,17 +1,17 @@
 """Ensembles of trained runs: Nelder–Mead weighted averages, seed committees, input-dependent ensembles.
 
 ``lenshpc ensemble SPEC.yaml`` (see docs/ensembles.md) reads an ensemble spec
-(:mod:`lenshpc.analysis.ensemble_spec`), and for every ensemble and every seed k writes one
+(:mod:`lenshpc.analysis.ensembles.spec`), and for every ensemble and every seed k writes one
 **ensemble run directory** ``OUT/<name>/seed<k>`` laid out like a training run (``config.yaml``,
 ``metrics.json``, ``predictions.h5``, ``ensemble.json``, ``DONE``), so ``lenshpc reduce``,
-``status``, ``infocontent`` and :func:`lenshpc.analysis.members.load_scorer` work on it
+``status``, ``infocontent`` and :func:`lenshpc.analysis.ensembles.scorer.load_scorer` work on it
 unchanged.  Then it writes ``OUT/report.{md,csv,tex}`` in the thesis Table 5.2 layout
-(:mod:`lenshpc.analysis.ensemble_report`).
+(:mod:`lenshpc.analysis.ensembles.report`).
 
 Methods
 -------
 ``nelder_mead``
-    weights fitted on the members' validation scores (:func:`~lenshpc.analysis.ensemble_fit.fit_nelder_mead`).
+    weights fitted on the members' validation scores (:func:`~lenshpc.analysis.ensembles.fit.fit_nelder_mead`).
 ``average``
     plain mean; with ``committee: GROUP`` every seed of one sweep group in one run.
 ``input_dependent``
@@ -28,7 +28,6 @@ run_spec(spec, ...) -> EnsembleOutcome                              # everything
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,12 +36,14 @@ from typing import Callable
 
 import numpy as np
 
-from lenshpc.analysis.ensemble_fit import apply_weights, average_weights, fit_nelder_mead
-from lenshpc.analysis.ensemble_spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
-from lenshpc.analysis.members import (ENSEMBLE_JSON, Member, check_finished, load_member_config, member_for_seed,
+from lenshpc.analysis.ensembles.fit import apply_weights, average_weights, fit_nelder_mead
+from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
+from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import UserError
-from lenshpc.utils import atomic_write_json, progress
+from lenshpc.provenance import now
+from lenshpc.train.rundir import RunDir, failure_reason, run_metrics, versions, write_predictions
+from lenshpc.utils import atomic_write_json, json_safe, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -67,7 +68,7 @@ class EnsembleRun:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "DONE").is_file()
+        return RunDir(self.run_dir).is_done()
 
 
 def plan_ensemble_runs(spec: EnsembleSpec, entries: list[EnsembleEntry] | None = None) -> list[EnsembleRun]:
@@ -117,14 +118,13 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     Returns the ``metrics.json`` written (or the existing one when ``DONE`` and not ``force``).
     """
     from lenshpc.config import flatten
-    from lenshpc.train.rundir import RunDir, versions, write_predictions
 
     entry, rd = run.entry, RunDir(run.run_dir)
     if rd.is_done() and not force:
-        return json.loads(rd.metrics.read_text())
+        return rd.read_metrics()
     if run.problem:
         raise UserError(run.problem)
-    start, started = time.perf_counter(), _now()
+    start, started = time.perf_counter(), now()
     rd.clear_markers()
     data_cfg = load_member_config(run.members[0].run_dir).replace(seed=run.seed)
     cfg = data_cfg.replace(name=entry.name)
@@ -149,7 +149,7 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
         write_predictions(rd.predictions, {"val": {"scores": s_val, "labels": ps.y_val},
                                            "test": {"scores": s_test, "labels": ps.y_test, "meta": ps.test_meta}})
         atomic_write_json(rd.path / ENSEMBLE_JSON, info)
-        atomic_write_json(rd.metrics, _json_safe(metrics))
+        atomic_write_json(rd.metrics, json_safe(metrics))
         rd.mark_done()
     except BaseException as exc:
         rd.mark_failed(exc)
@@ -160,8 +160,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
 
 
 def _metrics(cfg, y: np.ndarray, scores: np.ndarray, n_val: int, val=None) -> dict:
-    from lenshpc.train.rundir import run_metrics
-
     return {**run_metrics(cfg, y, scores, val=val), "n_val": int(n_val)}
 
 
@@ -169,7 +167,6 @@ def _provenance(data_cfg, started: str, run: EnsembleRun) -> dict:
     """``metrics.json["provenance"]`` of a weighted ensemble run, with each member's lenshpc/package versions."""
     from lenshpc import provenance
     from lenshpc.train.evaluate import run_provenance
-    from lenshpc.train.rundir import RunDir
 
     return provenance.collect(data_cfg, started=started, command="ensemble",
                               members={m.label: run_provenance(RunDir(m.run_dir)) for m in run.members})
@@ -187,7 +184,7 @@ def _ensemble_info(run: EnsembleRun, fit: dict, sources: list[str]) -> dict:
             "member_names": [m.label for m in run.members],
             "members_relative": [relpath(m.run_dir.resolve(), run.run_dir.resolve()) for m in run.members],
             "member_sources": sources, "weights": [float(w) for w in fit["weights"]], "optimiser": optimiser,
-            "created": _now()}
+            "created": now()}
 
 
 def _ensemble_keys(entry: EnsembleEntry) -> dict:
@@ -195,18 +192,6 @@ def _ensemble_keys(entry: EnsembleEntry) -> dict:
     return {"ensemble.name": entry.name, "ensemble.method": entry.method,
             "ensemble.variant": entry.variant if entry.method == "nelder_mead" else "",
             "ensemble.members": "+".join(entry.member_entries)}
-
-
-def _json_safe(obj):
-    from lenshpc.train.loop import _json_safe as safe
-
-    return safe(obj)
-
-
-def _now() -> str:
-    from lenshpc.provenance import now
-
-    return now()
 
 
 # ====================================================================== input-dependent ensembles
@@ -269,11 +254,10 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     ``OUT/sweep.json`` records them all.  A run whose members are not all finished is skipped and
     listed; an error in one run does not stop the others.
     """
-    from lenshpc.analysis.ensemble_report import write_report
+    from lenshpc.analysis.ensembles.report import write_report
     from lenshpc.config import Config
     from lenshpc.hpc import sweep as _sweep
     from lenshpc.train import checkpoint as ckpt
-    from lenshpc.train.rundir import RunDir
 
     runs = plan_ensemble_runs(spec, spec.select(only))
     outcome = EnsembleOutcome(runs=runs)
@@ -323,12 +307,11 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
             if run.done:
                 outcome.computed.append(run.id)
             elif run.id in submitted:
-                fail = run.run_dir / "FAILED"
-                why = fail.read_text(errors="replace").strip() if fail.is_file() else "ended without DONE"
+                why = failure_reason(run.run_dir) if RunDir(run.run_dir).failed.is_file() else "ended without DONE"
                 outcome.failed.append((run.id, why))
     outcome.report = write_report(spec, plots=plots)
     return outcome
 
 
-__all__ = ["EnsembleOutcome", "EnsembleRun", "check_finished", "ide_config", "load_ensemble_spec",
+__all__ = ["EnsembleOutcome", "EnsembleRun", "ide_config", "load_ensemble_spec",
            "plan_ensemble_runs", "run_spec", "run_weighted"]

@@ -4,7 +4,7 @@ Outputs in ``OUT`` (``docs/ranking.md``):
 
 ``ranked.csv``
     One row per cutout, most lens-like first: ``id, score, rank, relative_rank, tracer, row``
-    (``rank`` is the mid-rank of :func:`lenshpc.analysis.rank.ranks`, ``row`` the catalogue row).
+    (``rank`` is the mid-rank of :func:`lenshpc.analysis.ranking.metrics.ranks`, ``row`` the catalogue row).
 ``top.png``
     The top-N cutouts as the network sees them, with rank, ID and score (tracers framed red).
 ``tracer_rank_curve.png``, ``rank_metrics.json``
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc import provenance
-from lenshpc.analysis import rank as rk
+from lenshpc.analysis.ranking import metrics as rk
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import atomic_path, atomic_write_json
 
@@ -304,7 +304,7 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
     ----------
     model : path
         A finished run directory or an ensemble run directory
-        (:func:`lenshpc.analysis.members.load_scorer`).
+        (:func:`lenshpc.analysis.ensembles.scorer.load_scorer`).
     catalogue : path
         A labelled lenshpc dataset (``images``, ``meta/images/id``; labels optional).
     out : path, optional
@@ -331,7 +331,7 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
         ``rank.json``'s content (plus ``metrics`` when there are tracers).
     """
     from lenshpc import __version__
-    from lenshpc.analysis import rank_shards as rs
+    from lenshpc.analysis.ranking import shards as rs
     from lenshpc.data.format import open_dataset
 
     started = provenance.now()
