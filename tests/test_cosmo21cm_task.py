@@ -157,7 +157,7 @@ def test_bad_task_config_is_named(c21_dataset):
 
 def test_quickstart_and_study_sweeps_load(c21_dataset):
     """The embedded 21-cm quickstart sweeps and the shipped central-comparison sweep validate (every grid point)."""
-    from lenshpc.commands.quickstart import resource
+    from lenshpc.commands.quicksweep import resource
     from lenshpc.hpc.spec import load_sweep
 
     sets = [f"data.path={c21_dataset}"]

@@ -15,16 +15,20 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="dataset file written by `lenshpc simulate`, `stack` or `maxtree`")
+    p.add_argument("path", help="dataset file written by `lenshpc simulate`, `stack`, `maxtree`, `simulate21cm` or `stack21cm`")
     p.add_argument("--tree", action="store_true", help="also list every HDF5 dataset with shape, dtype and storage")
 
 
 def run(args: argparse.Namespace) -> int:
     import h5py
 
+    from lenshpc.data.cosmo21cm import slices
     from lenshpc.data.format import describe, hdf5_tree
     from lenshpc.errors import DataError
 
+    if slices.is_slice_file(args.path):  # a 21-cm slice dataset (its own schema)
+        print(slices.describe(args.path, tree=args.tree))
+        return 0
     try:
         print(describe(args.path, tree=args.tree))
     except DataError:

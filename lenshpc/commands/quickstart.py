@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from lenshpc.commands.quicksweep import resource, run_quick_sweep
 
 HELP = "end-to-end demo: simulate → 2 losses × 3 seeds sweep → report → ensembles, Grad-CAM, info content, ranking"
 DESCRIPTION = """\
@@ -45,18 +46,6 @@ TASKS = ("lens", "cosmo21cm")
 POPULATION = {"n_lenses": 3000, "n_sources": 3000, "n_negatives": 3000, "size": 48, "seed": 0}
 
 
-def resource(name: str) -> Path:
-    """Path of a file shipped in ``lenshpc/resources`` (package data)."""
-    import lenshpc
-
-    path = Path(lenshpc.__file__).parent / "resources" / name
-    if not path.is_file():  # pragma: no cover - a broken installation
-        from lenshpc.errors import UserError
-
-        raise UserError(f"{path} is missing from the installation; reinstall lenshpc (pip install -e .)")
-    return path
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="lenshpc-quickstart", help="output directory (default: ./lenshpc-quickstart)")
     p.add_argument("--executor", choices=("local", "debug"), default="local",
@@ -73,23 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lens: the lens-finding demo above (default); cosmo21cm: the 21-cm study (seed 003) on a toy "
                         "21cmFAST grid: simulate → autoencoder → CNN with/without encoder vs dense baseline × 3 seeds "
                         "→ report with the PCA baseline (needs the .[cosmo21cm] extra; a few minutes on 2 cores)")
-
-
-def run_quick_sweep(spec, args: argparse.Namespace):
-    """Run a quickstart sweep with the local executor, one run per core, and say what was skipped or failed."""
-    from lenshpc.hpc.sweep import run_sweep
-
-    # One run per core: a tiny network's small steps use a second thread poorly (docs/science.md).
-    parallel = args.parallel or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                    else (os.cpu_count() or 1), len(spec.points))
-    # retry_failed: a re-run after fixing the cause retries failed runs (finished ones stay skipped)
-    outcome = run_sweep(spec, executor=args.executor, parallel=parallel, retry_failed=True)
-    done = outcome.count("done")
-    if done:
-        print(f"      {done} run(s) already finished, skipped", flush=True)
-    for point, error in outcome.failed_after:
-        print(f"      failed: {point.id}: {error}", flush=True)
-    return outcome
 
 
 def run(args: argparse.Namespace) -> int:

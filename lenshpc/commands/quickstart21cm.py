@@ -23,7 +23,7 @@ AUTOENCODER = "@AUTOENCODER@"
 
 
 def run(args) -> int:
-    from lenshpc.commands.quickstart import resource, run_quick_sweep
+    from lenshpc.commands.quicksweep import resource, run_quick_sweep
     from lenshpc.data.cosmo21cm.params import Grid
     from lenshpc.data.cosmo21cm.simulate import simulate21cm
     from lenshpc.hpc.spec import load_sweep

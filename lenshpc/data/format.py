@@ -601,10 +601,6 @@ def open_dataset(path: str | Path) -> Dataset:
 
 def describe(path: str | Path, *, tree: bool = False) -> str:
     """A human-readable summary (``lenshpc info``); ``tree`` adds every HDF5 object with its storage."""
-    from lenshpc.data.cosmo21cm import slices
-
-    if slices.is_slice_file(path):  # a 21-cm slice dataset (its own schema)
-        return slices.describe(path, tree=tree)
     with open_dataset(path) as ds:
         attrs = ds.attrs
         lines = [f"{ds.path}: lenshpc {ds.kind} dataset, schema v{ds.schema_version}",
