@@ -22,13 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import h5py
 
-    from lenshpc.data.cosmo21cm import slices
     from lenshpc.data.format import describe, hdf5_tree
     from lenshpc.errors import DataError
 
-    if slices.is_slice_file(args.path):  # a 21-cm slice dataset (its own schema)
-        print(slices.describe(args.path, tree=args.tree))
-        return 0
     try:
         print(describe(args.path, tree=args.tree))
     except DataError:

@@ -599,8 +599,21 @@ def open_dataset(path: str | Path) -> Dataset:
     return Dataset(path)
 
 
+#: ``lenshpc_format`` values with a schema of their own → ``"module:function"`` describing such a file (imported
+#: by name: those schemas build on this module, so it must not import them).
+DESCRIBERS = {"slices21cm": "lenshpc.data.cosmo21cm.slices:describe"}
+
+
 def describe(path: str | Path, *, tree: bool = False) -> str:
     """A human-readable summary (``lenshpc info``); ``tree`` adds every HDF5 object with its storage."""
+    import importlib
+
+    kind = None
+    with contextlib.suppress(OSError, ValueError), h5py.File(path, "r") as fh:
+        kind = decode_attr(fh.attrs.get("lenshpc_format"))
+    if kind in DESCRIBERS:
+        module, func = DESCRIBERS[kind].split(":")
+        return getattr(importlib.import_module(module), func)(path, tree=tree)
     with open_dataset(path) as ds:
         attrs = ds.attrs
         lines = [f"{ds.path}: lenshpc {ds.kind} dataset, schema v{ds.schema_version}",

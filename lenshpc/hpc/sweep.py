@@ -285,7 +285,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     except _jobs.JobsInterrupted as interrupted:
         import signal
 
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         started: list[PlannedRun] = []
         try:
             _jobs.stop_local_jobs(interrupted.jobs)
@@ -294,7 +294,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
                 jobs_by_id[p.point.id][-1]["interrupted"] = now()
             save()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, handler)
         raise SweepInterrupted([p.point for p in started]) from None
     finally:
         bar.close()

@@ -31,7 +31,7 @@ class IDETask(LensTask):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._members: list | None = None  # analysis.ide._Member, loaded by check_data
+        self._members: list | None = None  # analysis.ensembles.ide._Member, loaded by check_data
         self._fixed: list[tuple[np.ndarray, np.ndarray]] = []  # (fixed array, its member scores)
         self._last: tuple | None = None  # (ŷ, gates, member scores) of the last outputs()
         self._predict = None  # the loop's batched inference step (gates)
