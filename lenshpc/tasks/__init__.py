@@ -32,11 +32,6 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def register(name: str, target: str) -> None:
-    """Register a task class given as ``"module:Class"`` (a plug-in, or a test's toy task)."""
-    _REGISTRY[name] = target
-
-
 def get(name: str):
     """The task class registered as ``name``, or given as an import path ``"package.module:Class"``
     (a plug-in or a test's task: the module must be importable, e.g. on ``PYTHONPATH``)."""
