@@ -425,11 +425,23 @@ def decode_attr(value):
 
 
 class H5Reader:
-    """What lenshpc's HDF5 readers share: an open ``h5py.File`` in ``_fh``, context management, and root
-    attributes decoded (:func:`decode_attr`), the names in ``JSON_ATTRS`` parsed from their JSON strings."""
+    """What lenshpc's HDF5 readers share: an open ``h5py.File`` in ``_fh``, context management, root
+    attributes decoded (:func:`decode_attr`), the names in ``JSON_ATTRS`` parsed from their JSON strings, and the
+    text logs stored with the data."""
 
     JSON_ATTRS: tuple[str, ...] = ()
     _fh: h5py.File
+
+    def _open(self, path: str | Path, what: str, hint: str = "") -> None:
+        """Open ``path`` read-only as ``self._fh``; :class:`DataError` "``what`` not found: path``hint``" or
+        "not a readable HDF5 file"."""
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{what} not found: {self.path}{hint}")
+        try:
+            self._fh = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
 
     def __enter__(self):
         return self
@@ -450,6 +462,12 @@ class H5Reader:
             out[key] = value
         return out
 
+    def logs(self) -> dict[str, list[str]]:
+        """Text logs stored with the data (e.g. ``skipped``: the inputs `lenshpc stack` left out)."""
+        if "log" not in self._fh:
+            return {}
+        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
+
 
 class Dataset(H5Reader):
     """A read-only view of a lenshpc HDF5 dataset.
@@ -461,13 +479,7 @@ class Dataset(H5Reader):
     JSON_ATTRS = ("bands", "provenance")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"dataset not found: {self.path}")
-        try:
-            self._fh = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        self._open(path, "dataset")
         attrs = self._fh.attrs
         kind = attrs.get("lenshpc_format")
         if isinstance(kind, bytes):
@@ -585,13 +597,6 @@ class Dataset(H5Reader):
             values = np.asarray(values)
             out[col] = values if indices is None else values[np.asarray(indices, dtype=np.int64)]
         return out
-
-
-    def logs(self) -> dict[str, list[str]]:
-        """Text logs stored with the data (e.g. ``skipped``: the inputs `lenshpc stack` left out)."""
-        if "log" not in self._fh:
-            return {}
-        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
 
 
 def open_dataset(path: str | Path) -> Dataset:

@@ -335,14 +335,7 @@ class SliceDataset(H5Reader):
     JSON_ATTRS = ("classes", "split_realisations", "split_fractions", "simulator", "provenance")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"slice dataset not found: {self.path}; create one with `lenshpc simulate21cm` or "
-                            "`lenshpc stack21cm`")
-        try:
-            self._fh = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        self._open(path, "slice dataset", "; create one with `lenshpc simulate21cm` or `lenshpc stack21cm`")
         try:
             self._check()
         except BaseException:
@@ -480,11 +473,6 @@ class SliceDataset(H5Reader):
                 raise DataError(f"{self.path}: the {split} split has no slices of class(es) {', '.join(empty)} "
                                 f"(target {target!r}; split by {self.split_by}); every (redshift, F_ESC10) must be "
                                 "simulated for every realisation, or choose another target")
-
-    def logs(self) -> dict[str, list[str]]:
-        if "log" not in self._fh:
-            return {}
-        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
 
 
 def open_slices(path: str | Path) -> SliceDataset:
