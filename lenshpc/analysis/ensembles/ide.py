@@ -43,7 +43,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, short_name
 from lenshpc.errors import UserError
 from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir
 
@@ -124,12 +124,6 @@ class _Member:
         return tuple(int(s) for s in self.model.input_shape[1:])
 
 
-def _member_name(path: Path) -> str:
-    from lenshpc.analysis.ensembles.members import short_name
-
-    return short_name(path)
-
-
 def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
     from lenshpc.analysis.ensembles.members import load_member_config
@@ -146,11 +140,11 @@ def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
         raise UserError(f"ensemble members given twice: {', '.join(dupes)}; list each run dir once")
     out = []
     for path in paths:
-        check_finished(path, f"input-dependent ensemble member {_member_name(path)}")
+        check_finished(path, f"input-dependent ensemble member {short_name(path)}")
         mcfg = load_member_config(path)
         from lenshpc.data.normalise import config_key
 
-        out.append(_Member(path=path, name=_member_name(path), preprocess=mcfg.data.preprocess,
+        out.append(_Member(path=path, name=short_name(path), preprocess=mcfg.data.preprocess,
                            normalisation=config_key(mcfg)))
     return out
 
@@ -306,7 +300,7 @@ class IDEScorer:
 
     def __init__(self, path: Path, gating, members: list[_Member]):
         self.path = Path(path)
-        self.name = _member_name(self.path.resolve())
+        self.name = short_name(self.path.resolve())
         self.gating = gating
         self.members = [str(m.path) for m in members]
         self.image_shape = tuple(int(s) for s in gating.input_shape[1:])
@@ -365,7 +359,7 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
         raise UserError(f"{rd.path}: the input-dependent ensemble has not finished training (no DONE); "
                         "run it to the end first")
     paths = ensemble_member_dirs(rd.path, info)  # recorded absolute paths, else relative (a moved tree)
-    members = [_Member(path=p.resolve(), name=_member_name(p.resolve()), preprocess="").load() for p in paths]
+    members = [_Member(path=p.resolve(), name=short_name(p.resolve()), preprocess="").load() for p in paths]
     gating = load_model(rd.model)
     width = int(gating.output_shape[-1])
     if width != len(members):

@@ -137,25 +137,20 @@ def _common(groups: list[GroupSummary], key: str) -> str:
 
 
 def _plots(ens: list[GroupSummary], members: list[GroupSummary], plot_dir: Path) -> tuple[list[Path], list[str]]:
+    from lenshpc.hpc.spec import slug
     from lenshpc.report import plots as figures
 
     beta = _common(ens + members, "beta")
     beta_value = float(beta) if beta not in ("?", "varies") else None
     paths = figures.plot_fbeta_curves(ens, plot_dir, beta=beta_value)
     for g in ens:  # Figs 5.15–5.18: one ensemble, its std band, recall and precision
-        paths += figures.plot_fbeta_curves([g], plot_dir / _dirname(g.label), beta=beta_value)
+        paths += figures.plot_fbeta_curves([g], plot_dir / slug(g.label), beta=beta_value)
     if members:
         paths += figures.plot_fbeta_curves(members, plot_dir / "members", beta=beta_value)
     paths += figures.plot_roc_curves(ens + members, plot_dir)
     hists, problems = figures.score_histograms(ens + members)
     paths += figures.plot_histograms(hists, plot_dir)
     return paths, problems
-
-
-def _dirname(label: str) -> str:
-    from lenshpc.hpc.spec import slug
-
-    return slug(label)
 
 
 def _markdown(spec: EnsembleSpec, r: EnsembleReport, threshold: str, problems: list[str]) -> str:
