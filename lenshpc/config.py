@@ -24,7 +24,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Sequence, Union
 
 import yaml
 
@@ -507,5 +507,3 @@ __all__ = [
     "from_dict",
     "load_config",
 ]
-
-_ = Optional  # re-exported typing helper for schema extensions

@@ -225,10 +225,6 @@ class PredictionSet:
     test_meta: dict[str, np.ndarray] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
 
-    @property
-    def rescored(self) -> int:
-        return sum(s == "rescored" for s in self.sources)
-
 
 def load_member_config(run_dir: Path):
     from lenshpc.config import load_config
