@@ -198,7 +198,7 @@ def _ensemble_keys(entry: EnsembleEntry) -> dict:
 def ide_config(run: EnsembleRun):
     """The dynamic ensembler's config: member 0's config + the entry's overrides, the run's seed and name, and
     task ``ide`` over the run's members (an ordinary training run, :class:`lenshpc.tasks.ide.IDETask`)."""
-    from lenshpc.analysis.ide import with_members
+    from lenshpc.analysis.ensembles.ide import with_members
 
     cfg = load_member_config(run.members[0].run_dir)
     try:
