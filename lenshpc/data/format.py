@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -633,6 +634,25 @@ def describe(path: str | Path, *, tree: bool = False) -> str:
             lines.append("  objects:")
             lines.extend(f"    {line}" for line in hdf5_tree(ds._fh))  # noqa: SLF001 - same module
         return "\n".join(lines)
+
+
+def hdf5_digest(fh: h5py.File) -> str:
+    """SHA-256 over every dataset of an open file (sorted names; name, dtype, shape, bytes), attributes left out:
+    equal ⇔ same content (the ``content_sha256`` of slice and segmented files)."""
+    h = hashlib.sha256()
+    names: list[str] = []
+    fh.visit(lambda name: names.append(name) if isinstance(fh[name], h5py.Dataset) else None)
+    for name in sorted(names):
+        ds = fh[name]
+        h.update(f"{name}|{ds.dtype.str if not h5py.check_string_dtype(ds.dtype) else 'str'}|{ds.shape}|".encode())
+        if h5py.check_string_dtype(ds.dtype):
+            h.update("\x00".join(ds.asstr()[()].tolist()).encode())
+        else:
+            rows = max(1, (16 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+            for start in range(0, len(ds) if ds.shape else 1, rows):
+                block = ds[start:start + rows] if ds.shape else ds[()]
+                h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()
 
 
 def hdf5_tree(group: h5py.Group) -> list[str]:

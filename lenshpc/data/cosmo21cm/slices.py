@@ -29,7 +29,6 @@ split is by realisation: no realisation has slices in two splits.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import warnings
@@ -41,7 +40,7 @@ import numpy as np
 
 from lenshpc import __version__
 from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, _image_chunks, _write_meta_column, check_finite,
-                                 create_h5, decode_attr, nonfinite_rows, shard_indices, split_indices)
+                                 create_h5, decode_attr, hdf5_digest, nonfinite_rows, shard_indices, split_indices)
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path, rng_for
 
@@ -123,24 +122,6 @@ def _split_rows(realisation: np.ndarray, split_by: str, seed: int, fractions, gi
         raise DataError(f"realisation(s) {missing} are in no split; list every realisation in the split")
     rows = {s: np.flatnonzero(np.isin(realisation, parts[s])).astype(np.int64) for s in SPLITS}
     return rows, parts
-
-
-def content_digest(fh: h5py.File) -> str:
-    """SHA-256 over the names and bytes of every dataset (sorted), i.e. the file's content without attributes."""
-    h = hashlib.sha256()
-    names: list[str] = []
-    fh.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-    for name in sorted(names):
-        ds = fh[name]
-        h.update(name.encode())
-        if h5py.check_string_dtype(ds.dtype):
-            h.update(json.dumps([str(v) for v in ds.asstr()[()]]).encode())
-            continue
-        step = max(1, (64 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))  # 64 MiB blocks
-        for start in range(0, ds.shape[0] if ds.ndim else 1, step):
-            block = ds[start:start + step] if ds.ndim else ds[()]
-            h.update(np.ascontiguousarray(block).tobytes())
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- cutting cubes
@@ -290,7 +271,7 @@ class SliceWriter:
         fh.attrs["provenance"] = json.dumps(a["provenance"], sort_keys=True, default=str)
         fh.attrs["lenshpc_version"] = __version__
         fh.flush()
-        fh.attrs["content_sha256"] = content_digest(fh)
+        fh.attrs["content_sha256"] = hdf5_digest(fh)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         stack, self._stack = self._stack, None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -34,7 +33,7 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import DiskGuard, H5Reader, _write_meta_column, create_h5, decode_attr
+from lenshpc.data.format import DiskGuard, H5Reader, _write_meta_column, create_h5, decode_attr, hdf5_digest
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
@@ -166,7 +165,7 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
                     else:
                         _write_meta_column(dst[group].require_group("meta"), name.split("/", 1)[1], values)
                 dst[group].require_group("meta")
-            digest = _digest_open(dst)
+            digest = hdf5_digest(dst)
             _set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION,
                              "lenshpc_version": __version__,
                              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -175,27 +174,10 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
 
 
 # ---------------------------------------------------------------------- digest
-def _digest_open(fh: h5py.File) -> str:
-    h = hashlib.sha256()
-    names: list[str] = []
-    fh.visit(lambda name: names.append(name) if isinstance(fh[name], h5py.Dataset) else None)
-    for name in sorted(names):
-        ds = fh[name]
-        h.update(f"{name}|{ds.dtype.str if not h5py.check_string_dtype(ds.dtype) else 'str'}|{ds.shape}|".encode())
-        if h5py.check_string_dtype(ds.dtype):
-            h.update("\x00".join(ds.asstr()[()].tolist()).encode())
-        else:
-            rows = max(1, (16 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
-            for start in range(0, len(ds) if ds.shape else 1, rows):
-                block = ds[start:start + rows] if ds.shape else ds[()]
-                h.update(np.ascontiguousarray(block).tobytes())
-    return h.hexdigest()
-
-
 def content_digest(path: str | Path) -> str:
     """SHA-256 over every dataset (name, dtype, shape, bytes): equal ⇔ same content."""
     with h5py.File(path, "r") as fh:
-        return _digest_open(fh)
+        return hdf5_digest(fh)
 
 
 # ---------------------------------------------------------------------- reading
