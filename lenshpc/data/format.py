@@ -482,9 +482,7 @@ class Dataset(H5Reader):
     def __init__(self, path: str | Path):
         self._open(path, "dataset")
         attrs = self._fh.attrs
-        kind = attrs.get("lenshpc_format")
-        if isinstance(kind, bytes):
-            kind = kind.decode()
+        kind = decode_attr(attrs.get("lenshpc_format"))
         if kind not in ("population", "labelled"):
             self._fh.close()
             raise DataError(f"{self.path}: not a lenshpc dataset (missing 'lenshpc_format' attribute); "

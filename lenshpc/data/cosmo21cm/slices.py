@@ -383,15 +383,11 @@ class SliceDataset(H5Reader):
 
     def class_names(self, target: str) -> list[str]:
         """Labels for tables and figures: ``z=8``, ``F_ESC10=-1.3``, ``z=8 F_ESC10=-1.3``."""
-        def z(v):
-            return f"z={v:g}"
-
-        def f(v):
-            return f"F_ESC10={v:g}"
-
+        label = {"redshift": "z={:g}", "escape_fraction": "F_ESC10={:g}"}
         if target == "joint":
-            return [f"{z(a)} {f(b)}" for a, b in self.classes("joint")]
-        return [z(v) if target == "redshift" else f(v) for v in self.classes(target)]
+            z, f = label["redshift"], label["escape_fraction"]
+            return [f"{z.format(a)} {f.format(b)}" for a, b in self.classes("joint")]
+        return [label[target].format(v) for v in self.classes(target)]
 
     def n_classes(self, target: str) -> int:
         return len(self.classes(target))
