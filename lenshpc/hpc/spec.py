@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
                                         run_dir=out_dir / group / f"seed{seed}", config=cfg.replace(seed=seed)))
     hpc = _hpc(points, data.get("hpc"), path)
     varied = _varied_keys(points) + (["seed"] if len(seeds) > 1 else [])
-    dupes = [g for g, n in _count(p.id for p in points).items() if n > 1]
+    dupes = [g for g, n in Counter(p.id for p in points).items() if n > 1]
     if dupes:
         raise ConfigError(f"{path}: grid points collide on run directory {dupes[0]}; give variants distinct names")
     return SweepSpec(path=path, name=name, out=out_dir, points=points, hpc=hpc, varied_keys=varied)
@@ -268,13 +269,6 @@ def group_values(spec: "SweepSpec") -> dict[str, dict[str, Any]]:
         if p.group not in out:
             flat = flatten(p.config.to_dict())
             out[p.group] = {k: flat.get(k) for k in keys}
-    return out
-
-
-def _count(items) -> dict:
-    out: dict = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
     return out
 
 
