@@ -225,15 +225,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     data = _load_yaml_tree(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.chunks=10")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
-        _set_dotted(data, key.strip().split("."), value, "--set")
+    for key, value in map(parse_override, overrides or []):
+        _set_dotted(data, key.split("."), value, "--set")
     for key, value in dotted.items():
         _set_dotted(data, key.replace("__", ".").split("."), value, "<argument>")
     return from_dict(data, source=source)
@@ -319,6 +312,17 @@ def _deep_merge(base: dict, over: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE`` → ``(KEY, value parsed as YAML)``; :class:`ConfigError` naming the item."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.chunks=10")
+    key, raw = item.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
 
 
 def _set_dotted(data: dict, parts: list[str], value: Any, source: str) -> None:

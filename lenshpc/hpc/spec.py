@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from lenshpc.config import Config, HpcConfig, from_dict, load_config, read_yaml_mapping
+from lenshpc.config import Config, HpcConfig, from_dict, load_config, parse_override, read_yaml_mapping
 from lenshpc.errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "out", "seeds", "set", "grid", "product", "hpc")
@@ -182,7 +182,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     if base is not None and not isinstance(base, str):
         raise ConfigError(f"{path}: base must be a config file name, got {base!r}")
     common = _overrides_block(data.get("set"), f"{path}: set")
-    cli = _parse_cli_overrides(overrides or [])
+    cli = {_check_dotted(key, "--set"): value for key, value in map(parse_override, overrides or [])}
     seeds = parse_seeds(data.get("seeds", [0]), f"{path}: seeds")
     variants = _variants(data.get("grid"), path)
     product = _product(data.get("product"), path)
@@ -278,19 +278,6 @@ def _overrides_block(block: Any, where: str) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise ConfigError(f"{where}: expected a mapping of dotted keys to values, e.g. data.path: data/kids.h5")
     return {_check_dotted(k, where): v for k, v in block.items()}
-
-
-def _parse_cli_overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.chunks=10")
-        key, raw = item.split("=", 1)
-        try:
-            out[_check_dotted(key.strip(), "--set")] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
-    return out
 
 
 def _variants(grid: Any, path: Path) -> list[tuple[str, str | None, dict]]:
