@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from lenshpc.config import Config, HpcConfig, from_dict, load_config, parse_override, read_yaml_mapping
+from lenshpc.config import Config, HpcConfig, flatten, from_dict, load_config, parse_override, read_yaml_mapping
 from lenshpc.errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "out", "seeds", "set", "grid", "product", "hpc")
@@ -249,8 +249,6 @@ def _check_runnable(cfg: Config, shapes: dict[str, tuple | None]) -> None:
 
 def _varied_keys(points: list[GridPoint]) -> list[str]:
     """Flattened config keys whose values differ between grid points (seed and name excluded)."""
-    from lenshpc.config import flatten
-
     firsts = {p.group: p for p in points}.values()
     flats = [flatten(p.config.to_dict()) for p in firsts]
     keys = set().union(*flats) if flats else set()
@@ -261,8 +259,6 @@ def _varied_keys(points: list[GridPoint]) -> list[str]:
 
 def group_values(spec: "SweepSpec") -> dict[str, dict[str, Any]]:
     """``{group: {varied key: value}}`` (what distinguishes each report row)."""
-    from lenshpc.config import flatten
-
     out = {}
     keys = [k for k in spec.varied_keys if k != "seed"]
     for p in spec.points:

@@ -43,9 +43,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, short_name
+from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, ensemble_member_dirs, load_member_config,
+                                                read_ensemble_json, relpath, short_name)
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir
+from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir, check_finished, read_predictions
 
 #: ``task.name`` of a dynamic ensembler's run (:class:`lenshpc.tasks.ide.IDETask`).
 TASK = "ide"
@@ -126,9 +127,6 @@ class _Member:
 
 def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
-    from lenshpc.analysis.ensembles.members import load_member_config
-    from lenshpc.train.rundir import check_finished
-
     if isinstance(members, (str, os.PathLike)):
         members = [members]
     paths = [Path(m).resolve() for m in members]
@@ -202,8 +200,6 @@ def combine(gates: np.ndarray, member_scores: np.ndarray) -> np.ndarray:
 # ======================================================================= run-dir files (lenshpc.tasks.ide)
 def definition(members: Sequence[_Member], out: Path) -> dict:
     """The part of ``ensemble.json`` that defines the ensemble (written at the start, checked on resume)."""
-    from lenshpc.analysis.ensembles.members import relpath
-
     out = Path(out).resolve()
     return {"method": METHOD, "members": [str(m.path) for m in members],
             "member_names": [m.name for m in members],
@@ -213,8 +209,6 @@ def definition(members: Sequence[_Member], out: Path) -> dict:
 
 def same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
     """Whether the member's own stored test scores equal its scores on the DE's test set (same test set)."""
-    from lenshpc.train.rundir import read_predictions
-
     try:
         stored = read_predictions(member_dir / PREDICTIONS_FILE, "test")["scores"]
     except (OSError, KeyError):
@@ -345,7 +339,6 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     UserError
         Not an IDE run dir, unfinished, or a member that cannot be found or loaded.
     """
-    from lenshpc.analysis.ensembles.members import ensemble_member_dirs, read_ensemble_json
     from lenshpc.train.evaluate import load_model
 
     rd = RunDir(path)

@@ -26,7 +26,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint
+from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint, flatten, load_config
 from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, check_finished, is_run_dir, read_predictions,
                                   run_normaliser, unfinished_run_advice)
 
@@ -227,8 +227,6 @@ class PredictionSet:
 
 
 def load_member_config(run_dir: Path):
-    from lenshpc.config import load_config
-
     try:
         return load_config(run_dir / CONFIG_FILE)
     except UserError as exc:
@@ -353,8 +351,6 @@ def _common_sets(data_cfg, normaliser=None):
 
 
 def _check_rescorable(member: Member, cfg, data_cfg) -> None:
-    from lenshpc.config import flatten
-
     a, b = flatten(cfg.to_dict()), flatten(data_cfg.to_dict())
     diff = [k for k in INPUT_KEYS if (a.get(k) or "") != (b.get(k) or "")]
     if diff:

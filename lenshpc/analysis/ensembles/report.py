@@ -24,8 +24,8 @@ from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, l
 from lenshpc.report.stats import GroupSummary, summarise_group
 from lenshpc.report import provenance as code_provenance
 from lenshpc.report import significance
-from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, markdown_tables, tex_escape, tex_tables,
-                                   write_tables)
+from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, gaps_text, markdown_tables, tex_escape,
+                                   tex_tables, write_tables)
 from lenshpc.train.rundir import RunDir
 
 #: Extra columns of report.csv (the row's description).
@@ -154,8 +154,6 @@ def _plots(ens: list[GroupSummary], members: list[GroupSummary], plot_dir: Path)
 
 
 def _markdown(spec: EnsembleSpec, r: EnsembleReport, threshold: str, problems: list[str]) -> str:
-    from lenshpc.report.tables import gaps_text
-
     beta = _common(r.groups, "beta")
     lines = [f"# Ensemble report: {spec.name}", "",
              f"Spec: `{spec.path}`; ensemble runs in `{spec.out}`; members from `{spec.runs}`; seeds "

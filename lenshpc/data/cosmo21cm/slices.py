@@ -40,7 +40,8 @@ import numpy as np
 
 from lenshpc import __version__
 from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, _image_chunks, _write_meta_column, check_finite,
-                                 create_h5, decode_attr, hdf5_digest, nonfinite_rows, shard_indices, split_indices)
+                                 create_h5, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, shard_indices,
+                                 split_indices)
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path, rng_for
 
@@ -473,8 +474,6 @@ def describe(path: str | Path, tree: bool = False) -> str:
         lines.extend(f"  WARNING: {w}" for w in ds.warnings)
         lines.append(f"  content sha256 {ds.attrs.get('content_sha256', '')[:16]}…")
         if tree:
-            from lenshpc.data.format import hdf5_tree
-
             lines.append("  objects:")
             lines.extend(f"    {line}" for line in hdf5_tree(ds._fh))  # noqa: SLF001 - the reader's own file
         return "\n".join(lines)
