@@ -29,6 +29,7 @@ from typing import Any, Literal, Sequence, Union
 import yaml
 
 from lenshpc.errors import ConfigError
+from lenshpc.utils import atomic_write_text, did_you_mean
 
 
 def _range(lo: float | None = None, hi: float | None = None, **kw: Any) -> dict:
@@ -337,8 +338,6 @@ def _set_dotted(data: dict, parts: list[str], value: Any, source: str) -> None:
 
 def key_hint(key: str, valid: list[str], prefix: str = "") -> str:
     """The hint of an unknown-key message: the closest valid key, else the valid keys under ``prefix``."""
-    from lenshpc.utils import did_you_mean
-
     return did_you_mean(key, valid, cutoff=0.5, template=f" Did you mean '{prefix}{{}}'?",
                         otherwise=f" Valid keys under '{prefix or '<top>'}': {', '.join(valid)}.")
 
@@ -461,7 +460,6 @@ def _check_consistency(obj: Any, source: str, prefix: str) -> None:
 def _check_task(cfg: "Config", source: str, prefix: str) -> None:
     """``task.name`` resolves, ``task.params`` suit the task, ``selection.metric`` is one of its validation metrics."""
     from lenshpc import tasks
-    from lenshpc.utils import did_you_mean
 
     try:
         task = tasks.get(cfg.task.name)
@@ -476,8 +474,6 @@ def _check_task(cfg: "Config", source: str, prefix: str) -> None:
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config atomically (every run directory gets one)."""
-    from lenshpc.utils import atomic_write_text
-
     atomic_write_text(path, cfg.to_yaml())
 
 

@@ -21,7 +21,9 @@ import numpy as np
 from lenshpc.analysis.ensembles.ide import (ENSEMBLE_FILE, METHOD, SUMMARY_KEYS, TASK, batched, check_members, combine,
                                             data_image_shape, definition, ide_targets, make_member_step,
                                             resolve_members, same_test_set)
+from lenshpc.errors import ConfigError
 from lenshpc.tasks.lens import LensTask
+from lenshpc.utils import atomic_write_json, json_safe
 
 
 class IDETask(LensTask):
@@ -43,8 +45,6 @@ class IDETask(LensTask):
     # ------------------------------------------------------------------ config
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> dict:
-        from lenshpc.errors import ConfigError
-
         out = super().check_params(params)
         members = out["members"]
         if not isinstance(members, (list, tuple)) or not all(isinstance(m, str) and m for m in members):
@@ -74,8 +74,6 @@ class IDETask(LensTask):
                                               ", ".join(m.name for m in members))
 
     def data_source(self, *, rank: int, size: int, run_dir, write: bool):
-        from lenshpc.utils import atomic_write_json
-
         source = super().data_source(rank=rank, size=size, run_dir=run_dir, write=write)
         if write:  # the members are part of the run's definition: a resume checks them (train_ide)
             atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, definition(self.members(), Path(run_dir)))
@@ -139,8 +137,6 @@ class IDETask(LensTask):
     def write_extra_files(self, run_dir, result: dict) -> None:
         """``ensemble.json``: definition + gate statistics + members' and oracle's metrics on the same sets."""
         from lenshpc import metrics
-        from lenshpc.utils import json_safe
-        from lenshpc.utils import atomic_write_json
 
         sel, members = self.cfg.selection, self.members()
         info = definition(members, Path(run_dir))
