@@ -24,11 +24,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Sequence, Union
 
 import yaml
 
 from lenshpc.errors import ConfigError
+from lenshpc.utils import atomic_write_text, did_you_mean
 
 
 def _range(lo: float | None = None, hi: float | None = None, **kw: Any) -> dict:
@@ -225,15 +226,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     data = _load_yaml_tree(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.chunks=10")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
-        _set_dotted(data, key.strip().split("."), value, "--set")
+    for key, value in map(parse_override, overrides or []):
+        _set_dotted(data, key.split("."), value, "--set")
     for key, value in dotted.items():
         _set_dotted(data, key.replace("__", ".").split("."), value, "<argument>")
     return from_dict(data, source=source)
@@ -321,6 +315,17 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE`` → ``(KEY, value parsed as YAML)``; :class:`ConfigError` naming the item."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.chunks=10")
+    key, raw = item.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+
+
 def _set_dotted(data: dict, parts: list[str], value: Any, source: str) -> None:
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -333,8 +338,6 @@ def _set_dotted(data: dict, parts: list[str], value: Any, source: str) -> None:
 
 def key_hint(key: str, valid: list[str], prefix: str = "") -> str:
     """The hint of an unknown-key message: the closest valid key, else the valid keys under ``prefix``."""
-    from lenshpc.utils import did_you_mean
-
     return did_you_mean(key, valid, cutoff=0.5, template=f" Did you mean '{prefix}{{}}'?",
                         otherwise=f" Valid keys under '{prefix or '<top>'}': {', '.join(valid)}.")
 
@@ -457,7 +460,6 @@ def _check_consistency(obj: Any, source: str, prefix: str) -> None:
 def _check_task(cfg: "Config", source: str, prefix: str) -> None:
     """``task.name`` resolves, ``task.params`` suit the task, ``selection.metric`` is one of its validation metrics."""
     from lenshpc import tasks
-    from lenshpc.utils import did_you_mean
 
     try:
         task = tasks.get(cfg.task.name)
@@ -472,8 +474,6 @@ def _check_task(cfg: "Config", source: str, prefix: str) -> None:
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config atomically (every run directory gets one)."""
-    from lenshpc.utils import atomic_write_text
-
     atomic_write_text(path, cfg.to_yaml())
 
 
@@ -507,5 +507,3 @@ __all__ = [
     "from_dict",
     "load_config",
 ]
-
-_ = Optional  # re-exported typing helper for schema extensions

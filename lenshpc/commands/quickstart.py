@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from lenshpc.commands.quicksweep import resource, run_quick_sweep
+from lenshpc.errors import UserError
 
 HELP = "end-to-end demo: simulate → 2 losses × 3 seeds sweep → report → ensembles, Grad-CAM, info content, ranking"
 DESCRIPTION = """\
@@ -65,7 +66,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.errors import UserError
     from lenshpc.hpc.spec import load_sweep
     from lenshpc.report import reduce_runs
 

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lenshpc.data.cosmo21cm.simulate import Resources, output_is_current, simulate21cm
-    from lenshpc.data.format import describe
+    from lenshpc.data.cosmo21cm.slices import describe
     from lenshpc.errors import UserError
 
     grid = grid_from_args(args)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lenshpc.data.cosmo21cm.cubes import cubes_from_files, read_catalogue, stack_cubes
-    from lenshpc.data.format import describe
+    from lenshpc.data.cosmo21cm.slices import describe
     from lenshpc.errors import UserError
 
     out = Path(args.out)

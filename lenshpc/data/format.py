@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -425,11 +426,23 @@ def decode_attr(value):
 
 
 class H5Reader:
-    """What lenshpc's HDF5 readers share: an open ``h5py.File`` in ``_fh``, context management, and root
-    attributes decoded (:func:`decode_attr`), the names in ``JSON_ATTRS`` parsed from their JSON strings."""
+    """What lenshpc's HDF5 readers share: an open ``h5py.File`` in ``_fh``, context management, root
+    attributes decoded (:func:`decode_attr`), the names in ``JSON_ATTRS`` parsed from their JSON strings, and the
+    text logs stored with the data."""
 
     JSON_ATTRS: tuple[str, ...] = ()
     _fh: h5py.File
+
+    def _open(self, path: str | Path, what: str, hint: str = "") -> None:
+        """Open ``path`` read-only as ``self._fh``; :class:`DataError` "``what`` not found: path``hint``" or
+        "not a readable HDF5 file"."""
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{what} not found: {self.path}{hint}")
+        try:
+            self._fh = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
 
     def __enter__(self):
         return self
@@ -450,6 +463,12 @@ class H5Reader:
             out[key] = value
         return out
 
+    def logs(self) -> dict[str, list[str]]:
+        """Text logs stored with the data (e.g. ``skipped``: the inputs `lenshpc stack` left out)."""
+        if "log" not in self._fh:
+            return {}
+        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
+
 
 class Dataset(H5Reader):
     """A read-only view of a lenshpc HDF5 dataset.
@@ -461,17 +480,9 @@ class Dataset(H5Reader):
     JSON_ATTRS = ("bands", "provenance")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"dataset not found: {self.path}")
-        try:
-            self._fh = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        self._open(path, "dataset")
         attrs = self._fh.attrs
-        kind = attrs.get("lenshpc_format")
-        if isinstance(kind, bytes):
-            kind = kind.decode()
+        kind = decode_attr(attrs.get("lenshpc_format"))
         if kind not in ("population", "labelled"):
             self._fh.close()
             raise DataError(f"{self.path}: not a lenshpc dataset (missing 'lenshpc_format' attribute); "
@@ -587,13 +598,6 @@ class Dataset(H5Reader):
         return out
 
 
-    def logs(self) -> dict[str, list[str]]:
-        """Text logs stored with the data (e.g. ``skipped``: the inputs `lenshpc stack` left out)."""
-        if "log" not in self._fh:
-            return {}
-        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
-
-
 def open_dataset(path: str | Path) -> Dataset:
     """Open a lenshpc HDF5 dataset for reading (raises :class:`DataError` with the reason)."""
     return Dataset(path)
@@ -641,6 +645,25 @@ def describe(path: str | Path, *, tree: bool = False) -> str:
             lines.append("  objects:")
             lines.extend(f"    {line}" for line in hdf5_tree(ds._fh))  # noqa: SLF001 - same module
         return "\n".join(lines)
+
+
+def hdf5_digest(fh: h5py.File) -> str:
+    """SHA-256 over every dataset of an open file (sorted names; name, dtype, shape, bytes), attributes left out:
+    equal ⇔ same content (the ``content_sha256`` of slice and segmented files)."""
+    h = hashlib.sha256()
+    names: list[str] = []
+    fh.visit(lambda name: names.append(name) if isinstance(fh[name], h5py.Dataset) else None)
+    for name in sorted(names):
+        ds = fh[name]
+        h.update(f"{name}|{ds.dtype.str if not h5py.check_string_dtype(ds.dtype) else 'str'}|{ds.shape}|".encode())
+        if h5py.check_string_dtype(ds.dtype):
+            h.update("\x00".join(ds.asstr()[()].tolist()).encode())
+        else:
+            rows = max(1, (16 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+            for start in range(0, len(ds) if ds.shape else 1, rows):
+                block = ds[start:start + rows] if ds.shape else ds[()]
+                h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()
 
 
 def hdf5_tree(group: h5py.Group) -> list[str]:

@@ -55,6 +55,7 @@ import numpy as np
 
 from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, finish
 from lenshpc.data.sim_galaxies import add_field, add_lrg, add_spiral, draw_lrg, negative_image
+from lenshpc.utils import rng_for
 
 #: Full-well depth of one exposure (electrons); a co-added pixel saturates at n_exposures × this.
 FULL_WELL = 70_000.0
@@ -258,8 +259,6 @@ HARD_MIX: dict[str, float] = {"saturated_star": 0.1, "grand_design": 0.1, "group
 
 def hard_image(kind: str, seed: int, index: int, opts: SimOptions) -> tuple[np.ndarray, dict]:
     """Image ``index`` of hard kind ``kind``, from its own stream ``rng_for(seed, "hard", kind, index)``."""
-    from lenshpc.utils import rng_for
-
     return HARD_KINDS[kind](rng_for(seed, "hard", kind, index), opts)
 
 

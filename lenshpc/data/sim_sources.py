@@ -14,7 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, light_model, ellipticity, finish, sersic_amp
+from lenshpc.data.sim_common import (Canvas, Conditions, SimOptions, ellipticity, finish, light_model, pixel_axis,
+                                     sersic_amp)
 
 
 #: lensed-source pixels fainter than this fraction of the image's peak are stored as 0
@@ -30,8 +31,6 @@ def _lens_model():
 
 @lru_cache(maxsize=8)
 def _image_plane(size: int, pixel_scale: float, sub: int) -> tuple[np.ndarray, np.ndarray]:
-    from lenshpc.data.sim_common import pixel_axis
-
     xx, yy = np.meshgrid(pixel_axis(size, pixel_scale, sub), pixel_axis(size, pixel_scale, sub))
     return xx.ravel(), yy.ravel()
 

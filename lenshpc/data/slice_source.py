@@ -230,7 +230,6 @@ class SliceSource:
             self.class_names = ds.class_names(self.target)
             self.n_classes = len(self.class_names)
             h, w, c = ds.image_shape
-            self.full_shape = (int(h), int(w), int(c))
             self.content_sha256 = str(ds.attrs.get("content_sha256", ""))
             self.split_sizes = {s: int(len(ds.indices(s))) for s in ("train", "val", "test")}
         if self.crop is not None and not 1 <= self.crop <= min(h, w):

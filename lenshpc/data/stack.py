@@ -265,9 +265,7 @@ def _plain(column) -> np.ndarray:
     data = column
     if getattr(column, "mask", None) is not None and np.any(column.mask):
         kind = column.dtype.kind
-        if kind in "iuf":
-            data = column.astype(np.float64).filled(np.nan)
-        elif kind == "b":
+        if kind in "iufb":
             data = column.astype(np.float64).filled(np.nan)
         else:
             data = column.filled("")

@@ -39,7 +39,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from lenshpc.data.stack import CutoutError, Problem, nonfinite_reason, problem_error, read_cutout
+from lenshpc.data.stack import FALLBACK_PIXEL_SCALE, CutoutError, Problem, nonfinite_reason, problem_error, read_cutout
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import progress
 
@@ -144,7 +144,6 @@ def stack_image_folders(out: str | Path, root: str | Path, *, classes: Mapping[s
         ``{"n", "shape", "classes", "counts", "problems"}`` (``counts``: images per folder).
     """
     from lenshpc.data.format import write_labelled
-    from lenshpc.data.stack import FALLBACK_PIXEL_SCALE
 
     root = Path(root)
     if not root.is_dir():

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 from lenshpc.config import HpcConfig
 from lenshpc.errors import Preempted, UserError
 from lenshpc.train.rundir import RunDir
+from lenshpc.utils import progress
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -358,8 +359,6 @@ def run_array_and_wait(kind: str, folder: Path, hpc: HpcConfig, job_name: str, f
     UserError
         One or more jobs failed: each with its last error line and its log file.
     """
-    from lenshpc.utils import progress
-
     executor = make_executor(kind, folder, hpc, job_name=job_name)
     jobs = executor.map_array(fn, *zip(*items)) if items else []
     if log is not None:

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lenshpc.config import Config, HpcConfig, from_dict, load_config, read_yaml_mapping
+from lenshpc.config import Config, HpcConfig, flatten, from_dict, load_config, parse_override, read_yaml_mapping
 from lenshpc.errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "out", "seeds", "set", "grid", "product", "hpc")
@@ -181,7 +182,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     if base is not None and not isinstance(base, str):
         raise ConfigError(f"{path}: base must be a config file name, got {base!r}")
     common = _overrides_block(data.get("set"), f"{path}: set")
-    cli = _parse_cli_overrides(overrides or [])
+    cli = {_check_dotted(key, "--set"): value for key, value in map(parse_override, overrides or [])}
     seeds = parse_seeds(data.get("seeds", [0]), f"{path}: seeds")
     variants = _variants(data.get("grid"), path)
     product = _product(data.get("product"), path)
@@ -219,7 +220,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
                                         run_dir=out_dir / group / f"seed{seed}", config=cfg.replace(seed=seed)))
     hpc = _hpc(points, data.get("hpc"), path)
     varied = _varied_keys(points) + (["seed"] if len(seeds) > 1 else [])
-    dupes = [g for g, n in _count(p.id for p in points).items() if n > 1]
+    dupes = [g for g, n in Counter(p.id for p in points).items() if n > 1]
     if dupes:
         raise ConfigError(f"{path}: grid points collide on run directory {dupes[0]}; give variants distinct names")
     return SweepSpec(path=path, name=name, out=out_dir, points=points, hpc=hpc, varied_keys=varied)
@@ -248,8 +249,6 @@ def _check_runnable(cfg: Config, shapes: dict[str, tuple | None]) -> None:
 
 def _varied_keys(points: list[GridPoint]) -> list[str]:
     """Flattened config keys whose values differ between grid points (seed and name excluded)."""
-    from lenshpc.config import flatten
-
     firsts = {p.group: p for p in points}.values()
     flats = [flatten(p.config.to_dict()) for p in firsts]
     keys = set().union(*flats) if flats else set()
@@ -260,8 +259,6 @@ def _varied_keys(points: list[GridPoint]) -> list[str]:
 
 def group_values(spec: "SweepSpec") -> dict[str, dict[str, Any]]:
     """``{group: {varied key: value}}`` (what distinguishes each report row)."""
-    from lenshpc.config import flatten
-
     out = {}
     keys = [k for k in spec.varied_keys if k != "seed"]
     for p in spec.points:
@@ -271,32 +268,12 @@ def group_values(spec: "SweepSpec") -> dict[str, dict[str, Any]]:
     return out
 
 
-def _count(items) -> dict:
-    out: dict = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
-
-
 def _overrides_block(block: Any, where: str) -> dict[str, Any]:
     if block is None:
         return {}
     if not isinstance(block, dict):
         raise ConfigError(f"{where}: expected a mapping of dotted keys to values, e.g. data.path: data/kids.h5")
     return {_check_dotted(k, where): v for k, v in block.items()}
-
-
-def _parse_cli_overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.chunks=10")
-        key, raw = item.split("=", 1)
-        try:
-            out[_check_dotted(key.strip(), "--set")] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
-    return out
 
 
 def _variants(grid: Any, path: Path) -> list[tuple[str, str | None, dict]]:

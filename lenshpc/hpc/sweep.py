@@ -190,14 +190,7 @@ def describe_resources(kind: str, hpc: HpcConfig, n_runs: int) -> str:
     parts = [f"partition={hpc.partition or '(default)'}", f"time={hpc.time_min} min", f"nodes={hpc.nodes}",
              f"tasks/node={hpc.tasks_per_node}", f"gpus/node={hpc.gpus_per_node}", f"cpus/task={hpc.cpus_per_task}",
              f"mem={hpc.mem_gb} GB", f"array %{hpc.array_parallelism}"]
-    if hpc.account:
-        parts.append(f"account={hpc.account}")
-    if hpc.qos:
-        parts.append(f"qos={hpc.qos}")
-    if hpc.image:
-        parts.append(f"image={hpc.image}")
-    if hpc.extra:
-        parts.append(f"extra={hpc.extra}")
+    parts += [f"{key}={getattr(hpc, key)}" for key in ("account", "qos", "image", "extra") if getattr(hpc, key)]
     ranks = hpc.nodes * hpc.tasks_per_node
     launch = f"; each array task is one {ranks}-rank Horovod run (srun)" if ranks > 1 else ""
     if ranks > 1 and 0 < hpc.gpus_per_node < hpc.tasks_per_node:

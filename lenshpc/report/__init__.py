@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lenshpc.errors import UserError
+from lenshpc.errors import ConfigError, UserError
 from lenshpc.report.collect import (CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, Vocabulary, attach_sweep,
                                     find_run_dirs, load_runs)
 from lenshpc.report import provenance as code_provenance
@@ -135,7 +135,6 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
 def _task_sections(groups: list[GroupSummary], out: Path, problems: list[str]) -> list[str]:
     """Markdown lines of each task's own report parts (:meth:`lenshpc.tasks.base.Task.report_sections`)."""
     from lenshpc import tasks
-    from lenshpc.errors import ConfigError
 
     by_task: dict[str, dict[str, list[RunRecord]]] = {}
     for g in groups:

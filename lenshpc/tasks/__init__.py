@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 
 from lenshpc.errors import ConfigError
+from lenshpc.utils import did_you_mean
 
 #: name -> "module:class" (imported lazily).
 _REGISTRY = {
@@ -32,16 +33,10 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def register(name: str, target: str) -> None:
-    """Register a task class given as ``"module:Class"`` (a plug-in, or a test's toy task)."""
-    _REGISTRY[name] = target
-
-
 def get(name: str):
     """The task class registered as ``name``, or given as an import path ``"package.module:Class"``
     (a plug-in or a test's task: the module must be importable, e.g. on ``PYTHONPATH``)."""
     from lenshpc.tasks.base import Task
-    from lenshpc.utils import did_you_mean
 
     target = _REGISTRY.get(name, name)
     if ":" not in target:

@@ -14,13 +14,13 @@ Run-dir extras: ``predictions.h5`` holds each test slice's MSE (``scores``) and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from lenshpc.errors import ConfigError
 from lenshpc.tasks.base import Metric
-from lenshpc.tasks.cosmo21cm import _SliceTask, check_slice_params
+from lenshpc.tasks.cosmo21cm import _SliceTask
 
 FIGURE = "reconstructions.png"
 #: Test slices shown in the reconstruction figure.
@@ -45,10 +45,6 @@ class AutoencodeTask(_SliceTask):
               "augment": ["roll", "rot90", "flip"], "allow_slice_split": False}
     labels_kind = "image"
 
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any]) -> dict:
-        return check_slice_params(cls, params)
-
     def num_outputs(self) -> int:
         return 1
 
@@ -70,9 +66,6 @@ class AutoencodeTask(_SliceTask):
             return keras.ops.mean(keras.ops.square(outputs - targets))
 
         return mse
-
-    def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.asarray(y, dtype=np.float32)
 
     def target_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(image_shape)

@@ -238,4 +238,3 @@ class Task(ABC):
 
 
 __all__ = ["ChunkSource", "Metric", "Task"]
-_ = Sequence  # typing re-export for task modules

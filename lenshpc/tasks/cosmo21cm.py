@@ -39,37 +39,37 @@ METRICS = (
 )
 
 
-def check_slice_params(cls, params: Mapping[str, Any]) -> dict:
-    """The parameter checks shared by the 21-cm tasks (classification and autoencoder)."""
-    from lenshpc.data.cosmo21cm.slices import TARGETS
-    from lenshpc.data.slice_source import AUGMENTATIONS, NORMALISATIONS
-
-    out = Task.check_params.__func__(cls, params)
-    if out["target"] not in TARGETS:
-        raise ConfigError(f"task.params.target = {out['target']!r}; use one of {', '.join(TARGETS)}")
-    if out["normalisation"] not in NORMALISATIONS:
-        raise ConfigError(f"task.params.normalisation = {out['normalisation']!r}; use one of "
-                          + ", ".join(f"{k} ({v})" for k, v in NORMALISATIONS.items()))
-    scale = out["mk_scale"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ConfigError(f"task.params.mk_scale = {scale!r}: a positive number of mK (e.g. 20)")
-    crop = out["crop"]
-    if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
-        raise ConfigError(f"task.params.crop = {crop!r}: 0 (whole slice) or a positive side in pixels")
-    ops = out["augment"]
-    if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or any(o not in AUGMENTATIONS for o in ops):
-        raise ConfigError(f"task.params.augment = {ops!r}: a list of {', '.join(AUGMENTATIONS)} ([] = none)")
-    out["augment"] = [o for o in AUGMENTATIONS if o in ops]
-    if not isinstance(out["allow_slice_split"], bool):
-        raise ConfigError(f"task.params.allow_slice_split = {out['allow_slice_split']!r}: true or false")
-    return out
-
-
 class _SliceTask(Task):
     """What the 21-cm tasks share: the slice source and its checks."""
 
     #: ``y`` of the source: class indices or the images.
     labels_kind = "class"
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict:
+        """The parameter checks shared by the 21-cm tasks (classification and autoencoder)."""
+        from lenshpc.data.cosmo21cm.slices import TARGETS
+        from lenshpc.data.slice_source import AUGMENTATIONS, NORMALISATIONS
+
+        out = super().check_params(params)
+        if out["target"] not in TARGETS:
+            raise ConfigError(f"task.params.target = {out['target']!r}; use one of {', '.join(TARGETS)}")
+        if out["normalisation"] not in NORMALISATIONS:
+            raise ConfigError(f"task.params.normalisation = {out['normalisation']!r}; use one of "
+                              + ", ".join(f"{k} ({v})" for k, v in NORMALISATIONS.items()))
+        scale = out["mk_scale"]
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ConfigError(f"task.params.mk_scale = {scale!r}: a positive number of mK (e.g. 20)")
+        crop = out["crop"]
+        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
+            raise ConfigError(f"task.params.crop = {crop!r}: 0 (whole slice) or a positive side in pixels")
+        ops = out["augment"]
+        if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or any(o not in AUGMENTATIONS for o in ops):
+            raise ConfigError(f"task.params.augment = {ops!r}: a list of {', '.join(AUGMENTATIONS)} ([] = none)")
+        out["augment"] = [o for o in AUGMENTATIONS if o in ops]
+        if not isinstance(out["allow_slice_split"], bool):
+            raise ConfigError(f"task.params.allow_slice_split = {out['allow_slice_split']!r}: true or false")
+        return out
 
     def _check_loss(self) -> None:
         if self.cfg.loss.name not in self.losses:
@@ -110,7 +110,7 @@ class Cosmo21cmTask(_SliceTask):
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> dict:
-        out = check_slice_params(cls, params)
+        out = super().check_params(params)
         eps = out["label_smoothing"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
             raise ConfigError(f"task.params.label_smoothing = {eps!r}: a number in [0, 1)")

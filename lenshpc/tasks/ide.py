@@ -18,8 +18,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.ide import TASK
+from lenshpc.analysis.ensembles.ide import (ENSEMBLE_FILE, METHOD, SUMMARY_KEYS, TASK, batched, check_members, combine,
+                                            data_image_shape, definition, ide_targets, make_member_step,
+                                            resolve_members, same_test_set)
+from lenshpc.errors import ConfigError
 from lenshpc.tasks.lens import LensTask
+from lenshpc.utils import atomic_write_json, json_safe
 
 
 class IDETask(LensTask):
@@ -41,8 +45,6 @@ class IDETask(LensTask):
     # ------------------------------------------------------------------ config
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> dict:
-        from lenshpc.errors import ConfigError
-
         out = super().check_params(params)
         members = out["members"]
         if not isinstance(members, (list, tuple)) or not all(isinstance(m, str) and m for m in members):
@@ -58,7 +60,6 @@ class IDETask(LensTask):
 
     def check_data(self) -> None:
         """The lens data checks, then every member: finished, preprocessing, normalisation and image shape."""
-        from lenshpc.analysis.ensembles.ide import check_members, data_image_shape, resolve_members
         from lenshpc.data.normalise import config_key
 
         super().check_data()
@@ -73,9 +74,6 @@ class IDETask(LensTask):
                                               ", ".join(m.name for m in members))
 
     def data_source(self, *, rank: int, size: int, run_dir, write: bool):
-        from lenshpc.analysis.ensembles.ide import ENSEMBLE_FILE, definition
-        from lenshpc.utils import atomic_write_json
-
         source = super().data_source(rank=rank, size=size, run_dir=run_dir, write=write)
         if write:  # the members are part of the run's definition: a resume checks them (train_ide)
             atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, definition(self.members(), Path(run_dir)))
@@ -84,8 +82,6 @@ class IDETask(LensTask):
 
     def member_scores(self, x: np.ndarray) -> np.ndarray:
         """``(N, M)`` member scores; cached for the fixed (read-only) validation and test arrays."""
-        from lenshpc.analysis.ensembles.ide import batched, make_member_step
-
         for arr, scores in self._fixed:
             if arr is x:
                 return scores
@@ -110,8 +106,6 @@ class IDETask(LensTask):
         return lambda targets, gates: tf.reduce_mean(keras.losses.categorical_crossentropy(targets, gates))
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        from lenshpc.analysis.ensembles.ide import ide_targets
-
         return ide_targets(self.member_scores(x), np.asarray(y).reshape(-1))
 
     def target_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -119,8 +113,6 @@ class IDETask(LensTask):
 
     def outputs(self, predict, x: np.ndarray) -> np.ndarray:
         """Ensemble scores ``ŷ = Σ g·p`` ``(N,)`` float32 (what validation, test and predictions.h5 see)."""
-        from lenshpc.analysis.ensembles.ide import combine
-
         pm = self.member_scores(x)
         g = predict(x)
         p = combine(g, pm)
@@ -132,8 +124,6 @@ class IDETask(LensTask):
         """``val_loss`` = the gating network's cross-entropy on the validation targets; the rest: lens metrics of ŷ."""
         import keras
 
-        from lenshpc.analysis.ensembles.ide import ide_targets
-
         if self._last is None or self._last[0] is not out:
             raise RuntimeError("IDETask.chunk_metrics needs the outputs of the preceding outputs() call")
         _, g, pm = self._last
@@ -142,16 +132,11 @@ class IDETask(LensTask):
         return {**super().chunk_metrics(y, out), "val_loss": loss}
 
     def extra_metrics(self) -> dict:
-        from lenshpc.analysis.ensembles.ide import METHOD
-
         return {"ensemble": {"method": METHOD, "members": [str(m.path) for m in self.members()]}}
 
     def write_extra_files(self, run_dir, result: dict) -> None:
         """``ensemble.json``: definition + gate statistics + members' and oracle's metrics on the same sets."""
         from lenshpc import metrics
-        from lenshpc.analysis.ensembles.ide import SUMMARY_KEYS, ENSEMBLE_FILE, definition, same_test_set, ide_targets
-        from lenshpc.utils import json_safe
-        from lenshpc.utils import atomic_write_json
 
         sel, members = self.cfg.selection, self.members()
         info = definition(members, Path(run_dir))

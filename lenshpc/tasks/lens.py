@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lenshpc.errors import UserError
 from lenshpc.tasks.base import Metric, Task
 
 
@@ -43,7 +44,6 @@ class LensTask(Task):
         return ChunkEngine(self.cfg, rank=rank, size=size, normaliser=normaliser)
 
     def check_data(self) -> None:
-        from lenshpc.errors import UserError
         from pathlib import Path
 
         data = self.cfg.data

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenshpc.errors import UserError
 from lenshpc.utils import atomic_write_json
 
 N_COMPONENTS = 50
@@ -63,7 +64,6 @@ def key_of(run_dir: Path, task) -> tuple[str, dict, object] | None:
     if not options.get("pca_baseline", True):
         return None
     from lenshpc.data.cosmo21cm.slices import open_slices
-    from lenshpc.errors import UserError
 
     try:  # the content digest keys the cache: a dataset re-made under the same path is refitted
         with open_slices(cfg.data.path) as ds:

@@ -43,9 +43,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
+from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, ensemble_member_dirs, load_member_config,
+                                                read_ensemble_json, relpath, short_name)
 from lenshpc.errors import UserError
-from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir
+from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir, check_finished, read_predictions
 
 #: ``task.name`` of a dynamic ensembler's run (:class:`lenshpc.tasks.ide.IDETask`).
 TASK = "ide"
@@ -124,17 +125,8 @@ class _Member:
         return tuple(int(s) for s in self.model.input_shape[1:])
 
 
-def _member_name(path: Path) -> str:
-    from lenshpc.analysis.ensembles.members import short_name
-
-    return short_name(path)
-
-
 def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
-    from lenshpc.analysis.ensembles.members import load_member_config
-    from lenshpc.train.rundir import check_finished
-
     if isinstance(members, (str, os.PathLike)):
         members = [members]
     paths = [Path(m).resolve() for m in members]
@@ -146,11 +138,11 @@ def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
         raise UserError(f"ensemble members given twice: {', '.join(dupes)}; list each run dir once")
     out = []
     for path in paths:
-        check_finished(path, f"input-dependent ensemble member {_member_name(path)}")
+        check_finished(path, f"input-dependent ensemble member {short_name(path)}")
         mcfg = load_member_config(path)
         from lenshpc.data.normalise import config_key
 
-        out.append(_Member(path=path, name=_member_name(path), preprocess=mcfg.data.preprocess,
+        out.append(_Member(path=path, name=short_name(path), preprocess=mcfg.data.preprocess,
                            normalisation=config_key(mcfg)))
     return out
 
@@ -208,8 +200,6 @@ def combine(gates: np.ndarray, member_scores: np.ndarray) -> np.ndarray:
 # ======================================================================= run-dir files (lenshpc.tasks.ide)
 def definition(members: Sequence[_Member], out: Path) -> dict:
     """The part of ``ensemble.json`` that defines the ensemble (written at the start, checked on resume)."""
-    from lenshpc.analysis.ensembles.members import relpath
-
     out = Path(out).resolve()
     return {"method": METHOD, "members": [str(m.path) for m in members],
             "member_names": [m.name for m in members],
@@ -219,8 +209,6 @@ def definition(members: Sequence[_Member], out: Path) -> dict:
 
 def same_test_set(member_dir: Path, scores: np.ndarray) -> Optional[bool]:
     """Whether the member's own stored test scores equal its scores on the DE's test set (same test set)."""
-    from lenshpc.train.rundir import read_predictions
-
     try:
         stored = read_predictions(member_dir / PREDICTIONS_FILE, "test")["scores"]
     except (OSError, KeyError):
@@ -306,7 +294,7 @@ class IDEScorer:
 
     def __init__(self, path: Path, gating, members: list[_Member]):
         self.path = Path(path)
-        self.name = _member_name(self.path.resolve())
+        self.name = short_name(self.path.resolve())
         self.gating = gating
         self.members = [str(m.path) for m in members]
         self.image_shape = tuple(int(s) for s in gating.input_shape[1:])
@@ -351,7 +339,6 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     UserError
         Not an IDE run dir, unfinished, or a member that cannot be found or loaded.
     """
-    from lenshpc.analysis.ensembles.members import ensemble_member_dirs, read_ensemble_json
     from lenshpc.train.evaluate import load_model
 
     rd = RunDir(path)
@@ -365,7 +352,7 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
         raise UserError(f"{rd.path}: the input-dependent ensemble has not finished training (no DONE); "
                         "run it to the end first")
     paths = ensemble_member_dirs(rd.path, info)  # recorded absolute paths, else relative (a moved tree)
-    members = [_Member(path=p.resolve(), name=_member_name(p.resolve()), preprocess="").load() for p in paths]
+    members = [_Member(path=p.resolve(), name=short_name(p.resolve()), preprocess="").load() for p in paths]
     gating = load_model(rd.model)
     width = int(gating.output_shape[-1])
     if width != len(members):

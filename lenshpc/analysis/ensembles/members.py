@@ -26,9 +26,10 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint
+from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint, flatten, load_config
 from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, check_finished, is_run_dir, read_predictions,
                                   run_normaliser, unfinished_run_advice)
+from lenshpc.utils import atomic_path, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -225,14 +226,8 @@ class PredictionSet:
     test_meta: dict[str, np.ndarray] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
 
-    @property
-    def rescored(self) -> int:
-        return sum(s == "rescored" for s in self.sources)
-
 
 def load_member_config(run_dir: Path):
-    from lenshpc.config import load_config
-
     try:
         return load_config(run_dir / CONFIG_FILE)
     except UserError as exc:
@@ -262,8 +257,6 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     Every other member is re-scored on the sets built by ``ChunkEngine(data_cfg)``, which is only
     possible when its input preprocessing (:data:`INPUT_KEYS`) matches the data's.
     """
-    from lenshpc.utils import progress
-
     if not members:
         raise UserError("an ensemble needs at least one member")
     cfgs = [load_member_config(m.run_dir) for m in members]
@@ -357,8 +350,6 @@ def _common_sets(data_cfg, normaliser=None):
 
 
 def _check_rescorable(member: Member, cfg, data_cfg) -> None:
-    from lenshpc.config import flatten
-
     a, b = flatten(cfg.to_dict()), flatten(data_cfg.to_dict())
     diff = [k for k in INPUT_KEYS if (a.get(k) or "") != (b.get(k) or "")]
     if diff:
@@ -410,7 +401,6 @@ def _read_cache(path: Path, run_dir: Path, fingerprint: str) -> tuple[np.ndarray
 
 def _write_cache(path: Path, run_dir: Path, fingerprint: str, val: np.ndarray, test: np.ndarray) -> None:
     from lenshpc.data.format import create_h5
-    from lenshpc.utils import atomic_path
 
     with atomic_path(path) as tmp:
         with create_h5(tmp) as fh:

@@ -24,8 +24,8 @@ from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, l
 from lenshpc.report.stats import GroupSummary, summarise_group
 from lenshpc.report import provenance as code_provenance
 from lenshpc.report import significance
-from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, markdown_tables, tex_escape, tex_tables,
-                                   write_tables)
+from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, gaps_text, markdown_tables, tex_escape,
+                                   tex_tables, write_tables)
 from lenshpc.train.rundir import RunDir
 
 #: Extra columns of report.csv (the row's description).
@@ -137,13 +137,14 @@ def _common(groups: list[GroupSummary], key: str) -> str:
 
 
 def _plots(ens: list[GroupSummary], members: list[GroupSummary], plot_dir: Path) -> tuple[list[Path], list[str]]:
+    from lenshpc.hpc.spec import slug
     from lenshpc.report import plots as figures
 
     beta = _common(ens + members, "beta")
     beta_value = float(beta) if beta not in ("?", "varies") else None
     paths = figures.plot_fbeta_curves(ens, plot_dir, beta=beta_value)
     for g in ens:  # Figs 5.15–5.18: one ensemble, its std band, recall and precision
-        paths += figures.plot_fbeta_curves([g], plot_dir / _dirname(g.label), beta=beta_value)
+        paths += figures.plot_fbeta_curves([g], plot_dir / slug(g.label), beta=beta_value)
     if members:
         paths += figures.plot_fbeta_curves(members, plot_dir / "members", beta=beta_value)
     paths += figures.plot_roc_curves(ens + members, plot_dir)
@@ -152,15 +153,7 @@ def _plots(ens: list[GroupSummary], members: list[GroupSummary], plot_dir: Path)
     return paths, problems
 
 
-def _dirname(label: str) -> str:
-    from lenshpc.hpc.spec import slug
-
-    return slug(label)
-
-
 def _markdown(spec: EnsembleSpec, r: EnsembleReport, threshold: str, problems: list[str]) -> str:
-    from lenshpc.report.tables import gaps_text
-
     beta = _common(r.groups, "beta")
     lines = [f"# Ensemble report: {spec.name}", "",
              f"Spec: `{spec.path}`; ensemble runs in `{spec.out}`; members from `{spec.runs}`; seeds "

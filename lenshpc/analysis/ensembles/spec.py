@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-from lenshpc.config import build, key_hint, read_yaml_mapping  # the config schema's strict builder (unknown keys → suggestion)
+from lenshpc.config import build, flatten, key_hint, read_yaml_mapping
 from lenshpc.errors import ConfigError
 from lenshpc.utils import did_you_mean
 
@@ -68,8 +68,6 @@ class EnsembleEntry:
 
     def overrides(self) -> dict[str, Any]:
         """Dotted config overrides of an input-dependent ensemble: ``train``/``model`` sections, then ``set``."""
-        from lenshpc.config import flatten
-
         out: dict[str, Any] = {}
         for section in ("model", "train"):
             block = getattr(self, section)

@@ -66,6 +66,7 @@ import numpy as np
 from lenshpc.analysis.inspect import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
 from lenshpc.train.rundir import METRICS_FILE, PREDICTIONS_FILE, RunDir, read_predictions, unfinished_run_advice
+from lenshpc.utils import atomic_write_json, atomic_write_text, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -583,7 +584,6 @@ def read_pairs(data: Path, lens_index: np.ndarray, source_index: np.ndarray, met
     source metadata column present in ``meta`` equal to the dataset's for those sources.
     """
     from lenshpc.data.format import open_dataset
-    from lenshpc.utils import progress
 
     alpha = np.asarray(meta["alpha"], dtype=np.float64)
     with open_dataset(data) as ds:
@@ -989,8 +989,6 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
         summary["source_area_skipped"] = skipped_reason
     summary["figures"] = figures + ["positives.csv"]
     summary["inputs"] = finger
-
-    from lenshpc.utils import atomic_write_json, atomic_write_text
 
     atomic_write_text(out_dir / "positives.csv", _positives_csv(columns))
     atomic_write_text(out_dir / "summary.md", _summary_md(summary, tables, reach))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lenshpc import provenance
+from lenshpc import __version__, provenance
 from lenshpc.analysis.ranking import metrics as rk
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import atomic_path, atomic_write_json
@@ -187,8 +187,6 @@ def read_ranked_csv(path: str | Path) -> dict[str, np.ndarray]:
     lenshpc.errors.DataError
         When the file is not a ``ranked.csv`` written by ``lenshpc rank`` (binary, truncated, other columns).
     """
-    from lenshpc.errors import DataError
-
     fix = "re-run `lenshpc rank` into this directory (finished shards are reused)"
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -330,7 +328,6 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
     dict
         ``rank.json``'s content (plus ``metrics`` when there are tracers).
     """
-    from lenshpc import __version__
     from lenshpc.analysis.ranking import shards as rs
     from lenshpc.data.format import open_dataset
 

@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 from lenshpc.errors import ConfigError, UserError
 from lenshpc.train.rundir import RunDir
-from lenshpc.utils import atomic_write_json, atomic_write_text
+from lenshpc.utils import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -284,8 +284,6 @@ def write_report(spec: RoundsSpec, rows: list[dict]) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from lenshpc.utils import atomic_path
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.0), squeeze=False)
     for ax, metric in zip(axes[0], METRICS):

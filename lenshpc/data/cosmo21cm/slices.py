@@ -29,7 +29,6 @@ split is by realisation: no realisation has slices in two splits.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import warnings
@@ -41,7 +40,8 @@ import numpy as np
 
 from lenshpc import __version__
 from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, _image_chunks, _write_meta_column, check_finite,
-                                 create_h5, decode_attr, nonfinite_rows, shard_indices, split_indices)
+                                 create_h5, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, shard_indices,
+                                 split_indices)
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path, rng_for
 
@@ -123,24 +123,6 @@ def _split_rows(realisation: np.ndarray, split_by: str, seed: int, fractions, gi
         raise DataError(f"realisation(s) {missing} are in no split; list every realisation in the split")
     rows = {s: np.flatnonzero(np.isin(realisation, parts[s])).astype(np.int64) for s in SPLITS}
     return rows, parts
-
-
-def content_digest(fh: h5py.File) -> str:
-    """SHA-256 over the names and bytes of every dataset (sorted), i.e. the file's content without attributes."""
-    h = hashlib.sha256()
-    names: list[str] = []
-    fh.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-    for name in sorted(names):
-        ds = fh[name]
-        h.update(name.encode())
-        if h5py.check_string_dtype(ds.dtype):
-            h.update(json.dumps([str(v) for v in ds.asstr()[()]]).encode())
-            continue
-        step = max(1, (64 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))  # 64 MiB blocks
-        for start in range(0, ds.shape[0] if ds.ndim else 1, step):
-            block = ds[start:start + step] if ds.ndim else ds[()]
-            h.update(np.ascontiguousarray(block).tobytes())
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- cutting cubes
@@ -290,7 +272,7 @@ class SliceWriter:
         fh.attrs["provenance"] = json.dumps(a["provenance"], sort_keys=True, default=str)
         fh.attrs["lenshpc_version"] = __version__
         fh.flush()
-        fh.attrs["content_sha256"] = content_digest(fh)
+        fh.attrs["content_sha256"] = hdf5_digest(fh)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         stack, self._stack = self._stack, None
@@ -335,14 +317,7 @@ class SliceDataset(H5Reader):
     JSON_ATTRS = ("classes", "split_realisations", "split_fractions", "simulator", "provenance")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"slice dataset not found: {self.path}; create one with `lenshpc simulate21cm` or "
-                            "`lenshpc stack21cm`")
-        try:
-            self._fh = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        self._open(path, "slice dataset", "; create one with `lenshpc simulate21cm` or `lenshpc stack21cm`")
         try:
             self._check()
         except BaseException:
@@ -409,15 +384,11 @@ class SliceDataset(H5Reader):
 
     def class_names(self, target: str) -> list[str]:
         """Labels for tables and figures: ``z=8``, ``F_ESC10=-1.3``, ``z=8 F_ESC10=-1.3``."""
-        def z(v):
-            return f"z={v:g}"
-
-        def f(v):
-            return f"F_ESC10={v:g}"
-
+        label = {"redshift": "z={:g}", "escape_fraction": "F_ESC10={:g}"}
         if target == "joint":
-            return [f"{z(a)} {f(b)}" for a, b in self.classes("joint")]
-        return [z(v) if target == "redshift" else f(v) for v in self.classes(target)]
+            z, f = label["redshift"], label["escape_fraction"]
+            return [f"{z.format(a)} {f.format(b)}" for a, b in self.classes("joint")]
+        return [label[target].format(v) for v in self.classes(target)]
 
     def n_classes(self, target: str) -> int:
         return len(self.classes(target))
@@ -481,11 +452,6 @@ class SliceDataset(H5Reader):
                                 f"(target {target!r}; split by {self.split_by}); every (redshift, F_ESC10) must be "
                                 "simulated for every realisation, or choose another target")
 
-    def logs(self) -> dict[str, list[str]]:
-        if "log" not in self._fh:
-            return {}
-        return {name: [str(v) for v in ds.asstr()[()]] for name, ds in self._fh["log"].items()}
-
 
 def open_slices(path: str | Path) -> SliceDataset:
     """Open a ``slices21cm`` file for reading (:class:`DataError` with the reason)."""
@@ -508,8 +474,6 @@ def describe(path: str | Path, tree: bool = False) -> str:
         lines.extend(f"  WARNING: {w}" for w in ds.warnings)
         lines.append(f"  content sha256 {ds.attrs.get('content_sha256', '')[:16]}…")
         if tree:
-            from lenshpc.data.format import hdf5_tree
-
             lines.append("  objects:")
             lines.extend(f"    {line}" for line in hdf5_tree(ds._fh))  # noqa: SLF001 - the reader's own file
         return "\n".join(lines)

@@ -29,18 +29,13 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("local", "slurm", "mpi", "inline")
 
 
-def shard_job(plan: Plan, k: int, workers: int) -> str:
-    """Entry point of one submitit array task (module level: pickled by reference)."""
-    return run_shard(plan, k, workers=workers)
-
-
 def _run_submitit(plan: Plan, pending: list[int], kind: str, workers: int) -> None:
     from lenshpc.hpc.jobs import run_array_and_wait
 
     hpc = dataclasses.replace(plan.cfg.hpc, gpus_per_node=0, nodes=1, tasks_per_node=1,
                               cpus_per_task=max(int(workers), 1))
     run_array_and_wait(kind, shards_dir(plan.out) / "submitit" / "%j", hpc, f"maxtree-{Path(plan.out).stem}",
-                       shard_job, [(plan, k, workers) for k in pending], pending, "max-tree shard", log=log)
+                       run_shard, [(plan, k, workers) for k in pending], pending, "max-tree shard", log=log)
 
 
 def run_plan(plan: Plan, executor: str, workers: int = 1, shard_index: int | None = None,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -34,23 +33,12 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import DiskGuard, H5Reader, create_h5, decode_attr
+from lenshpc.data.format import DiskGuard, H5Reader, _write_meta_column, create_h5, decode_attr, hdf5_digest
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
 FORMAT = "segmented"
 SCHEMA_VERSION = 1
-
-
-_decode = decode_attr
-
-
-def _write_column(group: h5py.Group, name: str, values: np.ndarray) -> None:
-    values = np.asarray(values)
-    if values.dtype.kind in "UO":
-        group.create_dataset(name, data=values.astype(str).astype(object), dtype=h5py.string_dtype())
-    else:
-        group.create_dataset(name, data=values)
 
 
 def _set_attrs(fh: h5py.File, attrs: Mapping) -> None:
@@ -93,7 +81,7 @@ class ShardWriter:
         if name == "labels":
             self._fh[group].create_dataset("labels", data=np.asarray(values, dtype=np.uint8))
         else:
-            _write_column(self._fh[group]["meta"], name, values)
+            _write_meta_column(self._fh[group]["meta"], name, values)
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
@@ -121,7 +109,7 @@ def shard_is_complete(path: str | Path, expected: Mapping) -> bool:
     try:
         with h5py.File(path, "r") as fh:
             for key, value in expected.items():
-                have = _decode(fh.attrs.get(key))
+                have = decode_attr(fh.attrs.get(key))
                 want = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
                 if have != want:
                     return False
@@ -175,9 +163,9 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
                     if name == "labels":
                         dst[group].create_dataset("labels", data=values.astype(np.uint8))
                     else:
-                        _write_column(dst[group].require_group("meta"), name.split("/", 1)[1], values)
+                        _write_meta_column(dst[group].require_group("meta"), name.split("/", 1)[1], values)
                 dst[group].require_group("meta")
-            digest = _digest_open(dst)
+            digest = hdf5_digest(dst)
             _set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION,
                              "lenshpc_version": __version__,
                              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -186,27 +174,10 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
 
 
 # ---------------------------------------------------------------------- digest
-def _digest_open(fh: h5py.File) -> str:
-    h = hashlib.sha256()
-    names: list[str] = []
-    fh.visit(lambda name: names.append(name) if isinstance(fh[name], h5py.Dataset) else None)
-    for name in sorted(names):
-        ds = fh[name]
-        h.update(f"{name}|{ds.dtype.str if not h5py.check_string_dtype(ds.dtype) else 'str'}|{ds.shape}|".encode())
-        if h5py.check_string_dtype(ds.dtype):
-            h.update("\x00".join(ds.asstr()[()].tolist()).encode())
-        else:
-            rows = max(1, (16 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
-            for start in range(0, len(ds) if ds.shape else 1, rows):
-                block = ds[start:start + rows] if ds.shape else ds[()]
-                h.update(np.ascontiguousarray(block).tobytes())
-    return h.hexdigest()
-
-
 def content_digest(path: str | Path) -> str:
     """SHA-256 over every dataset (name, dtype, shape, bytes): equal ⇔ same content."""
     with h5py.File(path, "r") as fh:
-        return _digest_open(fh)
+        return hdf5_digest(fh)
 
 
 # ---------------------------------------------------------------------- reading
@@ -227,15 +198,8 @@ class SegmentedDataset(H5Reader):
     JSON_ATTRS = ("maxtree", "data", "source", "provenance")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"segmented dataset not found: {self.path}; create it with "
-                            "`lenshpc maxtree DATA.h5 --out SEG.h5`")
-        try:
-            self._fh = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
-        kind = _decode(self._fh.attrs.get("lenshpc_format"))
+        self._open(path, "segmented dataset", "; create it with `lenshpc maxtree DATA.h5 --out SEG.h5`")
+        kind = decode_attr(self._fh.attrs.get("lenshpc_format"))
         if kind != FORMAT:
             self._fh.close()
             raise DataError(f"{self.path}: not a segmented dataset (lenshpc_format={kind!r}); "
