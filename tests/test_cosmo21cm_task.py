@@ -171,3 +171,14 @@ def test_quickstart_and_study_sweeps_load(c21_dataset):
     assert len(central.points) == 30 and {p.config.task.name for p in central.points} == {"cosmo21cm"}
     enc = next(p for p in central.points if p.group == "cnn_encoder").config
     assert enc.train.freeze == ["enc_*"] and enc.train.start_from.endswith("cosmo21cm_autoencoder/seed0")
+
+
+def test_lens_only_rescoring_commands_refuse_a_21cm_run_clearly(c21_runs, capsys):
+    """`evaluate` / `gradcam` re-score lens finders: on a cosmo21cm run they say so (exit 2, no traceback)."""
+    from lenshpc.cli import main
+
+    run = c21_runs / "study" / "cnn" / "seed0"
+    for verb in ("evaluate", "gradcam"):
+        assert main([verb, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert "is a run of task 'cosmo21cm'" in err and "lenshpc reduce" in err and "Traceback" not in err

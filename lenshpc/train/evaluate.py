@@ -84,6 +84,10 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     return result
 
 
+#: Tasks whose runs hold one lens score per cutout (what evaluate and Grad-CAM re-score).
+SCORED_TASKS = ("lens",)
+
+
 def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, require_done: bool = False):
     """Check a run directory with a model and return ``(RunDir, config, data file)``.
 
@@ -108,6 +112,11 @@ def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, req
     if not rd.model.is_file() or (require_done and not rd.is_done()):
         raise UserError(unfinished_run_advice(rd.path, MODEL_FILE))
     cfg = load_config(rd.config)
+    if cfg.task.name not in SCORED_TASKS:
+        # A lens score per cutout is what these commands re-score; other tasks' test metrics are in their run dir.
+        raise UserError(f"{rd.path} is a run of task '{cfg.task.name}': `lenshpc evaluate` and `gradcam` re-score "
+                        f"lens finders (tasks {', '.join(SCORED_TASKS)}); its test metrics are in "
+                        f"{rd.metrics.name} and {rd.predictions.name}, and `lenshpc reduce` tabulates them")
     if data_path is not None:
         cfg = cfg.replace(**{"data.path": str(data_path)})
     data = Path(cfg.data.path)
