@@ -27,8 +27,7 @@ def check_request(executor: str | None, executors: Iterable[str], shards: int | 
 
 def sibling_dir(out: str | Path, suffix: str) -> Path:
     """The parts folder next to ``out``: ``OUT`` + ``suffix`` (``SEG.h5`` → ``SEG.h5.shards``)."""
-    out = Path(out)
-    return out.with_name(out.name + suffix)
+    return Path(out).with_name(Path(out).name + suffix)
 
 
 def part_name(prefix: str, k: int, shards: int) -> str:
@@ -68,15 +67,19 @@ def part_is_complete(path: str | Path, expected: Mapping, check: Callable | None
         return False
 
 
-def run_pending(todo: list, executor: str, run_inline: Callable, submit: Callable) -> None:
-    """Run the pending shards ``todo``: ``run_inline(k)`` one after another for ``inline``, else ``submit(todo)``."""
-    if not todo:
-        return
+def run_pending(todo: list, executor: str, run_inline: Callable, *, parts: str | Path, hpc: Callable,
+                job_name: str, fn: Callable, args: Callable, what: str, log=None) -> None:
+    """Run the pending shards ``todo``: ``run_inline(k)`` one after another for ``inline``, else one submitit
+    array of ``fn(*args(k))`` (resources ``hpc()``, logs in ``parts/submitit``) waited for and failures reported
+    together (:func:`lenshpc.hpc.jobs.run_array_and_wait`)."""
+    from lenshpc.hpc.jobs import run_array_and_wait
+
     if executor == "inline":
         for k in todo:
             run_inline(k)
-    else:
-        submit(todo)
+    elif todo:
+        run_array_and_wait(executor, Path(parts) / "submitit" / "%j", hpc(), job_name, fn, [args(k) for k in todo],
+                           todo, what, log=log)
 
 
 def require_finished(missing: list, message: str, error: type[UserError] = UserError) -> None:
@@ -84,6 +87,3 @@ def require_finished(missing: list, message: str, error: type[UserError] = UserE
     if missing:
         raise error(message.format(missing=missing))
 
-
-__all__ = ["check_request", "contiguous", "part_is_complete", "part_name", "require_finished", "run_pending",
-           "sibling_dir"]

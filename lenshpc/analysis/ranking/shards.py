@@ -303,14 +303,6 @@ def _hpc(plan: RankPlan, hpc=None):
     return dataclasses.replace(hpc, nodes=1, tasks_per_node=1, gpus_per_node=min(int(hpc.gpus_per_node), 1))
 
 
-def _run_submitit(plan: RankPlan, pending: list[int], kind: str, hpc=None) -> None:
-    from lenshpc.hpc.jobs import run_array_and_wait
-
-    run_array_and_wait(kind, shards_dir(plan.out) / "submitit" / "%j", _hpc(plan, hpc),
-                       f"rank-{Path(plan.catalogue).stem}", shard_job, [(plan, k) for k in pending], pending,
-                       "rank shard", log=log)
-
-
 def compute_shards(plan: RankPlan, executor: str = "inline", *, shard_index: int | None = None,
                    merge_only: bool = False, hpc=None, show_progress: bool = True) -> dict:
     """Compute the plan's pending shards (or only ``shard_index``) with ``executor``.
@@ -331,7 +323,8 @@ def compute_shards(plan: RankPlan, executor: str = "inline", *, shard_index: int
         # Inline: one model load for all shards; else fail here, once, on a shape mismatch, not in every array task.
         scorer = load_checked_scorer(plan)
         sh.run_pending(todo, executor, lambda k: run_shard(plan, k, scorer=scorer, show_progress=show_progress),
-                       lambda ks: _run_submitit(plan, ks, executor, hpc))
+                       parts=shards_dir(plan.out), hpc=lambda: _hpc(plan, hpc), fn=shard_job, args=lambda k: (plan, k),
+                       job_name=f"rank-{Path(plan.catalogue).stem}", what="rank shard", log=log)
     return {"done": todo, "skipped": [k for k in wanted if k not in todo]}
 
 

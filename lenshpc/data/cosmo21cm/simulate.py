@@ -193,16 +193,13 @@ class Resources:
     image: str = ""
 
 
-def _run_submitit(grid: Grid, out: Path, shards: list[int], n_shards: int, kind: str, workers: int,
-                  resources: Resources) -> None:
+def _hpc(grid: Grid, workers: int, resources: Resources):
+    """The :class:`~lenshpc.config.HpcConfig` of one shard job."""
     from lenshpc.config import HpcConfig
-    from lenshpc.hpc.jobs import run_array_and_wait
 
     mem_gb = resources.mem_gb or math.ceil(max(1, workers) * _memory_gb(grid.hii_dim) + 1)
-    hpc = HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=mem_gb,
-                    cpus_per_task=max(1, workers), image=resources.image)
-    run_array_and_wait(kind, parts_dir(out) / "submitit" / "%j", hpc, f"simulate21cm-{out.stem}", shard_job,
-                       [(grid, str(out), k, n_shards, workers) for k in shards], shards, "21cmFAST shard", log=log)
+    return HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=mem_gb,
+                     cpus_per_task=max(1, workers), image=resources.image)
 
 
 # --------------------------------------------------------------------------- merge
@@ -271,7 +268,8 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
                     "skipped": grid.realisations}
     todo = [] if merge_only else pending(grid, out)
     sh.run_pending(sorted({r % shards for r in todo}), executor,
-                   lambda k: run_shard(grid, out, k, shards, workers=workers),
-                   lambda ks: _run_submitit(grid, out, ks, shards, executor, workers, resources or Resources()))
+                   lambda k: run_shard(grid, out, k, shards, workers=workers), parts=parts,
+                   hpc=lambda: _hpc(grid, workers, resources or Resources()), job_name=f"simulate21cm-{out.stem}",
+                   fn=shard_job, args=lambda k: (grid, str(out), k, shards, workers), what="21cmFAST shard", log=log)
     digest = merge(grid, out, split_by=split_by, keep_parts=keep_parts)
     return {"status": "merged", "digest": digest, "done": len(todo), "skipped": grid.realisations - len(todo)}

@@ -30,15 +30,6 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("local", "slurm", "mpi", "inline")
 
 
-def _run_submitit(plan: Plan, pending: list[int], kind: str, workers: int) -> None:
-    from lenshpc.hpc.jobs import run_array_and_wait
-
-    hpc = dataclasses.replace(plan.cfg.hpc, gpus_per_node=0, nodes=1, tasks_per_node=1,
-                              cpus_per_task=max(int(workers), 1))
-    run_array_and_wait(kind, shards_dir(plan.out) / "submitit" / "%j", hpc, f"maxtree-{Path(plan.out).stem}",
-                       run_shard, [(plan, k, workers) for k in pending], pending, "max-tree shard", log=log)
-
-
 def run_plan(plan: Plan, executor: str, workers: int = 1, shard_index: int | None = None,
              merge_only: bool = False) -> dict:
     """Compute the pending shards with ``executor`` and merge them (unless ``shard_index`` is given).
@@ -54,8 +45,11 @@ def run_plan(plan: Plan, executor: str, workers: int = 1, shard_index: int | Non
     if plan.output_is_current():
         return {"status": "current", "digest": _digest(plan), "done": 0, "skipped": plan.shards}
     pending = [] if merge_only else plan.pending()
-    sh.run_pending(pending, executor, lambda k: run_shard(plan, k, workers=workers),
-                   lambda ks: _run_submitit(plan, ks, executor, workers))
+    sh.run_pending(pending, executor, lambda k: run_shard(plan, k, workers=workers), parts=shards_dir(plan.out),
+                   hpc=lambda: dataclasses.replace(plan.cfg.hpc, gpus_per_node=0, nodes=1, tasks_per_node=1,
+                                                   cpus_per_task=max(int(workers), 1)),
+                   job_name=f"maxtree-{Path(plan.out).stem}", fn=run_shard, args=lambda k: (plan, k, workers),
+                   what="max-tree shard", log=log)
     digest = merge(plan, executor)
     return {"status": "merged", "digest": digest, "done": len(pending), "skipped": plan.shards - len(pending)}
 
