@@ -287,11 +287,6 @@ def read_scores(plan: RankPlan) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- executors
-def shard_job(plan: RankPlan, k: int) -> str:
-    """Entry point of one submitit array task (module level: pickled by reference)."""
-    return run_shard(plan, k, show_progress=False)
-
-
 def _hpc(plan: RankPlan, hpc=None):
     """Resources of one shard task: the given ``hpc``, else the (first) model run's, one task, ≤ 1 GPU."""
     from lenshpc.analysis.ensembles.scorer import run_configs
@@ -313,20 +308,16 @@ def compute_shards(plan: RankPlan, executor: str = "inline", *, shard_index: int
         ``{"done": [k…], "skipped": [k…]}``: shards computed now and shards reused.
     """
     sh.check_request(executor, EXECUTORS, plan.shards, shard_index)
-    if shard_index is not None:
-        todo = [shard_index] if not plan.is_complete(shard_index) else []
-        wanted = [shard_index]
-    else:
-        todo = [] if merge_only else plan.pending()
-        wanted = list(range(plan.shards))
+    wanted = list(range(plan.shards)) if shard_index is None else [shard_index]
+    todo = [] if merge_only and shard_index is None else [k for k in wanted if not plan.is_complete(k)]
     if todo:
         # Inline: one model load for all shards; else fail here, once, on a shape mismatch, not in every array task.
         scorer = load_checked_scorer(plan)
         sh.run_pending(todo, executor, lambda k: run_shard(plan, k, scorer=scorer, show_progress=show_progress),
-                       parts=shards_dir(plan.out), hpc=lambda: _hpc(plan, hpc), fn=shard_job, args=lambda k: (plan, k),
-                       job_name=f"rank-{Path(plan.catalogue).stem}", what="rank shard", log=log)
+                       parts=shards_dir(plan.out), hpc=lambda: _hpc(plan, hpc), fn=run_shard, what="rank shard", log=log,
+                       args=lambda k: (plan, k, None, False), job_name=f"rank-{Path(plan.catalogue).stem}")
     return {"done": todo, "skipped": [k for k in wanted if k not in todo]}
 
 
 __all__ = ["DEFAULT_BATCH", "EXECUTORS", "RankPlan", "compute_shards", "load_checked_scorer", "make_plan",
-           "model_files", "read_scores", "run_shard", "shard_job", "shard_path", "shards_dir"]
+           "model_files", "read_scores", "run_shard", "shard_path", "shards_dir"]

@@ -178,11 +178,6 @@ def _memory_gb(hii_dim: int) -> float:
     return 0.7 + 1.4 * (hii_dim / 128) ** 3
 
 
-def shard_job(grid: Grid, out: str, shard: int, shards: int, workers: int) -> dict:
-    """Entry point of one submitit array task (module level: pickled by reference)."""
-    return run_shard(grid, out, shard, shards, workers=workers, show_progress=False)
-
-
 @dataclasses.dataclass
 class Resources:
     """SLURM resources of one shard job (``--executor slurm``/``local``)."""
@@ -270,6 +265,7 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
     sh.run_pending(sorted({r % shards for r in todo}), executor,
                    lambda k: run_shard(grid, out, k, shards, workers=workers), parts=parts,
                    hpc=lambda: _hpc(grid, workers, resources or Resources()), job_name=f"simulate21cm-{out.stem}",
-                   fn=shard_job, args=lambda k: (grid, str(out), k, shards, workers), what="21cmFAST shard", log=log)
+                   fn=run_shard, args=lambda k: (grid, str(out), k, shards, workers, False), what="21cmFAST shard",
+                   log=log)
     digest = merge(grid, out, split_by=split_by, keep_parts=keep_parts)
     return {"status": "merged", "digest": digest, "done": len(todo), "skipped": grid.realisations - len(todo)}
