@@ -6,6 +6,7 @@
   construction from :class:`lenshpc.config.HpcConfig`, job-state queries (SLURM / local).
 * :mod:`lenshpc.hpc.sweep` — plan + submit (idempotent, ``--retry-failed``), ``sweep.json``.
 * :mod:`lenshpc.hpc.status` — the ``lenshpc status`` table.
+* :mod:`lenshpc.hpc.shards` — the skeleton of the sharded commands (plan, part files, resume, dispatch).
 
 Heavy imports (submitit, TensorFlow) stay inside functions so ``lenshpc --help`` is fast.
 """

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lenshpc.errors import ConfigError, UserError
+from lenshpc.hpc.shards import check_request
 from lenshpc.train.rundir import RunDir
 from lenshpc.utils import atomic_path, atomic_write_json, atomic_write_text
 
@@ -206,8 +207,7 @@ def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], 
     """Run every unfinished round of ``spec``; write and return the per-round table rows."""
     from lenshpc.analysis.ranking.mine import mine
 
-    if executor not in EXECUTORS:
-        raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    check_request(executor, EXECUTORS)
     rank_executor = "inline" if executor == "inline" else executor
     spec.out.mkdir(parents=True, exist_ok=True)
     for k in range(1, spec.rounds + 1):

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.errors import DataError, UserError
+from lenshpc.hpc import shards as sh
 from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, unfinished_run_advice
 from lenshpc.utils import atomic_path, progress
 
@@ -54,7 +55,7 @@ def shards_dir(out: str | Path) -> Path:
 
 
 def shard_path(out: str | Path, k: int, shards: int) -> Path:
-    return shards_dir(out) / f"scores-{k:04d}-of-{shards:04d}.h5"
+    return shards_dir(out) / sh.part_name("scores", k, shards)
 
 
 # ---------------------------------------------------------------------- identities
@@ -106,8 +107,7 @@ class RankPlan:
 
     def rows(self, k: int) -> tuple[int, int]:
         """``(first, stop)``: the catalogue rows of shard ``k`` (batch-aligned, contiguous)."""
-        nb = self.n_batches
-        lo, hi = nb * k // self.shards, nb * (k + 1) // self.shards
+        lo, hi = sh.contiguous(self.n_batches, k, self.shards)
         return min(lo * self.batch_size, self.n), min(hi * self.batch_size, self.n)
 
     def fingerprint(self) -> str:
@@ -120,19 +120,10 @@ class RankPlan:
 
     def is_complete(self, k: int) -> bool:
         """True when shard ``k``'s file exists, belongs to this plan and holds all its rows."""
-        import h5py
-
-        path = shard_path(self.out, k, self.shards)
-        if not path.is_file():
-            return False
         first, stop = self.rows(k)
-        try:
-            with h5py.File(path, "r") as fh:
-                return (fh.attrs.get("plan") == self.fingerprint() and int(fh.attrs.get("first", -1)) == first
-                        and int(fh.attrs.get("stop", -1)) == stop and fh["scores"].shape == (stop - first,))
-        except (OSError, KeyError) as exc:
-            log.warning("ignoring unreadable shard file %s (%s); it will be recomputed", path, exc)
-            return False
+        return sh.part_is_complete(shard_path(self.out, k, self.shards),
+                                   {"plan": self.fingerprint(), "first": first, "stop": stop},
+                                   lambda fh: fh["scores"].shape == (stop - first,), log=log)
 
     def pending(self) -> list[int]:
         """Shards without a finished file."""
@@ -151,8 +142,7 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
     """
     from lenshpc.data.format import open_dataset
 
-    if shards < 1:
-        raise UserError(f"--shards must be at least 1, got {shards}")
+    sh.check_request(None, EXECUTORS, shards)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     model = Path(model)
@@ -286,10 +276,8 @@ def read_scores(plan: RankPlan) -> np.ndarray:
     """All scores in catalogue row order, from the finished shard files."""
     import h5py
 
-    missing = plan.pending()
-    if missing:
-        raise UserError(f"cannot merge {plan.out}: shard(s) {missing} of {plan.shards} are not finished; "
-                        "re-run the same command (without --merge-only) to compute them")
+    sh.require_finished(plan.pending(), f"cannot merge {plan.out}: shard(s) {{missing}} of {plan.shards} are not "
+                        "finished; re-run the same command (without --merge-only) to compute them")
     out = np.empty(plan.n, dtype=np.float32)
     for k in range(plan.shards):
         first, stop = plan.rows(k)
@@ -299,11 +287,6 @@ def read_scores(plan: RankPlan) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- executors
-def shard_job(plan: RankPlan, k: int) -> str:
-    """Entry point of one submitit array task (module level: pickled by reference)."""
-    return run_shard(plan, k, show_progress=False)
-
-
 def _hpc(plan: RankPlan, hpc=None):
     """Resources of one shard task: the given ``hpc``, else the (first) model run's, one task, ≤ 1 GPU."""
     from lenshpc.analysis.ensembles.scorer import run_configs
@@ -315,14 +298,6 @@ def _hpc(plan: RankPlan, hpc=None):
     return dataclasses.replace(hpc, nodes=1, tasks_per_node=1, gpus_per_node=min(int(hpc.gpus_per_node), 1))
 
 
-def _run_submitit(plan: RankPlan, pending: list[int], kind: str, hpc=None) -> None:
-    from lenshpc.hpc.jobs import run_array_and_wait
-
-    run_array_and_wait(kind, shards_dir(plan.out) / "submitit" / "%j", _hpc(plan, hpc),
-                       f"rank-{Path(plan.catalogue).stem}", shard_job, [(plan, k) for k in pending], pending,
-                       "rank shard", log=log)
-
-
 def compute_shards(plan: RankPlan, executor: str = "inline", *, shard_index: int | None = None,
                    merge_only: bool = False, hpc=None, show_progress: bool = True) -> dict:
     """Compute the plan's pending shards (or only ``shard_index``) with ``executor``.
@@ -332,26 +307,17 @@ def compute_shards(plan: RankPlan, executor: str = "inline", *, shard_index: int
     dict
         ``{"done": [k…], "skipped": [k…]}``: shards computed now and shards reused.
     """
-    if executor not in EXECUTORS:
-        raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
-    if shard_index is not None:
-        if not 0 <= shard_index < plan.shards:
-            raise UserError(f"--shard-index {shard_index} is outside 0..{plan.shards - 1} (--shards {plan.shards})")
-        todo = [shard_index] if not plan.is_complete(shard_index) else []
-        wanted = [shard_index]
-    else:
-        todo = [] if merge_only else plan.pending()
-        wanted = list(range(plan.shards))
+    sh.check_request(executor, EXECUTORS, plan.shards, shard_index)
+    wanted = list(range(plan.shards)) if shard_index is None else [shard_index]
+    todo = [] if merge_only and shard_index is None else [k for k in wanted if not plan.is_complete(k)]
     if todo:
-        if executor == "inline":
-            scorer = load_checked_scorer(plan)
-            for k in todo:
-                run_shard(plan, k, scorer=scorer, show_progress=show_progress)
-        else:
-            load_checked_scorer(plan)  # fail here, once, on a shape mismatch, not in every array task
-            _run_submitit(plan, todo, executor, hpc)
+        # Inline: one model load for all shards; else fail here, once, on a shape mismatch, not in every array task.
+        scorer = load_checked_scorer(plan)
+        sh.run_pending(todo, executor, lambda k: run_shard(plan, k, scorer=scorer, show_progress=show_progress),
+                       parts=shards_dir(plan.out), hpc=lambda: _hpc(plan, hpc), fn=run_shard, what="rank shard", log=log,
+                       args=lambda k: (plan, k, None, False), job_name=f"rank-{Path(plan.catalogue).stem}")
     return {"done": todo, "skipped": [k for k in wanted if k not in todo]}
 
 
 __all__ = ["DEFAULT_BATCH", "EXECUTORS", "RankPlan", "compute_shards", "load_checked_scorer", "make_plan",
-           "model_files", "read_scores", "run_shard", "shard_job", "shard_path", "shards_dir"]
+           "model_files", "read_scores", "run_shard", "shard_path", "shards_dir"]

@@ -32,6 +32,7 @@ from lenshpc.data.cosmo21cm import slices
 from lenshpc.data.cosmo21cm.params import Grid, require_21cmfast
 from lenshpc.data.format import create_h5, decode_attr
 from lenshpc.errors import DataError, UserError
+from lenshpc.hpc import shards as sh
 from lenshpc.utils import atomic_path, progress
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,7 @@ PART_FORMAT = "slices21cm-part"
 
 # --------------------------------------------------------------------------- paths and state
 def parts_dir(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".parts")
+    return sh.sibling_dir(out, ".parts")
 
 
 def part_path(out: str | Path, realisation: int) -> Path:
@@ -57,15 +57,8 @@ def _fingerprint(grid: Grid) -> str:
 
 def part_is_complete(path: Path, grid: Grid, realisation: int) -> bool:
     """A finished part file of this grid and realisation (a part of another grid is recomputed)."""
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as fh:
-            return (decode_attr(fh.attrs.get("lenshpc_format")) == PART_FORMAT
-                    and decode_attr(fh.attrs.get("grid")) == _fingerprint(grid)
-                    and decode_attr(fh.attrs.get("realisation")) == int(realisation))
-    except OSError:
-        return False
+    return sh.part_is_complete(path, {"lenshpc_format": PART_FORMAT, "grid": _fingerprint(grid),
+                                      "realisation": int(realisation)})
 
 
 def pending(grid: Grid, out: str | Path, shard: int = 0, shards: int = 1) -> list[int]:
@@ -185,11 +178,6 @@ def _memory_gb(hii_dim: int) -> float:
     return 0.7 + 1.4 * (hii_dim / 128) ** 3
 
 
-def shard_job(grid: Grid, out: str, shard: int, shards: int, workers: int) -> dict:
-    """Entry point of one submitit array task (module level: pickled by reference)."""
-    return run_shard(grid, out, shard, shards, workers=workers, show_progress=False)
-
-
 @dataclasses.dataclass
 class Resources:
     """SLURM resources of one shard job (``--executor slurm``/``local``)."""
@@ -200,26 +188,21 @@ class Resources:
     image: str = ""
 
 
-def _run_submitit(grid: Grid, out: Path, shards: list[int], n_shards: int, kind: str, workers: int,
-                  resources: Resources) -> None:
+def _hpc(grid: Grid, workers: int, resources: Resources):
+    """The :class:`~lenshpc.config.HpcConfig` of one shard job."""
     from lenshpc.config import HpcConfig
-    from lenshpc.hpc.jobs import run_array_and_wait
 
     mem_gb = resources.mem_gb or math.ceil(max(1, workers) * _memory_gb(grid.hii_dim) + 1)
-    hpc = HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=mem_gb,
-                    cpus_per_task=max(1, workers), image=resources.image)
-    run_array_and_wait(kind, parts_dir(out) / "submitit" / "%j", hpc, f"simulate21cm-{out.stem}", shard_job,
-                       [(grid, str(out), k, n_shards, workers) for k in shards], shards, "21cmFAST shard", log=log)
+    return HpcConfig(partition=resources.partition, time_min=resources.time_min, mem_gb=mem_gb,
+                     cpus_per_task=max(1, workers), image=resources.image)
 
 
 # --------------------------------------------------------------------------- merge
 def merge(grid: Grid, out: str | Path, *, split_by: str = "realisation", keep_parts: bool = False) -> str:
     """Merge the part files into ``out`` (atomically); returns its content digest."""
     out = Path(out)
-    missing = pending(grid, out)
-    if missing:
-        raise DataError(f"cannot merge {out}: realisation(s) {missing} are not finished; re-run the same command "
-                        "to compute them")
+    sh.require_finished(pending(grid, out), f"cannot merge {out}: realisation(s) {{missing}} are not finished; "
+                        "re-run the same command to compute them", DataError)
     n_r = grid.slices_per_realisation
     versions = set()
     for r in range(grid.realisations):
@@ -251,16 +234,12 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
 
     Returns ``{"status": "current" | "merged" | "shard", "digest", "done", "skipped"}`` (realisation counts).
     """
-    if executor not in EXECUTORS:
-        raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
-    if isinstance(shards, bool) or shards < 1:
-        raise UserError(f"--shards must be at least 1, got {shards}")
+    sh.check_request(executor, EXECUTORS, shards)
     shards = int(shards)  # shards beyond the realisation count are empty (an array of K tasks still succeeds)
     out = Path(out)
     if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
         slices.realisation_split(range(grid.realisations), grid.seed)
-    if shard_index is not None and not 0 <= shard_index < shards:
-        raise UserError(f"--shard-index {shard_index} is outside 0..{shards - 1} (--shards {shards})")
+    sh.check_request(executor, EXECUTORS, shards, shard_index)
     # Fail on an unwritable output folder now, not after hours of simulation (the storage message names it),
     # and say how to install 21cmFAST before anything else happens.
     parts = parts_dir(out)
@@ -283,12 +262,10 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
             return {"status": "current", "digest": ds.attrs["content_sha256"], "done": 0,
                     "skipped": grid.realisations}
     todo = [] if merge_only else pending(grid, out)
-    if todo:
-        jobs = sorted({r % shards for r in todo})
-        if executor == "inline":
-            for k in jobs:
-                run_shard(grid, out, k, shards, workers=workers)
-        else:
-            _run_submitit(grid, out, jobs, shards, executor, workers, resources or Resources())
+    sh.run_pending(sorted({r % shards for r in todo}), executor,
+                   lambda k: run_shard(grid, out, k, shards, workers=workers), parts=parts,
+                   hpc=lambda: _hpc(grid, workers, resources or Resources()), job_name=f"simulate21cm-{out.stem}",
+                   fn=run_shard, args=lambda k: (grid, str(out), k, shards, workers, False), what="21cmFAST shard",
+                   log=log)
     digest = merge(grid, out, split_by=split_by, keep_parts=keep_parts)
     return {"status": "merged", "digest": digest, "done": len(todo), "skipped": grid.realisations - len(todo)}

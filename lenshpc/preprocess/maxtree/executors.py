@@ -22,20 +22,12 @@ import logging
 from pathlib import Path
 
 from lenshpc.errors import UserError
+from lenshpc.hpc import shards as sh
 from lenshpc.preprocess.maxtree.shards import Plan, merge, run_shard, shards_dir
 
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm", "mpi", "inline")
-
-
-def _run_submitit(plan: Plan, pending: list[int], kind: str, workers: int) -> None:
-    from lenshpc.hpc.jobs import run_array_and_wait
-
-    hpc = dataclasses.replace(plan.cfg.hpc, gpus_per_node=0, nodes=1, tasks_per_node=1,
-                              cpus_per_task=max(int(workers), 1))
-    run_array_and_wait(kind, shards_dir(plan.out) / "submitit" / "%j", hpc, f"maxtree-{Path(plan.out).stem}",
-                       run_shard, [(plan, k, workers) for k in pending], pending, "max-tree shard", log=log)
 
 
 def run_plan(plan: Plan, executor: str, workers: int = 1, shard_index: int | None = None,
@@ -45,23 +37,19 @@ def run_plan(plan: Plan, executor: str, workers: int = 1, shard_index: int | Non
     Returns a summary ``{"status", "digest", "done", "skipped"}`` (``status``: ``current`` when
     the output was already up to date, ``merged``, ``shard`` or ``worker`` for MPI ranks ≠ 0).
     """
-    if executor not in EXECUTORS:
-        raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    sh.check_request(executor, EXECUTORS, plan.shards, None if executor == "mpi" else shard_index)
     if executor == "mpi":
         return _run_mpi(plan, workers, merge_only)
     if shard_index is not None:
-        if not 0 <= shard_index < plan.shards:
-            raise UserError(f"--shard-index {shard_index} is outside 0..{plan.shards - 1} (--shards {plan.shards})")
         return {"status": "shard", "result": run_shard(plan, shard_index, workers=workers)}
     if plan.output_is_current():
         return {"status": "current", "digest": _digest(plan), "done": 0, "skipped": plan.shards}
     pending = [] if merge_only else plan.pending()
-    if pending:
-        if executor == "inline":
-            for k in pending:
-                run_shard(plan, k, workers=workers)
-        else:
-            _run_submitit(plan, pending, executor, workers)
+    sh.run_pending(pending, executor, lambda k: run_shard(plan, k, workers=workers), parts=shards_dir(plan.out),
+                   hpc=lambda: dataclasses.replace(plan.cfg.hpc, gpus_per_node=0, nodes=1, tasks_per_node=1,
+                                                   cpus_per_task=max(int(workers), 1)),
+                   job_name=f"maxtree-{Path(plan.out).stem}", fn=run_shard, args=lambda k: (plan, k, workers),
+                   what="max-tree shard", log=log)
     digest = merge(plan, executor)
     return {"status": "merged", "digest": digest, "done": len(pending), "skipped": plan.shards - len(pending)}
 

@@ -98,26 +98,6 @@ class ShardWriter:
         return self._ctx.__exit__(exc_type, exc, tb)
 
 
-def shard_is_complete(path: str | Path, expected: Mapping) -> bool:
-    """True when ``path`` is a finished shard written with the attributes in ``expected``.
-
-    A shard made with other parameters (or by another code version's plan) is not reused.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as fh:
-            for key, value in expected.items():
-                have = decode_attr(fh.attrs.get(key))
-                want = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
-                if have != want:
-                    return False
-    except OSError:
-        return False
-    return True
-
-
 def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapping[str, int], attrs: Mapping,
                  image_shape: tuple[int, ...]) -> str:
     """Concatenate shards into ``out`` (atomically) and return its content digest.

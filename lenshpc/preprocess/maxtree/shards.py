@@ -27,6 +27,7 @@ import numpy as np
 
 from lenshpc.config import Config, MaxTreeConfig, data_fingerprint, from_dict
 from lenshpc.errors import DataError
+from lenshpc.hpc import shards as sh
 from lenshpc.preprocess.maxtree import segfile
 from lenshpc.provenance import code_version
 from lenshpc.utils import progress, rng_for
@@ -35,14 +36,15 @@ log = logging.getLogger(__name__)
 
 #: Images segmented per block (progress granularity, memory bound, unit of work for workers).
 BLOCK = 256
+
+
 def shards_dir(out: str | Path) -> Path:
     """Where the shard files of ``out`` live: ``SEG.h5.shards/``."""
-    out = Path(out)
-    return out.with_name(out.name + ".shards")
+    return sh.sibling_dir(out, ".shards")
 
 
 def shard_path(out: str | Path, k: int, shards: int) -> Path:
-    return shards_dir(out) / f"shard-{k:04d}-of-{shards:04d}.h5"
+    return shards_dir(out) / sh.part_name("shard", k, shards)
 
 
 def montage_path(out: str | Path) -> Path:
@@ -88,7 +90,7 @@ class Plan:
 
     def pieces(self, k: int) -> list[tuple[str, int, int]]:
         """``(group, first, stop)`` rows of each group owned by shard ``k``."""
-        lo, hi = self.total * k // self.shards, self.total * (k + 1) // self.shards
+        lo, hi = sh.contiguous(self.total, k, self.shards)
         out, start = [], 0
         for group, n in self.sizes.items():
             a, b = max(lo, start), min(hi, start + n)
@@ -100,7 +102,7 @@ class Plan:
     def pending(self) -> list[int]:
         """Shards without a finished file."""
         return [k for k in range(self.shards)
-                if not segfile.shard_is_complete(shard_path(self.out, k, self.shards), self.shard_attrs(k))]
+                if not sh.part_is_complete(shard_path(self.out, k, self.shards), self.shard_attrs(k))]
 
     def output_is_current(self) -> bool:
         """True when ``out`` exists and was made from this plan (so there is nothing to do)."""
@@ -133,8 +135,7 @@ def make_plan(data_path: str | Path, out: str | Path, cfg: Config, shards: int) 
     """
     from lenshpc.data.format import open_dataset
 
-    if shards < 1:
-        raise DataError(f"--shards must be at least 1, got {shards}")
+    sh.check_request(None, (), shards, error=DataError)
     with open_dataset(data_path) as ds:
         a = ds.attrs
         source = {"path": str(Path(data_path).resolve()), "created": a.get("created"), "seed": a.get("seed"),
@@ -286,7 +287,7 @@ def run_shard(plan: Plan, k: int, workers: int = 1, show_progress: bool = True) 
 
     path = shard_path(plan.out, k, plan.shards)
     attrs = plan.shard_attrs(k)
-    if segfile.shard_is_complete(path, attrs):
+    if sh.part_is_complete(path, attrs):
         log.info("shard %d/%d already done: %s", k, plan.shards, path)
         return "skipped"
     init_worker()
@@ -331,10 +332,8 @@ def run_shard(plan: Plan, k: int, workers: int = 1, show_progress: bool = True) 
 # ---------------------------------------------------------------------- merge
 def merge(plan: Plan, executor: str) -> str:
     """Merge the shard files into ``plan.out`` (atomically) and write the montage; returns the digest."""
-    missing = plan.pending()
-    if missing:
-        raise DataError(f"cannot merge {plan.out}: shard(s) {missing} of {plan.shards} are not finished; "
-                        "re-run the same command to compute them")
+    sh.require_finished(plan.pending(), f"cannot merge {plan.out}: shard(s) {{missing}} of {plan.shards} are not "
+                        "finished; re-run the same command to compute them", DataError)
     attrs = {"maxtree": plan.config["preprocess"]["maxtree"], "data": data_fingerprint(plan.cfg),
              "source": plan.source, "plan": json.dumps(plan.fingerprint(), sort_keys=True),
              "code_version": code_version(), "shards": plan.shards, "executor": executor, "kind": plan.kind}
