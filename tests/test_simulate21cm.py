@@ -87,7 +87,10 @@ def test_a_killed_worker_is_a_clear_error(cosmo21cm, c21_tiny_args, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
     out = tmp_path / "w.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "lenshpc", "simulate21cm", "--out", str(out), *c21_tiny_args],
+    # 32³ boxes: a worker lives for seconds, not the fraction of one a 16³ box takes (no race with its exit)
+    longer = ["--hii-dim", "32", "--box-len", "48", "--r-bubble-max", "15"]
+    proc = subprocess.Popen([sys.executable, "-m", "lenshpc", "simulate21cm", "--out", str(out), *c21_tiny_args,
+                             *longer],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, workers = time.monotonic() + 120, []
     while not workers and proc.poll() is None and time.monotonic() < deadline:
