@@ -189,7 +189,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
 
     points: list[GridPoint] = []
     loaded: dict[str, Config] = {}
-    shapes: dict[str, tuple | None] = {}
+    shapes: dict[tuple, tuple | None] = {}
     for vname, vfile, vparams in variants:
         cfg_file = vfile or base
         where = f"{path}: grid variant '{vname}'"
@@ -226,23 +226,17 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     return SweepSpec(path=path, name=name, out=out_dir, points=points, hpc=hpc, varied_keys=varied)
 
 
-def _check_runnable(cfg: Config, shapes: dict[str, tuple | None]) -> None:
+def _check_runnable(cfg: Config, shapes: dict[tuple, tuple | None]) -> None:
     """What a run would reject when it builds its model, checked without Keras: ``model.name`` and
     ``model.params`` (unknown keys, values, per-stage lengths; against the data's image size when the
-    file exists).  ``shapes`` caches one image shape per data file."""
-    from lenshpc import models
+    file exists: :meth:`lenshpc.tasks.base.Task.input_shape`).  ``shapes`` caches one per (task, data file)."""
+    from lenshpc import models, tasks
 
-    # Only the lens task's input is the dataset's image shape; other tasks' sources define theirs (21-cm crops)
-    path = cfg.data.path if cfg.task.name == "lens" else ""
-    if path and path not in shapes:
-        shapes[path] = None
-        if Path(path).is_file():
-            from lenshpc.data.format import open_dataset
-
-            with open_dataset(path) as ds:
-                shapes[path] = tuple(int(v) for v in ds.image_shape)
+    key = (cfg.task.name, cfg.data.path)
+    if key not in shapes:  # the task knows what its model takes (a lens dataset's image shape; 21-cm crops differ)
+        shapes[key] = tasks.get(cfg.task.name).input_shape(cfg)
     try:
-        models.check(cfg.model.name, cfg.model.params, shapes.get(path))
+        models.check(cfg.model.name, cfg.model.params, shapes[key])
     except ConfigError as exc:
         raise ConfigError(f"model.name / model.params: {exc}") from None
 

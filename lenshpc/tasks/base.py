@@ -157,6 +157,12 @@ class Task(ABC):
     def check_data(self) -> None:
         """Raise :class:`lenshpc.errors.UserError` before any work when the configured data is missing."""
 
+    @classmethod
+    def input_shape(cls, cfg) -> tuple[int, ...] | None:
+        """The model's input shape as the config's data tells it without building the source (a sweep checks
+        every grid point's ``model.params`` against it, without Keras); None when it is not known cheaply."""
+        return None
+
     # ------------------------------------------------------------------ model
     @abstractmethod
     def num_outputs(self) -> int:

@@ -43,6 +43,18 @@ class LensTask(Task):
         normaliser = normalise.for_config(self.cfg, run_dir=run_dir, write=write)
         return ChunkEngine(self.cfg, rank=rank, size=size, normaliser=normaliser)
 
+    @classmethod
+    def input_shape(cls, cfg) -> tuple[int, ...] | None:
+        """The dataset's image shape (the chunk engine's output), when the file exists."""
+        from pathlib import Path
+
+        from lenshpc.data.format import open_dataset
+
+        if not cfg.data.path or not Path(cfg.data.path).is_file():
+            return None
+        with open_dataset(cfg.data.path) as ds:
+            return tuple(int(v) for v in ds.image_shape)
+
     def check_data(self) -> None:
         from pathlib import Path
 
