@@ -157,13 +157,6 @@ def _paths(over: dict, base: Path) -> dict:
 
 
 # ====================================================================== running
-def train_job(config: dict, run_dir: str) -> dict:
-    """One round's training as a submitit job (module level: pickled by reference)."""
-    from lenshpc.hpc.jobs import TrainRun
-
-    return TrainRun(config, run_dir)()
-
-
 def _train(spec: RoundsSpec, runs: list[tuple[Any, Path]], executor: str) -> None:
     """Train (or resume, or skip when DONE) the given ``(config, run_dir)`` pairs."""
     from lenshpc.train import run_training
@@ -175,11 +168,12 @@ def _train(spec: RoundsSpec, runs: list[tuple[Any, Path]], executor: str) -> Non
         for cfg, rd in todo:
             run_training(cfg, rd, show_progress=False)
         return
-    from lenshpc.hpc.jobs import make_executor
+    from lenshpc.hpc.jobs import TrainRun, make_executor
 
     folder = todo[0][1].parent / "submitit" / "%j"
     ex = make_executor(executor, folder, todo[0][0].hpc, job_name=f"{spec.name}-{todo[0][1].parent.name}")
-    jobs = [(rd, ex.submit(train_job, cfg.to_dict(), str(rd))) for cfg, rd in todo]
+    # The checkpointable job itself (not a function calling it): submitit requeues it on preemption/time-out.
+    jobs = [(rd, ex.submit(TrainRun(cfg.to_dict(), str(rd)))) for cfg, rd in todo]
     log.info("submitted %d training job(s): %s", len(jobs), ", ".join(j.job_id for _, j in jobs))
     failures = []
     for rd, job in jobs:
@@ -208,7 +202,6 @@ def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], 
     from lenshpc.analysis.ranking.mine import mine
 
     check_request(executor, EXECUTORS)
-    rank_executor = "inline" if executor == "inline" else executor
     spec.out.mkdir(parents=True, exist_ok=True)
     for k in range(1, spec.rounds + 1):
         rdir = spec.round_dir(k)
@@ -224,9 +217,9 @@ def run_rounds(spec: RoundsSpec, executor: str = "local", echo: Callable[[str], 
             metrics = RunDir(path).read_metrics()
             entry = {"run_dir": str(path), "test_auroc": metrics.get("auroc"),
                      "start_from": (metrics.get("start_from") or {}).get("path"),
-                     "survey": _rank(spec, path, spec.catalogue, path.parent / f"rank-{arm}", rank_executor)}
+                     "survey": _rank(spec, path, spec.catalogue, path.parent / f"rank-{arm}", executor)}
             if spec.eval_catalogue is not None:
-                entry["eval"] = _rank(spec, path, spec.eval_catalogue, path.parent / f"rank-eval-{arm}", rank_executor)
+                entry["eval"] = _rank(spec, path, spec.eval_catalogue, path.parent / f"rank-eval-{arm}", executor)
             record["arms"][arm] = entry
         hardneg = rdir / "hardneg.h5"
         if k < spec.rounds and not hardneg.is_file():
@@ -305,4 +298,4 @@ def write_report(spec: RoundsSpec, rows: list[dict]) -> dict[str, Path]:
     return {"csv": spec.out / "rounds.csv", "md": spec.out / "rounds.md", "png": spec.out / "rounds.png"}
 
 
-__all__ = ["EXECUTORS", "METRICS", "RoundsSpec", "collect", "load_rounds", "run_rounds", "train_job", "write_report"]
+__all__ = ["EXECUTORS", "METRICS", "RoundsSpec", "collect", "load_rounds", "run_rounds", "write_report"]
