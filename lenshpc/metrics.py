@@ -56,6 +56,11 @@ SOFT_EPS = 1e-7
 
 
 # ====================================================================== input checks
+def binary_labels(y: Any) -> np.ndarray:
+    """0/1 lens labels as ``predictions.h5`` stores them: ``(N,)`` uint8."""
+    return np.asarray(y).reshape(-1).astype(np.uint8)
+
+
 def _as_arrays(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
     """Flatten and validate labels and scores; raise :class:`DataError` on bad input."""
     y = np.asarray(y).reshape(-1)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.config import Config, flatten
+from lenshpc.metrics import binary_labels
 from lenshpc.utils import atomic_write_json, atomic_write_text, rng_for
 
 
@@ -47,7 +48,7 @@ def make_run(run_dir: str | Path, cfg: Config, skill: float = 4.0, n_test: int =
     metrics = synthetic_metrics(cfg, scores, labels, val if tuned else None)
     atomic_write_text(rd.config, cfg.to_yaml())
     if predictions:
-        write_predictions(rd.predictions, {"test": {"scores": scores, "labels": labels}})
+        write_predictions(rd.predictions, {"test": {"scores": scores, "labels": binary_labels(labels)}})
     atomic_write_json(rd.metrics, metrics)
     rd.mark_done()
     return metrics

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from lenshpc.errors import UserError
+from lenshpc.metrics import binary_labels
 from lenshpc.tasks.base import Metric, Task
 
 
@@ -20,6 +21,7 @@ class LensTask(Task):
 
     name = "lens"
     description = "strong-lens finding: one sigmoid lens score per cutout (thesis; default)"
+    lens_scores = rescorable = True
     # Table order (thesis Table 5.1, then the challenge metrics); the per-chunk ones in history.csv order.
     metrics = (
         Metric("accuracy", title="Accuracy", per_chunk=True, required=True),
@@ -110,7 +112,7 @@ class LensTask(Task):
         return run_metrics(self.cfg, np.asarray(y).reshape(-1), out, val=val)
 
     def predictions(self, out: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        return {"scores": out, "labels": np.asarray(y).reshape(-1)}
+        return {"scores": out, "labels": binary_labels(y)}
 
 
 __all__ = ["LensTask"]

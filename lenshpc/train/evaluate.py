@@ -23,6 +23,7 @@ import numpy as np
 
 from lenshpc import provenance
 from lenshpc.errors import UserError
+from lenshpc.metrics import binary_labels
 from lenshpc.train.rundir import (METRICS_FILE, MODEL_FILE, PREDICT_BATCH, PREDICTIONS_FILE, RunDir, read_predictions,
                                   run_metrics, run_normaliser, unfinished_run_advice, write_predictions)
 from lenshpc.utils import atomic_write_json, json_safe, read_json_object
@@ -77,15 +78,11 @@ def evaluate_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *,
     result = json_safe(result)
     out_dir = Path(out) if out is not None else rd.path / f"eval-{data.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / PREDICTIONS_FILE, {split: {"scores": scores, "labels": y, "meta": meta}})
+    write_predictions(out_dir / PREDICTIONS_FILE, {split: {"scores": scores, "labels": binary_labels(y), "meta": meta}})
     atomic_write_json(out_dir / METRICS_FILE, result)
     log.info("evaluated %s on %s (%s, %d images): auroc %s, accuracy %.4f → %s", rd.path, data, split, len(y),
              result.get("auroc"), result.get("accuracy", float("nan")), out_dir)
     return result
-
-
-#: Tasks whose runs hold one lens score per cutout (what evaluate and Grad-CAM re-score).
-SCORED_TASKS = ("lens",)
 
 
 def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, require_done: bool = False):
@@ -101,6 +98,7 @@ def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, req
         No such directory, no ``config.yaml``, no ``model.keras`` (or no ``DONE`` with
         ``require_done``), or the data file does not exist.
     """
+    from lenshpc import tasks
     from lenshpc.config import load_config
 
     rd = RunDir(run_dir)
@@ -112,10 +110,10 @@ def open_run(run_dir: str | Path, data_path: Optional[str | Path] = None, *, req
     if not rd.model.is_file() or (require_done and not rd.is_done()):
         raise UserError(unfinished_run_advice(rd.path, MODEL_FILE))
     cfg = load_config(rd.config)
-    if cfg.task.name not in SCORED_TASKS:
-        # A lens score per cutout is what these commands re-score; other tasks' test metrics are in their run dir.
+    if not tasks.get(cfg.task.name).rescorable:
+        # A lens scorer's model.keras is what these commands re-score; other tasks' test metrics are in their run dir.
         raise UserError(f"{rd.path} is a run of task '{cfg.task.name}': `lenshpc evaluate` and `gradcam` re-score "
-                        f"lens finders (tasks {', '.join(SCORED_TASKS)}); its test metrics are in "
+                        f"lens finders (task lens); its test metrics are in "
                         f"{rd.metrics.name} and {rd.predictions.name}, and `lenshpc reduce` tabulates them")
     if data_path is not None:
         cfg = cfg.replace(**{"data.path": str(data_path)})

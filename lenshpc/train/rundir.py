@@ -323,9 +323,7 @@ def write_predictions(path: Path, groups: Mapping[str, Mapping]) -> None:
                 for key, values in data.items():
                     if key == "meta":
                         continue
-                    values = scores if key == "scores" else np.asarray(values)
-                    if key == "labels" and values.ndim == 1:
-                        values = values.astype(np.uint8)
+                    values = scores if key == "scores" else np.asarray(values)  # as the task gives them
                     g.create_dataset(key, data=values)
                 m = g.create_group("meta")
                 for col, values in (data.get("meta") or {}).items():

@@ -41,6 +41,7 @@ from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_en
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
 from lenshpc.errors import UserError
+from lenshpc.metrics import binary_labels
 from lenshpc.provenance import now
 from lenshpc.train.rundir import RunDir, failure_reason, run_metrics, versions, write_predictions
 from lenshpc.utils import atomic_write_json, json_safe, progress
@@ -146,8 +147,8 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
         metrics["timings"] = {"total_s": time.perf_counter() - start}
         metrics["versions"] = versions()
         metrics["provenance"] = _provenance(data_cfg, started, run)
-        write_predictions(rd.predictions, {"val": {"scores": s_val, "labels": ps.y_val},
-                                           "test": {"scores": s_test, "labels": ps.y_test, "meta": ps.test_meta}})
+        write_predictions(rd.predictions, {"val": {"scores": s_val, "labels": binary_labels(ps.y_val)},
+                                           "test": {"scores": s_test, "labels": binary_labels(ps.y_test), "meta": ps.test_meta}})
         atomic_write_json(rd.path / ENSEMBLE_JSON, info)
         atomic_write_json(rd.metrics, json_safe(metrics))
         rd.mark_done()
