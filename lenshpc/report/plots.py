@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.report.stats import GroupSummary, mean_curve
+from lenshpc.tasks import recorded_vocabulary
 from lenshpc.train.rundir import PREDICTIONS_FILE
 from lenshpc.utils import atomic_path
 
@@ -148,8 +149,8 @@ def score_histograms(groups: list[GroupSummary]) -> tuple[dict[str, np.ndarray],
         counts = np.zeros((2, len(HIST_BINS) - 1), dtype=np.int64)
         for run in g.runs:
             path = run.path / PREDICTIONS_FILE
-            if not path.exists():
-                continue
+            if not path.exists() or not recorded_vocabulary(run.metrics).get("lens_scores", True):
+                continue  # not one lens score per image (a K-class or reconstruction task): no score histogram
             try:
                 with h5py.File(path, "r") as fh:
                     scores = np.asarray(fh["test/scores"][()], dtype=float)
@@ -157,8 +158,6 @@ def score_histograms(groups: list[GroupSummary]) -> tuple[dict[str, np.ndarray],
             except (OSError, KeyError) as exc:
                 problems.append(f"{path}: unreadable ({exc})")
                 continue
-            if scores.ndim != 1:
-                continue  # not one score per image (a task with K outputs): no score histogram
             counts[0] += np.histogram(scores[~labels], HIST_BINS)[0]
             counts[1] += np.histogram(scores[labels], HIST_BINS)[0]
         if counts.sum():

@@ -95,6 +95,10 @@ class Task(ABC):
     metrics: ClassVar[tuple[Metric, ...]]
     #: Loss names this task accepts (``loss.name``); the first is the default.
     losses: ClassVar[tuple[str, ...]]
+    #: Runs hold one lens score per image with 0/1 labels (``predictions.h5``): the reducer's score histograms apply.
+    lens_scores: ClassVar[bool] = False
+    #: ``model.keras`` is itself a lens scorer that ``lenshpc evaluate`` / ``gradcam`` can re-score.
+    rescorable: ClassVar[bool] = False
     #: ``task.params`` accepted, with defaults.
     params: ClassVar[Mapping[str, Any]] = {}
 
@@ -144,7 +148,8 @@ class Task(ABC):
                 "titles_tex": {m.name: m.tex for m in cls.metrics if m.tex},
                 "table": [m.name for m in cls.metrics if m.table],
                 "required": [m.name for m in cls.metrics if m.required],
-                "val_metrics": list(cls.val_metrics())}
+                "val_metrics": list(cls.val_metrics()),
+                "lens_scores": cls.lens_scores}
 
     # ------------------------------------------------------------------ data
     @abstractmethod

@@ -32,6 +32,7 @@ class IDETask(LensTask):
     name = TASK
     description = "input-dependent ensembler: a gating network weighting fixed lens finders per image (thesis Sec 3.6)"
     params = {"members": []}
+    rescorable = False  # model.keras is the gating network; the scores need the members too
 
     def __init__(self, cfg):
         super().__init__(cfg)
