@@ -141,3 +141,19 @@ def test_mixed_precision_under_the_cap_is_a_clear_user_error(tmp_path, small_pop
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "mixed_precision" in proc.stderr and "LENSHPC_ONEDNN=off" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_float16_check_passes_under_a_user_cap_on_a_cpu_without_avx512(monkeypatch):
+    """Without AVX-512, TensorFlow keeps float16 convolutions on Eigen, so an AVX2 cap the user exported is no
+    reason to refuse mixed precision. The CPU is a hardware boundary: its flags are patched, nothing else."""
+    monkeypatch.setattr(runtime, "describe", lambda: {"onednn": True, "isa_cap": "AVX2", "reason": "user"})
+    monkeypatch.setattr(runtime, "cpu_info", lambda: {"avx512": False, "machine": "x86_64"})
+    assert runtime.check_float16_convolutions() is None
+    import tensorflow as tf
+
+    from lenshpc.errors import UserError
+
+    monkeypatch.setattr(runtime, "cpu_info", lambda: {"avx512": True, "machine": "x86_64"})
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # a CPU-only process
+    with pytest.raises(UserError, match="needs a GPU here"):
+        runtime.check_float16_convolutions()
