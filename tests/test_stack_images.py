@@ -98,3 +98,17 @@ def test_bad_inputs_write_nothing(tmp_path, capsys):
     assert main(["stack", "--images-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "e.h5")]) == 2
     assert main(["stack", "--images-dir", str(root), "--images", str(root), "--out", str(tmp_path / "e.h5")]) == 2
     assert not (tmp_path / "e.h5").exists()
+
+
+def test_rerun_with_the_same_folder_options_skips_and_other_options_are_refused(tmp_path, capsys):
+    _tree(tmp_path / "set")
+    out = tmp_path / "pre.h5"
+    args = ["stack", "--images-dir", str(tmp_path / "set"), "--out", str(out)]
+    assert main(args) == 0
+    mtime = out.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "nothing to do" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
+    assert main([*args, "--resize", "16"]) == 2  # another request: refused, the file kept
+    assert "resize: None -> 16" in capsys.readouterr().err and out.stat().st_mtime_ns == mtime
+    assert main([*args, "--resize", "16", "--force"]) == 0 and "wrote" in capsys.readouterr().out

@@ -109,7 +109,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
-def _run_image_folders(args: argparse.Namespace, out: Path) -> int:
+def _run_image_folders(args: argparse.Namespace, out: Path, request: dict) -> int:
     from lenshpc.data.stack_images import parse_classes, stack_image_folders
     from lenshpc.errors import UserError
 
@@ -120,7 +120,7 @@ def _run_image_folders(args: argparse.Namespace, out: Path) -> int:
         raise UserError(f"--bands {args.bands!r}: class folders give one grey band; give one name, e.g. --bands r")
     r = stack_image_folders(out, args.images_dir, classes=parse_classes(args.classes), resize=args.resize,
                             skip_bad=args.skip_bad, pixel_scale=args.pixel_scale, band=bands[0], seed=args.seed,
-                            fractions=_fractions(args.split))
+                            fractions=_fractions(args.split), request=request)
     counts = ", ".join(f"{k} ({r['classes'][k]}): {n}" for k, n in r["counts"].items())
     print(f"stacked {r['n']} images ({r['shape'][0]}×{r['shape'][1]}, grey) from {args.images_dir}: {counts}; "
           f"{len(r['problems'])} skipped")
@@ -139,6 +139,8 @@ def _request(args: argparse.Namespace) -> dict:
         return f"{name}={os.path.abspath(path)}" if sep and not os.path.exists(value) else os.path.abspath(value)
 
     return {"images": os.path.abspath(args.images) if args.images else None,
+            "images_dir": os.path.abspath(args.images_dir) if args.images_dir else None, "classes": args.classes,
+            "resize": args.resize,
             "population": sorted(absolute(v) for v in args.population),
             "catalogue": sorted(absolute(v) for v in args.catalogue), "bands": args.bands, "hdu": args.hdu,
             "id_column": args.id_column, "label_column": args.label_column, "id_pattern": args.id_pattern,
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give one of --images (labelled mode), --population NAME=DIR_OR_GLOB (population mode) or "
                         "--images-dir ROOT (class folders)")
     if args.images_dir:
-        return _run_image_folders(args, out)
+        return _run_image_folders(args, out, request)
     if args.classes or args.resize is not None:
         raise UserError("--classes and --resize belong to --images-dir ROOT (class folders)")
     if args.workers < 0:

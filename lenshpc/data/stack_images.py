@@ -132,9 +132,11 @@ def _class_labels(folders: list[str], classes: Mapping[str, int] | None, root: P
 
 def stack_image_folders(out: str | Path, root: str | Path, *, classes: Mapping[str, int] | None = None,
                         resize: int | None = None, skip_bad: bool = False, pixel_scale: float | None = None,
-                        band: str = "grey", seed: int = 0, fractions: Iterable[float] = (0.8, 0.1, 0.1)) -> dict:
+                        band: str = "grey", seed: int = 0, fractions: Iterable[float] = (0.8, 0.1, 0.1),
+                        request: dict | None = None) -> dict:
     """Write ``ROOT/<class>/*`` as a labelled dataset (module rules) atomically to ``out``.
 
+    ``request`` (the command's options) goes into the provenance, so a re-run with the same ones is skipped.
     ``band`` names the one channel (``attrs["bands"]``; default ``grey``; name it after the band of the data
     a later run trains on, e.g. ``r``, when that run must start from a model pre-trained on this set).
 
@@ -194,7 +196,8 @@ def stack_image_folders(out: str | Path, root: str | Path, *, classes: Mapping[s
     provenance = {"command": "stack", "mode": "image_folders", "images_dir": str(root.resolve()), "classes": labels,
                   "grey": "BT.601 luma 0.299 R + 0.587 G + 0.114 B (float), alpha dropped; grey/FITS values as stored",
                   "resize": resize, "inputs": len(paths), "stacked": len(kept), "skipped": len(problems),
-                  "pixel_scale_source": "--pixel-scale" if pixel_scale else "default (images carry no scale)"}
+                  "pixel_scale_source": "--pixel-scale" if pixel_scale else "default (images carry no scale)",
+                  "request": request}
     write_labelled(out, stack, label, ids=ids, meta=meta,
                    pixel_scale=float(pixel_scale) if pixel_scale else FALLBACK_PIXEL_SCALE, bands=[band],
                    seed=seed, provenance=provenance, fractions=fractions,
