@@ -198,15 +198,6 @@ def make_edges(values: Any, bins: int | Sequence[float], lo: float | None = None
     return edges
 
 
-def bin_index(values: Any, edges: np.ndarray) -> np.ndarray:
-    """Bin of each value (``numpy.histogram`` rule; −1 outside the edges or non-finite)."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    idx = np.searchsorted(edges, v, side="right") - 1
-    idx[v == edges[-1]] = len(edges) - 2  # last bin closed on the right
-    idx[(idx < 0) | (idx >= len(edges) - 1) | ~np.isfinite(v)] = -1
-    return idx
-
-
 @dataclass
 class BinnedRates:
     """TPR/FNR of positives per bin of one quantity.
@@ -266,16 +257,12 @@ def binned_rates(values: Any, predicted: Any, bins: int | Sequence[float]) -> Bi
     if values.shape != predicted.shape:
         raise DataError(f"values ({values.size}) and predicted ({predicted.size}) differ in length")
     edges = make_edges(values, bins)
-    idx = bin_index(values, edges)
-    inside = idx >= 0
-    nb = len(edges) - 1
-    n = np.bincount(idx[inside], minlength=nb)
-    tp = np.bincount(idx[inside & predicted], minlength=nb)
-    fn = n - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = np.where(n > 0, tp / np.maximum(n, 1), np.nan)
+    finite = np.isfinite(values)
+    n = np.histogram(values[finite], edges)[0]
+    tp = np.histogram(values[finite & predicted], edges)[0]
+    tpr = np.where(n > 0, tp / np.maximum(n, 1), np.nan)
     fnr = np.where(n > 0, 1.0 - tpr, np.nan)
-    return BinnedRates(edges, n, tp, fn, tpr, fnr, int((~inside).sum()))
+    return BinnedRates(edges, n, tp, n - tp, tpr, fnr, int(values.size - n.sum()))
 
 
 @dataclass
