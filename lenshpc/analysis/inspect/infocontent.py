@@ -341,11 +341,7 @@ def tpr_reaches_one(values: Any, predicted: Any, bins: int | Sequence[float]) ->
 
 # =========================================================================== hexbin
 def _hex_extent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    def span(v):
-        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
-        return (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
-
-    return (*span(x), *span(y))
+    return (*make_edges(x, 1).tolist(), *make_edges(y, 1).tolist())  # the data range, widened when zero
 
 
 def hexbin_tpr(ax, x: Any, y: Any, predicted: Any, gridsize: int = DEFAULT_GRIDSIZE, extent=None, **kwargs):
@@ -356,7 +352,7 @@ def hexbin_tpr(ax, x: Any, y: Any, predicted: Any, gridsize: int = DEFAULT_GRIDS
     a list of ``{"x", "y", "n", "tpr"}`` (hexagon centre, positives, TPR), one per drawn
     hexagon, from a second, identical hexbin that sums ones (same grid, so same cells).
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -365,14 +361,10 @@ def hexbin_tpr(ax, x: Any, y: Any, predicted: Any, gridsize: int = DEFAULT_GRIDS
     kwargs.setdefault("cmap", "copper")
     coll = ax.hexbin(x, y, C=pred, reduce_C_function=np.mean, gridsize=gridsize, extent=extent, mincnt=1,
                      vmin=0.0, vmax=1.0, **kwargs)
-    # counts on a throw-away axes with the same grid (identical cell order and mincnt)
-    fig, scratch = plt.subplots()
-    try:
-        counts = scratch.hexbin(x, y, C=np.ones_like(x), reduce_C_function=np.sum, gridsize=gridsize,
-                                extent=extent, mincnt=1)
-        n = np.asarray(counts.get_array(), dtype=np.float64)
-    finally:
-        plt.close(fig)
+    # counts on a throw-away axes (no pyplot figure to close) with the same grid: identical cell order and mincnt
+    counts = Figure().subplots().hexbin(x, y, C=np.ones_like(x), reduce_C_function=np.sum, gridsize=gridsize,
+                                        extent=extent, mincnt=1)
+    n = np.asarray(counts.get_array(), dtype=np.float64)
     offsets = np.asarray(coll.get_offsets())
     tpr = np.asarray(coll.get_array(), dtype=np.float64)
     if len(n) != len(tpr):  # would mean matplotlib changed how mincnt filters cells
@@ -394,7 +386,6 @@ class RunInputs:
     threshold: float
     threshold_source: str
     config: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
 
     @property
     def positives(self) -> np.ndarray:
@@ -423,17 +414,15 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     if not rd.path.is_dir():
         raise UserError(f"{rd.path}: no such directory; pass a run directory written by `lenshpc train` "
                         "(e.g. runs/<name>/seed0) or an ensemble run directory")
+    if rd.config.is_file() and not (rd.predictions.is_file() and rd.is_done()):
+        raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
     if not rd.predictions.is_file():
-        if rd.config.is_file():
-            raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
         if rd.has_checkpoint():
             raise UserError(f"{rd.path}: the run has not finished (no predictions.h5) and has no config.yaml to "
                             "resume it from; re-run `lenshpc train CONFIG --run-dir "
                             f"{rd.path}` with the config it was started with")
         raise UserError(f"{rd.path}: not a run directory (no predictions.h5); pass a directory written by "
                         "`lenshpc train`, `lenshpc sweep` (…/<group>/seed<k>) or `lenshpc ensemble`")
-    if not rd.is_done() and rd.config.is_file():
-        raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
     if not rd.is_done():
         raise UserError(f"{rd.path}: the run has not finished (no DONE marker next to predictions.h5); "
                         "wait for it or resume it with `lenshpc train CONFIG --run-dir RUN`")
@@ -462,7 +451,7 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     scores = np.asarray(pred["scores"], dtype=np.float64)
     if not (labels == 1).any():
         raise DataError(f"{rd.predictions}: the {group} set has no positives; nothing to analyse")
-    return RunInputs(rd.path, scores, labels, pred["meta"], thr, source, config, metrics)
+    return RunInputs(rd.path, scores, labels, pred["meta"], thr, source, config)
 
 
 def resolve_data(inputs: RunInputs, data: str | os.PathLike | None) -> Path | None:
@@ -512,18 +501,16 @@ def read_pairs(data: Path, lens_index: np.ndarray, source_index: np.ndarray, met
                 if not np.allclose(a, b, rtol=1e-6, atol=0, equal_nan=True):
                     raise DataError(f"{data}: source column '{col}' differs from the run's test metadata; this is "
                                     "not the dataset the run was tested on (pass the right one with --data)")
-        fractions = np.empty(len(alpha))
-        noise = None
+        fractions, noise = [], []
         with progress(total=len(alpha), desc="source area", unit="img") as bar:
             for start in range(0, len(alpha), BLOCK):
                 sl = slice(start, start + BLOCK)
-                lenses = ds.read("lenses", lens_index[sl])
-                sources = ds.read("sources", source_index[sl])
-                frac, rms = source_area_fractions(sources, alpha[sl], lenses, factor=factor, sigma=sigma)
-                fractions[sl] = frac
-                noise = rms if noise is None else np.concatenate([noise, rms])
+                frac, rms = source_area_fractions(ds.read("sources", source_index[sl]), alpha[sl],
+                                                  ds.read("lenses", lens_index[sl]), factor=factor, sigma=sigma)
+                fractions.append(frac)
+                noise.append(rms)
                 bar.update(len(frac))
-    return fractions, (noise if noise is not None else np.empty((0, 1)))
+    return np.concatenate(fractions), np.concatenate(noise)
 
 
 # =========================================================================== bins option
@@ -567,20 +554,18 @@ def _edges_for(name: str, values: np.ndarray, bins: Mapping[str, Any], config: M
 
 
 # =========================================================================== plots
-def _pyplot():
-    from lenshpc.report.plots import pyplot
+def _figure(figsize: tuple[float, float], **subplots):
+    """A figure and its axes outside pyplot's registry: nothing to close, whatever happens while drawing."""
+    from matplotlib.figure import Figure
 
-    return pyplot()
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(**subplots)
 
 
 def _save(fig, path: Path) -> Path:
     from lenshpc.report.plots import save_png
 
-    return save_png(fig, path, dpi=130, tight=True, close=False)  # the callers close in their `finally`
-
-
-def _label(name: str) -> str:
-    return LABELS.get(name, name)
+    return save_png(fig, path, dpi=130, tight=True, close=False)
 
 
 def _rate_bars(ax, rates: BinnedRates, name: str, reach: TprOne | None) -> None:
@@ -598,7 +583,7 @@ def _rate_bars(ax, rates: BinnedRates, name: str, reach: TprOne | None) -> None:
         ax.axvline(reach.edge, color="k", ls="--", lw=1, label=f"TPR = 1 from {reach.edge:.4g}")
     ax.set_xlim(rates.edges[0], rates.edges[-1])
     ax.set_ylim(0, 1.12)
-    ax.set_xlabel(_label(name))
+    ax.set_xlabel(LABELS.get(name, name))
     ax.set_ylabel("fraction of positives in bin")
     # below the axes: inside it would hide bars
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
@@ -606,67 +591,55 @@ def _rate_bars(ax, rates: BinnedRates, name: str, reach: TprOne | None) -> None:
 
 def plot_rates(rates: BinnedRates, name: str, reach: TprOne | None, title: str, path: Path) -> Path:
     """``tpr_<name>.png``: TPR and FNR per bin of one quantity (thesis Fig 5.10)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    try:
-        _rate_bars(ax, rates, name, reach)
-        ax.set_title(f"{title}\nTPR / FNR per bin (number of positives above each bar)", fontsize=9)
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    fig, ax = _figure((7, 4.2))
+    _rate_bars(ax, rates, name, reach)
+    ax.set_title(f"{title}\nTPR / FNR per bin (number of positives above each bar)", fontsize=9)
+    return _save(fig, path)
 
 
 def plot_hexbin(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, xname: str, yname: str, gridsize: int,
                 title: str, path: Path) -> tuple[Path, list[dict]]:
     """``tpr_hexbin.png``: TPR per hexagon (left) and positives per hexagon (right)."""
-    plt = _pyplot()
-    fig, (ax, axn) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True, sharey=True)
-    try:
-        extent = _hex_extent(np.asarray(x, float), np.asarray(y, float))
-        coll, cells = hexbin_tpr(ax, x, y, predicted, gridsize=gridsize, extent=extent, edgecolors="face")
-        fig.colorbar(coll, ax=ax, label="TPR per hexagon")
-        if len(cells) <= 80:  # small sets: write n into each hexagon (readable up to ~80 cells)
-            for c in cells:
-                ax.text(c["x"], c["y"], str(c["n"]), ha="center", va="center", fontsize=6,
-                        color="white" if c["tpr"] < 0.6 else "black")
-        counts = axn.hexbin(x, y, gridsize=gridsize, extent=extent, mincnt=1, cmap="viridis", edgecolors="face")
-        fig.colorbar(counts, ax=axn, label="positives per hexagon")
-        for a in (ax, axn):
-            a.set_xlabel(_label(xname))
-        ax.set_ylabel(_label(yname))
-        ax.set_title("TPR (colour); empty = no data", fontsize=9)
-        axn.set_title("positives per hexagon", fontsize=9)
-        fig.suptitle(title, fontsize=10)
-        return _save(fig, path), cells
-    finally:
-        plt.close(fig)
+    fig, (ax, axn) = _figure((12, 4.8), ncols=2, sharex=True, sharey=True)
+    extent = _hex_extent(np.asarray(x, float), np.asarray(y, float))
+    coll, cells = hexbin_tpr(ax, x, y, predicted, gridsize=gridsize, extent=extent, edgecolors="face")
+    fig.colorbar(coll, ax=ax, label="TPR per hexagon")
+    if len(cells) <= 80:  # small sets: write n into each hexagon (readable up to ~80 cells)
+        for c in cells:
+            ax.text(c["x"], c["y"], str(c["n"]), ha="center", va="center", fontsize=6,
+                    color="white" if c["tpr"] < 0.6 else "black")
+    counts = axn.hexbin(x, y, gridsize=gridsize, extent=extent, mincnt=1, cmap="viridis", edgecolors="face")
+    fig.colorbar(counts, ax=axn, label="positives per hexagon")
+    for a in (ax, axn):
+        a.set_xlabel(LABELS.get(xname, xname))
+    ax.set_ylabel(LABELS.get(yname, yname))
+    ax.set_title("TPR (colour); empty = no data", fontsize=9)
+    axn.set_title("positives per hexagon", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path), cells
 
 
 def plot_source_area(fraction: np.ndarray, scores: np.ndarray, predicted: np.ndarray, threshold: float,
                      rates: BinnedRates, reach: TprOne, factor: float, title: str, path: Path) -> Path:
     """``source_area.png``: score vs area fraction (thesis Fig 7.22) and binned TPR/FNR."""
-    plt = _pyplot()
-    fig, (ax, axb) = plt.subplots(1, 2, figsize=(12, 4.6))
-    try:
-        ax.scatter(fraction[predicted], scores[predicted], s=10, c="tab:blue", alpha=0.7,
-                   label=f"detected (TP) {int(predicted.sum())}")
-        ax.scatter(fraction[~predicted], scores[~predicted], s=12, c="tab:red", marker="x",
-                   label=f"missed (FN) {int((~predicted).sum())}")
-        ax.axhline(threshold, color="k", ls=":", lw=1, label=f"threshold {threshold:g}")
-        if reach.exact is not None:
-            ax.axvline(reach.exact, color="k", ls="--", lw=1, label=f"all detected above {reach.exact:.4g}")
-        ax.set_xlabel(f"fraction of the cutout where α-scaled source > {factor:g}× lens RMS noise")
-        ax.set_ylabel("model score")
-        ax.set_ylim(-0.03, 1.03)
-        ax.legend(fontsize=8, loc="lower right")
-        ax.set_title("score vs source area above the noise", fontsize=9)
-        _rate_bars(axb, rates, AREA, reach)
-        axb.set_xlabel("area fraction")
-        axb.set_title("TPR / FNR per area-fraction bin", fontsize=9)
-        fig.suptitle(title, fontsize=10)
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    fig, (ax, axb) = _figure((12, 4.6), ncols=2)
+    ax.scatter(fraction[predicted], scores[predicted], s=10, c="tab:blue", alpha=0.7,
+               label=f"detected (TP) {int(predicted.sum())}")
+    ax.scatter(fraction[~predicted], scores[~predicted], s=12, c="tab:red", marker="x",
+               label=f"missed (FN) {int((~predicted).sum())}")
+    ax.axhline(threshold, color="k", ls=":", lw=1, label=f"threshold {threshold:g}")
+    if reach.exact is not None:
+        ax.axvline(reach.exact, color="k", ls="--", lw=1, label=f"all detected above {reach.exact:.4g}")
+    ax.set_xlabel(f"fraction of the cutout where α-scaled source > {factor:g}× lens RMS noise")
+    ax.set_ylabel("model score")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("score vs source area above the noise", fontsize=9)
+    _rate_bars(axb, rates, AREA, reach)
+    axb.set_xlabel("area fraction")
+    axb.set_title("TPR / FNR per area-fraction bin", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 # =========================================================================== the analysis
