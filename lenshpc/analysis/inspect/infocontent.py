@@ -826,13 +826,8 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
 
     conf = M.confusion(inputs.labels, inputs.scores, inputs.threshold)
     tpr = float(M.recall(inputs.labels, inputs.scores, inputs.threshold))
-    title = f"{inputs.run_dir.name if inputs.run_dir.name else inputs.run_dir} — {len(pos)} test positives, " \
-            f"threshold {inputs.threshold:g}, TPR {tpr:.3f}"
-    try:
-        parent = inputs.run_dir.resolve().parent.name
-        title = f"{parent}/{title}" if parent else title
-    except OSError:
-        pass
+    title = (f"{'/'.join(inputs.run_dir.resolve().parts[-2:])} — {len(pos)} test positives, "  # e.g. bce/seed0
+             f"threshold {inputs.threshold:g}, TPR {tpr:.3f}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -843,11 +838,9 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
     _, cells = plot_hexbin(xs[ok], ys[ok], predicted[ok], x, y, gridsize, title, out_dir / "tpr_hexbin.png")
     figures.append("tpr_hexbin.png")
     for name in binned_names:
-        if name == AREA:
-            continue
-        fname = f"tpr_{name}.png"
-        plot_rates(tables[name], name, reach[name], title, out_dir / fname)
-        figures.append(fname)
+        if name != AREA:
+            plot_rates(tables[name], name, reach[name], title, out_dir / f"tpr_{name}.png")
+            figures.append(f"tpr_{name}.png")
     if AREA in columns:
         plot_source_area(columns[AREA], scores, predicted, inputs.threshold, tables[AREA], reach[AREA], factor,
                          title, out_dir / "source_area.png")
