@@ -291,10 +291,7 @@ def case_of(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
     (the rule of :func:`lenshpc.metrics.confusion`)."""
     labels = np.asarray(labels).reshape(-1) == 1
     pred = np.asarray(scores).reshape(-1) >= threshold
-    out = np.empty(len(labels), dtype=object)
-    out[pred & labels], out[pred & ~labels] = "tp", "fp"
-    out[~pred & labels], out[~pred & ~labels] = "fn", "tn"
-    return out.astype(str)
+    return np.asarray(CASES)[2 * ~pred + ~labels]  # CASES order: tp, fp, fn, tn
 
 
 def select_cases(labels: np.ndarray, scores: np.ndarray, threshold: float, cases: Iterable[str] = CASES,

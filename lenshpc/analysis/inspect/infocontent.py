@@ -30,7 +30,7 @@ import numpy as np
 from lenshpc.analysis.inspect import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
 from lenshpc.train.rundir import METRICS_FILE, PREDICTIONS_FILE, RunDir, read_predictions, unfinished_run_advice
-from lenshpc.utils import atomic_write_json, atomic_write_text, progress
+from lenshpc.utils import atomic_write_json, atomic_write_text, json_safe, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -223,11 +223,7 @@ class BinnedRates:
 
     def to_dict(self) -> dict:
         """JSON-ready: lists, NaN → None."""
-        def clean(a):
-            return [None if isinstance(x, float) and not math.isfinite(x) else x for x in np.asarray(a).tolist()]
-
-        return {"edges": self.edges.tolist(), "n": self.n.tolist(), "tp": self.tp.tolist(), "fn": self.fn.tolist(),
-                "tpr": clean(self.tpr), "fnr": clean(self.fnr), "n_outside": int(self.n_outside)}
+        return json_safe(asdict(self))
 
 
 def binned_rates(values: Any, predicted: Any, bins: int | Sequence[float]) -> BinnedRates:
