@@ -74,12 +74,8 @@ def default_layers(model: Any, n: int = DEFAULT_NUM_LAYERS) -> list[str]:
     adds = sorted((int(m.group(1)), layer.name) for layer in model.layers if (m := _ADD_RE.match(layer.name)))
     if adds:
         return [name for _, name in adds[-n:]]
-    convs = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            shape = layer.output.shape
-            if len(shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1:
-                convs.append(layer.name)
+    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+             and len(shape := layer.output.shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1]
     if not convs:
         raise UserError(f"model '{model.name}' has no add_<i> or Conv2D layers to target; pass --layers with "
                         f"layer names that output feature maps: {', '.join(spatial_layers(model)) or 'none'}")
