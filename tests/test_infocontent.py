@@ -61,7 +61,7 @@ def test_rms_noise_clips_the_galaxy():
 
 
 def test_fast_clipping_equals_the_masked_reference():
-    """The sorted/prefix-sum σ-clip equals the textbook masked-median loop (NaNs, constants, galaxies)."""
+    """astropy's σ-clip (sigma_clipped_stats) equals the textbook masked-median loop (NaNs, constants, galaxies)."""
 
     def reference(flat, sigma=3.0):
         keep = np.isfinite(flat)

@@ -7,32 +7,10 @@ For a class ``c`` (for a sigmoid lens finder: *lens*), a convolutional layer wit
     α_k = 1/Z Σ_ij ∂y^c / ∂A^k_ij            (Eq 3.24, Z = number of pixels of the map)
     L   = ReLU(Σ_k α_k A^k)                   (Eq 3.25)
 
-``L`` has the layer's spatial size: it says *where* in that layer the evidence for class ``c``
-sits; ReLU keeps only what argues *for* ``c``, so a confident negative may legitimately show an
-empty map (thesis Fig 5.5).
-
-Performance
------------
-The thesis code built new graph ops for every image and slowed down linearly with the number of
-images.  :class:`GradCAM` traces ONE ``tf.function`` with a fixed input signature (batch dimension
-``None``) that returns, for a whole batch, the logits, the scores and the heatmaps of every
-requested layer at once; it is reused for every batch and every image
-(:attr:`GradCAM.tracing_count` stays 1).  Per-image gradients come out of a single batched
-``tape.gradient`` because in inference mode (batch norm on its moving statistics, no dropout) the
-images of a batch do not interact, so ``∂(Σ_b y_b)/∂A_b = ∂y_b/∂A_b``.
-
-Library
--------
-:class:`GradCAM`            heatmaps + logits + scores for a batch of images.
-:func:`default_layers`      the layers Grad-CAM targets by default for a model.
-:func:`upscale_nearest`     nearest-neighbour upscaling to the input size (why not bicubic: see there).
-:func:`display_normalise`   per-heatmap scaling to [0, 1] for display.
-:func:`overlay`             RGB overlay, R = input, G = 0, B = heatmap (thesis Fig 5.3 column c).
-:func:`select_cases`        TP/FP/FN/TN rows of a test set, deterministic choice.
-:func:`plot_panel`          one PNG: rows of input | heatmaps | overlays.
-:func:`run_gradcam`         the ``lenshpc gradcam`` command: run dir → PNGs, ``heatmaps.h5``, ``summary.json``.
-
-TensorFlow, Keras and matplotlib are imported inside the functions that need them.
+:class:`GradCAM` computes it for a batch and several layers from ONE traced ``tf.function``
+(docs/gradcam.md says why and how; it also covers the display choices and the files
+:func:`run_gradcam`, the ``lenshpc gradcam`` command, writes).  TensorFlow, Keras and
+matplotlib are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -96,12 +74,8 @@ def default_layers(model: Any, n: int = DEFAULT_NUM_LAYERS) -> list[str]:
     adds = sorted((int(m.group(1)), layer.name) for layer in model.layers if (m := _ADD_RE.match(layer.name)))
     if adds:
         return [name for _, name in adds[-n:]]
-    convs = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            shape = layer.output.shape
-            if len(shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1:
-                convs.append(layer.name)
+    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+             and len(shape := layer.output.shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1]
     if not convs:
         raise UserError(f"model '{model.name}' has no add_<i> or Conv2D layers to target; pass --layers with "
                         f"layer names that output feature maps: {', '.join(spatial_layers(model)) or 'none'}")
@@ -126,14 +100,6 @@ def resolve_layers(model: Any, layers: Sequence[str] | None) -> list[str]:
     if len(set(layers)) != len(layers):
         raise UserError(f"--layers lists a layer twice: {','.join(layers)}")
     return layers
-
-
-def _find_logits(model: Any) -> Any:
-    try:
-        return model.get_layer("logits")
-    except ValueError:
-        raise UserError(f"model '{model.name}' has no Dense layer named 'logits' (every lenshpc model has one); "
-                        "Grad-CAM needs the pre-activation output y^c") from None
 
 
 # ====================================================================== Grad-CAM
@@ -173,13 +139,6 @@ class GradCAM:
     UserError
         Unknown or non-spatial layer (the message lists the valid ones), no ``logits`` layer, or a
         class index outside the logits.
-
-    Examples
-    --------
-    >>> cam = GradCAM(model, ["add_7", "add_8"])
-    >>> res = cam.compute(x_test[:100])                 # batches of 64 through ONE traced function
-    >>> res.heatmaps["add_8"].shape                     # (100, 4, 4) for ResNet18 on 101×101
-    >>> cam.tracing_count                               # 1
     """
 
     def __init__(self, model: Any, layers: Sequence[str] | None = None, *, class_index: int = 0):
@@ -188,7 +147,11 @@ class GradCAM:
 
         self.model = model
         self.layers = resolve_layers(model, layers)
-        logits_layer = _find_logits(model)
+        try:
+            logits_layer = model.get_layer("logits")
+        except ValueError:
+            raise UserError(f"model '{model.name}' has no Dense layer named 'logits' (every lenshpc model has one); "
+                            "Grad-CAM needs the pre-activation output y^c") from None
         n_classes = int(logits_layer.output.shape[-1])
         if not 0 <= int(class_index) < n_classes:
             raise UserError(f"class index {class_index} is outside the model's {n_classes} logit column(s)")
@@ -269,13 +232,8 @@ class GradCAM:
 def upscale_nearest(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour upscaling of ``(..., h, w)`` maps to ``(..., H, W)``.
 
-    Why nearest neighbour and not bicubic (thesis Sec 3.7): a heatmap of a deep layer is coarse
-    (4×4 for ResNet18's ``add_8``).  Bicubic interpolation would invent smooth peaks between its
-    cells, which on the overlay look as if the network attended to individual bright pixels, an
-    artefact of the upscaling.  Nearest neighbour paints each cell as a uniform block, which is
-    exactly what the map knows: this region of the image carries evidence, with no weighting of
-    the pixels inside it.  Output pixel ``i`` takes cell ``floor(i·h/H)`` (cells cover equal
-    shares of the image, as in ``tf.image.resize(method="nearest")`` without half-pixel centres).
+    Not bicubic: smoothing a coarse map (4×4 for ResNet18's ``add_8``) invents peaks between its
+    cells (docs/gradcam.md, Display).  Output pixel ``i`` takes cell ``floor(i·h/H)``.
     """
     heatmaps = np.asarray(heatmaps)
     h, w = heatmaps.shape[-2:]
@@ -288,9 +246,7 @@ def upscale_nearest(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def display_normalise(heatmaps: np.ndarray) -> np.ndarray:
     """Scale each map of ``(..., h, w)`` by its own maximum to ``[0, 1]`` (an all-zero map stays zero).
 
-    Dividing by the maximum (not min-max) keeps 0 = "no evidence for the class": Grad-CAM maps are
-    non-negative after the ReLU, and an empty map must look empty, not be stretched into noise.
-    Per-map scaling is for display only; compare raw magnitudes in ``heatmaps.h5``.
+    Not min-max: 0 stays "no evidence" (maps are ≥ 0 after the ReLU), so an empty map looks empty.
     """
     h = np.asarray(heatmaps, dtype=np.float32)
     peak = h.max(axis=(-2, -1), keepdims=True) if h.size else h
@@ -331,10 +287,7 @@ def case_of(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
     (the rule of :func:`lenshpc.metrics.confusion`)."""
     labels = np.asarray(labels).reshape(-1) == 1
     pred = np.asarray(scores).reshape(-1) >= threshold
-    out = np.empty(len(labels), dtype=object)
-    out[pred & labels], out[pred & ~labels] = "tp", "fp"
-    out[~pred & labels], out[~pred & ~labels] = "fn", "tn"
-    return out.astype(str)
+    return np.asarray(CASES)[2 * ~pred + ~labels]  # CASES order: tp, fp, fn, tn
 
 
 def select_cases(labels: np.ndarray, scores: np.ndarray, threshold: float, cases: Iterable[str] = CASES,
@@ -431,14 +384,6 @@ def _row_title(case: str, rank: int, index: int, score: float, label: int, meta:
 
 
 # ====================================================================== the command
-def _request_key(rd_path: Path, model_path: Path, data: str, layers: list[str], cases: list[str], n: int,
-                 threshold: float, seed: int | None, class_index: int) -> dict:
-    stat = model_path.stat()
-    return {"format_version": FORMAT_VERSION, "run_dir": str(rd_path.resolve()), "data": str(data),
-            "model_mtime_ns": stat.st_mtime_ns, "model_size": stat.st_size, "layers": layers, "cases": cases,
-            "n": int(n), "threshold": float(threshold), "seed": seed, "class_index": class_index}
-
-
 def _load_test_set(cfg: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     from lenshpc.data.chunks import ChunkEngine
 
@@ -484,6 +429,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     dict
         The written ``summary.json``.
     """
+    from lenshpc.metrics import confusion
     from lenshpc.train.evaluate import load_model, open_run, predict_scores
 
     t0 = time.perf_counter()
@@ -503,7 +449,10 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
 
     model = load_model(rd.model)
     cam = GradCAM(model, layers, class_index=class_index)
-    request = _request_key(rd.path, rd.model, str(data_path), cam.layers, cases, n, thr, seed, class_index)
+    stat = rd.model.stat()
+    request = {"format_version": FORMAT_VERSION, "run_dir": str(rd.path.resolve()), "data": str(data_path),
+               "model_mtime_ns": stat.st_mtime_ns, "model_size": stat.st_size, "layers": cam.layers, "cases": cases,
+               "n": int(n), "threshold": thr, "seed": seed, "class_index": class_index}
     previous = None if force else current_summary(out_dir, "request", request, "files",
                                                   "same run, layers, cases, n, threshold, seed")
     if previous is not None:
@@ -532,7 +481,7 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
         score_source = "model (--data)" if data is not None else "model (no predictions.h5)"
 
     chosen = select_cases(labels, scores, thr, cases, n, seed)
-    counts = {c: int(v) for c, v in zip(CASES, _counts(labels, scores, thr))}
+    counts = confusion(labels, scores, thr)
     missing = [c for c in cases if len(chosen[c]) == 0]
     short = {c: len(chosen[c]) for c in cases if 0 < len(chosen[c]) < n}
     for c in missing:
@@ -554,34 +503,28 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     # --- files: panels per image, an overview per case, heatmaps.h5, summary.json
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[str] = []
-    bar = progress(total=len(rows), desc="panels", unit="img", disable=None if show_progress else True)
-    for j, (case, i, idx) in enumerate(rows):
+    captions = [_row_title(case, i, idx, float(scores[idx]), int(labels[idx]), meta) for case, i, idx in rows]
+    panels = progress(rows, desc="panels", unit="img", disable=None if show_progress else True)
+    for j, (case, i, idx) in enumerate(panels):
         title = (f"{case.upper()} #{i} (test index {idx}): score {scores[idx]:.4f}, label {labels[idx]}, "
                  f"threshold {thr:g} — {run_name}")
         plot_panel(out_dir / f"{case}_{i}.png", x[idx][None], {k: v[j:j + 1] for k, v in result.heatmaps.items()},
-                   [_row_title(case, i, idx, float(scores[idx]), int(labels[idx]), meta)], title=title)
+                   captions[j:j + 1], title=title)
         files.append(f"{case}_{i}.png")
-        bar.update(1)
-    bar.close()
-    for case in cases:
-        sel = [j for j, r in enumerate(rows) if r[0] == case]
+    by_case = {case: [j for j, r in enumerate(rows) if r[0] == case] for case in cases}
+    for case, sel in by_case.items():
         if sel:
             plot_panel(out_dir / f"{case}.png", x[index[sel]], {k: v[sel] for k, v in result.heatmaps.items()},
-                       [_row_title(case, rows[j][1], rows[j][2], float(scores[rows[j][2]]), int(labels[rows[j][2]]),
-                                   meta) for j in sel],
-                       title=f"{case.upper()} at threshold {thr:g} — {run_name}")
+                       [captions[j] for j in sel], title=f"{case.upper()} at threshold {thr:g} — {run_name}")
             files.append(f"{case}.png")
     _remove_stale_panels(out_dir, set(files))
     _write_heatmaps(out_dir / "heatmaps.h5", x[index], result, scores[index], labels[index],
                     [r[0] for r in rows], [r[1] for r in rows], index, meta, cam, thr, rd.path, data_path)
     files.append("heatmaps.h5")
 
-    per_case = {}
-    for case in cases:
-        sel = [j for j, r in enumerate(rows) if r[0] == case]
-        per_case[case] = {"available": counts[case], "shown": len(sel), "test_index": index[sel].tolist(),
-                          "scores": [float(scores[i]) for i in index[sel]],
-                          "files": [f"{case}_{rows[j][1]}.png" for j in sel]}
+    per_case = {case: {"available": counts[case], "shown": len(sel), "test_index": index[sel].tolist(),
+                       "scores": [float(scores[i]) for i in index[sel]],
+                       "files": [f"{case}_{rows[j][1]}.png" for j in sel]} for case, sel in by_case.items()}
     summary = {
         "format_version": FORMAT_VERSION,
         "run_dir": str(rd.path), "model": str(model.name), "data": str(data_path), "scores_from": score_source,
@@ -599,13 +542,6 @@ def run_gradcam(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     log.info("grad-cam of %d test images (%s) → %s", len(index),
              ", ".join(f"{c} {per_case[c]['shown']}/{per_case[c]['available']}" for c in cases), out_dir)
     return summary
-
-
-def _counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
-    from lenshpc.metrics import confusion
-
-    c = confusion(labels, scores, threshold)
-    return c["tp"], c["fp"], c["fn"], c["tn"]
 
 
 def _remove_stale_panels(out_dir: Path, keep: set[str]) -> None:

@@ -1,53 +1,16 @@
 """Information content of mock lenses vs detection (thesis Sec 5.3, Figs 5.9, 5.10, 7.22).
 
-Which lensing parameters explain a model's false negatives?  For the positives of a run's
-fixed test set (mock lenses ``m = l + α·s·max(l)/max(s)``, Eq 4.2) this module computes
+Which lensing parameters explain a model's false negatives?  For the positives of a run's fixed
+test set (mock lenses ``m = l + α·s·max(l)/max(s)``, Eq 4.2) this module computes the TPR per
+hexagon over (θ_E, α) (Fig 5.9), TPR and FNR per bin of α, θ_E or any numeric metadata column
+(Fig 5.10), the fraction of the cutout where the α-scaled source exceeds 2× the raw lens's RMS
+noise (Fig 7.22), and the value of each quantity above which the TPR reaches 1 and stays there.
 
-* the **TPR per hexagon** over (θ_E, α) — Einstein radius vs source brightness relative to the
-  lens peak (Fig 5.9): matplotlib ``hexbin`` with ``C`` = predicted positive (0/1) and
-  ``reduce_C_function = mean``, so a hexagon's colour is its TPR;
-* **TPR and FNR per bin** of α (Fig 5.10), of θ_E, or of any numeric metadata column;
-* the **fraction of the source's area above 2× the lens's RMS noise** (Fig 7.22): the
-  scaled source ``s' = α·s·max(l)/max(s)`` — exactly what Eq 4.2 adds to the lens — is
-  compared pixel by pixel with ``2·σ_l``, where ``σ_l`` is the background RMS noise of the
-  *un-normalised* lens cutout ``l``;
-* the value of each quantity **above which the TPR reaches 1 and stays there**.
-
-Definitions (the thesis text leaves them open; these are our documented choices)
-----------------------------------------------------------------------------------
-RMS noise, :func:`rms_noise`
-    The standard deviation of the cutout's pixels after iterative, median-centred
-    σ-clipping at ``sigma`` = 3 (clip ``|x − median| > 3·std`` of the surviving pixels, repeat
-    until nothing more is clipped; once clipped a pixel stays clipped).  This is the
-    ``astropy.stats.sigma_clipped_stats`` estimator that the thesis code imported for its
-    ``calc_RMS`` (together with photutils' source mask): the lens galaxy and field objects are
-    bright positive outliers and are clipped, so what remains is the sky noise.  An earlier
-    version of the thesis code used the image *mean* ("first the naive approach"), which on a
-    galaxy-dominated cutout measures the galaxy, not the noise; we do not.  The figure
-    captions say "the unnormalised lens's RMS noise": the raw dataset pixels are used, in the
-    same units as ``s'``.
-Area fraction, :func:`source_area_fraction`
-    ``#{pixels with s' > factor·σ_l} / #{pixels}`` with ``factor`` = 2 — the fraction of the
-    *whole cutout* ("image area with regards to the whole image area", Sec 5.3).  "Above" is
-    strict (the thesis code used ``>=``; it differs only for exact ties, and with ``>`` a
-    noise-free lens, σ_l = 0, counts the source's non-zero pixels rather than every pixel).
-    Multi-band cutouts: σ_l is estimated per band and the fraction is taken over all
-    pixels of all bands (for one band this is the thesis's number).
-Predicted positive
-    ``score ≥ threshold`` (as everywhere in :mod:`lenshpc.metrics`); the threshold defaults
-    to the run's (``metrics.json`` → ``threshold``, i.e. ``selection.threshold``).
-Bins, :func:`binned_rates`
-    ``numpy.histogram`` semantics: ``[e_i, e_{i+1})``, the last bin closed; values outside the
-    edges are counted as left out.  TPR = TP / n, FNR = FN / n = 1 − TPR (NaN for an empty bin).
-"TPR reaches 1", :func:`tpr_reaches_one`
-    *binned*: the lower edge of the first bin from which every non-empty bin up to the last
-    has TPR = 1 (empty bins neither break nor start the run; ``None`` when the last non-empty
-    bin misses a lens).  *exact* (bin-free): the largest value among the missed positives —
-    every positive strictly above it was found.  ``None`` when nothing was missed.
-
-Everything here is plain numpy (matplotlib only inside the plotting functions); the
-command ``lenshpc infocontent`` (:func:`analyse`) reads a run directory and writes the figures
-and a summary.
+docs/infocontent.md defines each quantity (the thesis text leaves them open) and says why:
+RMS noise = astropy's σ-clipped std at 3σ (:func:`rms_noise`), area fraction over the whole cutout
+and all bands with a strict ``>`` (:func:`source_area_fractions`), predicted positive iff
+``score ≥ threshold``, ``numpy.histogram`` bins (:func:`binned_rates`) and the binned and exact
+"TPR reaches 1" (:func:`tpr_reaches_one`).  ``lenshpc infocontent`` is :func:`analyse`.
 """
 
 from __future__ import annotations
@@ -57,6 +20,7 @@ import io
 import logging
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -66,7 +30,7 @@ import numpy as np
 from lenshpc.analysis.inspect import SUMMARY_JSON, current_summary
 from lenshpc.errors import DataError, UserError
 from lenshpc.train.rundir import METRICS_FILE, PREDICTIONS_FILE, RunDir, read_predictions, unfinished_run_advice
-from lenshpc.utils import atomic_write_json, atomic_write_text, progress
+from lenshpc.utils import atomic_write_json, atomic_write_text, json_safe, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -74,7 +38,7 @@ log = logging.getLogger("lenshpc.analysis")
 NOISE_FACTOR = 2.0
 #: σ-clipping threshold of :func:`rms_noise`.
 CLIP_SIGMA = 3.0
-#: Safety cap on σ-clipping iterations (convergence takes 2–6 on real cutouts).
+#: Cap on σ-clipping iterations (convergence takes 2–6 on real cutouts).
 CLIP_MAX_ITERS = 50
 #: Images per block when estimating noise and reading cutouts (bounds memory).
 BLOCK = 256
@@ -95,63 +59,19 @@ LABELS = {"alpha": "α (source peak / lens peak)", "theta_E": "Einstein radius �
 
 
 # =========================================================================== noise
-def _clipped_std(flat: np.ndarray, sigma: float, max_iters: int) -> np.ndarray:
-    """Row-wise σ-clipped standard deviation of ``flat`` (n, P); see :func:`rms_noise`.
-
-    The kept pixels are always those inside ``[median − σ·std, median + σ·std]`` of the
-    previous kept set, i.e. a contiguous run of the *sorted* row.  So each row is sorted
-    once, the kept set is an index range ``[lo, hi)``, its median is read off by index and
-    its mean/variance come from prefix sums: every iteration is O(P) comparisons instead
-    of a new median (≈ 40× faster than masked ``nanmedian`` on 101×101 cutouts).
-    """
-    x = np.sort(np.asarray(flat, dtype=np.float64), axis=1)  # NaN sort to the end
-    n, _ = x.shape
-    rows = np.arange(n)
-    lo = np.zeros(n, dtype=np.int64)
-    hi = np.isfinite(x).sum(axis=1)
-
-    def median(lo, hi):
-        m = np.maximum(hi - lo, 1)
-        return 0.5 * (x[rows, np.minimum(lo + (m - 1) // 2, x.shape[1] - 1)]
-                      + x[rows, np.minimum(lo + m // 2, x.shape[1] - 1)])
-
-    # shift each row by its median so the prefix sums do not cancel catastrophically
-    x = x - np.where(hi > 0, median(lo, hi), 0.0)[:, None]
-    finite = np.nan_to_num(x, nan=0.0)
-    c1 = np.concatenate([np.zeros((n, 1)), np.cumsum(finite, axis=1)], axis=1)
-    c2 = np.concatenate([np.zeros((n, 1)), np.cumsum(finite * finite, axis=1)], axis=1)
-
-    def std(lo, hi):
-        m = np.maximum(hi - lo, 1)
-        mean = (c1[rows, hi] - c1[rows, lo]) / m
-        return np.sqrt(np.maximum((c2[rows, hi] - c2[rows, lo]) / m - mean * mean, 0.0))
-
-    for _ in range(max_iters):
-        centre, spread = median(lo, hi), std(lo, hi)
-        # counts of values below / up to the clip bounds; NaN compares False, so hi never passes them
-        new_lo = np.maximum(lo, (x < (centre - sigma * spread)[:, None]).sum(axis=1))
-        new_hi = np.minimum(hi, (x <= (centre + sigma * spread)[:, None]).sum(axis=1))
-        new_hi = np.maximum(new_hi, new_lo)
-        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
-            break
-        lo, hi = new_lo, new_hi
-    return np.where(hi > lo, std(lo, hi), np.nan)
-
-
 def rms_noise(image: Any, *, sigma: float = CLIP_SIGMA, max_iters: int = CLIP_MAX_ITERS) -> float:
-    """Background RMS noise of one image: the σ-clipped standard deviation of its pixels.
+    """Background RMS noise of one image: ``astropy.stats.sigma_clipped_stats`` std of its pixels.
 
-    Iteratively drop pixels with ``|x − median| > sigma·std`` (median and std of the pixels
-    still kept) until nothing changes, then return the std of the kept pixels.  Bright
-    objects (the lens galaxy, field stars) are clipped; the sky noise remains.
+    Pixels with ``|x − median| > sigma·std`` of the pixels still kept are dropped until nothing
+    changes: bright objects (the lens galaxy, field stars) are clipped, the sky noise remains.
 
     Parameters
     ----------
     image : array_like
-        Any shape; all finite pixels form one sample (use :func:`rms_noise_batch` for many
-        images, :func:`source_area_fraction` handles bands separately).
+        Any shape; all finite pixels form one sample (:func:`source_area_fractions` handles
+        bands separately).
     sigma : float
-        Clipping threshold in standard deviations (3, as ``astropy.stats.sigma_clip``).
+        Clipping threshold in standard deviations.
     max_iters : int
         Iteration cap.
 
@@ -167,17 +87,20 @@ def rms_noise(image: Any, *, sigma: float = CLIP_SIGMA, max_iters: int = CLIP_MA
     >>> rms_noise(img)
     1.0
     """
-    arr = np.asarray(image, dtype=np.float64).reshape(1, -1)
-    return float(_clipped_std(arr, sigma, max_iters)[0])
+    return float(rms_noise_batch(np.asarray(image)[None], sigma=sigma, max_iters=max_iters)[0])
 
 
 def rms_noise_batch(images: Any, *, sigma: float = CLIP_SIGMA, max_iters: int = CLIP_MAX_ITERS) -> np.ndarray:
     """:func:`rms_noise` of each image of a batch ``(n, ...)`` → ``(n,)`` float64 (vectorised)."""
-    arr = np.asarray(images, dtype=np.float64)
-    flat = arr.reshape(len(arr), -1)
-    out = np.empty(len(arr))
-    for start in range(0, len(arr), BLOCK):  # bounded temporaries
-        out[start:start + BLOCK] = _clipped_std(flat[start:start + BLOCK], sigma, max_iters)
+    from astropy.stats import sigma_clipped_stats
+
+    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    out = np.empty(len(flat))
+    with warnings.catch_warnings():  # NaN pixels are clipped on purpose; an all-NaN image gives NaN
+        warnings.simplefilter("ignore")
+        for start in range(0, len(flat), BLOCK):  # bounded temporaries
+            out[start:start + BLOCK] = sigma_clipped_stats(flat[start:start + BLOCK], sigma=sigma,
+                                                           maxiters=max_iters, axis=1)[2]
     return out
 
 
@@ -275,15 +198,6 @@ def make_edges(values: Any, bins: int | Sequence[float], lo: float | None = None
     return edges
 
 
-def bin_index(values: Any, edges: np.ndarray) -> np.ndarray:
-    """Bin of each value (``numpy.histogram`` rule; −1 outside the edges or non-finite)."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    idx = np.searchsorted(edges, v, side="right") - 1
-    idx[v == edges[-1]] = len(edges) - 2  # last bin closed on the right
-    idx[(idx < 0) | (idx >= len(edges) - 1) | ~np.isfinite(v)] = -1
-    return idx
-
-
 @dataclass
 class BinnedRates:
     """TPR/FNR of positives per bin of one quantity.
@@ -309,11 +223,7 @@ class BinnedRates:
 
     def to_dict(self) -> dict:
         """JSON-ready: lists, NaN → None."""
-        def clean(a):
-            return [None if isinstance(x, float) and not math.isfinite(x) else x for x in np.asarray(a).tolist()]
-
-        return {"edges": self.edges.tolist(), "n": self.n.tolist(), "tp": self.tp.tolist(), "fn": self.fn.tolist(),
-                "tpr": clean(self.tpr), "fnr": clean(self.fnr), "n_outside": int(self.n_outside)}
+        return json_safe(asdict(self))
 
 
 def binned_rates(values: Any, predicted: Any, bins: int | Sequence[float]) -> BinnedRates:
@@ -343,16 +253,12 @@ def binned_rates(values: Any, predicted: Any, bins: int | Sequence[float]) -> Bi
     if values.shape != predicted.shape:
         raise DataError(f"values ({values.size}) and predicted ({predicted.size}) differ in length")
     edges = make_edges(values, bins)
-    idx = bin_index(values, edges)
-    inside = idx >= 0
-    nb = len(edges) - 1
-    n = np.bincount(idx[inside], minlength=nb)
-    tp = np.bincount(idx[inside & predicted], minlength=nb)
-    fn = n - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = np.where(n > 0, tp / np.maximum(n, 1), np.nan)
+    finite = np.isfinite(values)
+    n = np.histogram(values[finite], edges)[0]
+    tp = np.histogram(values[finite & predicted], edges)[0]
+    tpr = np.where(n > 0, tp / np.maximum(n, 1), np.nan)
     fnr = np.where(n > 0, 1.0 - tpr, np.nan)
-    return BinnedRates(edges, n, tp, fn, tpr, fnr, int((~inside).sum()))
+    return BinnedRates(edges, n, tp, n - tp, tpr, fnr, int(values.size - n.sum()))
 
 
 @dataclass
@@ -431,11 +337,7 @@ def tpr_reaches_one(values: Any, predicted: Any, bins: int | Sequence[float]) ->
 
 # =========================================================================== hexbin
 def _hex_extent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    def span(v):
-        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
-        return (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
-
-    return (*span(x), *span(y))
+    return (*make_edges(x, 1).tolist(), *make_edges(y, 1).tolist())  # the data range, widened when zero
 
 
 def hexbin_tpr(ax, x: Any, y: Any, predicted: Any, gridsize: int = DEFAULT_GRIDSIZE, extent=None, **kwargs):
@@ -446,7 +348,7 @@ def hexbin_tpr(ax, x: Any, y: Any, predicted: Any, gridsize: int = DEFAULT_GRIDS
     a list of ``{"x", "y", "n", "tpr"}`` (hexagon centre, positives, TPR), one per drawn
     hexagon, from a second, identical hexbin that sums ones (same grid, so same cells).
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -455,14 +357,10 @@ def hexbin_tpr(ax, x: Any, y: Any, predicted: Any, gridsize: int = DEFAULT_GRIDS
     kwargs.setdefault("cmap", "copper")
     coll = ax.hexbin(x, y, C=pred, reduce_C_function=np.mean, gridsize=gridsize, extent=extent, mincnt=1,
                      vmin=0.0, vmax=1.0, **kwargs)
-    # counts on a throw-away axes with the same grid (identical cell order and mincnt)
-    fig, scratch = plt.subplots()
-    try:
-        counts = scratch.hexbin(x, y, C=np.ones_like(x), reduce_C_function=np.sum, gridsize=gridsize,
-                                extent=extent, mincnt=1)
-        n = np.asarray(counts.get_array(), dtype=np.float64)
-    finally:
-        plt.close(fig)
+    # counts on a throw-away axes (no pyplot figure to close) with the same grid: identical cell order and mincnt
+    counts = Figure().subplots().hexbin(x, y, C=np.ones_like(x), reduce_C_function=np.sum, gridsize=gridsize,
+                                        extent=extent, mincnt=1)
+    n = np.asarray(counts.get_array(), dtype=np.float64)
     offsets = np.asarray(coll.get_offsets())
     tpr = np.asarray(coll.get_array(), dtype=np.float64)
     if len(n) != len(tpr):  # would mean matplotlib changed how mincnt filters cells
@@ -484,7 +382,6 @@ class RunInputs:
     threshold: float
     threshold_source: str
     config: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
 
     @property
     def positives(self) -> np.ndarray:
@@ -513,17 +410,15 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     if not rd.path.is_dir():
         raise UserError(f"{rd.path}: no such directory; pass a run directory written by `lenshpc train` "
                         "(e.g. runs/<name>/seed0) or an ensemble run directory")
+    if rd.config.is_file() and not (rd.predictions.is_file() and rd.is_done()):
+        raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
     if not rd.predictions.is_file():
-        if rd.config.is_file():
-            raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
         if rd.has_checkpoint():
             raise UserError(f"{rd.path}: the run has not finished (no predictions.h5) and has no config.yaml to "
                             "resume it from; re-run `lenshpc train CONFIG --run-dir "
                             f"{rd.path}` with the config it was started with")
         raise UserError(f"{rd.path}: not a run directory (no predictions.h5); pass a directory written by "
                         "`lenshpc train`, `lenshpc sweep` (…/<group>/seed<k>) or `lenshpc ensemble`")
-    if not rd.is_done() and rd.config.is_file():
-        raise UserError(unfinished_run_advice(rd.path, PREDICTIONS_FILE))
     if not rd.is_done():
         raise UserError(f"{rd.path}: the run has not finished (no DONE marker next to predictions.h5); "
                         "wait for it or resume it with `lenshpc train CONFIG --run-dir RUN`")
@@ -552,7 +447,7 @@ def load_run(run_dir: str | os.PathLike, threshold: float | None = None, group: 
     scores = np.asarray(pred["scores"], dtype=np.float64)
     if not (labels == 1).any():
         raise DataError(f"{rd.predictions}: the {group} set has no positives; nothing to analyse")
-    return RunInputs(rd.path, scores, labels, pred["meta"], thr, source, config, metrics)
+    return RunInputs(rd.path, scores, labels, pred["meta"], thr, source, config)
 
 
 def resolve_data(inputs: RunInputs, data: str | os.PathLike | None) -> Path | None:
@@ -602,18 +497,16 @@ def read_pairs(data: Path, lens_index: np.ndarray, source_index: np.ndarray, met
                 if not np.allclose(a, b, rtol=1e-6, atol=0, equal_nan=True):
                     raise DataError(f"{data}: source column '{col}' differs from the run's test metadata; this is "
                                     "not the dataset the run was tested on (pass the right one with --data)")
-        fractions = np.empty(len(alpha))
-        noise = None
+        fractions, noise = [], []
         with progress(total=len(alpha), desc="source area", unit="img") as bar:
             for start in range(0, len(alpha), BLOCK):
                 sl = slice(start, start + BLOCK)
-                lenses = ds.read("lenses", lens_index[sl])
-                sources = ds.read("sources", source_index[sl])
-                frac, rms = source_area_fractions(sources, alpha[sl], lenses, factor=factor, sigma=sigma)
-                fractions[sl] = frac
-                noise = rms if noise is None else np.concatenate([noise, rms])
+                frac, rms = source_area_fractions(ds.read("sources", source_index[sl]), alpha[sl],
+                                                  ds.read("lenses", lens_index[sl]), factor=factor, sigma=sigma)
+                fractions.append(frac)
+                noise.append(rms)
                 bar.update(len(frac))
-    return fractions, (noise if noise is not None else np.empty((0, 1)))
+    return np.concatenate(fractions), np.concatenate(noise)
 
 
 # =========================================================================== bins option
@@ -657,20 +550,18 @@ def _edges_for(name: str, values: np.ndarray, bins: Mapping[str, Any], config: M
 
 
 # =========================================================================== plots
-def _pyplot():
-    from lenshpc.report.plots import pyplot
+def _figure(figsize: tuple[float, float], **subplots):
+    """A figure and its axes outside pyplot's registry: nothing to close, whatever happens while drawing."""
+    from matplotlib.figure import Figure
 
-    return pyplot()
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(**subplots)
 
 
 def _save(fig, path: Path) -> Path:
     from lenshpc.report.plots import save_png
 
-    return save_png(fig, path, dpi=130, tight=True, close=False)  # the callers close in their `finally`
-
-
-def _label(name: str) -> str:
-    return LABELS.get(name, name)
+    return save_png(fig, path, dpi=130, tight=True, close=False)
 
 
 def _rate_bars(ax, rates: BinnedRates, name: str, reach: TprOne | None) -> None:
@@ -688,7 +579,7 @@ def _rate_bars(ax, rates: BinnedRates, name: str, reach: TprOne | None) -> None:
         ax.axvline(reach.edge, color="k", ls="--", lw=1, label=f"TPR = 1 from {reach.edge:.4g}")
     ax.set_xlim(rates.edges[0], rates.edges[-1])
     ax.set_ylim(0, 1.12)
-    ax.set_xlabel(_label(name))
+    ax.set_xlabel(LABELS.get(name, name))
     ax.set_ylabel("fraction of positives in bin")
     # below the axes: inside it would hide bars
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
@@ -696,67 +587,55 @@ def _rate_bars(ax, rates: BinnedRates, name: str, reach: TprOne | None) -> None:
 
 def plot_rates(rates: BinnedRates, name: str, reach: TprOne | None, title: str, path: Path) -> Path:
     """``tpr_<name>.png``: TPR and FNR per bin of one quantity (thesis Fig 5.10)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    try:
-        _rate_bars(ax, rates, name, reach)
-        ax.set_title(f"{title}\nTPR / FNR per bin (number of positives above each bar)", fontsize=9)
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    fig, ax = _figure((7, 4.2))
+    _rate_bars(ax, rates, name, reach)
+    ax.set_title(f"{title}\nTPR / FNR per bin (number of positives above each bar)", fontsize=9)
+    return _save(fig, path)
 
 
 def plot_hexbin(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, xname: str, yname: str, gridsize: int,
                 title: str, path: Path) -> tuple[Path, list[dict]]:
     """``tpr_hexbin.png``: TPR per hexagon (left) and positives per hexagon (right)."""
-    plt = _pyplot()
-    fig, (ax, axn) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True, sharey=True)
-    try:
-        extent = _hex_extent(np.asarray(x, float), np.asarray(y, float))
-        coll, cells = hexbin_tpr(ax, x, y, predicted, gridsize=gridsize, extent=extent, edgecolors="face")
-        fig.colorbar(coll, ax=ax, label="TPR per hexagon")
-        if len(cells) <= 80:  # small sets: write n into each hexagon (readable up to ~80 cells)
-            for c in cells:
-                ax.text(c["x"], c["y"], str(c["n"]), ha="center", va="center", fontsize=6,
-                        color="white" if c["tpr"] < 0.6 else "black")
-        counts = axn.hexbin(x, y, gridsize=gridsize, extent=extent, mincnt=1, cmap="viridis", edgecolors="face")
-        fig.colorbar(counts, ax=axn, label="positives per hexagon")
-        for a in (ax, axn):
-            a.set_xlabel(_label(xname))
-        ax.set_ylabel(_label(yname))
-        ax.set_title("TPR (colour); empty = no data", fontsize=9)
-        axn.set_title("positives per hexagon", fontsize=9)
-        fig.suptitle(title, fontsize=10)
-        return _save(fig, path), cells
-    finally:
-        plt.close(fig)
+    fig, (ax, axn) = _figure((12, 4.8), ncols=2, sharex=True, sharey=True)
+    extent = _hex_extent(np.asarray(x, float), np.asarray(y, float))
+    coll, cells = hexbin_tpr(ax, x, y, predicted, gridsize=gridsize, extent=extent, edgecolors="face")
+    fig.colorbar(coll, ax=ax, label="TPR per hexagon")
+    if len(cells) <= 80:  # small sets: write n into each hexagon (readable up to ~80 cells)
+        for c in cells:
+            ax.text(c["x"], c["y"], str(c["n"]), ha="center", va="center", fontsize=6,
+                    color="white" if c["tpr"] < 0.6 else "black")
+    counts = axn.hexbin(x, y, gridsize=gridsize, extent=extent, mincnt=1, cmap="viridis", edgecolors="face")
+    fig.colorbar(counts, ax=axn, label="positives per hexagon")
+    for a in (ax, axn):
+        a.set_xlabel(LABELS.get(xname, xname))
+    ax.set_ylabel(LABELS.get(yname, yname))
+    ax.set_title("TPR (colour); empty = no data", fontsize=9)
+    axn.set_title("positives per hexagon", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path), cells
 
 
 def plot_source_area(fraction: np.ndarray, scores: np.ndarray, predicted: np.ndarray, threshold: float,
                      rates: BinnedRates, reach: TprOne, factor: float, title: str, path: Path) -> Path:
     """``source_area.png``: score vs area fraction (thesis Fig 7.22) and binned TPR/FNR."""
-    plt = _pyplot()
-    fig, (ax, axb) = plt.subplots(1, 2, figsize=(12, 4.6))
-    try:
-        ax.scatter(fraction[predicted], scores[predicted], s=10, c="tab:blue", alpha=0.7,
-                   label=f"detected (TP) {int(predicted.sum())}")
-        ax.scatter(fraction[~predicted], scores[~predicted], s=12, c="tab:red", marker="x",
-                   label=f"missed (FN) {int((~predicted).sum())}")
-        ax.axhline(threshold, color="k", ls=":", lw=1, label=f"threshold {threshold:g}")
-        if reach.exact is not None:
-            ax.axvline(reach.exact, color="k", ls="--", lw=1, label=f"all detected above {reach.exact:.4g}")
-        ax.set_xlabel(f"fraction of the cutout where α-scaled source > {factor:g}× lens RMS noise")
-        ax.set_ylabel("model score")
-        ax.set_ylim(-0.03, 1.03)
-        ax.legend(fontsize=8, loc="lower right")
-        ax.set_title("score vs source area above the noise", fontsize=9)
-        _rate_bars(axb, rates, AREA, reach)
-        axb.set_xlabel("area fraction")
-        axb.set_title("TPR / FNR per area-fraction bin", fontsize=9)
-        fig.suptitle(title, fontsize=10)
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    fig, (ax, axb) = _figure((12, 4.6), ncols=2)
+    ax.scatter(fraction[predicted], scores[predicted], s=10, c="tab:blue", alpha=0.7,
+               label=f"detected (TP) {int(predicted.sum())}")
+    ax.scatter(fraction[~predicted], scores[~predicted], s=12, c="tab:red", marker="x",
+               label=f"missed (FN) {int((~predicted).sum())}")
+    ax.axhline(threshold, color="k", ls=":", lw=1, label=f"threshold {threshold:g}")
+    if reach.exact is not None:
+        ax.axvline(reach.exact, color="k", ls="--", lw=1, label=f"all detected above {reach.exact:.4g}")
+    ax.set_xlabel(f"fraction of the cutout where α-scaled source > {factor:g}× lens RMS noise")
+    ax.set_ylabel("model score")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("score vs source area above the noise", fontsize=9)
+    _rate_bars(axb, rates, AREA, reach)
+    axb.set_xlabel("area fraction")
+    axb.set_title("TPR / FNR per area-fraction bin", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 # =========================================================================== the analysis
@@ -943,13 +822,8 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
 
     conf = M.confusion(inputs.labels, inputs.scores, inputs.threshold)
     tpr = float(M.recall(inputs.labels, inputs.scores, inputs.threshold))
-    title = f"{inputs.run_dir.name if inputs.run_dir.name else inputs.run_dir} — {len(pos)} test positives, " \
-            f"threshold {inputs.threshold:g}, TPR {tpr:.3f}"
-    try:
-        parent = inputs.run_dir.resolve().parent.name
-        title = f"{parent}/{title}" if parent else title
-    except OSError:
-        pass
+    title = (f"{'/'.join(inputs.run_dir.resolve().parts[-2:])} — {len(pos)} test positives, "  # e.g. bce/seed0
+             f"threshold {inputs.threshold:g}, TPR {tpr:.3f}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -960,11 +834,9 @@ def analyse(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
     _, cells = plot_hexbin(xs[ok], ys[ok], predicted[ok], x, y, gridsize, title, out_dir / "tpr_hexbin.png")
     figures.append("tpr_hexbin.png")
     for name in binned_names:
-        if name == AREA:
-            continue
-        fname = f"tpr_{name}.png"
-        plot_rates(tables[name], name, reach[name], title, out_dir / fname)
-        figures.append(fname)
+        if name != AREA:
+            plot_rates(tables[name], name, reach[name], title, out_dir / f"tpr_{name}.png")
+            figures.append(f"tpr_{name}.png")
     if AREA in columns:
         plot_source_area(columns[AREA], scores, predicted, inputs.threshold, tables[AREA], reach[AREA], factor,
                          title, out_dir / "source_area.png")
