@@ -150,14 +150,15 @@ class DiskGuard(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def create_h5(tmp: str | Path) -> Iterator[h5py.File]:
+def create_h5(tmp: str | Path | DiskGuard) -> Iterator[h5py.File]:
     """``h5py.File(tmp, "w")`` that fails cleanly on a full disk (use inside :func:`~lenshpc.utils.atomic_path`).
 
     A write the file system refuses (no space, quota, I/O error) is raised as that ``OSError`` when the block
     ends, after HDF5 closed the file; :func:`~lenshpc.utils.atomic_path` then removes the temp file and turns
-    the error into a :class:`~lenshpc.errors.StorageError` naming the output.
+    the error into a :class:`~lenshpc.errors.StorageError` naming the output.  ``tmp`` may be the
+    :class:`DiskGuard` itself, for a writer that checks ``guard.error`` on the way.
     """
-    guard = DiskGuard(Path(tmp))
+    guard = tmp if isinstance(tmp, DiskGuard) else DiskGuard(Path(tmp))
     try:
         with h5py.File(guard, "w") as fh:
             yield fh
@@ -297,7 +298,45 @@ def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray | No
            fractions=fractions, splits={"images": splits} if splits is not None else None, logs=logs)
 
 
-class PopulationWriter:
+class H5Writer:
+    """An HDF5 file written in a ``with`` block: atomically (:func:`~lenshpc.utils.atomic_path`) and through
+    :func:`create_h5`.  Subclasses set ``path`` and fill in :meth:`_start` (create the arrays) and :meth:`_finish`
+    (complete the file); it appears under ``path`` only when the block and :meth:`_finish` succeed."""
+
+    path: Path
+    _fh: h5py.File
+    _guard: DiskGuard
+
+    def _start(self) -> None:
+        pass
+
+    def _finish(self) -> None:
+        pass
+
+    def __enter__(self):
+        stack = contextlib.ExitStack()
+        try:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._guard = DiskGuard(tmp)
+            self._fh = stack.enter_context(create_h5(self._guard))
+            self._start()
+        except BaseException as exc:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as error:
+                self._stack.__exit__(type(error), error, error.__traceback__)
+                raise
+        return bool(self._stack.__exit__(exc_type, exc, tb))
+
+
+class PopulationWriter(H5Writer):
     """Write a population dataset block by block, atomically (``lenshpc simulate``).
 
     Images go straight into pre-sized HDF5 arrays, so a population larger than RAM can be
@@ -323,22 +362,13 @@ class PopulationWriter:
         self._meta: dict[str, dict[str, dict[int, np.ndarray]]] = {name: {} for name in POPULATIONS}
         self._written = {name: np.zeros(n, dtype=bool) for name, n in self.counts.items()}
 
-    def __enter__(self) -> "PopulationWriter":
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
-        try:
-            self._guard = DiskGuard(tmp)
-            self._fh = h5py.File(self._guard, "w")
-            _write_root_attrs(self._fh, "population", **self._attrs)
-            for name, n in self.counts.items():
-                shape = (n, *self.image_shape)
-                comp = self._compression.get(name)
-                self._fh.create_dataset(name, shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None,
-                                        compression=comp if n else None, shuffle=bool(comp and n))
-        except BaseException as error:
-            self._abort(error)
-            raise
-        return self
+    def _start(self) -> None:
+        _write_root_attrs(self._fh, "population", **self._attrs)
+        for name, n in self.counts.items():
+            shape = (n, *self.image_shape)
+            comp = self._compression.get(name)
+            self._fh.create_dataset(name, shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None,
+                                    compression=comp if n else None, shuffle=bool(comp and n))
 
     def write(self, name: str, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray] | None = None) -> None:
         """Store images ``start .. start+len(images)`` of ``name`` and their metadata rows."""
@@ -357,43 +387,19 @@ class PopulationWriter:
                 raise DataError(f"metadata column {name}/{col}: {len(values)} rows for {len(images)} images")
             self._meta[name].setdefault(col, {})[start] = values
 
-    def _abort(self, exc: BaseException | None = None) -> None:
-        """Close and delete the temp file after an error (a StorageError when the disk refused a write)."""
-        fh = getattr(self, "_fh", None)
-        if fh is not None and fh.id.valid:
-            with contextlib.suppress(Exception):
-                fh.close()
-        guard = getattr(self, "_guard", None)
-        if guard is not None:
-            guard.close()
-        error = exc if exc is not None else RuntimeError("aborted")
-        self._atomic.__exit__(type(error), error, None)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._abort(exc)
-            return
-        try:
-            for name, done in self._written.items():
-                if not done.all():
-                    raise DataError(f"{name}: {int((~done).sum())} of {len(done)} images were never written")
-                group = self._fh.create_group(f"meta/{name}")
-                for col, blocks in self._meta[name].items():
-                    values = np.concatenate([blocks[k] for k in sorted(blocks)])
-                    if len(values) != self.counts[name]:
-                        raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {self.counts[name]}")
-                    _write_meta_column(group, col, values)
-                parts = split_indices(self.counts[name], self._attrs["seed"], self._fractions, key=name)
-                for split in SPLITS:
-                    self._fh.create_dataset(f"splits/{name}/{split}", data=parts[split])
-            self._fh.close()
-            self._guard.close()
-            if self._guard.error is not None:
-                raise self._guard.error
-        except BaseException as error:
-            self._abort(error)
-            raise
-        self._atomic.__exit__(None, None, None)
+    def _finish(self) -> None:
+        for name, done in self._written.items():
+            if not done.all():
+                raise DataError(f"{name}: {int((~done).sum())} of {len(done)} images were never written")
+            group = self._fh.create_group(f"meta/{name}")
+            for col, blocks in self._meta[name].items():
+                values = np.concatenate([blocks[k] for k in sorted(blocks)])
+                if len(values) != self.counts[name]:
+                    raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {self.counts[name]}")
+                _write_meta_column(group, col, values)
+            parts = split_indices(self.counts[name], self._attrs["seed"], self._fractions, key=name)
+            for split in SPLITS:
+                self._fh.create_dataset(f"splits/{name}/{split}", data=parts[split])
 
 
 # ----------------------------------------------------------------------- reading

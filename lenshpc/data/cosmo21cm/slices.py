@@ -28,7 +28,6 @@ split is by realisation: no realisation has slices in two splits.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import warnings
@@ -39,11 +38,11 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, _image_chunks, _write_meta_column, check_finite,
-                                 create_h5, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, shard_indices,
+from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, H5Writer, _image_chunks, _write_meta_column,
+                                 check_finite, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, shard_indices,
                                  split_indices)
 from lenshpc.errors import DataError
-from lenshpc.utils import atomic_path, rng_for
+from lenshpc.utils import rng_for
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def box_meta(dtb: np.ndarray, x_hi_box: np.ndarray | None, positions: np.ndarray
 
 
 # --------------------------------------------------------------------------- writing
-class SliceWriter:
+class SliceWriter(H5Writer):
     """Write a ``slices21cm`` file block by block, atomically (the file appears only when the block ends cleanly).
 
     Parameters
@@ -195,22 +194,12 @@ class SliceWriter:
         self._logs = {k: [str(x) for x in v] for k, v in (logs or {}).items()}
         self._meta: dict[str, np.ndarray] = {}
         self._written = np.zeros(self.n, dtype=bool)
-        self._stack: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> "SliceWriter":
-        stack = contextlib.ExitStack()
-        try:
-            tmp = stack.enter_context(atomic_path(self.path))
-            self._fh = stack.enter_context(create_h5(tmp))
-            comp = self._attrs["compression"]
-            shape = (self.n, *self.image_shape, 1)
-            self._images = self._fh.create_dataset("images", shape=shape, dtype=np.float32,
-                                                   chunks=_image_chunks(shape) if self.n else None, compression=comp)
-        except BaseException as exc:
-            stack.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._stack = stack
-        return self
+    def _start(self) -> None:
+        shape = (self.n, *self.image_shape, 1)
+        self._images = self._fh.create_dataset("images", shape=shape, dtype=np.float32,
+                                               chunks=_image_chunks(shape) if self.n else None,
+                                               compression=self._attrs["compression"])
 
     def write(self, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray]) -> None:
         """Slices ``start .. start+len(images)-1`` and their metadata columns (any of :data:`META_COLUMNS`)."""
@@ -273,16 +262,6 @@ class SliceWriter:
         fh.attrs["lenshpc_version"] = __version__
         fh.flush()
         fh.attrs["content_sha256"] = hdf5_digest(fh)
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        stack, self._stack = self._stack, None
-        if exc_type is None:
-            try:
-                self._finish()
-            except BaseException as error:
-                stack.__exit__(type(error), error, error.__traceback__)
-                raise
-        return bool(stack.__exit__(exc_type, exc, tb))
 
 
 def write_slices(path: str | Path, images: np.ndarray, meta: Mapping[str, np.ndarray], **kwargs) -> Path:

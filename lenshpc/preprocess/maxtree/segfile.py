@@ -23,7 +23,6 @@ shard's rows, plus ``<group>/first`` (the shard's first row in the merged group)
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 from pathlib import Path
@@ -33,7 +32,7 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import DiskGuard, H5Reader, _write_meta_column, create_h5, decode_attr, hdf5_digest
+from lenshpc.data.format import H5Reader, H5Writer, _write_meta_column, create_h5, decode_attr, hdf5_digest
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
@@ -47,23 +46,15 @@ def _set_attrs(fh: h5py.File, attrs: Mapping) -> None:
 
 
 # ---------------------------------------------------------------------- shards
-class ShardWriter:
-    """Write one shard file incrementally and atomically (renamed into place by :meth:`commit`).
+class ShardWriter(H5Writer):
+    """Write one shard file incrementally and atomically (renamed into place when the ``with`` block ends).
 
-    Use as a context manager: a block that raises leaves no shard file behind, so an
-    interrupted shard is simply redone on the next run.
+    A block that raises leaves no shard file behind, so an interrupted shard is simply redone on the next run.
     """
 
     def __init__(self, path: str | Path, attrs: Mapping):
         self.path = Path(path)
         self._attrs = dict(attrs)
-
-    def __enter__(self) -> "ShardWriter":
-        self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._guard = DiskGuard(tmp)
-        self._fh = h5py.File(self._guard, "w")
-        return self
 
     def add(self, group: str, first: int, n: int, image_shape: tuple[int, ...]) -> None:
         """Declare rows ``first .. first+n-1`` of ``group`` (images are filled by :meth:`write`)."""
@@ -83,19 +74,8 @@ class ShardWriter:
         else:
             _write_meta_column(self._fh[group]["meta"], name, values)
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            _set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION,
-                                  **self._attrs})
-        with contextlib.suppress(Exception) if exc_type is not None else contextlib.nullcontext():
-            self._fh.close()
-        self._guard.close()
-        if exc_type is None and self._guard.error is not None:  # the disk refused a write: no shard, clear error
-            exc_type, exc, tb = type(self._guard.error), self._guard.error, None
-            if not self._ctx.__exit__(exc_type, exc, tb):
-                raise exc
-            return False
-        return self._ctx.__exit__(exc_type, exc, tb)
+    def _finish(self) -> None:
+        _set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION, **self._attrs})
 
 
 def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapping[str, int], attrs: Mapping,
