@@ -440,8 +440,8 @@ class H5Reader:
     _fh: h5py.File
 
     def _open(self, path: str | Path, what: str, hint: str = "") -> None:
-        """Open ``path`` read-only as ``self._fh``; :class:`DataError` "``what`` not found: path``hint``" or
-        "not a readable HDF5 file"."""
+        """Open ``path`` read-only as ``self._fh`` and :meth:`_check` it (closed again if that raises);
+        :class:`DataError` "``what`` not found: path``hint``" or "not a readable HDF5 file"."""
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{what} not found: {self.path}{hint}")
@@ -449,6 +449,45 @@ class H5Reader:
             self._fh = h5py.File(self.path, "r")
         except OSError as exc:
             raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        try:
+            self._check()
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _check(self) -> None:
+        """Raise :class:`DataError` when the open file is not of this reader's kind."""
+
+    def _schema_version(self, supported: int, recreate: str) -> int:
+        """The integer ``schema_version`` attribute; :class:`DataError` when it is missing, not an integer or newer
+        than ``supported`` (``recreate``: the commands that write such a file)."""
+        attrs = self._fh.attrs
+        if "schema_version" not in attrs:
+            raise DataError(f"{self.path}: lenshpc file without a 'schema_version' attribute (damaged or written by a "
+                            f"foreign tool); re-create it with {recreate}")
+        version = decode_attr(attrs["schema_version"])
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r} ({type(version).__name__}), "
+                            f"expected an integer (this lenshpc writes {supported}); the file was edited or written "
+                            f"by a foreign tool: re-create it with {recreate}, or fix the attribute "
+                            f"(h5py: f.attrs['schema_version'] = {supported})")
+        if version > supported:
+            raise DataError(f"{self.path}: schema version {version} is newer than this lenshpc supports "
+                            f"({supported}); upgrade lenshpc")
+        return version
+
+    def _split_indices(self, key: str, n: int) -> np.ndarray:
+        """The index array ``key`` (int64), checked to be 1-D integers in ``0..n-1``."""
+        indices = np.asarray(self._fh[key][()])
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            raise DataError(f"{self.path}: {key} must be a 1-D integer index array, got {indices.dtype} "
+                            f"{indices.shape}; re-create the file or rewrite the split")
+        bad = np.flatnonzero((indices < 0) | (indices >= n))
+        if len(bad):
+            raise DataError(f"{self.path}: {key} holds {len(bad)} index(es) outside 0..{n - 1} (the array has {n} "
+                            f"rows), first {int(indices[bad[0]])} at position {int(bad[0])}; the file was edited "
+                            "or its arrays truncated: re-create it or rewrite the split")
+        return indices.astype(np.int64)
 
     def __enter__(self):
         return self
@@ -487,35 +526,17 @@ class Dataset(H5Reader):
 
     def __init__(self, path: str | Path):
         self._open(path, "dataset")
-        attrs = self._fh.attrs
-        kind = decode_attr(attrs.get("lenshpc_format"))
+
+    def _check(self) -> None:
+        kind = decode_attr(self._fh.attrs.get("lenshpc_format"))
         if kind not in ("population", "labelled"):
-            self._fh.close()
             raise DataError(f"{self.path}: not a lenshpc dataset (missing 'lenshpc_format' attribute); "
                             "create one with `lenshpc simulate` or `lenshpc stack`")
-        if "schema_version" not in attrs:
-            self._fh.close()
-            raise DataError(f"{self.path}: lenshpc dataset without a 'schema_version' attribute (damaged or "
-                            "written by a foreign tool); re-create it with `lenshpc simulate` or `lenshpc stack`")
-        version = decode_attr(attrs["schema_version"])
-        if isinstance(version, float) and version.is_integer():
-            version = int(version)
-        if isinstance(version, bool) or not isinstance(version, int):
-            self._fh.close()
-            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r} ({type(version).__name__}), "
-                            f"expected an integer (this lenshpc writes {SCHEMA_VERSION}); the file was edited or "
-                            "written by a foreign tool: re-create it with `lenshpc simulate` or `lenshpc stack`, or "
-                            f"fix the attribute (h5py: f.attrs['schema_version'] = {SCHEMA_VERSION})")
-        if version > SCHEMA_VERSION:
-            self._fh.close()
-            raise DataError(f"{self.path}: schema version {version} is newer than this lenshpc "
-                            f"supports ({SCHEMA_VERSION}); upgrade lenshpc")
+        self.schema_version = self._schema_version(SCHEMA_VERSION, "`lenshpc simulate` or `lenshpc stack`")
         self.kind: str = kind
-        self.schema_version = version
         self.names: tuple[str, ...] = POPULATIONS if kind == "population" else LABELLED
         for name in self.names:
             if name not in self._fh:
-                self._fh.close()
                 raise DataError(f"{self.path}: {kind} dataset lacks the '{name}' array")
 
     @property
@@ -541,17 +562,7 @@ class Dataset(H5Reader):
         key = f"splits/{name}/{split}"
         if key not in self._fh:
             raise DataError(f"{self.path}: no split '{split}' for '{name}'")
-        indices = np.asarray(self._fh[key][()])
-        n = self.count(name)
-        if indices.ndim != 1 or indices.dtype.kind not in "iu":
-            raise DataError(f"{self.path}: {key} must be a 1-D integer index array, got {indices.dtype} "
-                            f"{indices.shape}; re-create the dataset (`lenshpc stack`/`simulate`) or rewrite the split")
-        bad = np.flatnonzero((indices < 0) | (indices >= n))
-        if len(bad):
-            raise DataError(f"{self.path}: {key} holds {len(bad)} index(es) outside 0..{n - 1} ('{name}' has {n} "
-                            f"images), first {int(indices[bad[0]])} at position {int(bad[0])}; the file was edited "
-                            "or its arrays truncated: re-create the dataset or rewrite the split")
-        return indices.astype(np.int64)
+        return self._split_indices(key, self.count(name))
 
     def shard(self, name: str, split: str, rank: int = 0, size: int = 1) -> np.ndarray:
         """Indices of ``split`` owned by ``rank`` of ``size`` (disjoint and covering)."""

@@ -297,11 +297,6 @@ class SliceDataset(H5Reader):
 
     def __init__(self, path: str | Path):
         self._open(path, "slice dataset", "; create one with `lenshpc simulate21cm` or `lenshpc stack21cm`")
-        try:
-            self._check()
-        except BaseException:
-            self._fh.close()
-            raise
         a = self.attrs
         self._classes: dict[str, list[float]] = {t: list(v) for t, v in a["classes"].items()}
         self.split_by: str = a.get("split_by", "realisation")
@@ -316,13 +311,7 @@ class SliceDataset(H5Reader):
             hint = " (a lens dataset: use it with the lens task)" if kind in ("population", "labelled") else ""
             raise DataError(f"{self.path}: not a 21-cm slice dataset (lenshpc_format={kind!r}){hint}; create one "
                             "with `lenshpc simulate21cm` or `lenshpc stack21cm`")
-        version = decode_attr(self._fh.attrs.get("schema_version"))
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r}, expected an integer; "
-                            "re-create the file with `lenshpc simulate21cm` / `lenshpc stack21cm`")
-        if version > SCHEMA_VERSION:
-            raise DataError(f"{self.path}: slice schema version {version} is newer than this lenshpc supports "
-                            f"({SCHEMA_VERSION}); upgrade lenshpc")
+        self._schema_version(SCHEMA_VERSION, "`lenshpc simulate21cm` or `lenshpc stack21cm`")
         for key in ("images", "meta/images/realisation", *(f"splits/images/{s}" for s in SPLITS)):
             if key not in self._fh:
                 raise DataError(f"{self.path}: slice dataset lacks '{key}' (damaged or written by a foreign tool); "
@@ -378,10 +367,7 @@ class SliceDataset(H5Reader):
         if split == "all":
             idx = np.arange(len(self), dtype=np.int64)
         elif split in SPLITS:
-            idx = np.asarray(self._fh[f"splits/images/{split}"][()], dtype=np.int64)
-            if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
-                raise DataError(f"{self.path}: splits/images/{split} holds indices outside 0..{len(self) - 1}; "
-                                "the file was edited: re-create it")
+            idx = self._split_indices(f"splits/images/{split}", len(self))
         else:
             raise DataError(f"unknown split {split!r}; use train, val, test or all")
         return shard_indices(idx, rank, size)

@@ -159,9 +159,10 @@ class SegmentedDataset(H5Reader):
 
     def __init__(self, path: str | Path):
         self._open(path, "segmented dataset", "; create it with `lenshpc maxtree DATA.h5 --out SEG.h5`")
+
+    def _check(self) -> None:
         kind = decode_attr(self._fh.attrs.get("lenshpc_format"))
         if kind != FORMAT:
-            self._fh.close()
             raise DataError(f"{self.path}: not a segmented dataset (lenshpc_format={kind!r}); "
                             "create one with `lenshpc maxtree DATA.h5 --out SEG.h5`")
 
