@@ -40,7 +40,7 @@ import numpy as np
 
 from lenshpc.data.cosmo21cm import slices
 from lenshpc.data.cosmo21cm.params import check_f_esc10, check_redshifts, check_slicing, slice_positions
-from lenshpc.data.format import SPLITS, nonfinite_rows
+from lenshpc.data.format import SPLITS
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import progress
 
@@ -367,17 +367,15 @@ def stack_cubes(cubes: list[Cube], out: str | Path, *, slices_per_axis: int | No
                             provenance=provenance, seed=seed, split_by=split_by) as writer:
         for k, c in enumerate(progress(order, desc="stack21cm", unit="cube", disable=None if show_progress else True)):
             dtb, x_hi = read_cube(c)
-            bad = nonfinite_rows(dtb)
-            if len(bad):
-                raise UserError(f"{c.where}: cube {c.path} holds NaN/Inf values (first in plane {int(bad[0])} of axis "
-                                "0); replace them (e.g. numpy.nan_to_num) or leave the cube out. Nothing was written")
-            meta = slices.box_meta(dtb, x_hi, positions)
+            images, meta = slices.box_slices(dtb, x_hi, positions, f"{c.where}: cube {c.path}",
+                                             "; replace them (e.g. numpy.nan_to_num) or leave the cube out. "
+                                             "Nothing was written")
             if x_hi is None and c.box_x_hi is not None:
                 meta["box_x_hi"] = np.full(per_box, c.box_x_hi)
             meta.update(realisation=np.full(per_box, c.realisation), seed=np.full(per_box, -1 if c.seed is None else c.seed),
                         redshift=np.full(per_box, c.redshift))
             if c.f_esc10 is not None:
                 meta["f_esc10"] = np.full(per_box, c.f_esc10)
-            writer.write(k * per_box, slices.cut_slices(dtb, positions)[0], meta)
+            writer.write(k * per_box, images, meta, finite=True)
     with slices.open_slices(out) as ds:
         return ds.attrs["content_sha256"]

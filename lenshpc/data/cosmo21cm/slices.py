@@ -133,17 +133,27 @@ def cut_slices(cube: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.
     return images.astype(np.float32, copy=False), axis, np.tile(positions, 3)
 
 
-def box_meta(dtb: np.ndarray, x_hi_box: np.ndarray | None, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-slice means of δT_b and (when given) the neutral fraction, plus the box means."""
-    dtb_slices, axis, index = cut_slices(dtb, positions)
-    meta = {"axis": axis, "slice": index, "mean_dtb": dtb_slices.mean(axis=(1, 2), dtype=np.float64),
-            "box_mean_dtb": np.full(len(axis), float(np.mean(dtb, dtype=np.float64)))}
+def box_slices(dtb: np.ndarray, x_hi_box: np.ndarray | None, positions: np.ndarray, where: str, fix: str = ""
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A δT_b box's slices (:func:`cut_slices`) and their metadata columns: ``axis``, ``slice``, the per-slice and
+    box means of δT_b and (when given, else NaN) of the neutral fraction.
+
+    :class:`DataError` "``where`` holds NaN/Inf values (first in plane …)``fix``" when a pixel of the box is not
+    finite (checked whole, so :meth:`SliceWriter.write` may skip its own check: ``finite=True``).
+    """
+    box_mean = float(np.mean(dtb, dtype=np.float64))
+    if not np.isfinite(box_mean):  # NaN/Inf exactly when a pixel is (finite float32 cannot overflow float64)
+        plane = int(nonfinite_rows(np.asarray(dtb))[0])
+        raise DataError(f"{where} holds NaN/Inf values (first in plane {plane} of axis 0){fix}")
+    images, axis, index = cut_slices(dtb, positions)
+    meta = {"axis": axis, "slice": index, "mean_dtb": images.mean(axis=(1, 2), dtype=np.float64),
+            "box_mean_dtb": np.full(len(axis), box_mean)}
     if x_hi_box is None:
         meta["x_hi"] = meta["box_x_hi"] = np.full(len(axis), np.nan)
     else:
         meta["x_hi"] = cut_slices(x_hi_box, positions)[0].mean(axis=(1, 2), dtype=np.float64)
         meta["box_x_hi"] = np.full(len(axis), float(np.mean(x_hi_box, dtype=np.float64)))
-    return meta
+    return images, meta
 
 
 # --------------------------------------------------------------------------- writing
@@ -201,8 +211,9 @@ class SliceWriter(H5Writer):
                                                chunks=_image_chunks(shape) if self.n else None,
                                                compression=self._attrs["compression"])
 
-    def write(self, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray]) -> None:
-        """Slices ``start .. start+len(images)-1`` and their metadata columns (any of :data:`META_COLUMNS`)."""
+    def write(self, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray], finite: bool = False) -> None:
+        """Slices ``start .. start+len(images)-1`` and their metadata columns (any of :data:`META_COLUMNS`);
+        ``finite``: the caller checked their pixels already (:func:`box_slices`)."""
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3:
             images = images[..., None]
@@ -211,7 +222,7 @@ class SliceWriter(H5Writer):
         stop = start + len(images)
         if start < 0 or stop > self.n:
             raise DataError(f"slices {start}..{stop - 1} outside 0..{self.n - 1}")
-        bad = nonfinite_rows(images)
+        bad = [] if finite else nonfinite_rows(images)
         if len(bad):
             raise DataError(f"slice {start + int(bad[0])} (and {len(bad) - 1} more) holds NaN/Inf values")
         for col, values in meta.items():
