@@ -183,6 +183,19 @@ def _write_meta_column(group: h5py.Group, name: str, values: np.ndarray) -> None
         group.create_dataset(name, data=values)
 
 
+def _write_meta_and_splits(fh: h5py.File, name: str, n: int, columns: Mapping[str, np.ndarray],
+                           parts: Mapping[str, np.ndarray]) -> None:
+    """``meta/<name>/<column>`` (each of ``n`` rows, checked) and ``splits/<name>/{train,val,test}``."""
+    group = fh.create_group(f"meta/{name}")
+    for col, values in columns.items():
+        values = np.asarray(values)
+        if len(values) != n:
+            raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {n}")
+        _write_meta_column(group, col, values)
+    for split in SPLITS:
+        fh.create_dataset(f"splits/{name}/{split}", data=np.asarray(parts[split], dtype=np.int64))
+
+
 def _check_images(name: str, images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
@@ -227,16 +240,9 @@ def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: 
                 images = _check_images(name, images)
                 n = len(images)
                 fh.create_dataset(name, data=images, chunks=_image_chunks(images.shape) if n else None)
-                g = fh.create_group(f"meta/{name}")
-                for col, values in (meta.get(name) or {}).items():
-                    values = np.asarray(values)
-                    if len(values) != n:
-                        raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {n}")
-                    _write_meta_column(g, col, values)
                 given = (splits or {}).get(name)
-                parts = given if given is not None else split_indices(n, seed, fractions, key=name)
-                for split in SPLITS:
-                    fh.create_dataset(f"splits/{name}/{split}", data=np.asarray(parts[split], dtype=np.int64))
+                _write_meta_and_splits(fh, name, n, meta.get(name) or {},
+                                       given if given is not None else split_indices(n, seed, fractions, key=name))
             for name, values in extra.items():
                 fh.create_dataset(name, data=values)
             # Full lists (e.g. every skipped file) go to datasets: attributes are limited to 64 KiB.
@@ -391,15 +397,10 @@ class PopulationWriter(H5Writer):
         for name, done in self._written.items():
             if not done.all():
                 raise DataError(f"{name}: {int((~done).sum())} of {len(done)} images were never written")
-            group = self._fh.create_group(f"meta/{name}")
-            for col, blocks in self._meta[name].items():
-                values = np.concatenate([blocks[k] for k in sorted(blocks)])
-                if len(values) != self.counts[name]:
-                    raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {self.counts[name]}")
-                _write_meta_column(group, col, values)
-            parts = split_indices(self.counts[name], self._attrs["seed"], self._fractions, key=name)
-            for split in SPLITS:
-                self._fh.create_dataset(f"splits/{name}/{split}", data=parts[split])
+            n = self.counts[name]
+            columns = {col: np.concatenate([blocks[k] for k in sorted(blocks)]) for col, blocks in self._meta[name].items()}
+            parts = split_indices(n, self._attrs["seed"], self._fractions, key=name)
+            _write_meta_and_splits(self._fh, name, n, columns, parts)
 
 
 # ----------------------------------------------------------------------- reading
@@ -420,6 +421,23 @@ def check_finite(images: np.ndarray, path: str | Path, name: str, rows: np.ndarr
                     f"{int(where[0])} contains {kind}); lenshpc never writes them, so the file was edited or written by "
                     "another tool. Re-create it (`lenshpc simulate` / `lenshpc stack`, which report bad inputs), or replace "
                     "the non-finite pixels (e.g. numpy.nan_to_num) and mask them yourself")
+
+
+def read_in_order(arr: h5py.Dataset, indices: np.ndarray | None, path: str | Path, name: str) -> np.ndarray:
+    """Rows ``indices`` of image array ``arr`` (all when None) in the order given, repeats allowed, checked by
+    :func:`check_finite` (``name``: the array's name in ``path``, for its message)."""
+    if indices is None:
+        return check_finite(arr[()], path, name)
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+    uniq, inverse = np.unique(indices, return_inverse=True)  # h5py needs increasing, unique indices
+    return check_finite(arr[uniq], path, name, uniq)[inverse]
+
+
+def read_column(ds: h5py.Dataset) -> np.ndarray:
+    """A whole 1-D dataset as an array, HDF5 strings decoded to ``str``."""
+    return np.asarray(ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()])
 
 
 def decode_attr(value):
@@ -571,18 +589,7 @@ class Dataset(H5Reader):
     # data ---------------------------------------------------------------------
     def read(self, name: str, indices: np.ndarray | None = None) -> np.ndarray:
         """Images ``(n, H, W, C)`` float32 at ``indices`` (all when None), in the given order."""
-        arr = self._array(name)
-        if indices is None:
-            return check_finite(arr[()], self.path, name)
-        indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) == 0:
-            return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
-        order = np.argsort(indices, kind="stable")
-        uniq, inverse = np.unique(indices[order], return_inverse=True)
-        block = check_finite(arr[uniq], self.path, name, uniq)  # h5py needs increasing, unique indices
-        out = np.empty((len(indices), *arr.shape[1:]), dtype=arr.dtype)
-        out[order] = block[inverse]
-        return out
+        return read_in_order(self._array(name), indices, self.path, name)
 
     @property
     def has_labels(self) -> bool:
@@ -608,9 +615,7 @@ class Dataset(H5Reader):
         """Metadata columns of array ``name`` (strings decoded to ``str``)."""
         out: dict[str, np.ndarray] = {}
         for col in self.meta_columns(name):
-            ds = self._fh[f"meta/{name}/{col}"]
-            values = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
-            values = np.asarray(values)
+            values = read_column(self._fh[f"meta/{name}/{col}"])
             out[col] = values if indices is None else values[np.asarray(indices, dtype=np.int64)]
         return out
 

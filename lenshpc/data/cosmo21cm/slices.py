@@ -39,8 +39,8 @@ import numpy as np
 
 from lenshpc import __version__
 from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, H5Writer, _image_chunks, _write_meta_column,
-                                 check_finite, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, shard_indices,
-                                 split_indices)
+                                 decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, read_in_order,
+                                 shard_indices, split_indices)
 from lenshpc.errors import DataError
 from lenshpc.utils import rng_for
 
@@ -391,13 +391,7 @@ class SliceDataset(H5Reader):
     # data -----------------------------------------------------------------
     def images(self, split="all", rank: int = 0, size: int = 1) -> np.ndarray:
         """Slices ``(n, H, W, 1)`` float32 (mK) of a split name or an index array, in the given order."""
-        rows = self._rows(split, rank, size)
-        arr = self._fh["images"]
-        if len(rows) == 0:
-            return np.empty((0, *arr.shape[1:]), dtype=np.float32)
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        block = check_finite(arr[uniq], self.path, "images", uniq)  # h5py needs increasing, unique indices
-        return block[inverse]
+        return read_in_order(self._fh["images"], self._rows(split, rank, size), self.path, "images")
 
     def labels(self, target: str, split="all", rank: int = 0, size: int = 1) -> np.ndarray:
         """Class indices (int64) of ``target`` for a split name or an index array."""

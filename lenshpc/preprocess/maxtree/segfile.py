@@ -32,7 +32,8 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import H5Reader, H5Writer, _write_meta_column, create_h5, decode_attr, hdf5_digest
+from lenshpc.data.format import (H5Reader, H5Writer, _image_chunks, _write_meta_column, create_h5, decode_attr,
+                                 hdf5_digest, read_column, read_in_order)
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
@@ -91,8 +92,8 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
             filled = {g: np.zeros(n, dtype=bool) for g, n in sizes.items()}
             for group, n in sizes.items():
                 g = dst.create_group(group)
-                chunks = (max(1, min(n, (2 << 20) // (4 * int(np.prod(image_shape))))), *image_shape) if n else None
-                g.create_dataset("images", shape=(n, *image_shape), dtype=np.float32, chunks=chunks)
+                shape = (n, *image_shape)
+                g.create_dataset("images", shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None)
             columns: dict[str, dict[str, list]] = {g: {} for g in sizes}
             for path in shard_paths:
                 with h5py.File(path, "r") as src:
@@ -109,9 +110,7 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
                         if "labels" in piece:
                             columns[group].setdefault("labels", []).append((first, piece["labels"][()]))
                         for col in piece["meta"]:
-                            ds = piece["meta"][col]
-                            values = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
-                            columns[group].setdefault(f"meta/{col}", []).append((first, np.asarray(values)))
+                            columns[group].setdefault(f"meta/{col}", []).append((first, read_column(piece["meta"][col])))
             for group, mask in filled.items():
                 if not mask.all():
                     raise DataError(f"merge: rows of '{group}' are missing ({int((~mask).sum())} of {len(mask)}); "
@@ -184,12 +183,7 @@ class SegmentedDataset(H5Reader):
 
     def read(self, group: str, indices: np.ndarray | None = None) -> np.ndarray:
         """Images of ``group`` at ``indices`` (all when None), in the given order."""
-        ds = self._group(group)["images"]
-        if indices is None:
-            return ds[()]
-        indices = np.asarray(indices, dtype=np.int64)
-        uniq, inverse = np.unique(indices, return_inverse=True)
-        return ds[uniq][inverse] if len(uniq) else np.empty((0, *ds.shape[1:]), np.float32)
+        return read_in_order(self._group(group)["images"], indices, self.path, f"{group}/images")
 
     def labels(self, group: str) -> np.ndarray:
         g = self._group(group)
@@ -199,11 +193,7 @@ class SegmentedDataset(H5Reader):
 
     def meta(self, group: str) -> dict[str, np.ndarray]:
         g = self._group(group)
-        out = {}
-        for col in sorted(g.get("meta", {})):
-            ds = g["meta"][col]
-            out[col] = np.asarray(ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()])
-        return out
+        return {col: read_column(g["meta"][col]) for col in sorted(g.get("meta", {}))}
 
 
 def describe(path: str | Path) -> str:
