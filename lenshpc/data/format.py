@@ -1,25 +1,10 @@
-"""The lenshpc HDF5 dataset format (documented in ``docs/data-format.md``).
+"""The lenshpc HDF5 dataset format: layout, attributes and versioning in ``docs/data-format.md``.
 
-Two kinds of file share one layout:
-
-*population* (``lenshpc simulate``, or ``lenshpc stack`` per population)
-    ``lenses``, ``sources``, ``negatives``: image arrays ``(N, H, W, C)`` float32.
-*labelled* (``lenshpc stack`` of challenge-style data)
-    ``images`` ``(N, H, W, C)`` float32 and ``labels`` ``(N,)`` uint8.  A survey catalogue to
-    be ranked may have no ``labels`` (``lenshpc stack --label-column none``): readers that need
-    labels raise :class:`DataError` (:attr:`Dataset.has_labels` tells).
-
-For every image array ``X`` there is
-
-* ``meta/X/<column>``: one 1-D dataset per metadata column, length N (numbers or
-  UTF-8 strings), e.g. ``meta/sources/theta_E``;
-* ``splits/X/{train,val,test}``: sorted int64 indices of a seeded 80/10/10 split.
-
-Root attributes: ``lenshpc_format`` (``"population"`` / ``"labelled"``),
-``schema_version``, ``pixel_scale`` (arcsec/pixel), ``bands`` (JSON list),
-``seed``, ``created``, ``lenshpc_version`` and ``provenance`` (JSON).
-
-Readers take ``(rank, size)`` and read only their shard: :meth:`Dataset.shard`.
+A *population* file holds ``lenses``, ``sources`` and ``negatives``; a *labelled* one ``images`` and, unless it is
+an unlabelled survey catalogue (:attr:`Dataset.has_labels`), 0/1 ``labels``.  Every image array ``X`` has
+``meta/X/<column>`` and seeded ``splits/X/{train,val,test}``; readers read only their ``(rank, size)`` shard
+(:meth:`Dataset.shard`).  What lenshpc's other HDF5 files share lives here too: the full-disk-safe writer
+(:func:`create_h5`, :class:`H5Writer`) and the reader base :class:`H5Reader`.
 """
 
 from __future__ import annotations

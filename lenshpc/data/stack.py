@@ -1,28 +1,12 @@
-"""Stack FITS cutouts and a catalogue into a lenshpc HDF5 dataset (``lenshpc stack``).
+"""Stack FITS cutouts and a catalogue into a lenshpc HDF5 dataset (``lenshpc stack``; ``docs/data-format.md``).
 
-Two modes (see ``docs/data-format.md``):
-
-*labelled*
-    one image set + one catalogue with an ID column and a 0/1 label column (the Lens Finding
-    Challenge layout: ``ID, is_lens, Einstein_area, numb_pix_lensed_image,
-    flux_lensed_image_in_sigma``); every other catalogue column becomes metadata.
-    *Unlabelled* (``label_column=None``, ``--label-column none``): a survey catalogue to rank;
-    no ``labels`` array is written, every catalogue column but the ID becomes metadata, and
-    the catalogue itself is optional (IDs then come from the file names only).
-*population*
-    three image sets, ``lenses``, ``sources`` and ``negatives``, each with an optional
-    catalogue of its own (``--population sources=DIR --catalogue sources=CAT.csv``).
-
-Images are found per band: ``--images`` may contain a ``{band}`` placeholder, or be a
-directory with one sub-directory per band, or hold files whose image HDUs / data cube
-planes are the bands.  The cutout ID is parsed from the file name with a regular
-expression.  Every problem (unreadable, truncated, NaN-filled or mis-shaped file, a file
-whose ID is not in the catalogue, a catalogue ID without a file, a missing band, a
-duplicate ID) is collected with its path; by default nothing is written if there is any
-problem, with ``skip_bad`` the affected rows are dropped and listed in the provenance.
-
-Memory: the only large allocation is the output array ``(N, H, W, C)`` float32; workers
-read one row at a time and the parent copies each row into place.
+*labelled*: one image set and a catalogue with an ID and a 0/1 label column (the Lens Finding Challenge layout),
+or with ``label_column=None`` an unlabelled survey catalogue to rank (the catalogue then optional); *population*:
+the three sets ``lenses``, ``sources``, ``negatives``, each with an optional catalogue.  Bands come from a
+``{band}`` placeholder, one sub-directory per band or the image planes of each file; IDs from the file names
+(a regex).  Every bad input is collected with its path: nothing is written if there is any, unless ``skip_bad``
+(the rows are dropped and listed in ``log/skipped``).  Workers read one row at a time; the only large allocation
+is the output array ``(N, H, W, C)`` float32.
 """
 
 from __future__ import annotations

@@ -1,24 +1,9 @@
-"""The segmented dataset file ``SEG.h5`` written by ``lenshpc maxtree`` (docs/data-format.md).
+"""The segmented dataset file ``SEG.h5`` written by ``lenshpc maxtree`` (layout: docs/data-format.md).
 
-Layout: one HDF5 group per image set, each with the same members::
-
-    <group>/images     (N, H, W, C) float32   segmented images (original pixels inside the mask, 0 outside)
-    <group>/labels     (N,) uint8             val / test only
-    <group>/meta/<col> (N,)                   per-image metadata (pool: lens_index, source_index, alpha,
-                                              source columns; val/test: what the chunk engine reports)
-
-Groups: ``lenses`` and ``negatives`` (every image of DATA.h5, same indices, so DATA.h5's
-splits apply) or ``images`` for a labelled dataset; ``pool`` (pre-merged, segmented mock
-lenses); ``val`` and ``test`` (the plain experiment's fixed sets, segmented).
-
-Root attributes: ``lenshpc_format = "segmented"``, ``schema_version``, ``maxtree`` (JSON of
-the filter parameters), ``data`` (JSON of the data settings the sets depend on),
-``source`` (JSON: DATA.h5 path and its identity), ``lenshpc_version``, ``code_version``,
-``shards``, ``executor``, ``created``, ``content_sha256`` (SHA-256 over every dataset's
-name, dtype, shape and bytes — equal for any shard count and executor).
-
-Shard files (``SEG.h5.shards/shard-0003-of-0008.h5``) have the same layout restricted to the
-shard's rows, plus ``<group>/first`` (the shard's first row in the merged group).
+One HDF5 group per image set (``lenses``/``negatives`` or ``images``, ``pool``, ``val``, ``test``), each with
+``images``, ``labels`` (val/test) and ``meta/<col>``; ``content_sha256`` is equal for any shard count and executor.
+Shard files (``SEG.h5.shards/shard-0003-of-0008.h5``) have the same layout restricted to the shard's rows, each
+group with the attribute ``first`` (the shard's first row in the merged group).
 """
 
 from __future__ import annotations
