@@ -33,15 +33,21 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 # ----------------------------------------------------------------------- splits
+def check_fractions(fractions: Iterable[float]) -> tuple[float, float, float]:
+    """The (train, val, test) split fractions as floats; :class:`DataError` unless non-negative with sum 1."""
+    f_train, f_val, f_test = (float(f) for f in fractions)
+    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
+        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    return f_train, f_val, f_test
+
+
 def split_indices(n: int, seed: int, fractions: Iterable[float] = DEFAULT_FRACTIONS, key: str = "") -> dict[str, np.ndarray]:
     """Seeded random split of ``range(n)`` into train/val/test index arrays (each sorted).
 
     Sizes are ``floor(f·n)`` for val and test, the rest goes to train, so the three sets
     are disjoint and cover ``range(n)`` exactly.
     """
-    f_train, f_val, f_test = (float(f) for f in fractions)
-    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
-        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    f_train, f_val, f_test = check_fractions(fractions)
     perm = rng_for(seed, "split", key).permutation(n)
     n_val, n_test = int(f_val * n), int(f_test * n)
     n_train = n - n_val - n_test

@@ -39,7 +39,7 @@ import numpy as np
 
 from lenshpc import __version__
 from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, H5Writer, _image_chunks, _write_meta_column,
-                                 decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, read_in_order,
+                                 check_fractions, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, read_in_order,
                                  shard_indices, split_indices)
 from lenshpc.errors import DataError
 from lenshpc.utils import rng_for
@@ -87,9 +87,7 @@ def realisation_split(realisations: Iterable[int], seed: int, fractions: Iterabl
     when there are at least 3, so every split holds whole boxes.
     """
     ids = sorted({int(r) for r in realisations})
-    f_train, f_val, f_test = (float(f) for f in fractions)
-    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
-        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    _, f_val, f_test = check_fractions(fractions)
     n = len(ids)
     if n < 3:
         raise DataError(f"a split by realisation needs at least 3 realisations (train, val, test), got {n}; "
