@@ -389,7 +389,8 @@ class PopulationWriter(H5Writer):
             if not done.all():
                 raise DataError(f"{name}: {int((~done).sum())} of {len(done)} images were never written")
             n = self.counts[name]
-            columns = {col: np.concatenate([blocks[k] for k in sorted(blocks)]) for col, blocks in self._meta[name].items()}
+            columns = {col: np.concatenate([blocks[k] for k in sorted(blocks)])
+                       for col, blocks in self._meta[name].items()}
             parts = split_indices(n, self._attrs["seed"], self._fractions, key=name)
             _write_meta_and_splits(self._fh, name, n, columns, parts)
 

@@ -232,12 +232,11 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
 
     Returns ``{"status": "current" | "merged" | "shard", "digest", "done", "skipped"}`` (realisation counts).
     """
-    sh.check_request(executor, EXECUTORS, shards)
+    sh.check_request(executor, EXECUTORS, shards, shard_index)
     shards = int(shards)  # shards beyond the realisation count are empty (an array of K tasks still succeeds)
     out = Path(out)
     if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
         slices.realisation_split(range(grid.realisations), grid.seed)
-    sh.check_request(executor, EXECUTORS, shards, shard_index)
     # Fail on an unwritable output folder now, not after hours of simulation (the storage message names it),
     # and say how to install 21cmFAST before anything else happens.
     parts = parts_dir(out)

@@ -94,8 +94,8 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
                         dst[group]["images"][first:stop] = images[()]
                         if "labels" in piece:
                             columns[group].setdefault("labels", []).append((first, piece["labels"][()]))
-                        for col in piece["meta"]:
-                            columns[group].setdefault(f"meta/{col}", []).append((first, read_column(piece["meta"][col])))
+                        for col, ds in piece["meta"].items():
+                            columns[group].setdefault(f"meta/{col}", []).append((first, read_column(ds)))
             for group, mask in filled.items():
                 if not mask.all():
                     raise DataError(f"merge: rows of '{group}' are missing ({int((~mask).sum())} of {len(mask)}); "
