@@ -1,28 +1,11 @@
 """``lenshpc stack21cm``: users' own 21-cm cubes + a parameter catalogue → the same slice dataset as simulate21cm.
 
-Cube files (one δT_b box each, 3-D, cubic, mK), chosen by name:
-
-=====================  ===========================================================================================
-``*.h5``, ``*.hdf5``   21cmFAST 4 outputs (``Coeval.save``, its cache files): ``BrightnessTemp/OutputFields/
-                       brightness_temp`` (or ``--dataset KEY``, or the only 3-D dataset); the redshift, F_ESC10 and
-                       ``random_seed`` are read from the file, the neutral fraction from ``IonizedBox`` when present
-``*.npy``              a 3-D numpy array
-``*.fits``, ``*.fit``  the first image HDU with 3-D data
-``delta_T*``           21cmFAST 1.x/2.x binary boxes (raw float32, N³ cells; the seed's files), e.g.
-                       ``delta_T_v3_z008.00_nf0.532300_useTs0_200_300Mpc``: redshift from ``_z``, box neutral
-                       fraction from ``_nf``, N from ``_N_LMpc`` (else the file size)
-=====================  ===========================================================================================
-
-Catalogue (CSV, or any table astropy reads): one row per cube, columns ``file`` (relative to the catalogue's
-folder), ``redshift``, ``f_esc10`` (log10 of the escape fraction; or ``f_esc``, linear) and ``realisation``
-(the initial-conditions id: cubes of one realisation stay in one split); optional ``seed``.  Catalogue values
-win over values read from a file; a 21cmFAST HDF5 file needs no catalogue.  A catalogue must have every
-column above; cubes given without a catalogue whose files carry no F_ESC10 (a FITS header without ``F_ESC10``)
-make a dataset with only the ``redshift`` target.
-
-Everything that can be checked without reading the cubes' pixels is checked first (columns, files, ranks and
-shapes, 21cmFAST ranges, duplicates, at least 3 realisations, every class in every split); a NaN cube found while
-stacking aborts the atomic write, naming the file: nothing is half-written.
+Cube files (one δT_b box each, 3-D, cubic, mK) are chosen by name (:data:`PEEK`): 21cmFAST 4 HDF5 outputs
+(parameters and the neutral fraction read from the file), ``.npy``, FITS (first 3-D image HDU) and 21cmFAST 1.x/2.x
+raw ``delta_T*`` boxes (redshift, x_HI and N from the name).  The catalogue (CSV or any astropy table; columns
+:data:`COLUMNS`, ``file`` relative to its folder) wins over the files' values; cubes without any F_ESC10 give a
+dataset with only the ``redshift`` target (docs/cosmo21cm.md).  Everything checkable without the pixels is checked
+first (:func:`check_cubes`); a NaN cube found while stacking aborts the atomic write, naming the file.
 """
 
 from __future__ import annotations

@@ -1,29 +1,12 @@
 """The ``slices21cm`` HDF5 format: 2-D slices of 21-cm brightness-temperature boxes with class labels.
 
-Written by ``lenshpc simulate21cm`` (21cmFAST boxes) and ``lenshpc stack21cm`` (users' cubes); read by the
-21-cm classification and autoencoder tasks through :func:`open_slices`.  ``docs/data-format.md`` documents it.
-
-Layout
-------
-``images``                      ``(N, H, W, 1)`` float32: δT_b in mK, slices along all three axes of every box
-``labels/redshift``             ``(N,)`` int16: index into ``classes["redshift"]``
-``labels/escape_fraction``      ``(N,)`` int16: index into ``classes["escape_fraction"]`` (F_ESC10 values)
-``meta/images/<column>``        one value per slice: ``realisation`` (int), ``seed`` (the box's random seed),
-                                ``redshift``, ``f_esc10``, ``axis`` (0/1/2), ``slice`` (index along the axis),
-                                ``x_hi`` and ``mean_dtb`` (the slice's mean neutral fraction and δT_b, mK; NaN
-                                when the source has no neutral-fraction box), ``box_x_hi``, ``box_mean_dtb``
-``splits/images/{train,val,test}``  sorted int64 slice indices
-
-Root attributes: ``lenshpc_format = "slices21cm"``, ``schema_version``, ``classes`` (JSON
-``{"redshift": [...], "escape_fraction": [...]}``), ``split_by`` (``"realisation"``, or ``"slice"`` only when asked
-for, with ``split_warning``), ``split_realisations`` (JSON ``{"train": [...], ...}``; empty lists for a slice
-split), ``split_seed``, ``simulator`` (JSON: code, version, template, HII_DIM, BOX_LEN, ...), ``provenance``
-(JSON), ``lenshpc_version`` and ``content_sha256`` (over every dataset's bytes).  There is no wall-clock
-``created`` attribute: the same inputs give a byte-identical file (``lenshpc simulate21cm`` with any shard count).
-
-Targets: ``redshift``, ``escape_fraction`` and ``joint`` (derived, never stored: ``z_idx * n_f + f_idx``).
-Slices of one box are strongly correlated (and CNNs learn box-specific features, Sooknunan et al. 2024), so the
-split is by realisation: no realisation has slices in two splits.
+Written by ``lenshpc simulate21cm`` (21cmFAST boxes) and ``lenshpc stack21cm`` (users' cubes); read by the 21-cm
+classification and autoencoder tasks through :func:`open_slices`.  Layout and attributes: docs/data-format.md
+("21-cm slice datasets"): ``images`` (δT_b, mK), ``labels/<target>``, ``meta/images/<column>``
+(:data:`META_COLUMNS`), ``splits/images/{train,val,test}``.  There is no wall-clock attribute: the same inputs give a
+byte-identical file.  Targets: :data:`TARGETS` (``joint`` derived, never stored: ``z_idx * n_f + f_idx``).  Slices
+of one box are strongly correlated (CNNs learn box-specific features, Sooknunan et al. 2024), so the split is by
+realisation: no realisation has slices in two splits.
 """
 
 from __future__ import annotations
