@@ -337,8 +337,7 @@ class PopulationWriter(H5Writer):
     """Write a population dataset block by block, atomically (``lenshpc simulate``).
 
     Images go straight into pre-sized HDF5 arrays, so a population larger than RAM can be
-    written; metadata rows are kept (small) and written with the splits on success.  The
-    file appears under its final name only when the ``with`` block ends without error.
+    written; metadata rows are kept (small) and written with the splits on success.
 
     Examples
     --------
