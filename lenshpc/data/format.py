@@ -208,16 +208,18 @@ def nonfinite_rows(images: np.ndarray) -> np.ndarray:
     return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
+def set_attrs(fh: h5py.File, attrs: Mapping) -> None:
+    """Root attributes ``attrs`` of ``fh``, dicts and lists stored as JSON."""
+    for key, value in attrs.items():
+        fh.attrs[key] = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+
+
 def _write_root_attrs(fh: h5py.File, kind: str, *, pixel_scale: float, bands: list[str], seed: int,
                       provenance: dict) -> None:
-    fh.attrs["lenshpc_format"] = kind
-    fh.attrs["schema_version"] = SCHEMA_VERSION
-    fh.attrs["pixel_scale"] = float(pixel_scale)
-    fh.attrs["bands"] = json.dumps(list(bands))
-    fh.attrs["seed"] = int(seed)
-    fh.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    fh.attrs["lenshpc_version"] = __version__
-    fh.attrs["provenance"] = json.dumps(provenance, default=str)
+    set_attrs(fh, {"lenshpc_format": kind, "schema_version": SCHEMA_VERSION, "pixel_scale": float(pixel_scale),
+                   "bands": list(bands), "seed": int(seed),
+                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   "lenshpc_version": __version__, "provenance": dict(provenance)})
 
 
 def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping[str, np.ndarray]],

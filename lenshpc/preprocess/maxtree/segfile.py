@@ -18,17 +18,12 @@ import numpy as np
 
 from lenshpc import __version__
 from lenshpc.data.format import (H5Reader, H5Writer, _image_chunks, _write_meta_column, create_h5, decode_attr,
-                                 hdf5_digest, read_column, read_in_order)
+                                 hdf5_digest, read_column, read_in_order, set_attrs)
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
 FORMAT = "segmented"
 SCHEMA_VERSION = 1
-
-
-def _set_attrs(fh: h5py.File, attrs: Mapping) -> None:
-    for key, value in attrs.items():
-        fh.attrs[key] = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
 
 
 # ---------------------------------------------------------------------- shards
@@ -61,7 +56,7 @@ class ShardWriter(H5Writer):
             _write_meta_column(self._fh[group]["meta"], name, values)
 
     def _finish(self) -> None:
-        _set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION, **self._attrs})
+        set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION, **self._attrs})
 
 
 def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapping[str, int], attrs: Mapping,
@@ -110,7 +105,7 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
                         _write_meta_column(dst[group].require_group("meta"), name.split("/", 1)[1], values)
                 dst[group].require_group("meta")
             digest = hdf5_digest(dst)
-            _set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION,
+            set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION,
                              "lenshpc_version": __version__,
                              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                              **attrs, "content_sha256": digest})
