@@ -226,22 +226,21 @@ def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: 
            extra: Mapping[str, np.ndarray], *, pixel_scale: float, bands: list[str], seed: int, provenance: dict,
            fractions: Iterable[float], splits: Mapping[str, Mapping[str, np.ndarray]] | None,
            logs: Mapping[str, Iterable[str]] | None = None) -> None:
-    with atomic_path(path) as tmp:
-        with create_h5(tmp) as fh:
-            _write_root_attrs(fh, kind, pixel_scale=pixel_scale, bands=bands, seed=seed, provenance=provenance)
-            for name, images in arrays.items():
-                images = _check_images(name, images)
-                n = len(images)
-                fh.create_dataset(name, data=images, chunks=_image_chunks(images.shape) if n else None)
-                given = (splits or {}).get(name)
-                _write_meta_and_splits(fh, name, n, meta.get(name) or {},
-                                       given if given is not None else split_indices(n, seed, fractions, key=name))
-            for name, values in extra.items():
-                fh.create_dataset(name, data=values)
-            # Full lists (e.g. every skipped file) go to datasets: attributes are limited to 64 KiB.
-            fh.require_group("log")
-            for name, lines in (logs or {}).items():
-                fh.create_dataset(f"log/{name}", data=[str(line) for line in lines], dtype=h5py.string_dtype())
+    with atomic_path(path) as tmp, create_h5(tmp) as fh:
+        _write_root_attrs(fh, kind, pixel_scale=pixel_scale, bands=bands, seed=seed, provenance=provenance)
+        for name, images in arrays.items():
+            images = _check_images(name, images)
+            n = len(images)
+            fh.create_dataset(name, data=images, chunks=_image_chunks(images.shape) if n else None)
+            given = (splits or {}).get(name)
+            _write_meta_and_splits(fh, name, n, meta.get(name) or {},
+                                   given if given is not None else split_indices(n, seed, fractions, key=name))
+        for name, values in extra.items():
+            fh.create_dataset(name, data=values)
+        # Full lists (e.g. every skipped file) go to datasets: attributes are limited to 64 KiB.
+        fh.require_group("log")
+        for name, lines in (logs or {}).items():
+            fh.create_dataset(f"log/{name}", data=[str(line) for line in lines], dtype=h5py.string_dtype())
 
 
 def write_population(path: str | Path, lenses: np.ndarray, sources: np.ndarray, negatives: np.ndarray, *,

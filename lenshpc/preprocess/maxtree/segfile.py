@@ -50,13 +50,18 @@ class ShardWriter(H5Writer):
 
     def column(self, group: str, name: str, values: np.ndarray) -> None:
         """Store a whole column: ``labels`` or a metadata column."""
-        if name == "labels":
-            self._fh[group].create_dataset("labels", data=np.asarray(values, dtype=np.uint8))
-        else:
-            _write_meta_column(self._fh[group]["meta"], name, values)
+        _write_column(self._fh[group], name, values)
 
     def _finish(self) -> None:
         set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION, **self._attrs})
+
+
+def _write_column(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    """``labels`` (uint8) or the metadata column ``meta/<name>`` of ``group``."""
+    if name == "labels":
+        group.create_dataset("labels", data=np.asarray(values, dtype=np.uint8))
+    else:
+        _write_meta_column(group.require_group("meta"), name, values)
 
 
 def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapping[str, int], attrs: Mapping,
@@ -67,48 +72,42 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
     one shard (checked).  Images are copied shard by shard, never all in memory.
     """
     shard_paths = [Path(p) for p in shard_paths]
-    with atomic_path(out) as tmp:
-        with create_h5(tmp) as dst:
-            filled = {g: np.zeros(n, dtype=bool) for g, n in sizes.items()}
-            for group, n in sizes.items():
-                g = dst.create_group(group)
-                shape = (n, *image_shape)
-                g.create_dataset("images", shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None)
-            columns: dict[str, dict[str, list]] = {g: {} for g in sizes}
-            for path in shard_paths:
-                with h5py.File(path, "r") as src:
-                    for group in src:
-                        if group not in sizes:
-                            raise DataError(f"{path}: unexpected group '{group}' (shard from another plan?)")
-                        piece = src[group]
-                        first, images = int(piece.attrs["first"]), piece["images"]
-                        stop = first + len(images)
-                        if stop > sizes[group] or filled[group][first:stop].any():
-                            raise DataError(f"{path}: rows {first}:{stop} of '{group}' overlap another shard")
-                        filled[group][first:stop] = True
-                        dst[group]["images"][first:stop] = images[()]
-                        if "labels" in piece:
-                            columns[group].setdefault("labels", []).append((first, piece["labels"][()]))
-                        for col, ds in piece["meta"].items():
-                            columns[group].setdefault(f"meta/{col}", []).append((first, read_column(ds)))
-            for group, mask in filled.items():
-                if not mask.all():
-                    raise DataError(f"merge: rows of '{group}' are missing ({int((~mask).sum())} of {len(mask)}); "
-                                    "a shard is incomplete — re-run the command")
-            for group, cols in columns.items():
-                for name, parts in cols.items():
-                    parts.sort(key=lambda p: p[0])
-                    values = np.concatenate([p[1] for p in parts])
-                    if name == "labels":
-                        dst[group].create_dataset("labels", data=values.astype(np.uint8))
-                    else:
-                        _write_meta_column(dst[group].require_group("meta"), name.split("/", 1)[1], values)
-                dst[group].require_group("meta")
-            digest = hdf5_digest(dst)
-            set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION,
-                             "lenshpc_version": __version__,
-                             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                             **attrs, "content_sha256": digest})
+    with atomic_path(out) as tmp, create_h5(tmp) as dst:
+        filled = {g: np.zeros(n, dtype=bool) for g, n in sizes.items()}
+        for group, n in sizes.items():
+            g = dst.create_group(group)
+            shape = (n, *image_shape)
+            g.create_dataset("images", shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None)
+        columns: dict[str, dict[str, list]] = {g: {} for g in sizes}
+        for path in shard_paths:
+            with h5py.File(path, "r") as src:
+                for group in src:
+                    if group not in sizes:
+                        raise DataError(f"{path}: unexpected group '{group}' (shard from another plan?)")
+                    piece = src[group]
+                    first, images = int(piece.attrs["first"]), piece["images"]
+                    stop = first + len(images)
+                    if stop > sizes[group] or filled[group][first:stop].any():
+                        raise DataError(f"{path}: rows {first}:{stop} of '{group}' overlap another shard")
+                    filled[group][first:stop] = True
+                    dst[group]["images"][first:stop] = images[()]
+                    if "labels" in piece:
+                        columns[group].setdefault("labels", []).append((first, piece["labels"][()]))
+                    for col, ds in piece["meta"].items():  # never named "labels" (ShardWriter.column)
+                        columns[group].setdefault(col, []).append((first, read_column(ds)))
+        for group, mask in filled.items():
+            if not mask.all():
+                raise DataError(f"merge: rows of '{group}' are missing ({int((~mask).sum())} of {len(mask)}); "
+                                "a shard is incomplete — re-run the command")
+        for group, cols in columns.items():
+            for name, parts in cols.items():
+                parts.sort(key=lambda p: p[0])
+                _write_column(dst[group], name, np.concatenate([p[1] for p in parts]))
+            dst[group].require_group("meta")
+        digest = hdf5_digest(dst)
+        set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION, "lenshpc_version": __version__,
+                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        **attrs, "content_sha256": digest})
     return digest
 
 
