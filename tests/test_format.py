@@ -131,6 +131,24 @@ def test_newer_schema_version_is_a_clear_error(population, tmp_path):
         open_dataset(path)
 
 
+def test_float_schema_version_and_float_split_are_refused(population, tmp_path):
+    """The lens and 21-cm readers share one check (format.H5Reader): a float ``schema_version`` (even 1.0) and a
+    float split index array are errors in both (the 21-cm reader used to truncate float indices silently)."""
+    path = tmp_path / "float.h5"
+    path.write_bytes(population[0].read_bytes())
+    with h5py.File(path, "a") as fh:
+        fh.attrs["schema_version"] = float(SCHEMA_VERSION)
+    with pytest.raises(DataError, match=r"'schema_version' is 1.0 \(float\), expected an integer"):
+        open_dataset(path)
+    with h5py.File(path, "a") as fh:
+        fh.attrs["schema_version"] = SCHEMA_VERSION
+        val = fh["splits/lenses/val"][()]
+        del fh["splits/lenses/val"]
+        fh["splits/lenses/val"] = val + 0.5
+    with open_dataset(path) as ds, pytest.raises(DataError, match="splits/lenses/val must be a 1-D integer"):
+        ds.split("lenses", "val")
+
+
 def test_foreign_files_are_clear_errors(tmp_path):
     foreign = tmp_path / "other.h5"
     with h5py.File(foreign, "w") as fh:

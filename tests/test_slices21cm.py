@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -130,3 +131,25 @@ def test_writer_refuses_bad_data_and_leaves_nothing(tmp_path):
 
         write_labelled(tmp_path / "lens.h5", np.zeros((3, 8, 8, 1)), np.array([0, 1, 0]))
         slices.open_slices(tmp_path / "lens.h5")
+
+
+def test_float_schema_version_and_float_split_are_refused(tmp_path):
+    """The same checks as the lens reader (format.H5Reader): a float split was truncated to integers before."""
+    path = tmp_path / "s.h5"
+    _write(path)
+    with slices.open_slices(path) as ds:
+        assert ds.attrs["schema_version"] == slices.SCHEMA_VERSION
+    with h5py.File(path, "a") as fh:
+        test = fh["splits/images/test"][()]
+        del fh["splits/images/test"]
+        fh["splits/images/test"] = test + 0.5
+    with slices.open_slices(path) as ds, pytest.raises(DataError, match="splits/images/test must be a 1-D integer"):
+        ds.indices("test")
+    with h5py.File(path, "a") as fh:
+        fh.attrs["schema_version"] = 1.5
+    with pytest.raises(DataError, match=r"'schema_version' is 1.5 \(float\), expected an integer"):
+        slices.open_slices(path)
+    with h5py.File(path, "a") as fh:
+        fh.attrs["schema_version"] = slices.SCHEMA_VERSION + 1
+    with pytest.raises(DataError, match="newer than this lenshpc supports.*upgrade lenshpc"):
+        slices.open_slices(path)

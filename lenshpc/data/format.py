@@ -1,25 +1,10 @@
-"""The lenshpc HDF5 dataset format (documented in ``docs/data-format.md``).
+"""The lenshpc HDF5 dataset format: layout, attributes and versioning in ``docs/data-format.md``.
 
-Two kinds of file share one layout:
-
-*population* (``lenshpc simulate``, or ``lenshpc stack`` per population)
-    ``lenses``, ``sources``, ``negatives``: image arrays ``(N, H, W, C)`` float32.
-*labelled* (``lenshpc stack`` of challenge-style data)
-    ``images`` ``(N, H, W, C)`` float32 and ``labels`` ``(N,)`` uint8.  A survey catalogue to
-    be ranked may have no ``labels`` (``lenshpc stack --label-column none``): readers that need
-    labels raise :class:`DataError` (:attr:`Dataset.has_labels` tells).
-
-For every image array ``X`` there is
-
-* ``meta/X/<column>``: one 1-D dataset per metadata column, length N (numbers or
-  UTF-8 strings), e.g. ``meta/sources/theta_E``;
-* ``splits/X/{train,val,test}``: sorted int64 indices of a seeded 80/10/10 split.
-
-Root attributes: ``lenshpc_format`` (``"population"`` / ``"labelled"``),
-``schema_version``, ``pixel_scale`` (arcsec/pixel), ``bands`` (JSON list),
-``seed``, ``created``, ``lenshpc_version`` and ``provenance`` (JSON).
-
-Readers take ``(rank, size)`` and read only their shard: :meth:`Dataset.shard`.
+A *population* file holds ``lenses``, ``sources`` and ``negatives``; a *labelled* one ``images`` and, unless it is
+an unlabelled survey catalogue (:attr:`Dataset.has_labels`), 0/1 ``labels``.  Every image array ``X`` has
+``meta/X/<column>`` and seeded ``splits/X/{train,val,test}``; readers read only their ``(rank, size)`` shard
+(:meth:`Dataset.shard`).  What lenshpc's other HDF5 files share lives here too: the full-disk-safe writer
+(:func:`create_h5`, :class:`H5Writer`) and the reader base :class:`H5Reader`.
 """
 
 from __future__ import annotations
@@ -48,15 +33,21 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 # ----------------------------------------------------------------------- splits
+def check_fractions(fractions: Iterable[float]) -> tuple[float, float, float]:
+    """The (train, val, test) split fractions as floats; :class:`DataError` unless non-negative with sum 1."""
+    f_train, f_val, f_test = (float(f) for f in fractions)
+    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
+        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    return f_train, f_val, f_test
+
+
 def split_indices(n: int, seed: int, fractions: Iterable[float] = DEFAULT_FRACTIONS, key: str = "") -> dict[str, np.ndarray]:
     """Seeded random split of ``range(n)`` into train/val/test index arrays (each sorted).
 
     Sizes are ``floor(f·n)`` for val and test, the rest goes to train, so the three sets
     are disjoint and cover ``range(n)`` exactly.
     """
-    f_train, f_val, f_test = (float(f) for f in fractions)
-    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
-        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    f_train, f_val, f_test = check_fractions(fractions)
     perm = rng_for(seed, "split", key).permutation(n)
     n_val, n_test = int(f_val * n), int(f_test * n)
     n_train = n - n_val - n_test
@@ -150,14 +141,15 @@ class DiskGuard(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def create_h5(tmp: str | Path) -> Iterator[h5py.File]:
+def create_h5(tmp: str | Path | DiskGuard) -> Iterator[h5py.File]:
     """``h5py.File(tmp, "w")`` that fails cleanly on a full disk (use inside :func:`~lenshpc.utils.atomic_path`).
 
     A write the file system refuses (no space, quota, I/O error) is raised as that ``OSError`` when the block
     ends, after HDF5 closed the file; :func:`~lenshpc.utils.atomic_path` then removes the temp file and turns
-    the error into a :class:`~lenshpc.errors.StorageError` naming the output.
+    the error into a :class:`~lenshpc.errors.StorageError` naming the output.  ``tmp`` may be the
+    :class:`DiskGuard` itself, for a writer that checks ``guard.error`` on the way.
     """
-    guard = DiskGuard(Path(tmp))
+    guard = tmp if isinstance(tmp, DiskGuard) else DiskGuard(Path(tmp))
     try:
         with h5py.File(guard, "w") as fh:
             yield fh
@@ -182,6 +174,19 @@ def _write_meta_column(group: h5py.Group, name: str, values: np.ndarray) -> None
         group.create_dataset(name, data=values)
 
 
+def _write_meta_and_splits(fh: h5py.File, name: str, n: int, columns: Mapping[str, np.ndarray],
+                           parts: Mapping[str, np.ndarray]) -> None:
+    """``meta/<name>/<column>`` (each of ``n`` rows, checked) and ``splits/<name>/{train,val,test}``."""
+    group = fh.create_group(f"meta/{name}")
+    for col, values in columns.items():
+        values = np.asarray(values)
+        if len(values) != n:
+            raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {n}")
+        _write_meta_column(group, col, values)
+    for split in SPLITS:
+        fh.create_dataset(f"splits/{name}/{split}", data=np.asarray(parts[split], dtype=np.int64))
+
+
 def _check_images(name: str, images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
@@ -203,45 +208,39 @@ def nonfinite_rows(images: np.ndarray) -> np.ndarray:
     return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
+def set_attrs(fh: h5py.File, attrs: Mapping) -> None:
+    """Root attributes ``attrs`` of ``fh``, dicts and lists stored as JSON."""
+    for key, value in attrs.items():
+        fh.attrs[key] = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+
+
 def _write_root_attrs(fh: h5py.File, kind: str, *, pixel_scale: float, bands: list[str], seed: int,
                       provenance: dict) -> None:
-    fh.attrs["lenshpc_format"] = kind
-    fh.attrs["schema_version"] = SCHEMA_VERSION
-    fh.attrs["pixel_scale"] = float(pixel_scale)
-    fh.attrs["bands"] = json.dumps(list(bands))
-    fh.attrs["seed"] = int(seed)
-    fh.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    fh.attrs["lenshpc_version"] = __version__
-    fh.attrs["provenance"] = json.dumps(provenance, default=str)
+    set_attrs(fh, {"lenshpc_format": kind, "schema_version": SCHEMA_VERSION, "pixel_scale": float(pixel_scale),
+                   "bands": list(bands), "seed": int(seed),
+                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   "lenshpc_version": __version__, "provenance": dict(provenance)})
 
 
 def _write(path: str | Path, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping[str, np.ndarray]],
            extra: Mapping[str, np.ndarray], *, pixel_scale: float, bands: list[str], seed: int, provenance: dict,
            fractions: Iterable[float], splits: Mapping[str, Mapping[str, np.ndarray]] | None,
            logs: Mapping[str, Iterable[str]] | None = None) -> None:
-    with atomic_path(path) as tmp:
-        with create_h5(tmp) as fh:
-            _write_root_attrs(fh, kind, pixel_scale=pixel_scale, bands=bands, seed=seed, provenance=provenance)
-            for name, images in arrays.items():
-                images = _check_images(name, images)
-                n = len(images)
-                fh.create_dataset(name, data=images, chunks=_image_chunks(images.shape) if n else None)
-                g = fh.create_group(f"meta/{name}")
-                for col, values in (meta.get(name) or {}).items():
-                    values = np.asarray(values)
-                    if len(values) != n:
-                        raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {n}")
-                    _write_meta_column(g, col, values)
-                given = (splits or {}).get(name)
-                parts = given if given is not None else split_indices(n, seed, fractions, key=name)
-                for split in SPLITS:
-                    fh.create_dataset(f"splits/{name}/{split}", data=np.asarray(parts[split], dtype=np.int64))
-            for name, values in extra.items():
-                fh.create_dataset(name, data=values)
-            # Full lists (e.g. every skipped file) go to datasets: attributes are limited to 64 KiB.
-            fh.require_group("log")
-            for name, lines in (logs or {}).items():
-                fh.create_dataset(f"log/{name}", data=[str(line) for line in lines], dtype=h5py.string_dtype())
+    with atomic_path(path) as tmp, create_h5(tmp) as fh:
+        _write_root_attrs(fh, kind, pixel_scale=pixel_scale, bands=bands, seed=seed, provenance=provenance)
+        for name, images in arrays.items():
+            images = _check_images(name, images)
+            n = len(images)
+            fh.create_dataset(name, data=images, chunks=_image_chunks(images.shape) if n else None)
+            given = (splits or {}).get(name)
+            _write_meta_and_splits(fh, name, n, meta.get(name) or {},
+                                   given if given is not None else split_indices(n, seed, fractions, key=name))
+        for name, values in extra.items():
+            fh.create_dataset(name, data=values)
+        # Full lists (e.g. every skipped file) go to datasets: attributes are limited to 64 KiB.
+        fh.require_group("log")
+        for name, lines in (logs or {}).items():
+            fh.create_dataset(f"log/{name}", data=[str(line) for line in lines], dtype=h5py.string_dtype())
 
 
 def write_population(path: str | Path, lenses: np.ndarray, sources: np.ndarray, negatives: np.ndarray, *,
@@ -297,12 +296,49 @@ def write_labelled(path: str | Path, images: np.ndarray, labels: np.ndarray | No
            fractions=fractions, splits={"images": splits} if splits is not None else None, logs=logs)
 
 
-class PopulationWriter:
+class H5Writer:
+    """An HDF5 file written in a ``with`` block: atomically (:func:`~lenshpc.utils.atomic_path`) and through
+    :func:`create_h5`.  Subclasses set ``path`` and fill in :meth:`_start` (create the arrays) and :meth:`_finish`
+    (complete the file); it appears under ``path`` only when the block and :meth:`_finish` succeed."""
+
+    path: Path
+    _fh: h5py.File
+    _guard: DiskGuard
+
+    def _start(self) -> None:
+        pass
+
+    def _finish(self) -> None:
+        pass
+
+    def __enter__(self):
+        stack = contextlib.ExitStack()
+        try:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._guard = DiskGuard(tmp)
+            self._fh = stack.enter_context(create_h5(self._guard))
+            self._start()
+        except BaseException as exc:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as error:
+                self._stack.__exit__(type(error), error, error.__traceback__)
+                raise
+        return bool(self._stack.__exit__(exc_type, exc, tb))
+
+
+class PopulationWriter(H5Writer):
     """Write a population dataset block by block, atomically (``lenshpc simulate``).
 
     Images go straight into pre-sized HDF5 arrays, so a population larger than RAM can be
-    written; metadata rows are kept (small) and written with the splits on success.  The
-    file appears under its final name only when the ``with`` block ends without error.
+    written; metadata rows are kept (small) and written with the splits on success.
 
     Examples
     --------
@@ -323,22 +359,13 @@ class PopulationWriter:
         self._meta: dict[str, dict[str, dict[int, np.ndarray]]] = {name: {} for name in POPULATIONS}
         self._written = {name: np.zeros(n, dtype=bool) for name, n in self.counts.items()}
 
-    def __enter__(self) -> "PopulationWriter":
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
-        try:
-            self._guard = DiskGuard(tmp)
-            self._fh = h5py.File(self._guard, "w")
-            _write_root_attrs(self._fh, "population", **self._attrs)
-            for name, n in self.counts.items():
-                shape = (n, *self.image_shape)
-                comp = self._compression.get(name)
-                self._fh.create_dataset(name, shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None,
-                                        compression=comp if n else None, shuffle=bool(comp and n))
-        except BaseException as error:
-            self._abort(error)
-            raise
-        return self
+    def _start(self) -> None:
+        _write_root_attrs(self._fh, "population", **self._attrs)
+        for name, n in self.counts.items():
+            shape = (n, *self.image_shape)
+            comp = self._compression.get(name)
+            self._fh.create_dataset(name, shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None,
+                                    compression=comp if n else None, shuffle=bool(comp and n))
 
     def write(self, name: str, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray] | None = None) -> None:
         """Store images ``start .. start+len(images)`` of ``name`` and their metadata rows."""
@@ -357,43 +384,15 @@ class PopulationWriter:
                 raise DataError(f"metadata column {name}/{col}: {len(values)} rows for {len(images)} images")
             self._meta[name].setdefault(col, {})[start] = values
 
-    def _abort(self, exc: BaseException | None = None) -> None:
-        """Close and delete the temp file after an error (a StorageError when the disk refused a write)."""
-        fh = getattr(self, "_fh", None)
-        if fh is not None and fh.id.valid:
-            with contextlib.suppress(Exception):
-                fh.close()
-        guard = getattr(self, "_guard", None)
-        if guard is not None:
-            guard.close()
-        error = exc if exc is not None else RuntimeError("aborted")
-        self._atomic.__exit__(type(error), error, None)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._abort(exc)
-            return
-        try:
-            for name, done in self._written.items():
-                if not done.all():
-                    raise DataError(f"{name}: {int((~done).sum())} of {len(done)} images were never written")
-                group = self._fh.create_group(f"meta/{name}")
-                for col, blocks in self._meta[name].items():
-                    values = np.concatenate([blocks[k] for k in sorted(blocks)])
-                    if len(values) != self.counts[name]:
-                        raise DataError(f"metadata column {name}/{col} has {len(values)} rows, expected {self.counts[name]}")
-                    _write_meta_column(group, col, values)
-                parts = split_indices(self.counts[name], self._attrs["seed"], self._fractions, key=name)
-                for split in SPLITS:
-                    self._fh.create_dataset(f"splits/{name}/{split}", data=parts[split])
-            self._fh.close()
-            self._guard.close()
-            if self._guard.error is not None:
-                raise self._guard.error
-        except BaseException as error:
-            self._abort(error)
-            raise
-        self._atomic.__exit__(None, None, None)
+    def _finish(self) -> None:
+        for name, done in self._written.items():
+            if not done.all():
+                raise DataError(f"{name}: {int((~done).sum())} of {len(done)} images were never written")
+            n = self.counts[name]
+            columns = {col: np.concatenate([blocks[k] for k in sorted(blocks)])
+                       for col, blocks in self._meta[name].items()}
+            parts = split_indices(n, self._attrs["seed"], self._fractions, key=name)
+            _write_meta_and_splits(self._fh, name, n, columns, parts)
 
 
 # ----------------------------------------------------------------------- reading
@@ -416,6 +415,23 @@ def check_finite(images: np.ndarray, path: str | Path, name: str, rows: np.ndarr
                     "the non-finite pixels (e.g. numpy.nan_to_num) and mask them yourself")
 
 
+def read_in_order(arr: h5py.Dataset, indices: np.ndarray | None, path: str | Path, name: str) -> np.ndarray:
+    """Rows ``indices`` of image array ``arr`` (all when None) in the order given, repeats allowed, checked by
+    :func:`check_finite` (``name``: the array's name in ``path``, for its message)."""
+    if indices is None:
+        return check_finite(arr[()], path, name)
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+    uniq, inverse = np.unique(indices, return_inverse=True)  # h5py needs increasing, unique indices
+    return check_finite(arr[uniq], path, name, uniq)[inverse]
+
+
+def read_column(ds: h5py.Dataset) -> np.ndarray:
+    """A whole 1-D dataset as an array, HDF5 strings decoded to ``str``."""
+    return np.asarray(ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()])
+
+
 def decode_attr(value):
     """An HDF5 attribute as a plain Python value (bytes → str, numpy scalar → Python scalar)."""
     if isinstance(value, bytes):
@@ -434,8 +450,8 @@ class H5Reader:
     _fh: h5py.File
 
     def _open(self, path: str | Path, what: str, hint: str = "") -> None:
-        """Open ``path`` read-only as ``self._fh``; :class:`DataError` "``what`` not found: path``hint``" or
-        "not a readable HDF5 file"."""
+        """Open ``path`` read-only as ``self._fh`` and :meth:`_check` it (closed again if that raises);
+        :class:`DataError` "``what`` not found: path``hint``" or "not a readable HDF5 file"."""
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{what} not found: {self.path}{hint}")
@@ -443,6 +459,45 @@ class H5Reader:
             self._fh = h5py.File(self.path, "r")
         except OSError as exc:
             raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        try:
+            self._check()
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _check(self) -> None:
+        """Raise :class:`DataError` when the open file is not of this reader's kind."""
+
+    def _schema_version(self, supported: int, recreate: str) -> int:
+        """The integer ``schema_version`` attribute; :class:`DataError` when it is missing, not an integer or newer
+        than ``supported`` (``recreate``: the commands that write such a file)."""
+        attrs = self._fh.attrs
+        if "schema_version" not in attrs:
+            raise DataError(f"{self.path}: lenshpc file without a 'schema_version' attribute (damaged or written by a "
+                            f"foreign tool); re-create it with {recreate}")
+        version = decode_attr(attrs["schema_version"])
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r} ({type(version).__name__}), "
+                            f"expected an integer (this lenshpc writes {supported}); the file was edited or written "
+                            f"by a foreign tool: re-create it with {recreate}, or fix the attribute "
+                            f"(h5py: f.attrs['schema_version'] = {supported})")
+        if version > supported:
+            raise DataError(f"{self.path}: schema version {version} is newer than this lenshpc supports "
+                            f"({supported}); upgrade lenshpc")
+        return version
+
+    def _split_indices(self, key: str, n: int) -> np.ndarray:
+        """The index array ``key`` (int64), checked to be 1-D integers in ``0..n-1``."""
+        indices = np.asarray(self._fh[key][()])
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            raise DataError(f"{self.path}: {key} must be a 1-D integer index array, got {indices.dtype} "
+                            f"{indices.shape}; re-create the file or rewrite the split")
+        bad = np.flatnonzero((indices < 0) | (indices >= n))
+        if len(bad):
+            raise DataError(f"{self.path}: {key} holds {len(bad)} index(es) outside 0..{n - 1} (the array has {n} "
+                            f"rows), first {int(indices[bad[0]])} at position {int(bad[0])}; the file was edited "
+                            "or its arrays truncated: re-create it or rewrite the split")
+        return indices.astype(np.int64)
 
     def __enter__(self):
         return self
@@ -481,35 +536,17 @@ class Dataset(H5Reader):
 
     def __init__(self, path: str | Path):
         self._open(path, "dataset")
-        attrs = self._fh.attrs
-        kind = decode_attr(attrs.get("lenshpc_format"))
+
+    def _check(self) -> None:
+        kind = decode_attr(self._fh.attrs.get("lenshpc_format"))
         if kind not in ("population", "labelled"):
-            self._fh.close()
             raise DataError(f"{self.path}: not a lenshpc dataset (missing 'lenshpc_format' attribute); "
                             "create one with `lenshpc simulate` or `lenshpc stack`")
-        if "schema_version" not in attrs:
-            self._fh.close()
-            raise DataError(f"{self.path}: lenshpc dataset without a 'schema_version' attribute (damaged or "
-                            "written by a foreign tool); re-create it with `lenshpc simulate` or `lenshpc stack`")
-        version = decode_attr(attrs["schema_version"])
-        if isinstance(version, float) and version.is_integer():
-            version = int(version)
-        if isinstance(version, bool) or not isinstance(version, int):
-            self._fh.close()
-            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r} ({type(version).__name__}), "
-                            f"expected an integer (this lenshpc writes {SCHEMA_VERSION}); the file was edited or "
-                            "written by a foreign tool: re-create it with `lenshpc simulate` or `lenshpc stack`, or "
-                            f"fix the attribute (h5py: f.attrs['schema_version'] = {SCHEMA_VERSION})")
-        if version > SCHEMA_VERSION:
-            self._fh.close()
-            raise DataError(f"{self.path}: schema version {version} is newer than this lenshpc "
-                            f"supports ({SCHEMA_VERSION}); upgrade lenshpc")
+        self.schema_version = self._schema_version(SCHEMA_VERSION, "`lenshpc simulate` or `lenshpc stack`")
         self.kind: str = kind
-        self.schema_version = version
         self.names: tuple[str, ...] = POPULATIONS if kind == "population" else LABELLED
         for name in self.names:
             if name not in self._fh:
-                self._fh.close()
                 raise DataError(f"{self.path}: {kind} dataset lacks the '{name}' array")
 
     @property
@@ -535,17 +572,7 @@ class Dataset(H5Reader):
         key = f"splits/{name}/{split}"
         if key not in self._fh:
             raise DataError(f"{self.path}: no split '{split}' for '{name}'")
-        indices = np.asarray(self._fh[key][()])
-        n = self.count(name)
-        if indices.ndim != 1 or indices.dtype.kind not in "iu":
-            raise DataError(f"{self.path}: {key} must be a 1-D integer index array, got {indices.dtype} "
-                            f"{indices.shape}; re-create the dataset (`lenshpc stack`/`simulate`) or rewrite the split")
-        bad = np.flatnonzero((indices < 0) | (indices >= n))
-        if len(bad):
-            raise DataError(f"{self.path}: {key} holds {len(bad)} index(es) outside 0..{n - 1} ('{name}' has {n} "
-                            f"images), first {int(indices[bad[0]])} at position {int(bad[0])}; the file was edited "
-                            "or its arrays truncated: re-create the dataset or rewrite the split")
-        return indices.astype(np.int64)
+        return self._split_indices(key, self.count(name))
 
     def shard(self, name: str, split: str, rank: int = 0, size: int = 1) -> np.ndarray:
         """Indices of ``split`` owned by ``rank`` of ``size`` (disjoint and covering)."""
@@ -554,18 +581,7 @@ class Dataset(H5Reader):
     # data ---------------------------------------------------------------------
     def read(self, name: str, indices: np.ndarray | None = None) -> np.ndarray:
         """Images ``(n, H, W, C)`` float32 at ``indices`` (all when None), in the given order."""
-        arr = self._array(name)
-        if indices is None:
-            return check_finite(arr[()], self.path, name)
-        indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) == 0:
-            return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
-        order = np.argsort(indices, kind="stable")
-        uniq, inverse = np.unique(indices[order], return_inverse=True)
-        block = check_finite(arr[uniq], self.path, name, uniq)  # h5py needs increasing, unique indices
-        out = np.empty((len(indices), *arr.shape[1:]), dtype=arr.dtype)
-        out[order] = block[inverse]
-        return out
+        return read_in_order(self._array(name), indices, self.path, name)
 
     @property
     def has_labels(self) -> bool:
@@ -591,9 +607,7 @@ class Dataset(H5Reader):
         """Metadata columns of array ``name`` (strings decoded to ``str``)."""
         out: dict[str, np.ndarray] = {}
         for col in self.meta_columns(name):
-            ds = self._fh[f"meta/{name}/{col}"]
-            values = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
-            values = np.asarray(values)
+            values = read_column(self._fh[f"meta/{name}/{col}"])
             out[col] = values if indices is None else values[np.asarray(indices, dtype=np.int64)]
         return out
 

@@ -1,28 +1,12 @@
-"""Stack FITS cutouts and a catalogue into a lenshpc HDF5 dataset (``lenshpc stack``).
+"""Stack FITS cutouts and a catalogue into a lenshpc HDF5 dataset (``lenshpc stack``; ``docs/data-format.md``).
 
-Two modes (see ``docs/data-format.md``):
-
-*labelled*
-    one image set + one catalogue with an ID column and a 0/1 label column (the Lens Finding
-    Challenge layout: ``ID, is_lens, Einstein_area, numb_pix_lensed_image,
-    flux_lensed_image_in_sigma``); every other catalogue column becomes metadata.
-    *Unlabelled* (``label_column=None``, ``--label-column none``): a survey catalogue to rank;
-    no ``labels`` array is written, every catalogue column but the ID becomes metadata, and
-    the catalogue itself is optional (IDs then come from the file names only).
-*population*
-    three image sets, ``lenses``, ``sources`` and ``negatives``, each with an optional
-    catalogue of its own (``--population sources=DIR --catalogue sources=CAT.csv``).
-
-Images are found per band: ``--images`` may contain a ``{band}`` placeholder, or be a
-directory with one sub-directory per band, or hold files whose image HDUs / data cube
-planes are the bands.  The cutout ID is parsed from the file name with a regular
-expression.  Every problem (unreadable, truncated, NaN-filled or mis-shaped file, a file
-whose ID is not in the catalogue, a catalogue ID without a file, a missing band, a
-duplicate ID) is collected with its path; by default nothing is written if there is any
-problem, with ``skip_bad`` the affected rows are dropped and listed in the provenance.
-
-Memory: the only large allocation is the output array ``(N, H, W, C)`` float32; workers
-read one row at a time and the parent copies each row into place.
+*labelled*: one image set and a catalogue with an ID and a 0/1 label column (the Lens Finding Challenge layout),
+or with ``label_column=None`` an unlabelled survey catalogue to rank (the catalogue then optional); *population*:
+the three sets ``lenses``, ``sources``, ``negatives``, each with an optional catalogue.  Bands come from a
+``{band}`` placeholder, one sub-directory per band or the image planes of each file; IDs from the file names
+(a regex).  Every bad input is collected with its path: nothing is written if there is any, unless ``skip_bad``
+(the rows are dropped and listed in ``log/skipped``).  Workers read one row at a time; the only large allocation
+is the output array ``(N, H, W, C)`` float32.
 """
 
 from __future__ import annotations
@@ -135,9 +119,7 @@ def normalise_id(value: object) -> str:
     """Canonical ID text: integers lose leading zeros (``"000123"``, ``123``, ``123.0`` → ``"123"``)."""
     if isinstance(value, bytes):
         value = value.decode()
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
+    if isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer()):
         return str(int(value))
     text = str(value).strip()
     if re.fullmatch(r"[+-]?\d+", text):
@@ -228,12 +210,8 @@ def read_catalogue(path: str | Path, id_column: str | None = None) -> Catalogue:
     if not path.is_file():
         raise DataError(f"catalogue not found: {path}")
     name = path.name.lower()
-    if name.endswith((".fits", ".fit", ".fts", ".fits.gz")):
-        fmt = "fits"
-    elif name.endswith(".csv"):
-        fmt = "ascii.csv"
-    else:
-        fmt = "ascii"
+    fmt = "fits" if name.endswith((".fits", ".fit", ".fts", ".fits.gz")) else \
+        "ascii.csv" if name.endswith(".csv") else "ascii"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -317,18 +295,21 @@ def parse_labels(cat: Catalogue, column: str, rows: np.ndarray, *, words: bool =
         labels = np.array([m or 0 for m in mapped], dtype=np.uint8)
         as_words = [i for i in np.flatnonzero(~good) if str(values[i]).strip().lower() in LABEL_WORDS]
         if as_words and not words:
-            examples = ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])} (row {int(rows[i]) + 1})"
-                                 for i in as_words[:5])
-            raise DataError(f"catalogue {cat.path}: column {column!r} holds words, not 0/1 labels ({examples}); "
+            raise DataError(f"catalogue {cat.path}: column {column!r} holds words, not 0/1 labels "
+                            f"({_examples(cat, rows, values, as_words)}); "
                             "pass --label-words to read true/yes/t as 1 and false/no/f as 0, or write 0/1; "
                             "nothing was written")
     if not good.all():
         bad = np.flatnonzero(~good)
-        # Row numbers count data rows from 1 (a CSV's header line is not a row).
-        examples = ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])} (row {int(rows[i]) + 1})" for i in bad[:5])
         raise DataError(f"catalogue {cat.path}: column {column!r} must be 0/1 (words only with --label-words); "
-                        f"{len(bad)} bad value(s): {examples}; fix those rows or choose another --label-column")
+                        f"{len(bad)} bad value(s): {_examples(cat, rows, values, bad)}; fix those rows or choose "
+                        "another --label-column")
     return labels
+
+
+def _examples(cat: Catalogue, rows: np.ndarray, values: np.ndarray, picks) -> str:
+    """``ID 7='x' (row 3), …`` for the first 5 ``picks``; rows count data rows from 1 (a CSV's header is no row)."""
+    return ", ".join(f"ID {cat.ids[rows[i]]}={_text(values[i])} (row {int(rows[i]) + 1})" for i in picks[:5])
 
 
 def _text(value: object) -> str:

@@ -1,34 +1,10 @@
 """Stack folders of images, one folder per class, into a labelled dataset (``lenshpc stack --images-dir``).
 
-A generic two-class image set (phase 0 of LensFlow, seed 004: pre-training before the expensive
-simulated lenses) usually comes as ``ROOT/<class>/*.png``.  :func:`stack_image_folders` turns such a
-tree into the same *labelled* HDF5 dataset ``lenshpc stack --images … --catalogue …`` writes
-(``lenshpc.data.format.write_labelled``; docs/data-format.md), so ``lenshpc train`` can learn from it.
-
-Rules
------
-Files
-    ``*.png``, ``*.jpg``/``*.jpeg`` (read with Pillow) and FITS (``lenshpc.data.stack.read_cutout``) directly in
-    each class folder (case-insensitive suffixes); other files are ignored, hidden files too.
-Labels
-    ``classes={folder: 0|1}`` (CLI ``--classes lens=1,other=0``); without it the folder names must be a known pair
-    (:data:`KNOWN_CLASS_NAMES`: ``1``/``0``, ``lens``/``nonlens``, ``lenses``/``non_lenses``, ``positive``/``negative``,
-    …).  Every class folder must be mapped and non-empty, and both labels must occur.  The mapping is stored in the
-    provenance attribute (``provenance.classes``) and the folder of each row in ``meta/images/class``.
-Grey scale
-    Images are stored as one band of floats with the file's own values (0–255 for 8-bit, 0–65535 for 16-bit; no
-    rescaling: training normalises every cutout, thesis Eq 4.1).  Colour images are converted with the ITU-R BT.601
-    luma weights ``Y = 0.299 R + 0.587 G + 0.114 B`` computed in float (Pillow's ``"L"`` rule, without its rounding
-    to 8 bits); palette images are expanded first; alpha is dropped.  FITS files must have one plane.
-Sizes
-    All images must have the same height × width; otherwise nothing is written and the error lists the sizes found,
-    unless ``resize=N``: every image is resampled to N × N (Pillow bicubic on the float image, anti-aliased when
-    shrinking; a non-square image is stretched).
-IDs
-    ``<class>/<file stem>`` (unique); the file's path relative to ROOT is ``meta/images/file``.
-Bad input
-    Unreadable or truncated files, NaN/Inf pixels, wrong shapes are collected with their paths; by default nothing
-    is written (``DataError``); ``skip_bad`` leaves them out (``log/skipped``).
+A generic two-class image set (phase 0 of LensFlow, seed 004: pre-training before the expensive simulated lenses)
+usually comes as ``ROOT/<class>/*.png``.  :func:`stack_image_folders` writes it as the labelled dataset ``lenshpc
+stack`` writes (:func:`~lenshpc.data.format.write_labelled`).  The rules — files, labels from folder names
+(:data:`KNOWN_CLASS_NAMES`), BT.601 grey scale, sizes and ``resize``, bad input — are in docs/data-format.md
+("Image folders").
 """
 
 from __future__ import annotations
@@ -39,12 +15,12 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from lenshpc.data.stack import FALLBACK_PIXEL_SCALE, CutoutError, Problem, nonfinite_reason, problem_error, read_cutout
+from lenshpc.data.stack import (FALLBACK_PIXEL_SCALE, FITS_SUFFIXES, CutoutError, Problem, nonfinite_reason,
+                                problem_error, read_cutout)
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
 
 #: Folder names that are understood without ``classes`` (lower-cased; ``-``/``_``/space ignored).
 KNOWN_CLASS_NAMES: dict[str, int] = {
@@ -76,7 +52,7 @@ def _is_image(path: Path) -> bool:
 
 
 def read_grey(path: Path) -> np.ndarray:
-    """One file as a ``(H, W)`` float64 grey image (module rules); :class:`CutoutError` if unreadable."""
+    """One file as a ``(H, W)`` float64 grey image (BT.601 luma, alpha dropped); :class:`CutoutError` if unreadable."""
     if path.name.lower().endswith(FITS_SUFFIXES):
         image = read_cutout(str(path))
         if image.shape[2] != 1:
@@ -134,7 +110,7 @@ def stack_image_folders(out: str | Path, root: str | Path, *, classes: Mapping[s
                         resize: int | None = None, skip_bad: bool = False, pixel_scale: float | None = None,
                         band: str = "grey", seed: int = 0, fractions: Iterable[float] = (0.8, 0.1, 0.1),
                         request: dict | None = None) -> dict:
-    """Write ``ROOT/<class>/*`` as a labelled dataset (module rules) atomically to ``out``.
+    """Write ``ROOT/<class>/*`` as a labelled dataset (docs/data-format.md) atomically to ``out``.
 
     ``request`` (the command's options) goes into the provenance, so a re-run with the same ones is skipped.
     ``band`` names the one channel (``attrs["bands"]``; default ``grey``; name it after the band of the data

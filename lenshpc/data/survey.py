@@ -1,24 +1,9 @@
-"""Mock survey catalogues: held-out negatives with a few mock lenses mixed in as *tracers*.
+"""Mock survey catalogues: held-out negatives with a few mock lenses mixed in as *tracers* (docs/ranking.md).
 
-A ranking run (``lenshpc rank``) on a real survey has no labels; its quality is judged by
-where a handful of known lenses — tracers — land in the ranking (LensFlow, seed 004).  A mock
-survey reproduces that set-up from a population dataset, for demos (``lenshpc quickstart``),
-tests and sanity checks of a trained model before it meets real data:
-
-* the survey's "galaxies" are the population's negatives of the given splits (held out from
-  training by default: ``val`` + ``test``), stored raw, as ``lenshpc stack`` would store cutouts;
-* the tracers are mock lenses (Eq 4.2 merge of a lens and a source of the same splits with
-  ``α ~ U(alpha_min, alpha_max)``), also stored raw;
-* rows are shuffled; the file is an *unlabelled* catalogue (no ``labels`` array) whose metadata
-  column ``is_tracer`` flags the tracers (``lenshpc rank … --tracers is_tracer``), next to ``id``
-  and, for tracers, ``alpha`` and the ``lens_index``/``source_index`` they were made from;
-  ``kind`` names what each row is (the population's negative kind, ``tracer``, or a hard kind).
-
-A *hard* survey (``contaminants={kind: fraction}``, e.g. :data:`~lenshpc.data.sim_hard.HARD_MIX`)
-replaces that fraction of the held-out negatives by hard contaminants of each kind
-(``lenshpc.data.sim_hard``: saturated stars with spikes and bleed trails, grand-design spirals,
-compact groups, satellite trails, bad columns, cosmic rays, edge-of-field cutouts), simulated with
-the population's own simulator options.  The default (no contaminants) catalogue is unchanged.
+A ranking run on a real survey has no labels; it is judged by where a handful of known lenses — tracers — land
+(LensFlow, seed 004).  :func:`mock_survey` reproduces that from a population dataset: its held-out negatives and
+Eq 4.2 mock lenses, stored raw and shuffled as an unlabelled catalogue whose ``is_tracer`` column flags the
+tracers; optionally part of the negatives replaced by hard contaminants (:mod:`lenshpc.data.sim_hard`).
 """
 
 from __future__ import annotations

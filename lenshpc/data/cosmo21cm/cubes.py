@@ -1,28 +1,11 @@
 """``lenshpc stack21cm``: users' own 21-cm cubes + a parameter catalogue → the same slice dataset as simulate21cm.
 
-Cube files (one δT_b box each, 3-D, cubic, mK), chosen by name:
-
-=====================  ===========================================================================================
-``*.h5``, ``*.hdf5``   21cmFAST 4 outputs (``Coeval.save``, its cache files): ``BrightnessTemp/OutputFields/
-                       brightness_temp`` (or ``--dataset KEY``, or the only 3-D dataset); the redshift, F_ESC10 and
-                       ``random_seed`` are read from the file, the neutral fraction from ``IonizedBox`` when present
-``*.npy``              a 3-D numpy array
-``*.fits``, ``*.fit``  the first image HDU with 3-D data
-``delta_T*``           21cmFAST 1.x/2.x binary boxes (raw float32, N³ cells; the seed's files), e.g.
-                       ``delta_T_v3_z008.00_nf0.532300_useTs0_200_300Mpc``: redshift from ``_z``, box neutral
-                       fraction from ``_nf``, N from ``_N_LMpc`` (else the file size)
-=====================  ===========================================================================================
-
-Catalogue (CSV, or any table astropy reads): one row per cube, columns ``file`` (relative to the catalogue's
-folder), ``redshift``, ``f_esc10`` (log10 of the escape fraction; or ``f_esc``, linear) and ``realisation``
-(the initial-conditions id: cubes of one realisation stay in one split); optional ``seed``.  Catalogue values
-win over values read from a file; a 21cmFAST HDF5 file needs no catalogue.  A catalogue must have every
-column above; cubes given without a catalogue whose files carry no F_ESC10 (a FITS header without ``F_ESC10``)
-make a dataset with only the ``redshift`` target.
-
-Everything that can be checked without reading the cubes' pixels is checked first (columns, files, ranks and
-shapes, 21cmFAST ranges, duplicates, at least 3 realisations, every class in every split); a NaN cube found while
-stacking aborts the atomic write, naming the file: nothing is half-written.
+Cube files (one δT_b box each, 3-D, cubic, mK) are chosen by name (:data:`PEEK`): 21cmFAST 4 HDF5 outputs
+(parameters and the neutral fraction read from the file), ``.npy``, FITS (first 3-D image HDU) and 21cmFAST 1.x/2.x
+raw ``delta_T*`` boxes (redshift, x_HI and N from the name).  The catalogue (CSV or any astropy table; columns
+:data:`COLUMNS`, ``file`` relative to its folder) wins over the files' values; cubes without any F_ESC10 give a
+dataset with only the ``redshift`` target (docs/cosmo21cm.md).  Everything checkable without the pixels is checked
+first (:func:`check_cubes`); a NaN cube found while stacking aborts the atomic write, naming the file.
 """
 
 from __future__ import annotations
@@ -40,7 +23,7 @@ import numpy as np
 
 from lenshpc.data.cosmo21cm import slices
 from lenshpc.data.cosmo21cm.params import check_f_esc10, check_redshifts, check_slicing, slice_positions
-from lenshpc.data.format import SPLITS, nonfinite_rows
+from lenshpc.data.format import SPLITS
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import progress
 
@@ -367,17 +350,15 @@ def stack_cubes(cubes: list[Cube], out: str | Path, *, slices_per_axis: int | No
                             provenance=provenance, seed=seed, split_by=split_by) as writer:
         for k, c in enumerate(progress(order, desc="stack21cm", unit="cube", disable=None if show_progress else True)):
             dtb, x_hi = read_cube(c)
-            bad = nonfinite_rows(dtb)
-            if len(bad):
-                raise UserError(f"{c.where}: cube {c.path} holds NaN/Inf values (first in plane {int(bad[0])} of axis "
-                                "0); replace them (e.g. numpy.nan_to_num) or leave the cube out. Nothing was written")
-            meta = slices.box_meta(dtb, x_hi, positions)
+            images, meta = slices.box_slices(dtb, x_hi, positions, f"{c.where}: cube {c.path}",
+                                             "; replace them (e.g. numpy.nan_to_num) or leave the cube out. "
+                                             "Nothing was written")
             if x_hi is None and c.box_x_hi is not None:
                 meta["box_x_hi"] = np.full(per_box, c.box_x_hi)
             meta.update(realisation=np.full(per_box, c.realisation), seed=np.full(per_box, -1 if c.seed is None else c.seed),
                         redshift=np.full(per_box, c.redshift))
             if c.f_esc10 is not None:
                 meta["f_esc10"] = np.full(per_box, c.f_esc10)
-            writer.write(k * per_box, slices.cut_slices(dtb, positions)[0], meta)
+            writer.write(k * per_box, images, meta, finite=True)
     with slices.open_slices(out) as ds:
         return ds.attrs["content_sha256"]

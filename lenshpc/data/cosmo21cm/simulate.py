@@ -99,16 +99,13 @@ def simulate_realisation(grid: Grid, realisation: int, out: str) -> str:
             if ic is None:  # once per realisation: the boxes differ only in z and F_ESC10
                 ic = p21c.compute_initial_conditions(inputs=inputs)
             coeval = p21c.run_coeval(inputs=inputs, out_redshifts=[z], write=False, initial_conditions=ic)[0]
-            dtb = np.asarray(coeval.brightness_temp, dtype=np.float32)
-            if not np.isfinite(dtb).all():
-                raise DataError(f"21cmFAST returned non-finite δT_b for realisation {realisation} (seed {seed}), "
-                                f"z={z:g}, F_ESC10={f:g}")
-            images[b * per_box:(b + 1) * per_box] = slices.cut_slices(dtb, positions)[0]
-            meta = slices.box_meta(dtb, np.asarray(coeval.neutral_fraction), positions)
+            images[b * per_box:(b + 1) * per_box], meta = slices.box_slices(
+                np.asarray(coeval.brightness_temp, dtype=np.float32), np.asarray(coeval.neutral_fraction), positions,
+                f"21cmFAST's δT_b box for realisation {realisation} (seed {seed}), z={z:g}, F_ESC10={f:g}")
             meta.update(redshift=np.full(per_box, z), f_esc10=np.full(per_box, f))
             for col, values in meta.items():
                 columns.setdefault(col, []).append(values)
-            del coeval, dtb
+            del coeval
             if _PROGRESS is not None:
                 _PROGRESS.put(1)
         for col, values in columns.items():
@@ -219,7 +216,8 @@ def merge(grid: Grid, out: str | Path, *, split_by: str = "realisation", keep_pa
                 meta.update(realisation=np.full(n_r, r), seed=np.full(n_r, decode_attr(fh.attrs["seed"])))
                 step = grid.slices_per_box  # one box at a time: a realisation at 200³ is GBs
                 for a in range(0, n_r, step):
-                    writer.write(r * n_r + a, fh["images"][a:a + step], {k: v[a:a + step] for k, v in meta.items()})
+                    writer.write(r * n_r + a, fh["images"][a:a + step], {k: v[a:a + step] for k, v in meta.items()},
+                                 finite=True)  # checked whole by the worker (box_slices)
     if not keep_parts:
         shutil.rmtree(parts_dir(out), ignore_errors=True)
     with slices.open_slices(out) as ds:
@@ -234,12 +232,11 @@ def simulate21cm(grid: Grid, out: str | Path, *, shards: int = 1, executor: str 
 
     Returns ``{"status": "current" | "merged" | "shard", "digest", "done", "skipped"}`` (realisation counts).
     """
-    sh.check_request(executor, EXECUTORS, shards)
+    sh.check_request(executor, EXECUTORS, shards, shard_index)
     shards = int(shards)  # shards beyond the realisation count are empty (an array of K tasks still succeeds)
     out = Path(out)
     if split_by == "realisation":  # before any simulation: the merge would refuse fewer than 3 realisations
         slices.realisation_split(range(grid.realisations), grid.seed)
-    sh.check_request(executor, EXECUTORS, shards, shard_index)
     # Fail on an unwritable output folder now, not after hours of simulation (the storage message names it),
     # and say how to install 21cmFAST before anything else happens.
     parts = parts_dir(out)

@@ -1,34 +1,16 @@
 """The ``slices21cm`` HDF5 format: 2-D slices of 21-cm brightness-temperature boxes with class labels.
 
-Written by ``lenshpc simulate21cm`` (21cmFAST boxes) and ``lenshpc stack21cm`` (users' cubes); read by the
-21-cm classification and autoencoder tasks through :func:`open_slices`.  ``docs/data-format.md`` documents it.
-
-Layout
-------
-``images``                      ``(N, H, W, 1)`` float32: δT_b in mK, slices along all three axes of every box
-``labels/redshift``             ``(N,)`` int16: index into ``classes["redshift"]``
-``labels/escape_fraction``      ``(N,)`` int16: index into ``classes["escape_fraction"]`` (F_ESC10 values)
-``meta/images/<column>``        one value per slice: ``realisation`` (int), ``seed`` (the box's random seed),
-                                ``redshift``, ``f_esc10``, ``axis`` (0/1/2), ``slice`` (index along the axis),
-                                ``x_hi`` and ``mean_dtb`` (the slice's mean neutral fraction and δT_b, mK; NaN
-                                when the source has no neutral-fraction box), ``box_x_hi``, ``box_mean_dtb``
-``splits/images/{train,val,test}``  sorted int64 slice indices
-
-Root attributes: ``lenshpc_format = "slices21cm"``, ``schema_version``, ``classes`` (JSON
-``{"redshift": [...], "escape_fraction": [...]}``), ``split_by`` (``"realisation"``, or ``"slice"`` only when asked
-for, with ``split_warning``), ``split_realisations`` (JSON ``{"train": [...], ...}``; empty lists for a slice
-split), ``split_seed``, ``simulator`` (JSON: code, version, template, HII_DIM, BOX_LEN, ...), ``provenance``
-(JSON), ``lenshpc_version`` and ``content_sha256`` (over every dataset's bytes).  There is no wall-clock
-``created`` attribute: the same inputs give a byte-identical file (``lenshpc simulate21cm`` with any shard count).
-
-Targets: ``redshift``, ``escape_fraction`` and ``joint`` (derived, never stored: ``z_idx * n_f + f_idx``).
-Slices of one box are strongly correlated (and CNNs learn box-specific features, Sooknunan et al. 2024), so the
-split is by realisation: no realisation has slices in two splits.
+Written by ``lenshpc simulate21cm`` (21cmFAST boxes) and ``lenshpc stack21cm`` (users' cubes); read by the 21-cm
+classification and autoencoder tasks through :func:`open_slices`.  Layout and attributes: docs/data-format.md
+("21-cm slice datasets"): ``images`` (δT_b, mK), ``labels/<target>``, ``meta/images/<column>``
+(:data:`META_COLUMNS`), ``splits/images/{train,val,test}``.  There is no wall-clock attribute: the same inputs give a
+byte-identical file.  Targets: :data:`TARGETS` (``joint`` derived, never stored: ``z_idx * n_f + f_idx``).  Slices
+of one box are strongly correlated (CNNs learn box-specific features, Sooknunan et al. 2024), so the split is by
+realisation: no realisation has slices in two splits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import warnings
@@ -39,11 +21,11 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, _image_chunks, _write_meta_column, check_finite,
-                                 create_h5, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, shard_indices,
-                                 split_indices)
+from lenshpc.data.format import (DEFAULT_FRACTIONS, SPLITS, H5Reader, H5Writer, _image_chunks, _write_meta_column,
+                                 check_fractions, decode_attr, hdf5_digest, hdf5_tree, nonfinite_rows, read_in_order,
+                                 shard_indices, split_indices)
 from lenshpc.errors import DataError
-from lenshpc.utils import atomic_path, rng_for
+from lenshpc.utils import rng_for
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +70,7 @@ def realisation_split(realisations: Iterable[int], seed: int, fractions: Iterabl
     when there are at least 3, so every split holds whole boxes.
     """
     ids = sorted({int(r) for r in realisations})
-    f_train, f_val, f_test = (float(f) for f in fractions)
-    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
-        raise DataError(f"split fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    _, f_val, f_test = check_fractions(fractions)
     n = len(ids)
     if n < 3:
         raise DataError(f"a split by realisation needs at least 3 realisations (train, val, test), got {n}; "
@@ -134,21 +114,31 @@ def cut_slices(cube: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.
     return images.astype(np.float32, copy=False), axis, np.tile(positions, 3)
 
 
-def box_meta(dtb: np.ndarray, x_hi_box: np.ndarray | None, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-slice means of δT_b and (when given) the neutral fraction, plus the box means."""
-    dtb_slices, axis, index = cut_slices(dtb, positions)
-    meta = {"axis": axis, "slice": index, "mean_dtb": dtb_slices.mean(axis=(1, 2), dtype=np.float64),
-            "box_mean_dtb": np.full(len(axis), float(np.mean(dtb, dtype=np.float64)))}
+def box_slices(dtb: np.ndarray, x_hi_box: np.ndarray | None, positions: np.ndarray, where: str, fix: str = ""
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A δT_b box's slices (:func:`cut_slices`) and their metadata columns: ``axis``, ``slice``, the per-slice and
+    box means of δT_b and (when given, else NaN) of the neutral fraction.
+
+    :class:`DataError` "``where`` holds NaN/Inf values (first in plane …)``fix``" when a pixel of the box is not
+    finite (checked whole, so :meth:`SliceWriter.write` may skip its own check: ``finite=True``).
+    """
+    box_mean = float(np.mean(dtb, dtype=np.float64))
+    if not np.isfinite(box_mean):  # NaN/Inf exactly when a pixel is (finite float32 cannot overflow float64)
+        plane = int(nonfinite_rows(np.asarray(dtb))[0])
+        raise DataError(f"{where} holds NaN/Inf values (first in plane {plane} of axis 0){fix}")
+    images, axis, index = cut_slices(dtb, positions)
+    meta = {"axis": axis, "slice": index, "mean_dtb": images.mean(axis=(1, 2), dtype=np.float64),
+            "box_mean_dtb": np.full(len(axis), box_mean)}
     if x_hi_box is None:
         meta["x_hi"] = meta["box_x_hi"] = np.full(len(axis), np.nan)
     else:
         meta["x_hi"] = cut_slices(x_hi_box, positions)[0].mean(axis=(1, 2), dtype=np.float64)
         meta["box_x_hi"] = np.full(len(axis), float(np.mean(x_hi_box, dtype=np.float64)))
-    return meta
+    return images, meta
 
 
 # --------------------------------------------------------------------------- writing
-class SliceWriter:
+class SliceWriter(H5Writer):
     """Write a ``slices21cm`` file block by block, atomically (the file appears only when the block ends cleanly).
 
     Parameters
@@ -195,25 +185,16 @@ class SliceWriter:
         self._logs = {k: [str(x) for x in v] for k, v in (logs or {}).items()}
         self._meta: dict[str, np.ndarray] = {}
         self._written = np.zeros(self.n, dtype=bool)
-        self._stack: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> "SliceWriter":
-        stack = contextlib.ExitStack()
-        try:
-            tmp = stack.enter_context(atomic_path(self.path))
-            self._fh = stack.enter_context(create_h5(tmp))
-            comp = self._attrs["compression"]
-            shape = (self.n, *self.image_shape, 1)
-            self._images = self._fh.create_dataset("images", shape=shape, dtype=np.float32,
-                                                   chunks=_image_chunks(shape) if self.n else None, compression=comp)
-        except BaseException as exc:
-            stack.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._stack = stack
-        return self
+    def _start(self) -> None:
+        shape = (self.n, *self.image_shape, 1)
+        self._images = self._fh.create_dataset("images", shape=shape, dtype=np.float32,
+                                               chunks=_image_chunks(shape) if self.n else None,
+                                               compression=self._attrs["compression"])
 
-    def write(self, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray]) -> None:
-        """Slices ``start .. start+len(images)-1`` and their metadata columns (any of :data:`META_COLUMNS`)."""
+    def write(self, start: int, images: np.ndarray, meta: Mapping[str, np.ndarray], finite: bool = False) -> None:
+        """Slices ``start .. start+len(images)-1`` and their metadata columns (any of :data:`META_COLUMNS`);
+        ``finite``: the caller checked their pixels already (:func:`box_slices`)."""
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3:
             images = images[..., None]
@@ -222,7 +203,7 @@ class SliceWriter:
         stop = start + len(images)
         if start < 0 or stop > self.n:
             raise DataError(f"slices {start}..{stop - 1} outside 0..{self.n - 1}")
-        bad = nonfinite_rows(images)
+        bad = [] if finite else nonfinite_rows(images)
         if len(bad):
             raise DataError(f"slice {start + int(bad[0])} (and {len(bad) - 1} more) holds NaN/Inf values")
         for col, values in meta.items():
@@ -274,16 +255,6 @@ class SliceWriter:
         fh.flush()
         fh.attrs["content_sha256"] = hdf5_digest(fh)
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        stack, self._stack = self._stack, None
-        if exc_type is None:
-            try:
-                self._finish()
-            except BaseException as error:
-                stack.__exit__(type(error), error, error.__traceback__)
-                raise
-        return bool(stack.__exit__(exc_type, exc, tb))
-
 
 def write_slices(path: str | Path, images: np.ndarray, meta: Mapping[str, np.ndarray], **kwargs) -> Path:
     """Write an in-memory set of slices ``(N, H, W[, 1])`` with their metadata (keywords: :class:`SliceWriter`)."""
@@ -318,11 +289,6 @@ class SliceDataset(H5Reader):
 
     def __init__(self, path: str | Path):
         self._open(path, "slice dataset", "; create one with `lenshpc simulate21cm` or `lenshpc stack21cm`")
-        try:
-            self._check()
-        except BaseException:
-            self._fh.close()
-            raise
         a = self.attrs
         self._classes: dict[str, list[float]] = {t: list(v) for t, v in a["classes"].items()}
         self.split_by: str = a.get("split_by", "realisation")
@@ -337,13 +303,7 @@ class SliceDataset(H5Reader):
             hint = " (a lens dataset: use it with the lens task)" if kind in ("population", "labelled") else ""
             raise DataError(f"{self.path}: not a 21-cm slice dataset (lenshpc_format={kind!r}){hint}; create one "
                             "with `lenshpc simulate21cm` or `lenshpc stack21cm`")
-        version = decode_attr(self._fh.attrs.get("schema_version"))
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise DataError(f"{self.path}: attribute 'schema_version' is {version!r}, expected an integer; "
-                            "re-create the file with `lenshpc simulate21cm` / `lenshpc stack21cm`")
-        if version > SCHEMA_VERSION:
-            raise DataError(f"{self.path}: slice schema version {version} is newer than this lenshpc supports "
-                            f"({SCHEMA_VERSION}); upgrade lenshpc")
+        self._schema_version(SCHEMA_VERSION, "`lenshpc simulate21cm` or `lenshpc stack21cm`")
         for key in ("images", "meta/images/realisation", *(f"splits/images/{s}" for s in SPLITS)):
             if key not in self._fh:
                 raise DataError(f"{self.path}: slice dataset lacks '{key}' (damaged or written by a foreign tool); "
@@ -399,10 +359,7 @@ class SliceDataset(H5Reader):
         if split == "all":
             idx = np.arange(len(self), dtype=np.int64)
         elif split in SPLITS:
-            idx = np.asarray(self._fh[f"splits/images/{split}"][()], dtype=np.int64)
-            if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
-                raise DataError(f"{self.path}: splits/images/{split} holds indices outside 0..{len(self) - 1}; "
-                                "the file was edited: re-create it")
+            idx = self._split_indices(f"splits/images/{split}", len(self))
         else:
             raise DataError(f"unknown split {split!r}; use train, val, test or all")
         return shard_indices(idx, rank, size)
@@ -415,13 +372,7 @@ class SliceDataset(H5Reader):
     # data -----------------------------------------------------------------
     def images(self, split="all", rank: int = 0, size: int = 1) -> np.ndarray:
         """Slices ``(n, H, W, 1)`` float32 (mK) of a split name or an index array, in the given order."""
-        rows = self._rows(split, rank, size)
-        arr = self._fh["images"]
-        if len(rows) == 0:
-            return np.empty((0, *arr.shape[1:]), dtype=np.float32)
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        block = check_finite(arr[uniq], self.path, "images", uniq)  # h5py needs increasing, unique indices
-        return block[inverse]
+        return read_in_order(self._fh["images"], self._rows(split, rank, size), self.path, "images")
 
     def labels(self, target: str, split="all", rank: int = 0, size: int = 1) -> np.ndarray:
         """Class indices (int64) of ``target`` for a split name or an index array."""

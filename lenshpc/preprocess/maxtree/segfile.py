@@ -1,29 +1,13 @@
-"""The segmented dataset file ``SEG.h5`` written by ``lenshpc maxtree`` (docs/data-format.md).
+"""The segmented dataset file ``SEG.h5`` written by ``lenshpc maxtree`` (layout: docs/data-format.md).
 
-Layout: one HDF5 group per image set, each with the same members::
-
-    <group>/images     (N, H, W, C) float32   segmented images (original pixels inside the mask, 0 outside)
-    <group>/labels     (N,) uint8             val / test only
-    <group>/meta/<col> (N,)                   per-image metadata (pool: lens_index, source_index, alpha,
-                                              source columns; val/test: what the chunk engine reports)
-
-Groups: ``lenses`` and ``negatives`` (every image of DATA.h5, same indices, so DATA.h5's
-splits apply) or ``images`` for a labelled dataset; ``pool`` (pre-merged, segmented mock
-lenses); ``val`` and ``test`` (the plain experiment's fixed sets, segmented).
-
-Root attributes: ``lenshpc_format = "segmented"``, ``schema_version``, ``maxtree`` (JSON of
-the filter parameters), ``data`` (JSON of the data settings the sets depend on),
-``source`` (JSON: DATA.h5 path and its identity), ``lenshpc_version``, ``code_version``,
-``shards``, ``executor``, ``created``, ``content_sha256`` (SHA-256 over every dataset's
-name, dtype, shape and bytes — equal for any shard count and executor).
-
-Shard files (``SEG.h5.shards/shard-0003-of-0008.h5``) have the same layout restricted to the
-shard's rows, plus ``<group>/first`` (the shard's first row in the merged group).
+One HDF5 group per image set (``lenses``/``negatives`` or ``images``, ``pool``, ``val``, ``test``), each with
+``images``, ``labels`` (val/test) and ``meta/<col>``; ``content_sha256`` is equal for any shard count and executor.
+Shard files (``SEG.h5.shards/shard-0003-of-0008.h5``) have the same layout restricted to the shard's rows, each
+group with the attribute ``first`` (the shard's first row in the merged group).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 from pathlib import Path
@@ -33,7 +17,8 @@ import h5py
 import numpy as np
 
 from lenshpc import __version__
-from lenshpc.data.format import DiskGuard, H5Reader, _write_meta_column, create_h5, decode_attr, hdf5_digest
+from lenshpc.data.format import (H5Reader, H5Writer, _image_chunks, _write_meta_column, create_h5, decode_attr,
+                                 hdf5_digest, read_column, read_in_order, set_attrs)
 from lenshpc.errors import DataError
 from lenshpc.utils import atomic_path
 
@@ -41,29 +26,16 @@ FORMAT = "segmented"
 SCHEMA_VERSION = 1
 
 
-def _set_attrs(fh: h5py.File, attrs: Mapping) -> None:
-    for key, value in attrs.items():
-        fh.attrs[key] = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
-
-
 # ---------------------------------------------------------------------- shards
-class ShardWriter:
-    """Write one shard file incrementally and atomically (renamed into place by :meth:`commit`).
+class ShardWriter(H5Writer):
+    """Write one shard file incrementally and atomically (renamed into place when the ``with`` block ends).
 
-    Use as a context manager: a block that raises leaves no shard file behind, so an
-    interrupted shard is simply redone on the next run.
+    A block that raises leaves no shard file behind, so an interrupted shard is simply redone on the next run.
     """
 
     def __init__(self, path: str | Path, attrs: Mapping):
         self.path = Path(path)
         self._attrs = dict(attrs)
-
-    def __enter__(self) -> "ShardWriter":
-        self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._guard = DiskGuard(tmp)
-        self._fh = h5py.File(self._guard, "w")
-        return self
 
     def add(self, group: str, first: int, n: int, image_shape: tuple[int, ...]) -> None:
         """Declare rows ``first .. first+n-1`` of ``group`` (images are filled by :meth:`write`)."""
@@ -78,24 +50,18 @@ class ShardWriter:
 
     def column(self, group: str, name: str, values: np.ndarray) -> None:
         """Store a whole column: ``labels`` or a metadata column."""
-        if name == "labels":
-            self._fh[group].create_dataset("labels", data=np.asarray(values, dtype=np.uint8))
-        else:
-            _write_meta_column(self._fh[group]["meta"], name, values)
+        _write_column(self._fh[group], name, values)
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            _set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION,
-                                  **self._attrs})
-        with contextlib.suppress(Exception) if exc_type is not None else contextlib.nullcontext():
-            self._fh.close()
-        self._guard.close()
-        if exc_type is None and self._guard.error is not None:  # the disk refused a write: no shard, clear error
-            exc_type, exc, tb = type(self._guard.error), self._guard.error, None
-            if not self._ctx.__exit__(exc_type, exc, tb):
-                raise exc
-            return False
-        return self._ctx.__exit__(exc_type, exc, tb)
+    def _finish(self) -> None:
+        set_attrs(self._fh, {"lenshpc_format": "segmented-shard", "schema_version": SCHEMA_VERSION, **self._attrs})
+
+
+def _write_column(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    """``labels`` (uint8) or the metadata column ``meta/<name>`` of ``group``."""
+    if name == "labels":
+        group.create_dataset("labels", data=np.asarray(values, dtype=np.uint8))
+    else:
+        _write_meta_column(group.require_group("meta"), name, values)
 
 
 def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapping[str, int], attrs: Mapping,
@@ -106,50 +72,42 @@ def merge_shards(shard_paths: Iterable[str | Path], out: str | Path, sizes: Mapp
     one shard (checked).  Images are copied shard by shard, never all in memory.
     """
     shard_paths = [Path(p) for p in shard_paths]
-    with atomic_path(out) as tmp:
-        with create_h5(tmp) as dst:
-            filled = {g: np.zeros(n, dtype=bool) for g, n in sizes.items()}
-            for group, n in sizes.items():
-                g = dst.create_group(group)
-                chunks = (max(1, min(n, (2 << 20) // (4 * int(np.prod(image_shape))))), *image_shape) if n else None
-                g.create_dataset("images", shape=(n, *image_shape), dtype=np.float32, chunks=chunks)
-            columns: dict[str, dict[str, list]] = {g: {} for g in sizes}
-            for path in shard_paths:
-                with h5py.File(path, "r") as src:
-                    for group in src:
-                        if group not in sizes:
-                            raise DataError(f"{path}: unexpected group '{group}' (shard from another plan?)")
-                        piece = src[group]
-                        first, images = int(piece.attrs["first"]), piece["images"]
-                        stop = first + len(images)
-                        if stop > sizes[group] or filled[group][first:stop].any():
-                            raise DataError(f"{path}: rows {first}:{stop} of '{group}' overlap another shard")
-                        filled[group][first:stop] = True
-                        dst[group]["images"][first:stop] = images[()]
-                        if "labels" in piece:
-                            columns[group].setdefault("labels", []).append((first, piece["labels"][()]))
-                        for col in piece["meta"]:
-                            ds = piece["meta"][col]
-                            values = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
-                            columns[group].setdefault(f"meta/{col}", []).append((first, np.asarray(values)))
-            for group, mask in filled.items():
-                if not mask.all():
-                    raise DataError(f"merge: rows of '{group}' are missing ({int((~mask).sum())} of {len(mask)}); "
-                                    "a shard is incomplete — re-run the command")
-            for group, cols in columns.items():
-                for name, parts in cols.items():
-                    parts.sort(key=lambda p: p[0])
-                    values = np.concatenate([p[1] for p in parts])
-                    if name == "labels":
-                        dst[group].create_dataset("labels", data=values.astype(np.uint8))
-                    else:
-                        _write_meta_column(dst[group].require_group("meta"), name.split("/", 1)[1], values)
-                dst[group].require_group("meta")
-            digest = hdf5_digest(dst)
-            _set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION,
-                             "lenshpc_version": __version__,
-                             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                             **attrs, "content_sha256": digest})
+    with atomic_path(out) as tmp, create_h5(tmp) as dst:
+        filled = {g: np.zeros(n, dtype=bool) for g, n in sizes.items()}
+        for group, n in sizes.items():
+            g = dst.create_group(group)
+            shape = (n, *image_shape)
+            g.create_dataset("images", shape=shape, dtype=np.float32, chunks=_image_chunks(shape) if n else None)
+        columns: dict[str, dict[str, list]] = {g: {} for g in sizes}
+        for path in shard_paths:
+            with h5py.File(path, "r") as src:
+                for group in src:
+                    if group not in sizes:
+                        raise DataError(f"{path}: unexpected group '{group}' (shard from another plan?)")
+                    piece = src[group]
+                    first, images = int(piece.attrs["first"]), piece["images"]
+                    stop = first + len(images)
+                    if stop > sizes[group] or filled[group][first:stop].any():
+                        raise DataError(f"{path}: rows {first}:{stop} of '{group}' overlap another shard")
+                    filled[group][first:stop] = True
+                    dst[group]["images"][first:stop] = images[()]
+                    if "labels" in piece:
+                        columns[group].setdefault("labels", []).append((first, piece["labels"][()]))
+                    for col, ds in piece["meta"].items():  # never named "labels" (ShardWriter.column)
+                        columns[group].setdefault(col, []).append((first, read_column(ds)))
+        for group, mask in filled.items():
+            if not mask.all():
+                raise DataError(f"merge: rows of '{group}' are missing ({int((~mask).sum())} of {len(mask)}); "
+                                "a shard is incomplete — re-run the command")
+        for group, cols in columns.items():
+            for name, parts in cols.items():
+                parts.sort(key=lambda p: p[0])
+                _write_column(dst[group], name, np.concatenate([p[1] for p in parts]))
+            dst[group].require_group("meta")
+        digest = hdf5_digest(dst)
+        set_attrs(dst, {"lenshpc_format": FORMAT, "schema_version": SCHEMA_VERSION, "lenshpc_version": __version__,
+                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        **attrs, "content_sha256": digest})
     return digest
 
 
@@ -179,9 +137,10 @@ class SegmentedDataset(H5Reader):
 
     def __init__(self, path: str | Path):
         self._open(path, "segmented dataset", "; create it with `lenshpc maxtree DATA.h5 --out SEG.h5`")
+
+    def _check(self) -> None:
         kind = decode_attr(self._fh.attrs.get("lenshpc_format"))
         if kind != FORMAT:
-            self._fh.close()
             raise DataError(f"{self.path}: not a segmented dataset (lenshpc_format={kind!r}); "
                             "create one with `lenshpc maxtree DATA.h5 --out SEG.h5`")
 
@@ -203,12 +162,7 @@ class SegmentedDataset(H5Reader):
 
     def read(self, group: str, indices: np.ndarray | None = None) -> np.ndarray:
         """Images of ``group`` at ``indices`` (all when None), in the given order."""
-        ds = self._group(group)["images"]
-        if indices is None:
-            return ds[()]
-        indices = np.asarray(indices, dtype=np.int64)
-        uniq, inverse = np.unique(indices, return_inverse=True)
-        return ds[uniq][inverse] if len(uniq) else np.empty((0, *ds.shape[1:]), np.float32)
+        return read_in_order(self._group(group)["images"], indices, self.path, f"{group}/images")
 
     def labels(self, group: str) -> np.ndarray:
         g = self._group(group)
@@ -218,11 +172,7 @@ class SegmentedDataset(H5Reader):
 
     def meta(self, group: str) -> dict[str, np.ndarray]:
         g = self._group(group)
-        out = {}
-        for col in sorted(g.get("meta", {})):
-            ds = g["meta"][col]
-            out[col] = np.asarray(ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()])
-        return out
+        return {col: read_column(g["meta"][col]) for col in sorted(g.get("meta", {}))}
 
 
 def describe(path: str | Path) -> str:

@@ -57,6 +57,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lenshpc.config import MaxTreeConfig
+from lenshpc.data.format import nonfinite_rows
 from lenshpc.errors import DataError
 
 #: OpenCV's 5-tap Gaussian for sigma=0 (``cv2.getGaussianKernel(5, 0) * 16``).
@@ -119,16 +120,14 @@ def check_images(batch: np.ndarray, *, offset: int = 0, where: str = "input") ->
     """
     if batch.dtype.kind not in "fiub":
         raise DataError(f"{where}: images must be real numbers, got dtype {batch.dtype}")
-    n, h, w, _ = batch.shape
+    _, h, w, _ = batch.shape
     if h < MIN_SIDE or w < MIN_SIDE:
         raise DataError(f"{where}: image {offset} has shape {batch.shape[1:]}; max-tree segmentation needs "
                         f"images of at least {MIN_SIDE}×{MIN_SIDE} pixels")
-    if batch.dtype.kind == "f":
-        finite = np.isfinite(batch).reshape(n, -1).all(axis=1)
-        if not finite.all():
-            first = int(np.flatnonzero(~finite)[0])
-            raise DataError(f"{where}: image {offset + first} contains NaN or Inf values "
-                            f"({int((~finite).sum())} bad image(s) in this batch); fix or drop it before segmenting")
+    bad = nonfinite_rows(batch) if batch.dtype.kind == "f" else []
+    if len(bad):
+        raise DataError(f"{where}: image {offset + int(bad[0])} contains NaN or Inf values "
+                        f"({len(bad)} bad image(s) in this batch); fix or drop it before segmenting")
 
 
 # ---------------------------------------------------------------------- steps
