@@ -25,7 +25,7 @@ from lenshpc.report import significance
 from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
 from lenshpc.report.tables import STD_NOTE, csv_text, markdown_tables, tex_escape, tex_tables, write_tables
 
-__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "reduce_runs"]
+__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "plot_lines", "reduce_runs"]
 
 
 @dataclass
@@ -177,11 +177,6 @@ def _log_note(rec: RunRecord) -> str:
             else f"no log yet: `{rec.path / 'train.log'}` does not exist")
 
 
-def _beta_note(records: list[RunRecord]) -> str:
-    beta = _common(records, "beta")
-    return f" (β = {beta})" if beta != "?" else ""
-
-
 def _isnum(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -189,12 +184,26 @@ def _isnum(text: str) -> bool:
         return False
 
 
+def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
+    """The report's "Plots" section: one Markdown image per PNG of ``plots``, linked relative to ``out``
+    (``folder``: the alt text names the PNG's folder too); no lines without plots."""
+    if not plots:
+        return []
+    lines = ["## Plots", ""]
+    for p in plots:
+        if p.suffix == ".png":
+            rel = p.relative_to(out) if p.is_relative_to(out) else p
+            lines.append(f"![{rel.parent.name}/{p.stem}]({rel})" if folder else f"![{p.stem}]({rel})")
+    return [*lines, ""]
+
+
 def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     missing = sum(len(g.missing_seeds) for g in r.groups)
+    beta = _common(r.records, "beta")
     lines = [f"# Report: {root}", "",
              f"Runs: {r.count(OK)} finished, {r.count(FAILED)} failed, {r.count(INCOMPLETE)} running or unfinished, "
              f"{r.count(CORRUPT)} corrupt, {missing} missing.",
-             f"Metrics on the test set{_beta_note(r.records)}; values are mean ± std over seeds, {STD_NOTE}.",
+             f"Metrics on the test set{f' (β = {beta})' if beta != '?' else ''}; values are mean ± std over seeds, {STD_NOTE}.",
              f"Grouped by: {', '.join(f'`{k}`' for k in r.keys) or 'nothing (one group)'}.", ""]
     if r.warnings:
         lines += ["## Warnings", "", *(f"- **warning**: {w}" for w in r.warnings), ""]
@@ -204,13 +213,7 @@ def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
         lines += ["## Missing, failed and unfinished runs", "", *(f"- {line}" for line in gaps), ""]
     if r.problems:
         lines += ["## Problems", "", *(f"- {p}" for p in r.problems), ""]
-    if r.plots:
-        lines += ["## Plots", ""]
-        for p in r.plots:
-            if p.suffix == ".png":
-                rel = p.relative_to(out) if p.is_relative_to(out) else p
-                lines.append(f"![{p.stem}]({rel})")
-        lines.append("")
+    lines += plot_lines(r.plots, out)
     lines += code_provenance.markdown_lines(r.groups)
     lines += ["Files: `report.csv` (all numbers, full precision, p-values against each column's best group), "
               "`report.tex` (booktabs tables).", ""]
