@@ -12,7 +12,6 @@ is the sample std over seeds (ddof = 1, :data:`lenshpc.report.stats.STD_DDOF`).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,16 +47,14 @@ class ReduceResult:
 
 
 def load_sweep_json(root: Path) -> dict | None:
-    """``root/sweep.json`` as a dict (None when absent or unreadable)."""
-    path = root / "sweep.json"
+    """``root/sweep.json`` with its ``_path`` (None when absent or unreadable: a report never fails over it)."""
+    from lenshpc.hpc.sweep import SWEEP_JSON, read_sweep_json
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_sweep_json(root)
+    except UserError:
         return None
-    if not isinstance(data, dict):
-        return None
-    data["_path"] = str(path)
-    return data
+    return {**data, "_path": str(root / SWEEP_JSON)} if data else None
 
 
 def _common(records: list[RunRecord], key: str) -> str:

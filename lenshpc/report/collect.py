@@ -124,9 +124,8 @@ def load_run(path: Path) -> RunRecord:
         return _with_config(RunRecord(path, FAILED, problem=failure_reason(path)))
     if not done:
         return _with_config(RunRecord(path, INCOMPLETE))
-    metrics_path = rd.metrics
     try:
-        metrics = json.loads(metrics_path.read_bytes())
+        metrics = json.loads(rd.metrics.read_bytes())
     except FileNotFoundError:
         return _with_config(RunRecord(path, CORRUPT, problem="DONE but no metrics.json"))
     except (OSError, ValueError) as exc:
@@ -135,7 +134,7 @@ def load_run(path: Path) -> RunRecord:
         return _with_config(RunRecord(path, CORRUPT, problem="metrics.json is not a JSON object"))
     from lenshpc import tasks
 
-    missing = [m for m in tasks.recorded_vocabulary(metrics).get("required", []) if not _is_number(metrics.get(m))]
+    missing = [m for m in tasks.recorded_vocabulary(metrics).get("required", []) if not is_number(metrics.get(m))]
     if missing:
         return _with_config(RunRecord(path, CORRUPT, problem=f"metrics.json lacks {', '.join(missing)}"))
     config = metrics.get("config")
@@ -143,7 +142,7 @@ def load_run(path: Path) -> RunRecord:
     if not record.config:
         _with_config(record)
     seed = metrics.get("seed", record.config.get("seed"))
-    record.seed = int(seed) if _is_number(seed) else record.seed
+    record.seed = int(seed) if is_number(seed) else record.seed
     return record
 
 
@@ -174,7 +173,7 @@ def attach_sweep(records: list[RunRecord], sweep: dict | None) -> None:
         run = runs.get(str(rec.path.resolve()), {})
         if isinstance(run.get("group"), str):
             rec.group = run["group"]
-        if rec.seed is None and _is_number(run.get("seed")):
+        if rec.seed is None and is_number(run.get("seed")):
             rec.seed = int(run["seed"])
         if rec.status in (FAILED, INCOMPLETE):
             jobs = run.get("jobs") if isinstance(run.get("jobs"), list) else []
@@ -182,7 +181,8 @@ def attach_sweep(records: list[RunRecord], sweep: dict | None) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A JSON number (``True``/``False`` are not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -191,6 +191,8 @@ def _with_defaults(flat: dict) -> dict:
     from lenshpc.config import LEGACY_DEFAULTS
 
     return {**LEGACY_DEFAULTS, **flat}
+
+
 def _with_config(record: RunRecord) -> RunRecord:
     """Fill ``config``/``seed`` from ``config.yaml`` (slow path: only for runs without metrics)."""
     import yaml
@@ -205,6 +207,6 @@ def _with_config(record: RunRecord) -> RunRecord:
     if isinstance(data, dict):
         record.config = _with_defaults(flatten(data))
         seed = record.config.get("seed")
-        if _is_number(seed):
+        if is_number(seed):
             record.seed = int(seed)
     return record
