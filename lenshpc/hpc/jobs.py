@@ -16,15 +16,19 @@ is one multi-rank run.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from lenshpc.config import HpcConfig
+from lenshpc.config import HpcConfig, from_dict
 from lenshpc.errors import Preempted, UserError
 from lenshpc.train.rundir import RunDir
 from lenshpc.utils import progress
@@ -68,7 +72,6 @@ class TrainRun(_Checkpointable):
             return {"status": "done", "run_dir": self.run_dir, "skipped": True}
         forward = TimeoutForwarder()
         try:
-            from lenshpc.config import from_dict
             from lenshpc.train import run_training
 
             cfg = from_dict(self.config, source=f"{self.run_dir}/config")
@@ -129,9 +132,6 @@ class TimeoutForwarder:
         self.signalled = False
 
     def __enter__(self) -> "TimeoutForwarder":
-        import signal
-        import threading
-
         if threading.current_thread() is not threading.main_thread() or "SUBMITIT_FOLDER" not in os.environ:
             return self
         name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
@@ -145,8 +145,6 @@ class TimeoutForwarder:
         return self
 
     def _forward(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
-        import signal
-
         self.signalled = True
         if callable(signal.getsignal(signal.SIGUSR1)):  # the training loop is listening
             os.kill(os.getpid(), signal.SIGUSR1)
@@ -155,15 +153,11 @@ class TimeoutForwarder:
 
     def requeue_if_signalled(self) -> None:
         if self.signalled and self.submitit_handler is not None:
-            import signal
-
             signal.signal(self.signum, self.submitit_handler)
             self.submitit_handler(self.signum, None)  # checkpoint() + requeue + exit (rank 0)
 
     def __exit__(self, *exc) -> None:
         if self.submitit_handler is not None:
-            import signal
-
             signal.signal(self.signum, self.submitit_handler)
 
 
@@ -182,12 +176,9 @@ def slurm_parameters(hpc: HpcConfig, job_name: str) -> dict[str, Any]:
     }
     if hpc.gpus_per_node:
         params["gpus_per_node"] = int(hpc.gpus_per_node)
-    if hpc.partition:
-        params["slurm_partition"] = hpc.partition
-    if hpc.account:
-        params["slurm_account"] = hpc.account
-    if hpc.qos:
-        params["slurm_qos"] = hpc.qos
+    for key in ("partition", "account", "qos"):
+        if getattr(hpc, key):
+            params[f"slurm_{key}"] = getattr(hpc, key)
     for key, value in (hpc.extra or {}).items():
         params[key if key.startswith("slurm_") else f"slurm_{key}"] = value
     return params
@@ -307,9 +298,6 @@ def run_limited(executor, items: Iterable, call_for: Callable[[Any], Any], *, pa
 def stop_local_jobs(jobs: list, grace_s: float = 10.0) -> None:
     """Stop local jobs now (SIGINT to their controllers, which stop their task and clean up) and wait
     for them, so no run writes after the sweep says it was interrupted; SIGKILL after ``grace_s``."""
-    import signal
-    import time
-
     for job in jobs:
         job.cancel(check=False)
     deadline = time.monotonic() + grace_s
@@ -405,39 +393,28 @@ def slurm_job_states(job_ids: list[str]) -> dict[str, JobState]:
     commands the result is empty.
     """
     wanted = set(job_ids)
-    out: dict[str, JobState] = {}
     if not wanted or shutil.which("squeue") is None:
-        return out
-    masters = sorted({j.split("_")[0] for j in wanted})
-    try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", os.environ.get("USER") or _user()],
-                              capture_output=True, text=True, timeout=60)
-        lines = proc.stdout.splitlines() if proc.returncode == 0 else []
-    except (OSError, subprocess.TimeoutExpired):
-        lines = []
-    for line in lines:
-        jid, _, state = line.partition("|")
-        if jid in wanted:
-            out[jid] = JobState(state.strip() in SLURM_ALIVE, state.strip())
-    rest = [j for j in wanted if j not in out]
+        return {}
+    user = os.environ.get("USER") or getpass.getuser()
+    out = {jid: JobState(state in SLURM_ALIVE, state)
+           for jid, state in _listed(["squeue", "-h", "-r", "-o", "%i|%T", "-u", user]) if jid in wanted}
+    rest = wanted - set(out)
     if rest and shutil.which("sacct"):
-        try:
-            proc = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)],
-                                  capture_output=True, text=True, timeout=60)
-            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
-                jid, _, state = line.partition("|")
-                state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
-                if jid in rest:
-                    out[jid] = JobState(state in SLURM_ALIVE, state)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        masters = sorted({j.split("_")[0] for j in rest})
+        for jid, state in _listed(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)]):
+            if jid in rest:
+                out[jid] = JobState(state in SLURM_ALIVE, state)
     return out
 
 
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
+def _listed(command: list[str]) -> list[tuple[str, str]]:
+    """``(job id, state)`` per ``ID|STATE`` line of ``squeue``/``sacct`` (none when the command fails)."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.partition("|")[::2] for line in proc.stdout.splitlines()] if proc.returncode == 0 else []
+    return [(jid, (state.split() or ["UNKNOWN"])[0]) for jid, state in rows]  # "CANCELLED by 0" → CANCELLED
 
 
 def job_states(jobs: list[dict]) -> dict[str, JobState]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
@@ -225,9 +224,7 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     planned = plan(spec, retry_failed=retry_failed, only=only)
     todo = [p for p in planned if p.action in (SUBMIT, RETRY)]
     outcome = SweepOutcome(planned=planned, submitted=[], job_ids=[])
-    if dry_run:
-        return outcome
-    if not todo:
+    if dry_run or not todo:
         return outcome
     spec.out.mkdir(parents=True, exist_ok=True)
     previous = read_sweep_json(spec.out)
@@ -259,8 +256,12 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
         for p, job in zip(todo, submitted):
             record(p, job)
         save()
-        if wait:
-            _wait_slurm(outcome, echo, poll_s=max(poll_s, 2.0))
+        if wait:  # until every array task has ended (its result written, or the scheduler says so)
+            from submitit.helpers import as_completed
+
+            with progress(total=len(submitted), desc="waiting for SLURM", unit="job") as bar:
+                for _ in as_completed(submitted, poll_frequency=max(poll_s, 2.0)):
+                    bar.update(1)
             outcome.failed_after = _failures(todo)
         return outcome
 
@@ -296,30 +297,5 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
 
 
 def _failures(batch: list[PlannedRun]) -> list[tuple[GridPoint, str]]:
-    out = []
-    for p in batch:
-        rd = read_run_dir(p.point.run_dir)
-        if rd.state != DONE:
-            out.append((p.point, rd.error or "ended without DONE"))
-    return out
-
-
-def _wait_slurm(outcome: SweepOutcome, echo: Callable[[str], None], poll_s: float) -> None:
-    """Block until every submitted array task has left the queue (``--wait``)."""
-    ids = list(outcome.job_ids)
-    run_dirs = {j: p.point.run_dir for j, p in zip(ids, outcome.submitted)}
-    bar = progress(total=len(ids), desc="waiting for SLURM", unit="job")
-    finished: set[str] = set()
-    while len(finished) < len(ids):
-        states = _jobs.slurm_job_states([j for j in ids if j not in finished])
-        for j in ids:
-            if j in finished:
-                continue
-            st = states.get(j)
-            # A job the scheduler does not (yet) report counts as ended only once its run dir has a marker.
-            if (st is not None and not st.alive) or (st is None and read_run_dir(run_dirs[j]).state in (DONE, FAILED)):
-                finished.add(j)
-                bar.update(1)
-        if len(finished) < len(ids):
-            time.sleep(poll_s)
-    bar.close()
+    states = [(p.point, read_run_dir(p.point.run_dir)) for p in batch]
+    return [(point, rd.error or "ended without DONE") for point, rd in states if rd.state != DONE]
