@@ -18,7 +18,6 @@ Used by ``lenshpc train`` for run directories (``docs/reliability.md`` lists wha
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import json
 import os
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from lenshpc.errors import UserError
+from lenshpc.provenance import now
 from lenshpc.utils import atomic_write_json
 
 LOCK_FILE = ".lock"
@@ -151,9 +151,8 @@ class DirLock:
                                 f"(`lenshpc status {self.directory.parent}`), {stop} first, or choose another "
                                 "--run-dir") from None
         self._fd = fd
-        self._record = {"host": socket.gethostname(), "pid": os.getpid(),
-                        "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        "heartbeat": time.time(), "command": " ".join(sys.argv), "slurm_job": _slurm_job()}
+        self._record = {"host": socket.gethostname(), "pid": os.getpid(), "since": now(), "heartbeat": time.time(),
+                        "command": " ".join(sys.argv), "slurm_job": _slurm_job()}
         self._beat()
         self._thread = threading.Thread(target=self._heartbeat, name="lenshpc-heartbeat", daemon=True)
         self._thread.start()

@@ -25,6 +25,7 @@ Each grid point gets ``<out>/<group>/seed<k>`` where ``<group>`` is the variant 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections import Counter
@@ -134,12 +135,8 @@ def _check_dotted(key: Any, where: str) -> str:
 
 
 def _absolutise(cfg: Config, cwd: Path) -> Config:
-    changes = {}
-    flat = {"data.path": cfg.data.path, "data.segmented_path": cfg.data.segmented_path}
-    for key in PATH_KEYS:
-        value = flat[key]
-        if value and not Path(value).is_absolute():
-            changes[key] = str((cwd / value).resolve())
+    values = {key: getattr(cfg.data, key.split(".", 1)[1]) for key in PATH_KEYS}
+    changes = {k: str((cwd / v).resolve()) for k, v in values.items() if v and not Path(v).is_absolute()}
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -193,10 +190,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     for vname, vfile, vparams in variants:
         cfg_file = vfile or base
         where = f"{path}: grid variant '{vname}'"
-        if cfg_file is None:
-            file_path = None
-        else:
-            file_path = (path.parent / cfg_file).resolve()
+        file_path = (path.parent / cfg_file).resolve() if cfg_file is not None else None
         key = str(file_path)
         if key not in loaded:
             try:
@@ -262,11 +256,15 @@ def group_values(spec: "SweepSpec") -> dict[str, dict[str, Any]]:
     return out
 
 
+def _mapping(block: Any, message: str) -> dict:
+    """``block`` (a sweep file section): ``{}`` when absent, :class:`ConfigError` ``message`` when not a mapping."""
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(message)
+    return block or {}
+
+
 def _overrides_block(block: Any, where: str) -> dict[str, Any]:
-    if block is None:
-        return {}
-    if not isinstance(block, dict):
-        raise ConfigError(f"{where}: expected a mapping of dotted keys to values, e.g. data.path: data/kids.h5")
+    block = _mapping(block, f"{where}: expected a mapping of dotted keys to values, e.g. data.path: data/kids.h5")
     return {_check_dotted(k, where): v for k, v in block.items()}
 
 
@@ -299,12 +297,8 @@ def _variants(grid: Any, path: Path) -> list[tuple[str, str | None, dict]]:
 
 
 def _product(block: Any, path: Path) -> dict[str, list]:
-    if block is None:
-        return {}
-    if not isinstance(block, dict):
-        raise ConfigError(f"{path}: product must map dotted keys to lists of values")
     out = {}
-    for key, values in block.items():
+    for key, values in _mapping(block, f"{path}: product must map dotted keys to lists of values").items():
         _check_dotted(key, f"{path}: product")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: product.{key} must be a non-empty list of values")
@@ -316,7 +310,5 @@ def _hpc(points: list[GridPoint], block: Any, path: Path) -> HpcConfig:
     base = points[0].config.hpc if points else HpcConfig()
     if block is None:
         return base
-    if not isinstance(block, dict):
-        raise ConfigError(f"{path}: hpc must be a mapping (partition, time_min, gpus_per_node, …)")
-    merged = {**from_dict({"hpc": base.__dict__}).to_dict()["hpc"], **block}
-    return from_dict({"hpc": merged}, source=f"{path}").hpc
+    block = _mapping(block, f"{path}: hpc must be a mapping (partition, time_min, gpus_per_node, …)")
+    return from_dict({"hpc": {**dataclasses.asdict(base), **block}}, source=f"{path}").hpc
