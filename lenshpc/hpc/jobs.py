@@ -1,17 +1,9 @@
 """The submitit side of sweeps: the checkpointable run, executors, job states.
 
-:class:`TrainRun` is what every array task executes.  It is a
-``submitit.helpers.Checkpointable``: on a time-out (SLURM sends ``USR2``
-``slurm_signal_delay_s`` before the end) or a preemption, submitit calls
-:meth:`TrainRun.checkpoint`, which returns a ``DelayedSubmission`` of a fresh ``TrainRun`` for
-the same run directory, and requeues the task.  The requeued task calls
-``run_training(..., resume=True)``, which continues from ``RUN_DIR/checkpoint`` (written every
-``train.checkpoint_every`` chunks and on SIGTERM/SIGUSR1 by the training loop).
-
-Multi-GPU runs: with ``hpc.tasks_per_node > 1`` (or ``nodes > 1``) submitit starts that many
-tasks per array element through ``srun``; each task calls ``run_training(distributed="auto")``
-and :mod:`lenshpc.distributed` picks Horovod up from the SLURM environment, so one array task
-is one multi-rank run.
+:class:`TrainRun` is what every array task executes: a ``submitit.helpers.Checkpointable`` that resumes its run
+directory after a time-out or preemption requeue (docs/sweeps.md, "Preemption and time limits").  With
+``hpc.tasks_per_node > 1`` (or ``nodes > 1``) one array task is one multi-rank run: submitit starts the tasks
+through ``srun`` and :mod:`lenshpc.distributed` picks Horovod up from the SLURM environment.
 """
 
 from __future__ import annotations

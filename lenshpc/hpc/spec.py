@@ -1,23 +1,4 @@
-"""Sweep files: a base config × named variants × seeds (× optional product dims).
-
-Format (docs/sweeps.md)::
-
-    name: thesis_table51            # default: the file name
-    base: ../thesis/bce.yaml        # a run config, relative to this file
-    out: runs/thesis_table51        # default output dir (relative to the working dir)
-    seeds: 0-9                      # "0-9", "0-4,7", [0, 1, 2] or a count (10 → 0..9)
-    set:                            # dotted overrides for every run
-      data.path: data/kids.h5
-    grid:                           # named variants = rows of the report
-      - name: bce
-      - name: fbeta_soft
-        config: ../thesis/fbeta_soft.yaml    # optional: another base for this row
-        train.patience: 600                  # any other key: a dotted config override
-    product:                        # optional cartesian dims (each value × each variant)
-      train.learning_rate: [1.0e-4, 3.0e-4]
-    hpc:                            # SLURM resources (over the base config's hpc section)
-      partition: gpu
-      gpus_per_node: 1
+"""Sweep files: a base config × named variants × seeds (× optional product dims); the format is in docs/sweeps.md.
 
 Each grid point gets ``<out>/<group>/seed<k>`` where ``<group>`` is the variant name plus
 ``__key-value`` for each product dim (deterministic and filesystem-safe).
@@ -63,7 +44,7 @@ class GridPoint:
 
 @dataclass
 class SweepSpec:
-    """A parsed sweep file (see module docstring)."""
+    """A parsed sweep file (docs/sweeps.md)."""
 
     path: Path
     name: str

@@ -122,14 +122,12 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
     rd = read_run_dir(run_dir)
     last = history[-1] if history else None
     job_state = states.get(last["job_id"]) if last else None
+    resumes = f"; resumes at chunk {rd.checkpoint_chunk}" if rd.checkpoint_chunk is not None else ""
     if rd.state == DONE:
         return R_DONE, ""
     if job_state is not None and job_state.alive:
         pending = job_state.state in _PENDING_WORDS
-        detail = f"job {last['job_id']} {job_state.state.lower()}"
-        if rd.checkpoint_chunk is not None:
-            detail += f"; resumes at chunk {rd.checkpoint_chunk}"
-        return (R_PENDING if pending else R_RUNNING), detail
+        return (R_PENDING if pending else R_RUNNING), f"job {last['job_id']} {job_state.state.lower()}{resumes}"
     if rd.state == RUNNING:  # a live process holds the run dir (lenshpc train outside this sweep, or a lost job id)
         return R_RUNNING, rd.running_detail()
     if rd.state == FAILED:
@@ -143,9 +141,7 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
         word = job_state.state if job_state is not None else "UNKNOWN"
         detail = (f"job {last['job_id']} ended ({word}) without DONE" if last
                   else "started outside this sweep, not finished")
-        if rd.checkpoint_chunk is not None:
-            detail += f"; resumes at chunk {rd.checkpoint_chunk}"
-        return R_FAILED, detail
+        return R_FAILED, detail + resumes
     return R_NOT_STARTED, ""
 
 

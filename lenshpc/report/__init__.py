@@ -12,7 +12,6 @@ is the sample std over seeds (ddof = 1, :data:`lenshpc.report.stats.STD_DDOF`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
 
         plot_dir = out / "plots"
         beta = _common(records, "beta")
-        plot_paths += figures.plot_fbeta_curves(groups, plot_dir, beta=float(beta) if _isnum(beta) else None)
+        plot_paths += figures.plot_fbeta_curves(groups, plot_dir, beta=None if beta in ("?", "varies") else float(beta))
         hists, hist_problems = figures.score_histograms(groups)
         problems += hist_problems
         plot_paths += figures.plot_histograms(hists, plot_dir)
@@ -172,13 +171,6 @@ def _log_note(rec: RunRecord) -> str:
     return (f"no log: the run stopped before writing `{rec.path / 'train.log'}` and no job log was recorded; "
             "the error above is the whole message (FAILED)" if rec.status == FAILED
             else f"no log yet: `{rec.path / 'train.log'}` does not exist")
-
-
-def _isnum(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
 
 
 def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
