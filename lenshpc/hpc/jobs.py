@@ -176,14 +176,6 @@ def slurm_parameters(hpc: HpcConfig, job_name: str) -> dict[str, Any]:
     return params
 
 
-def python_command(hpc: HpcConfig) -> str | None:
-    """The interpreter jobs start: inside the Apptainer image when ``hpc.image`` is set."""
-    if not hpc.image:
-        return None
-    gpu = " --nv" if hpc.gpus_per_node else ""
-    return f"apptainer exec{gpu} {hpc.image} python3"
-
-
 def make_executor(kind: str, folder: Path, hpc: HpcConfig, job_name: str):
     """A submitit ``AutoExecutor`` for ``kind`` (slurm / local / debug) configured from ``hpc``."""
     import submitit
@@ -194,8 +186,8 @@ def make_executor(kind: str, folder: Path, hpc: HpcConfig, job_name: str):
         raise UserError("--executor slurm: 'sbatch' is not on PATH; run from a SLURM login node, or use "
                         "--executor local")
     kwargs = {}
-    if kind == "slurm" and python_command(hpc):
-        kwargs["slurm_python"] = python_command(hpc)
+    if kind == "slurm" and hpc.image:  # the jobs' interpreter runs inside the Apptainer image
+        kwargs["slurm_python"] = f"apptainer exec{' --nv' if hpc.gpus_per_node else ''} {hpc.image} python3"
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind, **kwargs)
     if kind == "local":
         executor._executor.__class__ = _detached_local_executor()

@@ -95,7 +95,7 @@ def write_sweep_json(spec: SweepSpec, hpc: HpcConfig, executor: str, jobs_by_id:
     seeds = sorted({*spec.seeds, *(r["seed"] for r in kept if isinstance(r.get("seed"), int))})
     data = {"version": 1, "kind": spec.kind, "name": spec.name,
             "sweep_file": str(spec.path.resolve()) if spec.path else "",
-            "out": str(spec.out), "created": created or now(), "updated": now(), "executor": executor,
+            "out": str(spec.out), "created": created or (previous or {}).get("created") or now(), "updated": now(), "executor": executor,
             "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": groups, "seeds": seeds,
             "varied_keys": spec.varied_keys, "runs": runs + kept}
     path = spec.out / SWEEP_JSON
@@ -225,11 +225,10 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     spec.out.mkdir(parents=True, exist_ok=True)
     previous = read_sweep_json(spec.out)
     jobs_by_id = recorded_jobs(previous)
-    created = previous.get("created")
     folder = spec.out / SUBMITIT_DIR / "%j"
 
     def save() -> None:
-        write_sweep_json(spec, hpc, executor, jobs_by_id, created, previous=previous)
+        write_sweep_json(spec, hpc, executor, jobs_by_id, previous=previous)
     ex = _jobs.make_executor(executor, folder, hpc, job_name=f"lenshpc-{spec.name}")
     raise_errors = executor != "debug"
 

@@ -93,26 +93,14 @@ def base_name(column: str) -> str:
 
 def find_run_dirs(root: str | Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
     """All run directories under ``root`` (``root`` itself included), sorted by path."""
-    root = Path(root)
     excluded = {p.resolve() for p in exclude}
     found: list[Path] = []
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        names = {e.name for e in entries}
-        if any(m in names for m in RUN_MARKERS):
+    for d, dirs, files in os.walk(root):  # unreadable folders are skipped, links to folders not followed
+        if any(m in files or m in dirs for m in RUN_MARKERS):
             found.append(Path(d))
-            continue  # a run directory's children (checkpoint/, plots) are not runs
-        for e in entries:
-            if e.name.startswith(".") or not e.is_dir(follow_symlinks=False):
-                continue
-            if excluded and Path(e.path).resolve() in excluded:
-                continue
-            stack.append(Path(e.path))
+            dirs.clear()  # a run directory's children (checkpoint/, plots) are not runs
+        else:  # hidden folders (.submitit logs) and the excluded ones are not searched
+            dirs[:] = [n for n in dirs if not n.startswith(".") and Path(d, n).resolve() not in excluded]
     return sorted(found)
 
 
