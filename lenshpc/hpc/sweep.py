@@ -95,7 +95,8 @@ def write_sweep_json(spec: SweepSpec, hpc: HpcConfig, executor: str, jobs_by_id:
     seeds = sorted({*spec.seeds, *(r["seed"] for r in kept if isinstance(r.get("seed"), int))})
     data = {"version": 1, "kind": spec.kind, "name": spec.name,
             "sweep_file": str(spec.path.resolve()) if spec.path else "",
-            "out": str(spec.out), "created": created or (previous or {}).get("created") or now(), "updated": now(), "executor": executor,
+            "out": str(spec.out), "created": created or (previous or {}).get("created") or now(), "updated": now(),
+            "executor": executor,
             "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": groups, "seeds": seeds,
             "varied_keys": spec.varied_keys, "runs": runs + kept}
     path = spec.out / SWEEP_JSON

@@ -189,10 +189,11 @@ def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
 def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     missing = sum(len(g.missing_seeds) for g in r.groups)
     beta = _common(r.records, "beta")
+    beta_note = f" (β = {beta})" if beta != "?" else ""
     lines = [f"# Report: {root}", "",
              f"Runs: {r.count(OK)} finished, {r.count(FAILED)} failed, {r.count(INCOMPLETE)} running or unfinished, "
              f"{r.count(CORRUPT)} corrupt, {missing} missing.",
-             f"Metrics on the test set{f' (β = {beta})' if beta != '?' else ''}; values are mean ± std over seeds, {STD_NOTE}.",
+             f"Metrics on the test set{beta_note}; values are mean ± std over seeds, {STD_NOTE}.",
              f"Grouped by: {', '.join(f'`{k}`' for k in r.keys) or 'nothing (one group)'}.", ""]
     if r.warnings:
         lines += ["## Warnings", "", *(f"- **warning**: {w}" for w in r.warnings), ""]

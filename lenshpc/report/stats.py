@@ -145,7 +145,7 @@ def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
     columns = Vocabulary.of(records).columns if columns is None else columns
     keys = list(group_by) if group_by else varied_keys(records)
     if group_by:
-        known = set().union(*(r.config for r in records if r.config)) if records else set()
+        known = set().union(*(r.config for r in records if r.config))
         unknown = [k for k in keys if known and k not in known]
         if unknown:
             raise UserError(f"--group-by: unknown config key(s) {', '.join(unknown)}; varied keys here: "
