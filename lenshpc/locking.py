@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import socket
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from lenshpc.errors import UserError
 from lenshpc.provenance import now
-from lenshpc.utils import atomic_write_json
+from lenshpc.utils import atomic_write_json, read_json_object
 
 LOCK_FILE = ".lock"
 OWNER_FILE = ".owner.json"
@@ -56,11 +55,7 @@ def _slurm_job() -> str | None:
 
 def read_owner(directory: str | os.PathLike) -> dict | None:
     """The ownership record of ``directory`` (None when absent or unreadable)."""
-    try:
-        record = json.loads((Path(directory) / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(Path(directory) / OWNER_FILE) or None
 
 
 def describe_owner(record: dict | None) -> str:
