@@ -15,15 +15,6 @@ Keras 3 note: Horovod 0.28's ``DistributedGradientTape`` and ``broadcast_variabl
 variables are wrappers around one (``keras.Variable.value``).  :meth:`Context.broadcast_variables` unwraps them, and
 :meth:`Context.allreduce_gradients` works on the gradient list from a plain ``tf.GradientTape`` so the tape's
 Keras-variable problem never arises.
-
-Example
--------
->>> ctx = init("auto")                       # doctest: +SKIP
->>> lr = ctx.learning_rate(1e-4, chunk, cfg.distributed)
->>> grads = ctx.allreduce_gradients(tape.gradient(loss, model.trainable_variables))
->>> if first_step: ctx.broadcast_variables(model.variables + optimizer.variables)
->>> val_loss = ctx.allreduce_mean(local_val_loss)
->>> if ctx.is_root: write_checkpoint(...)
 """
 
 from __future__ import annotations
@@ -123,10 +114,9 @@ class Context:
         dense = [tf.convert_to_tensor(grads[i]) for i in index]
         # One fused collective for all tensors: far fewer launches than one allreduce per variable.
         reduced = hvd.grouped_allreduce(dense, op=hvd.Average) if dense else []
-        out = list(grads)
         for i, r in zip(index, reduced):
-            out[i] = r
-        return out
+            grads[i] = r
+        return grads
 
     def broadcast_variables(self, variables: Sequence, root_rank: int = 0) -> None:
         """Overwrite ``variables`` on every rank with rank ``root_rank``'s values (no-op with one rank).
@@ -167,17 +157,14 @@ class Context:
             return
         if hasattr(self._hvd, "barrier"):
             self._hvd.barrier()
-        else:  # older Horovod: a collective is a barrier
+        else:  # horovod.tensorflow 0.28 has none: a collective is a barrier
             self.allreduce_mean(0.0)
 
     # ------------------------------------------------------------------ schedule
     def learning_rate(self, base_lr: float, chunk: int, cfg) -> float:
-        """Learning rate for training chunk ``chunk`` (0-based).
-
-        With ``cfg.scale_lr`` the target is ``base_lr × size`` (the linear scaling rule), reached by a linear ramp
-        from ``base_lr`` at chunk 0 to the target at chunk ``cfg.warmup_chunks`` (Goyal et al. 2017, "Accurate,
-        Large Minibatch SGD"; Horovod's ``LearningRateWarmupCallback``).  With one rank or ``scale_lr: false`` it is
-        ``base_lr`` throughout.
+        """Learning rate for training chunk ``chunk`` (0-based): with ``cfg.scale_lr``, a linear ramp from ``base_lr``
+        at chunk 0 to ``base_lr × size`` at chunk ``cfg.warmup_chunks`` (the linear scaling rule with warm-up, Goyal
+        et al. 2017); ``base_lr`` throughout with one rank or ``scale_lr: false``.
 
         Parameters
         ----------

@@ -18,9 +18,7 @@ Used by ``lenshpc train`` for run directories (``docs/reliability.md`` lists wha
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
-import json
 import os
 import socket
 import sys
@@ -29,7 +27,8 @@ import time
 from pathlib import Path
 
 from lenshpc.errors import UserError
-from lenshpc.utils import atomic_write_json
+from lenshpc.provenance import now
+from lenshpc.utils import atomic_write_json, read_json_object
 
 LOCK_FILE = ".lock"
 OWNER_FILE = ".owner.json"
@@ -56,11 +55,7 @@ def _slurm_job() -> str | None:
 
 def read_owner(directory: str | os.PathLike) -> dict | None:
     """The ownership record of ``directory`` (None when absent or unreadable)."""
-    try:
-        record = json.loads((Path(directory) / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(Path(directory) / OWNER_FILE) or None
 
 
 def describe_owner(record: dict | None) -> str:
@@ -151,9 +146,8 @@ class DirLock:
                                 f"(`lenshpc status {self.directory.parent}`), {stop} first, or choose another "
                                 "--run-dir") from None
         self._fd = fd
-        self._record = {"host": socket.gethostname(), "pid": os.getpid(),
-                        "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        "heartbeat": time.time(), "command": " ".join(sys.argv), "slurm_job": _slurm_job()}
+        self._record = {"host": socket.gethostname(), "pid": os.getpid(), "since": now(), "heartbeat": time.time(),
+                        "command": " ".join(sys.argv), "slurm_job": _slurm_job()}
         self._beat()
         self._thread = threading.Thread(target=self._heartbeat, name="lenshpc-heartbeat", daemon=True)
         self._thread.start()

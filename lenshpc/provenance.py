@@ -1,30 +1,8 @@
 """Where a result came from: ``metrics.json["provenance"]`` of every run, evaluation, ensemble and ranking.
 
-:func:`collect` gathers, without ever failing (a piece that cannot be found is ``None``):
-
-``lenshpc``
-    version, and when imported from a git checkout of lenshpc: ``commit`` (full hash) and
-    ``dirty`` (tracked files modified).  Git is asked only when it is installed; an installed
-    package (a container, a wheel) has no commit.
-``packages``
-    versions of the packages that determine the numbers (:func:`package_versions`; the same mapping
-    is kept as ``metrics.json["versions"]`` for old readers).
-``host``, ``slurm``, ``container``
-    hostname and platform; SLURM job / array / step ids, node and cluster (``SLURM_*`` variables,
-    ``None`` outside a job); inside Apptainer/Singularity the image path and its SHA-256 digest
-    (``APPTAINER_CONTAINER`` / ``SINGULARITY_CONTAINER``; the digest is computed only when the
-    ``.sif`` is readable from inside the container, and cached per path, size and mtime both in
-    this process and in ``$XDG_CACHE_HOME/lenshpc/sif_digests.json``, because hashing a
-    multi-GB image for every run of a sweep would cost seconds each).
-``world_size``, ``started``, ``ended``
-    number of ranks and the UTC ISO-8601 start and end of the invocation that wrote the file.
-``data``
-    the dataset's fingerprint: the config values that fix its validation and test sets
-    (:func:`lenshpc.config.data_fingerprint`, the one data fingerprint) plus the file's
-    size, mtime and its own ``created`` / ``schema_version`` / ``lenshpc_version`` attributes.
-``runtime``
-    the oneDNN decision of :func:`lenshpc.runtime.describe`.
-
+:func:`collect` gathers it without ever failing (a piece that cannot be found is ``None``): the lenshpc version
+and git commit, package versions, host, SLURM ids, container image and digest, world size, start and end, the
+data fingerprint and the oneDNN decision.  The keys are documented in docs/run-dir.md ("provenance");
 ``lenshpc reduce`` reads ``lenshpc``/``packages`` per group (:mod:`lenshpc.report.provenance`).
 """
 
@@ -59,9 +37,8 @@ CONTAINER_NAME_VARS = ("APPTAINER_NAME", "SINGULARITY_NAME")
 #: Packages whose versions determine a run's numbers (distribution names tried in order → key).
 PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",), "numpy": ("numpy",),
             "h5py": ("h5py",), "scipy": ("scipy",), "scikit-learn": ("scikit-learn",), "horovod": ("horovod",)}
-#: Import names of :data:`PACKAGES` (for a module already imported, its ``__version__`` is authoritative).
-_MODULES = {"tensorflow": "tensorflow", "keras": "keras", "numpy": "numpy", "h5py": "h5py", "scipy": "scipy",
-            "scikit-learn": "sklearn", "horovod": "horovod"}
+#: Import names of :data:`PACKAGES` that differ from the key (a module already imported reports its own version).
+_MODULES = {"scikit-learn": "sklearn"}
 
 _HASH_BLOCK = 1 << 22
 _digests: dict[tuple, str] = {}
@@ -123,7 +100,7 @@ def package_versions() -> dict:
 
     out: dict[str, Any] = {"lenshpc": __version__, "python": platform.python_version()}
     for key, dists in PACKAGES.items():
-        module = sys.modules.get(_MODULES[key])
+        module = sys.modules.get(_MODULES.get(key, key))
         version = getattr(module, "__version__", None) if module is not None else None
         for dist in dists if version is None else ():
             with contextlib.suppress(metadata.PackageNotFoundError, ValueError):
@@ -154,7 +131,11 @@ def container_info(env: Mapping[str, str] | None = None) -> dict | None:
 
 
 def image_digest(path: str | os.PathLike) -> str | None:
-    """SHA-256 of a container image file, cached per (path, size, mtime); None when unreadable or a directory."""
+    """SHA-256 of a container image file; None when unreadable or a directory.
+
+    Cached per (path, size, mtime) in this process and in ``$XDG_CACHE_HOME/lenshpc/sif_digests.json``: hashing a
+    multi-GB image for every run of a sweep would cost seconds each.
+    """
     path = Path(path)
     try:
         st = path.stat()
@@ -205,15 +186,9 @@ def host_info() -> dict:
 
 # ------------------------------------------------------------------ the data
 def data_provenance(cfg=None, path: str | os.PathLike | None = None) -> dict | None:
-    """The dataset's fingerprint: config signature (when ``cfg``) and the file's stamp and attributes.
-
-    ``path`` defaults to ``cfg.data.path``.  The signature is
-    :func:`lenshpc.config.data_fingerprint` of ``DATA_KEYS`` (seed and the keys that fix the val/test
-    sets); the file part is its resolved path, size, mtime and the ``created``,
-    ``schema_version``, ``lenshpc_format``, ``lenshpc_version`` and ``seed`` root attributes
-    (cheap: no content is hashed, a multi-GB dataset is fingerprinted in milliseconds); a
-    Max-Tree run also gets ``segmented_file``, whose ``content_sha256`` the segmented file
-    records itself.
+    """The dataset's fingerprint: ``signature`` (:func:`lenshpc.config.data_fingerprint` of ``DATA_KEYS``, when
+    ``cfg``), ``file`` (:func:`file_stamp` of ``path``, default ``cfg.data.path``) and for a Max-Tree run
+    ``segmented_file``.  No content is hashed: a multi-GB dataset is fingerprinted in milliseconds.
     """
     out: dict[str, Any] = {}
     if cfg is not None:

@@ -13,10 +13,8 @@ CPU that has AVX-512 counts as affected.
 
 The default (``LENSHPC_ONEDNN=auto``) therefore caps oneDNN at AVX2 on CPUs with AVX-512
 (``ONEDNN_MAX_CPU_ISA=AVX2``) and leaves every other CPU alone.  The cap keeps most of oneDNN's
-speed: on the Sapphire Rapids machine (2 cores, batch 64) it trains ResNet18 at 101² with 61 img/s
-against 40 with oneDNN off and 83 with the unsafe AVX-512 kernels; the tiny ResNet at 64² with
-2,217 / 1,409 / 2,290 img/s (``python benchmarks/onednn.py``, docs/benchmarks.md).  GPU training
-is not affected: the kernels in question run on the CPU only.
+speed (``python benchmarks/onednn.py``, docs/benchmarks.md).  GPU training is not affected: the
+kernels in question run on the CPU only.
 
 The choice is taken in exactly one place — :func:`configure_tensorflow`, which ``lenshpc/__init__``
 calls, so it runs before any lenshpc module can import TensorFlow — logged at the start of every
@@ -206,5 +204,5 @@ def log_decision(logger: logging.Logger | None = None) -> None:
                          d["cpu"]["model"] or d["cpu"]["vendor"] or "unknown")
 
 
-__all__ = ["POLICIES", "POLICY_ENV", "affected", "check_float16_convolutions", "configure_tensorflow", "cpu_info", "decide", "describe",
-           "log_decision"]
+__all__ = ["POLICIES", "POLICY_ENV", "affected", "check_float16_convolutions", "configure_tensorflow", "cpu_info",
+           "decide", "describe", "log_decision"]

@@ -1,30 +1,26 @@
 """The submitit side of sweeps: the checkpointable run, executors, job states.
 
-:class:`TrainRun` is what every array task executes.  It is a
-``submitit.helpers.Checkpointable``: on a time-out (SLURM sends ``USR2``
-``slurm_signal_delay_s`` before the end) or a preemption, submitit calls
-:meth:`TrainRun.checkpoint`, which returns a ``DelayedSubmission`` of a fresh ``TrainRun`` for
-the same run directory, and requeues the task.  The requeued task calls
-``run_training(..., resume=True)``, which continues from ``RUN_DIR/checkpoint`` (written every
-``train.checkpoint_every`` chunks and on SIGTERM/SIGUSR1 by the training loop).
-
-Multi-GPU runs: with ``hpc.tasks_per_node > 1`` (or ``nodes > 1``) submitit starts that many
-tasks per array element through ``srun``; each task calls ``run_training(distributed="auto")``
-and :mod:`lenshpc.distributed` picks Horovod up from the SLURM environment, so one array task
-is one multi-rank run.
+:class:`TrainRun` is what every array task executes: a ``submitit.helpers.Checkpointable`` that resumes its run
+directory after a time-out or preemption requeue (docs/sweeps.md, "Preemption and time limits").  With
+``hpc.tasks_per_node > 1`` (or ``nodes > 1``) one array task is one multi-rank run: submitit starts the tasks
+through ``srun`` and :mod:`lenshpc.distributed` picks Horovod up from the SLURM environment.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from lenshpc.config import HpcConfig
+from lenshpc.config import HpcConfig, from_dict
 from lenshpc.errors import Preempted, UserError
 from lenshpc.train.rundir import RunDir
 from lenshpc.utils import progress
@@ -68,7 +64,6 @@ class TrainRun(_Checkpointable):
             return {"status": "done", "run_dir": self.run_dir, "skipped": True}
         forward = TimeoutForwarder()
         try:
-            from lenshpc.config import from_dict
             from lenshpc.train import run_training
 
             cfg = from_dict(self.config, source=f"{self.run_dir}/config")
@@ -129,9 +124,6 @@ class TimeoutForwarder:
         self.signalled = False
 
     def __enter__(self) -> "TimeoutForwarder":
-        import signal
-        import threading
-
         if threading.current_thread() is not threading.main_thread() or "SUBMITIT_FOLDER" not in os.environ:
             return self
         name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
@@ -145,8 +137,6 @@ class TimeoutForwarder:
         return self
 
     def _forward(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
-        import signal
-
         self.signalled = True
         if callable(signal.getsignal(signal.SIGUSR1)):  # the training loop is listening
             os.kill(os.getpid(), signal.SIGUSR1)
@@ -155,15 +145,11 @@ class TimeoutForwarder:
 
     def requeue_if_signalled(self) -> None:
         if self.signalled and self.submitit_handler is not None:
-            import signal
-
             signal.signal(self.signum, self.submitit_handler)
             self.submitit_handler(self.signum, None)  # checkpoint() + requeue + exit (rank 0)
 
     def __exit__(self, *exc) -> None:
         if self.submitit_handler is not None:
-            import signal
-
             signal.signal(self.signum, self.submitit_handler)
 
 
@@ -182,23 +168,12 @@ def slurm_parameters(hpc: HpcConfig, job_name: str) -> dict[str, Any]:
     }
     if hpc.gpus_per_node:
         params["gpus_per_node"] = int(hpc.gpus_per_node)
-    if hpc.partition:
-        params["slurm_partition"] = hpc.partition
-    if hpc.account:
-        params["slurm_account"] = hpc.account
-    if hpc.qos:
-        params["slurm_qos"] = hpc.qos
+    for key in ("partition", "account", "qos"):
+        if getattr(hpc, key):
+            params[f"slurm_{key}"] = getattr(hpc, key)
     for key, value in (hpc.extra or {}).items():
         params[key if key.startswith("slurm_") else f"slurm_{key}"] = value
     return params
-
-
-def python_command(hpc: HpcConfig) -> str | None:
-    """The interpreter jobs start: inside the Apptainer image when ``hpc.image`` is set."""
-    if not hpc.image:
-        return None
-    gpu = " --nv" if hpc.gpus_per_node else ""
-    return f"apptainer exec{gpu} {hpc.image} python3"
 
 
 def make_executor(kind: str, folder: Path, hpc: HpcConfig, job_name: str):
@@ -211,8 +186,8 @@ def make_executor(kind: str, folder: Path, hpc: HpcConfig, job_name: str):
         raise UserError("--executor slurm: 'sbatch' is not on PATH; run from a SLURM login node, or use "
                         "--executor local")
     kwargs = {}
-    if kind == "slurm" and python_command(hpc):
-        kwargs["slurm_python"] = python_command(hpc)
+    if kind == "slurm" and hpc.image:  # the jobs' interpreter runs inside the Apptainer image
+        kwargs["slurm_python"] = f"apptainer exec{' --nv' if hpc.gpus_per_node else ''} {hpc.image} python3"
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind, **kwargs)
     if kind == "local":
         executor._executor.__class__ = _detached_local_executor()
@@ -307,9 +282,6 @@ def run_limited(executor, items: Iterable, call_for: Callable[[Any], Any], *, pa
 def stop_local_jobs(jobs: list, grace_s: float = 10.0) -> None:
     """Stop local jobs now (SIGINT to their controllers, which stop their task and clean up) and wait
     for them, so no run writes after the sweep says it was interrupted; SIGKILL after ``grace_s``."""
-    import signal
-    import time
-
     for job in jobs:
         job.cancel(check=False)
     deadline = time.monotonic() + grace_s
@@ -405,39 +377,28 @@ def slurm_job_states(job_ids: list[str]) -> dict[str, JobState]:
     commands the result is empty.
     """
     wanted = set(job_ids)
-    out: dict[str, JobState] = {}
     if not wanted or shutil.which("squeue") is None:
-        return out
-    masters = sorted({j.split("_")[0] for j in wanted})
-    try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", os.environ.get("USER") or _user()],
-                              capture_output=True, text=True, timeout=60)
-        lines = proc.stdout.splitlines() if proc.returncode == 0 else []
-    except (OSError, subprocess.TimeoutExpired):
-        lines = []
-    for line in lines:
-        jid, _, state = line.partition("|")
-        if jid in wanted:
-            out[jid] = JobState(state.strip() in SLURM_ALIVE, state.strip())
-    rest = [j for j in wanted if j not in out]
+        return {}
+    user = os.environ.get("USER") or getpass.getuser()
+    out = {jid: JobState(state in SLURM_ALIVE, state)
+           for jid, state in _listed(["squeue", "-h", "-r", "-o", "%i|%T", "-u", user]) if jid in wanted}
+    rest = wanted - set(out)
     if rest and shutil.which("sacct"):
-        try:
-            proc = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)],
-                                  capture_output=True, text=True, timeout=60)
-            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
-                jid, _, state = line.partition("|")
-                state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
-                if jid in rest:
-                    out[jid] = JobState(state in SLURM_ALIVE, state)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        masters = sorted({j.split("_")[0] for j in rest})
+        for jid, state in _listed(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)]):
+            if jid in rest:
+                out[jid] = JobState(state in SLURM_ALIVE, state)
     return out
 
 
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
+def _listed(command: list[str]) -> list[tuple[str, str]]:
+    """``(job id, state)`` per ``ID|STATE`` line of ``squeue``/``sacct`` (none when the command fails)."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.partition("|")[::2] for line in proc.stdout.splitlines()] if proc.returncode == 0 else []
+    return [(jid, (state.split() or ["UNKNOWN"])[0]) for jid, state in rows]  # "CANCELLED by 0" → CANCELLED
 
 
 def job_states(jobs: list[dict]) -> dict[str, JobState]:

@@ -1,23 +1,4 @@
-"""Sweep files: a base config × named variants × seeds (× optional product dims).
-
-Format (docs/sweeps.md)::
-
-    name: thesis_table51            # default: the file name
-    base: ../thesis/bce.yaml        # a run config, relative to this file
-    out: runs/thesis_table51        # default output dir (relative to the working dir)
-    seeds: 0-9                      # "0-9", "0-4,7", [0, 1, 2] or a count (10 → 0..9)
-    set:                            # dotted overrides for every run
-      data.path: data/kids.h5
-    grid:                           # named variants = rows of the report
-      - name: bce
-      - name: fbeta_soft
-        config: ../thesis/fbeta_soft.yaml    # optional: another base for this row
-        train.patience: 600                  # any other key: a dotted config override
-    product:                        # optional cartesian dims (each value × each variant)
-      train.learning_rate: [1.0e-4, 3.0e-4]
-    hpc:                            # SLURM resources (over the base config's hpc section)
-      partition: gpu
-      gpus_per_node: 1
+"""Sweep files: a base config × named variants × seeds (× optional product dims); the format is in docs/sweeps.md.
 
 Each grid point gets ``<out>/<group>/seed<k>`` where ``<group>`` is the variant name plus
 ``__key-value`` for each product dim (deterministic and filesystem-safe).
@@ -25,6 +6,7 @@ Each grid point gets ``<out>/<group>/seed<k>`` where ``<group>`` is the variant 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections import Counter
@@ -62,7 +44,7 @@ class GridPoint:
 
 @dataclass
 class SweepSpec:
-    """A parsed sweep file (see module docstring)."""
+    """A parsed sweep file (docs/sweeps.md)."""
 
     path: Path
     name: str
@@ -134,12 +116,8 @@ def _check_dotted(key: Any, where: str) -> str:
 
 
 def _absolutise(cfg: Config, cwd: Path) -> Config:
-    changes = {}
-    flat = {"data.path": cfg.data.path, "data.segmented_path": cfg.data.segmented_path}
-    for key in PATH_KEYS:
-        value = flat[key]
-        if value and not Path(value).is_absolute():
-            changes[key] = str((cwd / value).resolve())
+    values = {key: getattr(cfg.data, key.split(".", 1)[1]) for key in PATH_KEYS}
+    changes = {k: str((cwd / v).resolve()) for k, v in values.items() if v and not Path(v).is_absolute()}
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -193,10 +171,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, out: str | 
     for vname, vfile, vparams in variants:
         cfg_file = vfile or base
         where = f"{path}: grid variant '{vname}'"
-        if cfg_file is None:
-            file_path = None
-        else:
-            file_path = (path.parent / cfg_file).resolve()
+        file_path = (path.parent / cfg_file).resolve() if cfg_file is not None else None
         key = str(file_path)
         if key not in loaded:
             try:
@@ -262,11 +237,15 @@ def group_values(spec: "SweepSpec") -> dict[str, dict[str, Any]]:
     return out
 
 
+def _mapping(block: Any, message: str) -> dict:
+    """``block`` (a sweep file section): ``{}`` when absent, :class:`ConfigError` ``message`` when not a mapping."""
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(message)
+    return block or {}
+
+
 def _overrides_block(block: Any, where: str) -> dict[str, Any]:
-    if block is None:
-        return {}
-    if not isinstance(block, dict):
-        raise ConfigError(f"{where}: expected a mapping of dotted keys to values, e.g. data.path: data/kids.h5")
+    block = _mapping(block, f"{where}: expected a mapping of dotted keys to values, e.g. data.path: data/kids.h5")
     return {_check_dotted(k, where): v for k, v in block.items()}
 
 
@@ -299,12 +278,8 @@ def _variants(grid: Any, path: Path) -> list[tuple[str, str | None, dict]]:
 
 
 def _product(block: Any, path: Path) -> dict[str, list]:
-    if block is None:
-        return {}
-    if not isinstance(block, dict):
-        raise ConfigError(f"{path}: product must map dotted keys to lists of values")
     out = {}
-    for key, values in block.items():
+    for key, values in _mapping(block, f"{path}: product must map dotted keys to lists of values").items():
         _check_dotted(key, f"{path}: product")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: product.{key} must be a non-empty list of values")
@@ -316,7 +291,5 @@ def _hpc(points: list[GridPoint], block: Any, path: Path) -> HpcConfig:
     base = points[0].config.hpc if points else HpcConfig()
     if block is None:
         return base
-    if not isinstance(block, dict):
-        raise ConfigError(f"{path}: hpc must be a mapping (partition, time_min, gpus_per_node, …)")
-    merged = {**from_dict({"hpc": base.__dict__}).to_dict()["hpc"], **block}
-    return from_dict({"hpc": merged}, source=f"{path}").hpc
+    block = _mapping(block, f"{path}: hpc must be a mapping (partition, time_min, gpus_per_node, …)")
+    return from_dict({"hpc": {**dataclasses.asdict(base), **block}}, source=f"{path}").hpc

@@ -62,12 +62,7 @@ def _status(run_id: str, run_dir: Path, history: list[dict], states: dict, root:
 def format_status(rows: list[RunStatus], root: Path | None = None, width: int = 100) -> str:
     """A fixed-width table plus a one-line summary (details cut to ``width`` characters)."""
     def rel(p: Path | None) -> str:
-        if p is None:
-            return "-"
-        try:
-            return str(p.relative_to(Path.cwd()))
-        except ValueError:
-            return str(p)
+        return "-" if p is None else str(p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p)
 
     head = ("RUN", "STATE", "JOB", "DETAIL", "LOG")
     def cut(text: str) -> str:

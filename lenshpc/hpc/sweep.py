@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
@@ -96,7 +95,8 @@ def write_sweep_json(spec: SweepSpec, hpc: HpcConfig, executor: str, jobs_by_id:
     seeds = sorted({*spec.seeds, *(r["seed"] for r in kept if isinstance(r.get("seed"), int))})
     data = {"version": 1, "kind": spec.kind, "name": spec.name,
             "sweep_file": str(spec.path.resolve()) if spec.path else "",
-            "out": str(spec.out), "created": created or now(), "updated": now(), "executor": executor,
+            "out": str(spec.out), "created": created or (previous or {}).get("created") or now(), "updated": now(),
+            "executor": executor,
             "hpc": hpc.__dict__ | {"extra": dict(hpc.extra)}, "groups": groups, "seeds": seeds,
             "varied_keys": spec.varied_keys, "runs": runs + kept}
     path = spec.out / SWEEP_JSON
@@ -123,14 +123,12 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
     rd = read_run_dir(run_dir)
     last = history[-1] if history else None
     job_state = states.get(last["job_id"]) if last else None
+    resumes = f"; resumes at chunk {rd.checkpoint_chunk}" if rd.checkpoint_chunk is not None else ""
     if rd.state == DONE:
         return R_DONE, ""
     if job_state is not None and job_state.alive:
         pending = job_state.state in _PENDING_WORDS
-        detail = f"job {last['job_id']} {job_state.state.lower()}"
-        if rd.checkpoint_chunk is not None:
-            detail += f"; resumes at chunk {rd.checkpoint_chunk}"
-        return (R_PENDING if pending else R_RUNNING), detail
+        return (R_PENDING if pending else R_RUNNING), f"job {last['job_id']} {job_state.state.lower()}{resumes}"
     if rd.state == RUNNING:  # a live process holds the run dir (lenshpc train outside this sweep, or a lost job id)
         return R_RUNNING, rd.running_detail()
     if rd.state == FAILED:
@@ -144,9 +142,7 @@ def classify(run_dir: Path, history: list[dict], states: dict[str, "_jobs.JobSta
         word = job_state.state if job_state is not None else "UNKNOWN"
         detail = (f"job {last['job_id']} ended ({word}) without DONE" if last
                   else "started outside this sweep, not finished")
-        if rd.checkpoint_chunk is not None:
-            detail += f"; resumes at chunk {rd.checkpoint_chunk}"
-        return R_FAILED, detail
+        return R_FAILED, detail + resumes
     return R_NOT_STARTED, ""
 
 
@@ -225,18 +221,15 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
     planned = plan(spec, retry_failed=retry_failed, only=only)
     todo = [p for p in planned if p.action in (SUBMIT, RETRY)]
     outcome = SweepOutcome(planned=planned, submitted=[], job_ids=[])
-    if dry_run:
-        return outcome
-    if not todo:
+    if dry_run or not todo:
         return outcome
     spec.out.mkdir(parents=True, exist_ok=True)
     previous = read_sweep_json(spec.out)
     jobs_by_id = recorded_jobs(previous)
-    created = previous.get("created")
     folder = spec.out / SUBMITIT_DIR / "%j"
 
     def save() -> None:
-        write_sweep_json(spec, hpc, executor, jobs_by_id, created, previous=previous)
+        write_sweep_json(spec, hpc, executor, jobs_by_id, previous=previous)
     ex = _jobs.make_executor(executor, folder, hpc, job_name=f"lenshpc-{spec.name}")
     raise_errors = executor != "debug"
 
@@ -259,8 +252,12 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
         for p, job in zip(todo, submitted):
             record(p, job)
         save()
-        if wait:
-            _wait_slurm(outcome, echo, poll_s=max(poll_s, 2.0))
+        if wait:  # until every array task has ended (its result written, or the scheduler says so)
+            from submitit.helpers import as_completed
+
+            with progress(total=len(submitted), desc="waiting for SLURM", unit="job") as bar:
+                for _ in as_completed(submitted, poll_frequency=max(poll_s, 2.0)):
+                    bar.update(1)
             outcome.failed_after = _failures(todo)
         return outcome
 
@@ -296,30 +293,5 @@ def run_sweep(spec: SweepSpec, executor: str = "slurm", hpc: HpcConfig | None = 
 
 
 def _failures(batch: list[PlannedRun]) -> list[tuple[GridPoint, str]]:
-    out = []
-    for p in batch:
-        rd = read_run_dir(p.point.run_dir)
-        if rd.state != DONE:
-            out.append((p.point, rd.error or "ended without DONE"))
-    return out
-
-
-def _wait_slurm(outcome: SweepOutcome, echo: Callable[[str], None], poll_s: float) -> None:
-    """Block until every submitted array task has left the queue (``--wait``)."""
-    ids = list(outcome.job_ids)
-    run_dirs = {j: p.point.run_dir for j, p in zip(ids, outcome.submitted)}
-    bar = progress(total=len(ids), desc="waiting for SLURM", unit="job")
-    finished: set[str] = set()
-    while len(finished) < len(ids):
-        states = _jobs.slurm_job_states([j for j in ids if j not in finished])
-        for j in ids:
-            if j in finished:
-                continue
-            st = states.get(j)
-            # A job the scheduler does not (yet) report counts as ended only once its run dir has a marker.
-            if (st is not None and not st.alive) or (st is None and read_run_dir(run_dirs[j]).state in (DONE, FAILED)):
-                finished.add(j)
-                bar.update(1)
-        if len(finished) < len(ids):
-            time.sleep(poll_s)
-    bar.close()
+    states = [(p.point, read_run_dir(p.point.run_dir)) for p in batch]
+    return [(point, rd.error or "ended without DONE") for point, rd in states if rd.state != DONE]

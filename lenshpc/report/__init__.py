@@ -12,8 +12,6 @@ is the sample std over seeds (ddof = 1, :data:`lenshpc.report.stats.STD_DDOF`).
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from lenshpc.report import significance
 from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
 from lenshpc.report.tables import STD_NOTE, csv_text, markdown_tables, tex_escape, tex_tables, write_tables
 
-__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "reduce_runs"]
+__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "plot_lines", "reduce_runs"]
 
 
 @dataclass
@@ -48,16 +46,14 @@ class ReduceResult:
 
 
 def load_sweep_json(root: Path) -> dict | None:
-    """``root/sweep.json`` as a dict (None when absent or unreadable)."""
-    path = root / "sweep.json"
+    """``root/sweep.json`` with its ``_path`` (None when absent or unreadable: a report never fails over it)."""
+    from lenshpc.hpc.sweep import SWEEP_JSON, read_sweep_json
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_sweep_json(root)
+    except UserError:
         return None
-    if not isinstance(data, dict):
-        return None
-    data["_path"] = str(path)
-    return data
+    return {**data, "_path": str(root / SWEEP_JSON)} if data else None
 
 
 def _common(records: list[RunRecord], key: str) -> str:
@@ -114,7 +110,7 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
 
         plot_dir = out / "plots"
         beta = _common(records, "beta")
-        plot_paths += figures.plot_fbeta_curves(groups, plot_dir, beta=float(beta) if _isnum(beta) else None)
+        plot_paths += figures.plot_fbeta_curves(groups, plot_dir, beta=None if beta in ("?", "varies") else float(beta))
         hists, hist_problems = figures.score_histograms(groups)
         problems += hist_problems
         plot_paths += figures.plot_histograms(hists, plot_dir)
@@ -177,24 +173,27 @@ def _log_note(rec: RunRecord) -> str:
             else f"no log yet: `{rec.path / 'train.log'}` does not exist")
 
 
-def _beta_note(records: list[RunRecord]) -> str:
-    beta = _common(records, "beta")
-    return f" (β = {beta})" if beta != "?" else ""
-
-
-def _isnum(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
+def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
+    """The report's "Plots" section: one Markdown image per PNG of ``plots``, linked relative to ``out``
+    (``folder``: the alt text names the PNG's folder too); no lines without plots."""
+    if not plots:
+        return []
+    lines = ["## Plots", ""]
+    for p in plots:
+        if p.suffix == ".png":
+            rel = p.relative_to(out) if p.is_relative_to(out) else p
+            lines.append(f"![{rel.parent.name}/{p.stem}]({rel})" if folder else f"![{p.stem}]({rel})")
+    return [*lines, ""]
 
 
 def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     missing = sum(len(g.missing_seeds) for g in r.groups)
+    beta = _common(r.records, "beta")
+    beta_note = f" (β = {beta})" if beta != "?" else ""
     lines = [f"# Report: {root}", "",
              f"Runs: {r.count(OK)} finished, {r.count(FAILED)} failed, {r.count(INCOMPLETE)} running or unfinished, "
              f"{r.count(CORRUPT)} corrupt, {missing} missing.",
-             f"Metrics on the test set{_beta_note(r.records)}; values are mean ± std over seeds, {STD_NOTE}.",
+             f"Metrics on the test set{beta_note}; values are mean ± std over seeds, {STD_NOTE}.",
              f"Grouped by: {', '.join(f'`{k}`' for k in r.keys) or 'nothing (one group)'}.", ""]
     if r.warnings:
         lines += ["## Warnings", "", *(f"- **warning**: {w}" for w in r.warnings), ""]
@@ -204,13 +203,7 @@ def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
         lines += ["## Missing, failed and unfinished runs", "", *(f"- {line}" for line in gaps), ""]
     if r.problems:
         lines += ["## Problems", "", *(f"- {p}" for p in r.problems), ""]
-    if r.plots:
-        lines += ["## Plots", ""]
-        for p in r.plots:
-            if p.suffix == ".png":
-                rel = p.relative_to(out) if p.is_relative_to(out) else p
-                lines.append(f"![{p.stem}]({rel})")
-        lines.append("")
+    lines += plot_lines(r.plots, out)
     lines += code_provenance.markdown_lines(r.groups)
     lines += ["Files: `report.csv` (all numbers, full precision, p-values against each column's best group), "
               "`report.tex` (booktabs tables).", ""]

@@ -93,26 +93,14 @@ def base_name(column: str) -> str:
 
 def find_run_dirs(root: str | Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
     """All run directories under ``root`` (``root`` itself included), sorted by path."""
-    root = Path(root)
     excluded = {p.resolve() for p in exclude}
     found: list[Path] = []
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        names = {e.name for e in entries}
-        if any(m in names for m in RUN_MARKERS):
+    for d, dirs, files in os.walk(root):  # unreadable folders are skipped, links to folders not followed
+        if any(m in files or m in dirs for m in RUN_MARKERS):
             found.append(Path(d))
-            continue  # a run directory's children (checkpoint/, plots) are not runs
-        for e in entries:
-            if e.name.startswith(".") or not e.is_dir(follow_symlinks=False):
-                continue
-            if excluded and Path(e.path).resolve() in excluded:
-                continue
-            stack.append(Path(e.path))
+            dirs.clear()  # a run directory's children (checkpoint/, plots) are not runs
+        else:  # hidden folders (.submitit logs) and the excluded ones are not searched
+            dirs[:] = [n for n in dirs if not n.startswith(".") and Path(d, n).resolve() not in excluded]
     return sorted(found)
 
 
@@ -124,9 +112,8 @@ def load_run(path: Path) -> RunRecord:
         return _with_config(RunRecord(path, FAILED, problem=failure_reason(path)))
     if not done:
         return _with_config(RunRecord(path, INCOMPLETE))
-    metrics_path = rd.metrics
     try:
-        metrics = json.loads(metrics_path.read_bytes())
+        metrics = json.loads(rd.metrics.read_bytes())
     except FileNotFoundError:
         return _with_config(RunRecord(path, CORRUPT, problem="DONE but no metrics.json"))
     except (OSError, ValueError) as exc:
@@ -135,7 +122,7 @@ def load_run(path: Path) -> RunRecord:
         return _with_config(RunRecord(path, CORRUPT, problem="metrics.json is not a JSON object"))
     from lenshpc import tasks
 
-    missing = [m for m in tasks.recorded_vocabulary(metrics).get("required", []) if not _is_number(metrics.get(m))]
+    missing = [m for m in tasks.recorded_vocabulary(metrics).get("required", []) if not is_number(metrics.get(m))]
     if missing:
         return _with_config(RunRecord(path, CORRUPT, problem=f"metrics.json lacks {', '.join(missing)}"))
     config = metrics.get("config")
@@ -143,7 +130,7 @@ def load_run(path: Path) -> RunRecord:
     if not record.config:
         _with_config(record)
     seed = metrics.get("seed", record.config.get("seed"))
-    record.seed = int(seed) if _is_number(seed) else record.seed
+    record.seed = int(seed) if is_number(seed) else record.seed
     return record
 
 
@@ -174,7 +161,7 @@ def attach_sweep(records: list[RunRecord], sweep: dict | None) -> None:
         run = runs.get(str(rec.path.resolve()), {})
         if isinstance(run.get("group"), str):
             rec.group = run["group"]
-        if rec.seed is None and _is_number(run.get("seed")):
+        if rec.seed is None and is_number(run.get("seed")):
             rec.seed = int(run["seed"])
         if rec.status in (FAILED, INCOMPLETE):
             jobs = run.get("jobs") if isinstance(run.get("jobs"), list) else []
@@ -182,7 +169,8 @@ def attach_sweep(records: list[RunRecord], sweep: dict | None) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A JSON number (``True``/``False`` are not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -191,6 +179,8 @@ def _with_defaults(flat: dict) -> dict:
     from lenshpc.config import LEGACY_DEFAULTS
 
     return {**LEGACY_DEFAULTS, **flat}
+
+
 def _with_config(record: RunRecord) -> RunRecord:
     """Fill ``config``/``seed`` from ``config.yaml`` (slow path: only for runs without metrics)."""
     import yaml
@@ -205,6 +195,6 @@ def _with_config(record: RunRecord) -> RunRecord:
     if isinstance(data, dict):
         record.config = _with_defaults(flatten(data))
         seed = record.config.get("seed")
-        if _is_number(seed):
+        if is_number(seed):
             record.seed = int(seed)
     return record

@@ -36,9 +36,6 @@ def pyplot():
     return plt
 
 
-_pyplot = pyplot
-
-
 def save_png(fig, path: str | Path, *, dpi: int = 110, tight: bool = False, close: bool = True) -> Path:
     """Write ``fig`` to ``path`` as a PNG atomically (temp file + rename), then close it.
 
@@ -56,12 +53,14 @@ def save_png(fig, path: str | Path, *, dpi: int = 110, tight: bool = False, clos
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
+    """``out/stem.png`` and ``out/stem.pdf``, each written atomically; then ``fig`` is closed."""
     paths = []
     for ext in ("png", "pdf"):
         path = out / f"{stem}.{ext}"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=130 if ext == "png" else None, bbox_inches="tight")
         paths.append(path)
+    pyplot().close(fig)
     return paths
 
 
@@ -76,16 +75,24 @@ def _curves(run, *names: str) -> list[np.ndarray] | None:
     return arrays
 
 
-def plot_fbeta_curves(groups: list[GroupSummary], out: Path, beta: float | None = None) -> list[Path]:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = 0
+def _with_curves(groups: list[GroupSummary], *names: str) -> list[tuple[GroupSummary, list, str]]:
+    """``(group, its runs' curves `names`, colour)`` of every group whose runs recorded those curves (a group
+    keeps its colour whichever groups before it are left out)."""
+    colours = pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    out = []
     for i, g in enumerate(groups):
-        series = [c for c in (_curves(r, "thresholds", "fbeta", "precision", "recall") for r in g.runs) if c]
-        if not series:
-            continue
-        colour = colours[i % len(colours)]
+        series = [c for c in (_curves(r, *names) for r in g.runs) if c]
+        if series:
+            out.append((g, series, colours[i % len(colours)]))
+    return out
+
+
+def plot_fbeta_curves(groups: list[GroupSummary], out: Path, beta: float | None = None) -> list[Path]:
+    drawn = _with_curves(groups, "thresholds", "fbeta", "precision", "recall")
+    if not drawn:
+        return []
+    fig, ax = pyplot().subplots(figsize=(7.5, 5))
+    for g, series, colour in drawn:
         t, f_mean, f_std = mean_curve([s[0] for s in series], [s[1] for s in series])
         _, p_mean, _ = mean_curve([s[0] for s in series], [s[2] for s in series], grid=t)
         _, r_mean, _ = mean_curve([s[0] for s in series], [s[3] for s in series], grid=t)
@@ -93,47 +100,31 @@ def plot_fbeta_curves(groups: list[GroupSummary], out: Path, beta: float | None 
         ax.fill_between(t, f_mean - f_std, f_mean + f_std, color=colour, alpha=0.2, lw=0)
         ax.plot(t, r_mean, color=colour, lw=1.0, ls=(0, (8, 4)))  # long dashes: recall (Fig 5.1)
         ax.plot(t, p_mean, color=colour, lw=1.0, ls=(0, (2, 2)))  # short dashes: precision
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return []
     beta_txt = f" (β = {beta:g})" if beta else ""
     ax.set(xlabel="p-threshold", ylabel=f"Fβ-score{beta_txt}", xlim=(0, 1),
            title="Mean Fβ over seeds ± 1 std; long dashes: recall, short dashes: precision")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower center")
-    paths = _save(fig, out, "fbeta_curves")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, "fbeta_curves")
 
 
 def plot_roc_curves(groups: list[GroupSummary], out: Path) -> list[Path]:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = 0
-    for i, g in enumerate(groups):
-        series = [c for c in (_curves(r, "roc_fpr", "roc_tpr") for r in g.runs) if c]
-        if not series:
-            continue
-        colour = colours[i % len(colours)]
+    drawn = _with_curves(groups, "roc_fpr", "roc_tpr")
+    if not drawn:
+        return []
+    fig, ax = pyplot().subplots(figsize=(5.5, 5))
+    for g, series, colour in drawn:
         fpr, tpr, std = mean_curve([s[0] for s in series], [s[1] for s in series], grid=ROC_GRID)
         auc = g.mean.get("auroc", float("nan"))
         ax.plot(fpr, tpr, color=colour, lw=1.6, label=f"{g.label} (AUROC {auc:.3f})")
         ax.fill_between(fpr, np.clip(tpr - std, 0, 1), np.clip(tpr + std, 0, 1), color=colour, alpha=0.15, lw=0)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return []
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
            title="Mean ROC over seeds (±1 std)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    paths = _save(fig, out, "roc_curves")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, "roc_curves")
 
 
 def score_histograms(groups: list[GroupSummary]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -168,11 +159,10 @@ def score_histograms(groups: list[GroupSummary]) -> tuple[dict[str, np.ndarray],
 def plot_histograms(hists: dict[str, np.ndarray], out: Path) -> list[Path]:
     if not hists:
         return []
-    plt = _pyplot()
     n = len(hists)
     ncols = min(3, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     for ax, (label, counts) in zip(axes.ravel(), hists.items()):
         # stairs: one artist per class (bar() makes one patch per bin: 10x slower to save)
         ax.stairs(counts[0], HIST_BINS, fill=True, color="tab:blue", alpha=0.6, label="non-lenses")
@@ -184,6 +174,4 @@ def plot_histograms(hists: dict[str, np.ndarray], out: Path) -> list[Path]:
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Prediction distributions on the test set")
     fig.tight_layout()
-    paths = _save(fig, out, "prediction_histograms")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, "prediction_histograms")

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, Vocabulary
+from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, Vocabulary, is_number
 
 #: Degrees of freedom of the reported std (1 = sample std over seeds).
 STD_DDOF = 1
@@ -106,9 +106,8 @@ def metric_matrix(runs: list[RunRecord], metrics: tuple[str, ...]) -> np.ndarray
     for i, run in enumerate(runs):
         m = run.metrics or {}
         for j, name in enumerate(metrics):
-            value = m.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[i, j] = value
+            if is_number(m.get(name)):
+                out[i, j] = m[name]
     return out
 
 
@@ -146,7 +145,7 @@ def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
     columns = Vocabulary.of(records).columns if columns is None else columns
     keys = list(group_by) if group_by else varied_keys(records)
     if group_by:
-        known = set().union(*(r.config for r in records if r.config)) if records else set()
+        known = set().union(*(r.config for r in records if r.config))
         unknown = [k for k in keys if known and k not in known]
         if unknown:
             raise UserError(f"--group-by: unknown config key(s) {', '.join(unknown)}; varied keys here: "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from pathlib import Path
 
@@ -56,17 +57,10 @@ def fmt_pm(mean: float, std: float, digits: int = 3) -> str:
 
 def seeds_text(seeds: list[int]) -> str:
     """``[0, 1, 2, 5]`` → ``"0-2,5"`` (compact ranges)."""
-    if not seeds:
-        return ""
-    seeds = sorted(set(seeds))
-    parts, start, prev = [], seeds[0], seeds[0]
-    for s in seeds[1:] + [None]:
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if s is not None:
-            start = prev = s
+    parts = []
+    for _, run in itertools.groupby(enumerate(sorted(set(seeds))), key=lambda t: t[1] - t[0]):  # runs of +1 steps
+        first, *rest = [s for _, s in run]
+        parts.append(f"{first}-{rest[-1]}" if rest else str(first))
     return ",".join(parts)
 
 
@@ -202,8 +196,8 @@ def tex_tables(groups: list[GroupSummary], caption: str, vocab: Vocabulary = LEN
 
 def write_tables(out: Path, md: str, csv_body: str, tex: str) -> dict[str, Path]:
     """Write ``report.md``, ``report.csv`` and ``report.tex`` atomically under ``out``."""
-    paths = {"md": out / "report.md", "csv": out / "report.csv", "tex": out / "report.tex"}
-    atomic_write_text(paths["md"], md)
-    atomic_write_text(paths["csv"], csv_body)
-    atomic_write_text(paths["tex"], tex)
+    paths = {}
+    for ext, text in (("md", md), ("csv", csv_body), ("tex", tex)):
+        paths[ext] = out / f"report.{ext}"
+        atomic_write_text(paths[ext], text)
     return paths
