@@ -149,7 +149,7 @@ def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarra
     return x
 
 
-def short_name(path: Path) -> str:
+def short_name(path: str | Path) -> str:
     """``…/bce/seed3`` → ``bce/seed3`` (a run's group and seed)."""
     path = Path(path)
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
@@ -197,15 +197,6 @@ def member_for_seed(label: str, path: Path, is_group: bool, seed: int, where: st
     run_dir = path / f"seed{seed}" if is_group else path
     check_finished(run_dir, f"{where}: member '{label}'" + (f" seed {seed}" if is_group else ""))
     return Member(label, run_dir)
-
-
-def group_seed_runs(path: Path) -> dict[int, Path]:
-    """``{k: <group>/seed<k>}`` for every seed directory of a sweep group (finished or not)."""
-    out = {}
-    for p in path.iterdir() if path.is_dir() else []:
-        if p.is_dir() and p.name.startswith("seed") and p.name[4:].isdigit():
-            out[int(p.name[4:])] = p
-    return dict(sorted(out.items()))
 
 
 # ====================================================================== prediction matrices
@@ -370,8 +361,9 @@ def _fingerprint(target: dict, y_val: np.ndarray, y_test: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _model_stamp(run_dir: Path) -> str:
-    st = (run_dir / MODEL_FILE).stat()
+def size_mtime(path: Path) -> str:
+    """``size:mtime_ns`` of a file: changes when it is rewritten (score caches, rank plans)."""
+    st = path.stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
@@ -391,7 +383,7 @@ def _read_cache(path: Path, run_dir: Path, fingerprint: str) -> tuple[np.ndarray
         with h5py.File(path, "r") as fh:
             attrs = dict(fh.attrs)
             if (int(attrs.get("version", -1)) != CACHE_VERSION or attrs.get("fingerprint") != fingerprint
-                    or attrs.get("model_stamp") != _model_stamp(run_dir)):
+                    or attrs.get("model_stamp") != size_mtime(run_dir / MODEL_FILE)):
                 return None
             return fh["val/scores"][()], fh["test/scores"][()]
     except (OSError, KeyError) as exc:
@@ -405,7 +397,7 @@ def _write_cache(path: Path, run_dir: Path, fingerprint: str, val: np.ndarray, t
     with atomic_path(path) as tmp:
         with create_h5(tmp) as fh:
             fh.attrs.update({"version": CACHE_VERSION, "fingerprint": fingerprint, "run_dir": str(run_dir),
-                             "model_stamp": _model_stamp(run_dir)})
+                             "model_stamp": size_mtime(run_dir / MODEL_FILE)})
             fh.create_dataset("val/scores", data=np.asarray(val, np.float32))
             fh.create_dataset("test/scores", data=np.asarray(test, np.float32))
 
@@ -419,5 +411,5 @@ def relpath(target: Path, start: Path) -> str:
 
 
 __all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer",
-           "ensemble_member_dirs", "group_seed_runs", "load_member_config", "member_for_seed", "member_names",
+           "ensemble_member_dirs", "size_mtime", "load_member_config", "member_for_seed", "member_names",
            "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name"]

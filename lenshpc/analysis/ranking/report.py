@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc import __version__, provenance
+from lenshpc.analysis.ensembles.members import short_name
 from lenshpc.analysis.ranking import metrics as rk
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import atomic_path, atomic_write_json
@@ -281,12 +282,6 @@ def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total:
 
 
 # ---------------------------------------------------------------------- the command
-def _model_name(path: str | Path) -> str:
-    """``…/bce/seed3`` → ``bce/seed3``."""
-    path = Path(path)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-
-
 def default_out(model: str | Path, catalogue: str | Path) -> Path:
     """``MODEL/rank-<catalogue stem>`` (like ``evaluate``'s ``RUN_DIR/eval-<data>``)."""
     return Path(model) / f"rank-{Path(catalogue).stem}"
@@ -361,7 +356,7 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
             head = order[:top]
             outputs["top_png"] = str(write_top_montage(
                 out / "top.png", ds, head, ids, scores, ranks, flags,
-                f"top {len(head)} of {plan.n} cutouts in {Path(catalogue).name} ranked by {_model_name(plan.model)}"))
+                f"top {len(head)} of {plan.n} cutouts in {Path(catalogue).name} ranked by {short_name(plan.model)}"))
     metrics = None
     prov = _provenance(plan, started, executor)
     if flags is not None and flags.any():

@@ -1,23 +1,9 @@
 """Sharded scoring of a catalogue for ``lenshpc rank`` (the pattern of :mod:`lenshpc.preprocess.maxtree.shards`).
 
-The catalogue's rows are cut into *batches* of ``batch_size`` consecutive rows (the last one
-may be shorter) and shard ``k`` of ``K`` owns the contiguous batches
-``[⌊nb·k/K⌋, ⌊nb·(k+1)/K⌋)`` of the ``nb`` batches.  Shard boundaries therefore always fall on
-batch boundaries: every batch the network sees holds the same rows whatever ``K``, so the
-scores — and ``ranked.csv`` — are bit-identical for any shard count and executor (a network's
-float32 output may depend on the batch it is computed in).
-
-Each shard reads its rows block by block (whole batches, about ``BLOCK_ROWS`` rows; the next
-block is read and prepared in a background thread while the current one is scored), so memory
-stays at two blocks whatever the catalogue's size, and writes ``OUT/shards/scores-KKKK-of-NNNN.h5``
-atomically (``scores`` float32, attributes ``plan``, ``first``, ``stop``).  A shard file whose
-``plan`` attribute matches is skipped on a re-run; the plan fingerprints the model files, the
-catalogue and the batch size, so a retrained model or a rewritten catalogue recomputes
-everything.
-
-Executors: ``inline`` (this process, shard after shard, one model load), ``local`` and
-``slurm`` (a submitit array through :func:`lenshpc.hpc.jobs.make_executor`: one task per
-pending shard).  ``jobs/rank_array.sh`` does the same with plain sbatch.
+Shard ``k`` of ``K`` owns contiguous, batch-aligned rows, so every batch the network sees holds the same rows
+whatever ``K`` and the scores are bit-identical for any shard count and executor; blocks are read one ahead in a
+thread, each shard file (``OUT/shards/scores-KKKK-of-NNNN.h5``) is written atomically and skipped on a re-run
+when its plan fingerprint matches.  Layout, executors and resume: ``docs/ranking.md`` ("Big catalogues").
 """
 
 from __future__ import annotations
@@ -32,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs, size_mtime
 from lenshpc.errors import DataError, UserError
 from lenshpc.hpc import shards as sh
 from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, unfinished_run_advice
@@ -59,30 +46,23 @@ def shard_path(out: str | Path, k: int, shards: int) -> Path:
 
 
 # ---------------------------------------------------------------------- identities
-def _stamp(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def model_files(model: str | Path) -> dict[str, str]:
     """``{file: size:mtime}`` of the files a scorer for ``model`` reads (its fingerprint).
 
     A run directory: its ``model.keras``.  An ensemble run directory: ``ensemble.json``, every
     other top-level file and each member run's ``model.keras``.
     """
-    from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs
-
     model = Path(model).resolve()
     files: dict[str, str] = {}
     if (model / ENSEMBLE_JSON).is_file():
         for p in sorted(model.iterdir()):
             if p.is_file() and not p.name.startswith("."):
-                files[str(p)] = _stamp(p)
+                files[str(p)] = size_mtime(p)
         for run in ensemble_member_dirs(model):
             if (run / MODEL_FILE).is_file():
-                files[str(run / MODEL_FILE)] = _stamp(run / MODEL_FILE)
+                files[str(run / MODEL_FILE)] = size_mtime(run / MODEL_FILE)
     elif (model / MODEL_FILE).is_file():
-        files[str(model / MODEL_FILE)] = _stamp(model / MODEL_FILE)
+        files[str(model / MODEL_FILE)] = size_mtime(model / MODEL_FILE)
     return files
 
 
@@ -164,7 +144,7 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
             raise DataError(f"{catalogue}: the catalogue has no images")
         a = ds.attrs
         source = {"path": str(Path(catalogue).resolve()), "created": a.get("created"), "n": n,
-                  "image_shape": list(ds.image_shape), "stamp": _stamp(Path(catalogue))}
+                  "image_shape": list(ds.image_shape), "stamp": size_mtime(Path(catalogue))}
         shape = tuple(int(s) for s in ds.image_shape)
     n_batches = -(-n // batch_size)
     if shards > n_batches:
