@@ -19,6 +19,7 @@ Outputs in ``OUT`` (``docs/ranking.md``):
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 from lenshpc import __version__, provenance
 from lenshpc.analysis.ensembles.members import short_name
 from lenshpc.analysis.ranking import metrics as rk
+from lenshpc.data.stack import normalise_id
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import atomic_path, atomic_write_json
 
@@ -71,8 +73,6 @@ def _truthy(values: np.ndarray, where: str) -> np.ndarray:
 def read_id_file(path: str | Path) -> list[str]:
     """IDs in a text file: the first field (comma or blank separated) of each line; ``#`` comments and a
     header line ``id`` are ignored; integer IDs lose leading zeros (as in ``lenshpc stack``)."""
-    from lenshpc.data.stack import normalise_id
-
     ids = []
     for n, line in enumerate(Path(path).read_text().splitlines()):
         line = line.split("#", 1)[0].strip()
@@ -106,8 +106,6 @@ def select_tracers(ds, spec: str | None, ids: np.ndarray) -> tuple[np.ndarray | 
     info : dict
         ``{"spec", "source", "n_tracers", …}``.
     """
-    from lenshpc.data.stack import normalise_id
-
     if spec is not None and spec.strip().lower() == "none":
         return None, {"spec": "none", "source": "none", "n_tracers": 0}
     if spec is None or spec == "labels":
@@ -203,6 +201,30 @@ def read_ranked_csv(path: str | Path) -> dict[str, np.ndarray]:
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path} is damaged or not a ranked.csv of `lenshpc rank` (bad or missing column: {exc}); "
                         f"{fix}") from None
+
+
+def read_rank_dir(rank_dir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``rank.json`` and ``ranked.csv`` (:func:`read_ranked_csv`) of a finished, merged ``lenshpc rank`` output.
+
+    Raises
+    ------
+    UserError
+        When ``rank_dir`` is not one, naming the missing or unreadable file and how to make it.
+    """
+    rank_dir = Path(rank_dir)
+    if not rank_dir.is_dir():
+        raise UserError(f"{rank_dir}: no such directory (give the --out directory of `lenshpc rank`)")
+    if not (rank_dir / "ranked.csv").is_file():
+        raise UserError(f"{rank_dir} has no ranked.csv: not a finished `lenshpc rank` output "
+                        "(run `lenshpc rank MODEL CATALOGUE.h5 --out DIR` to the end first)")
+    try:
+        info = json.loads((rank_dir / "rank.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{rank_dir / 'rank.json'} is unreadable ({exc}); re-run `lenshpc rank`") from None
+    if info.get("status") != "merged":
+        raise UserError(f"{rank_dir}: the ranking is not merged (status {info.get('status')!r}); re-run "
+                        "`lenshpc rank` without --shard-index")
+    return info, read_ranked_csv(rank_dir / "ranked.csv")
 
 
 def _display(images: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -390,5 +412,5 @@ def _provenance(plan, started: str, executor: str) -> dict:
                               model=run_provenance(RunDir(plan.model)))
 
 
-__all__ = ["CSV_COLUMNS", "catalogue_ids", "default_out", "rank_catalogue", "read_id_file", "read_ranked_csv",
+__all__ = ["CSV_COLUMNS", "catalogue_ids", "default_out", "rank_catalogue", "read_id_file", "read_rank_dir", "read_ranked_csv",
            "select_tracers", "write_ranked_csv", "write_top_montage", "write_trc_plot"]
