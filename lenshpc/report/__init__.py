@@ -25,7 +25,7 @@ from lenshpc.report import significance
 from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
 from lenshpc.report.tables import STD_NOTE, csv_text, markdown_tables, tex_escape, tex_tables, write_tables
 
-__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "reduce_runs"]
+__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "plot_lines", "reduce_runs"]
 
 
 @dataclass
@@ -189,6 +189,19 @@ def _isnum(text: str) -> bool:
         return False
 
 
+def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
+    """The report's "Plots" section: one Markdown image per PNG of ``plots``, linked relative to ``out``
+    (``folder``: the alt text names the PNG's folder too); no lines without plots."""
+    if not plots:
+        return []
+    lines = ["## Plots", ""]
+    for p in plots:
+        if p.suffix == ".png":
+            rel = p.relative_to(out) if p.is_relative_to(out) else p
+            lines.append(f"![{rel.parent.name}/{p.stem}]({rel})" if folder else f"![{p.stem}]({rel})")
+    return [*lines, ""]
+
+
 def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     missing = sum(len(g.missing_seeds) for g in r.groups)
     lines = [f"# Report: {root}", "",
@@ -204,13 +217,7 @@ def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
         lines += ["## Missing, failed and unfinished runs", "", *(f"- {line}" for line in gaps), ""]
     if r.problems:
         lines += ["## Problems", "", *(f"- {p}" for p in r.problems), ""]
-    if r.plots:
-        lines += ["## Plots", ""]
-        for p in r.plots:
-            if p.suffix == ".png":
-                rel = p.relative_to(out) if p.is_relative_to(out) else p
-                lines.append(f"![{p.stem}]({rel})")
-        lines.append("")
+    lines += plot_lines(r.plots, out)
     lines += code_provenance.markdown_lines(r.groups)
     lines += ["Files: `report.csv` (all numbers, full precision, p-values against each column's best group), "
               "`report.tex` (booktabs tables).", ""]

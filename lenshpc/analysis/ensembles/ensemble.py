@@ -17,13 +17,6 @@ Methods
 ``input_dependent``
     a dynamic ensembler: an ordinary training run of task ``ide`` (:mod:`lenshpc.tasks.ide`),
     submitted like a sweep's runs (``--executor``: inline, local processes or SLURM).
-
-Public API
-----------
-plan_ensemble_runs(spec, entries) -> list[EnsembleRun]
-run_weighted(run, *, force=False, show_progress=True) -> dict       # nelder_mead / average
-ide_config(run) -> Config                                           # the DE's config of an IDE run
-run_spec(spec, ...) -> EnsembleOutcome                              # everything + the report
 """
 
 from __future__ import annotations
@@ -118,7 +111,7 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
 
     Returns the ``metrics.json`` written (or the existing one when ``DONE`` and not ``force``).
     """
-    from lenshpc.config import flatten
+    from lenshpc.config import dump_config, flatten
 
     entry, rd = run.entry, RunDir(run.run_dir)
     if rd.is_done() and not force:
@@ -129,8 +122,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     rd.clear_markers()
     data_cfg = load_member_config(run.members[0].run_dir).replace(seed=run.seed)
     cfg = data_cfg.replace(name=entry.name)
-    from lenshpc.config import dump_config
-
     dump_config(cfg, rd.config)  # first file: marks the run as started for `lenshpc status`
     try:
         ps = prediction_matrices(run.members, data_cfg, cache_dir=rd.path / MEMBER_CACHE, show_progress=show_progress)
@@ -139,10 +130,9 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
         else:
             fit = average_weights(ps.X_val, ps.y_val)
         s_val, s_test = apply_weights(ps.X_val, fit.weights), apply_weights(ps.X_test, fit.weights)
-        metrics = _metrics(cfg, ps.y_test, s_test, n_val=len(ps.y_val), val=(ps.y_val, s_val))
+        metrics = {**run_metrics(cfg, ps.y_test, s_test, val=(ps.y_val, s_val)), "n_val": len(ps.y_val)}
         info = _ensemble_info(run, fit.to_dict(), ps.sources)
-        metrics["ensemble"] = {k: info[k] for k in ("name", "method", "variant", "member_names", "weights")}
-        metrics["ensemble"]["members"] = info["members"]
+        metrics["ensemble"] = {k: info[k] for k in ("name", "method", "variant", "member_names", "weights", "members")}
         metrics["config"] = {**flatten(cfg.to_dict()), **_ensemble_keys(entry)}
         metrics["timings"] = {"total_s": time.perf_counter() - start}
         metrics["versions"] = versions()
@@ -158,10 +148,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     log.info("%s: %s weights %s, test fbeta %.4f auroc %s", run.id, entry.method,
              np.round(fit.weights, 3).tolist(), metrics["fbeta"], metrics.get("auroc"))
     return metrics
-
-
-def _metrics(cfg, y: np.ndarray, scores: np.ndarray, n_val: int, val=None) -> dict:
-    return {**run_metrics(cfg, y, scores, val=val), "n_val": int(n_val)}
 
 
 def _provenance(data_cfg, started: str, run: EnsembleRun) -> dict:

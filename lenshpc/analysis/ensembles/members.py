@@ -93,7 +93,7 @@ class ModelScorer:
     def score(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         from lenshpc.train.evaluate import predict_scores
 
-        x = _check_images(x, self.image_shape, self.name)
+        x = check_images(x, self.image_shape, self.name)
         return np.asarray(predict_scores(self.model, x, batch_size), dtype=np.float32)
 
     def __repr__(self) -> str:
@@ -142,7 +142,8 @@ def member_names(info: dict) -> list[str]:
     return [short_name(Path(m)) for m in info["members"]]
 
 
-def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+def check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``x`` as float32 ``(N, *shape)``; a UserError naming the scorer ``name`` otherwise."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
         raise UserError(f"{name}: images of shape {x.shape} given, the model expects (N, {', '.join(map(str, shape))})")
@@ -410,6 +411,6 @@ def relpath(target: Path, start: Path) -> str:
         return str(target)
 
 
-__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer",
-           "ensemble_member_dirs", "size_mtime", "load_member_config", "member_for_seed", "member_names",
-           "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name"]
+__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer", "check_images",
+           "ensemble_member_dirs", "load_member_config", "member_for_seed", "member_names",
+           "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name", "size_mtime"]

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, load_run
 from lenshpc.report.stats import GroupSummary, summarise_group
-from lenshpc.report import provenance as code_provenance
+from lenshpc.report import plot_lines, provenance as code_provenance
 from lenshpc.report import significance
 from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, gaps_text, markdown_tables, tex_escape,
                                    tex_tables, write_tables)
@@ -61,7 +62,7 @@ def _weights(g: GroupSummary) -> tuple[list[str], np.ndarray, np.ndarray] | None
     rows, names = [], None
     for rec in g.runs:
         try:
-            info = json.loads((rec.path / "ensemble.json").read_text())
+            info = json.loads((rec.path / ENSEMBLE_JSON).read_text())
         except (OSError, ValueError):
             continue
         w = info.get("weights")
@@ -180,13 +181,7 @@ def _markdown(spec: EnsembleSpec, r: EnsembleReport, threshold: str, problems: l
         lines.append("")
     if problems:
         lines += ["## Problems", "", *(f"- {p}" for p in problems), ""]
-    if r.plots:
-        lines += ["## Plots", ""]
-        for p in r.plots:
-            if p.suffix == ".png":
-                rel = p.relative_to(spec.out) if p.is_relative_to(spec.out) else p
-                lines.append(f"![{rel.parent.name}/{p.stem}]({rel})")
-        lines.append("")
+    lines += plot_lines(r.plots, spec.out, folder=True)
     lines += code_provenance.markdown_lines(r.groups)
     lines += ["Files: `report.csv` (all numbers, full precision, mean weights), `report.tex` (booktabs table). "
               "Each ensemble run directory holds `ensemble.json` (members, weights, optimiser result).", ""]
