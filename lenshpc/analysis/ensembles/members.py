@@ -256,25 +256,19 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     target = data_fingerprint(data_cfg, DATA_KEYS)
     matches = [data_fingerprint(c, DATA_KEYS) == target for c in cfgs]
 
-    preds: list[dict | None] = [None] * len(members)
-    for i, m in enumerate(members):
-        if matches[i]:
-            preds[i] = {g: read_predictions(m.run_dir / PREDICTIONS_FILE, g) for g in ("val", "test")}
-
-    reference = None  # (x_val, y_val, x_test, y_test, meta) from the engine, built only when needed
+    preds: list[dict | None] = [{g: read_predictions(m.run_dir / PREDICTIONS_FILE, g) for g in ("val", "test")}
+                                if ok else None for m, ok in zip(members, matches)]
     if all(matches):
         y_val, y_test = preds[0]["val"]["labels"], preds[0]["test"]["labels"]
-        bad = [i for i, p in enumerate(preds) if not (_same(p["val"]["labels"], y_val)
-                                                      and _same(p["test"]["labels"], y_test))]
+        bad = [i for i, p in enumerate(preds) if not _same_labels(p, y_val, y_test)]
         if bad:
             log.warning("members %s have the same data config but different labels (data file changed?); "
                         "re-scoring every member on the common sets", ", ".join(members[i].label for i in bad))
             matches = [False] * len(members)
-    if not all(matches):
-        reference = _common_sets(data_cfg)
-        x_val, y_val, x_test, y_test, meta = reference
+    if not all(matches):  # the common sets from the engine, built only when needed
+        x_val, y_val, x_test, y_test, meta = _common_sets(data_cfg)
         for i, p in enumerate(preds):
-            if p is not None and not (_same(p["val"]["labels"], y_val) and _same(p["test"]["labels"], y_test)):
+            if p is not None and not _same_labels(p, y_val, y_test):
                 preds[i], matches[i] = None, False
     else:
         meta = preds[0]["test"]["meta"]
@@ -321,9 +315,11 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
                          np.asarray(y_test).astype(np.uint8), dict(meta), sources)
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return np.shape(a) == np.shape(b) and bool(np.array_equal(np.asarray(a).astype(np.uint8),
-                                                              np.asarray(b).astype(np.uint8)))
+def _same_labels(p: dict, y_val: np.ndarray, y_test: np.ndarray) -> bool:
+    """Whether a member's ``predictions.h5`` groups ``p`` hold exactly the labels ``y_val`` and ``y_test``."""
+    pairs = ((p["val"]["labels"], y_val), (p["test"]["labels"], y_test))
+    return all(np.shape(a) == np.shape(b) and np.array_equal(np.asarray(a).astype(np.uint8),
+                                                             np.asarray(b).astype(np.uint8)) for a, b in pairs)
 
 
 def _common_sets(data_cfg, normaliser=None):

@@ -1,29 +1,9 @@
 """Ensemble spec files (``lenshpc ensemble SPEC.yaml``): typed, strictly validated.
 
-Format (docs/ensembles.md)::
-
-    name: thesis_table52            # default: the file name
-    runs: ../../runs/thesis_table51 # where member groups live (<runs>/<group>/seed<k>); relative to THIS file
-    out: runs/thesis_table52        # output dir, relative to the working directory (like sweep files)
-    seeds: 0-9                      # ensemble runs: run k combines each member group's seed<k>
-    members_in_report: true         # add the member groups' own rows to the report
-    hpc: {gpus_per_node: 1}         # resources of input-dependent jobs (over member 0's hpc section)
-    ensembles:
-      - name: NM3
-        method: nelder_mead         # nelder_mead | average | input_dependent
-        variant: thesis             # nelder_mead only: thesis | simplex
-        members: [bce, fbeta_soft, f1_soft]
-      - name: IDE3
-        method: input_dependent
-        members: [bce, fbeta_soft, f1_soft]
-        train: {chunks: 2000, learning_rate: 1.0e-4}   # nested overrides of the DE's config sections
-        model: {name: resnet18}
-        set: {data.chunk_size: 4096}                   # dotted overrides
-      - name: committee_bce
-        method: average
-        committee: bce              # every seed of this group, one run
-
-Unknown keys are rejected with the file, the key path and the closest valid key.
+The format (``name``, ``runs`` relative to the spec file, ``out``, ``seeds``, ``members_in_report``, ``hpc``,
+``ensembles: [{name, method, variant, members | committee, label, train, model, set}]``) is documented with an
+example in ``docs/ensembles.md`` ("Spec file").  Unknown keys are rejected with the file, the key path and the
+closest valid key.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """``lenshpc rank``: score a catalogue (sharded), then write the ranking, the top-N montage and tracer metrics.
 
-Outputs in ``OUT`` (``docs/ranking.md``):
-
-``ranked.csv``
-    One row per cutout, most lens-like first: ``id, score, rank, relative_rank, tracer, row``
-    (``rank`` is the mid-rank of :func:`lenshpc.analysis.ranking.metrics.ranks`, ``row`` the catalogue row).
-``top.png``
-    The top-N cutouts as the network sees them, with rank, ID and score (tracers framed red).
-``tracer_rank_curve.png``, ``rank_metrics.json``
-    With tracers only: LensFlow's Fig. 8-style tracer rank curve and every ranking figure.
-``rank.json``
-    Provenance: model, catalogue, plan, tracer selection, outputs.
-``shards/``
-    The per-shard score files (kept: a re-run with other ``--tracers`` or ``--top`` only
-    re-merges).
+Outputs in ``OUT``: ``ranked.csv`` (most lens-like first; ``rank`` the mid-rank of
+:func:`lenshpc.analysis.ranking.metrics.ranks`), ``top.png``, with tracers ``tracer_rank_curve.png`` and
+``rank_metrics.json``, ``rank.json`` (provenance) and the kept ``shards/`` (a re-run with other ``--tracers`` or
+``--top`` only re-merges); the columns and fields are in ``docs/ranking.md`` ("Outputs").
 """
 
 from __future__ import annotations
@@ -237,12 +227,10 @@ def _display(images: np.ndarray) -> tuple[np.ndarray, str | None]:
 def write_top_montage(path: str | Path, ds, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray,
                       ranks: np.ndarray, tracers: np.ndarray | None, title: str) -> Path:
     """A grid of the cutouts ``rows`` (in rank order) as the network sees them (Eq 4.1 + √ stretch)."""
+    from lenshpc.data import transforms
     from lenshpc.report.plots import pyplot, save_png
 
     plt = pyplot()
-
-    from lenshpc.data import transforms
-
     rows = np.asarray(rows, dtype=np.int64)
     images, cmap = _display(transforms.prepare(ds.read("images", rows)))
     n = len(rows)
@@ -274,7 +262,6 @@ def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total:
     from lenshpc.report.plots import pyplot, save_png
 
     plt = pyplot()
-
     x, y = rk.tracer_rank_curve(relative_tracer_ranks, n_total)
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.2))
     for ax, logx in zip(axes, (False, True)):
