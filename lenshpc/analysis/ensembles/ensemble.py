@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.fit import apply_weights, average_weights, fit_nelder_mead
+from lenshpc.analysis.ensembles.fit import FitResult, apply_weights, average_weights, fit_nelder_mead
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
@@ -131,7 +131,7 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
             fit = average_weights(ps.X_val, ps.y_val)
         s_val, s_test = apply_weights(ps.X_val, fit.weights), apply_weights(ps.X_test, fit.weights)
         metrics = {**run_metrics(cfg, ps.y_test, s_test, val=(ps.y_val, s_val)), "n_val": len(ps.y_val)}
-        info = _ensemble_info(run, fit.to_dict(), ps.sources)
+        info = _ensemble_info(run, fit, ps.sources)
         metrics["ensemble"] = {k: info[k] for k in ("name", "method", "variant", "member_names", "weights", "members")}
         metrics["config"] = {**flatten(cfg.to_dict()), **_ensemble_keys(entry)}
         metrics["timings"] = {"total_s": time.perf_counter() - start}
@@ -159,18 +159,18 @@ def _provenance(data_cfg, started: str, run: EnsembleRun) -> dict:
                               members={m.label: run_provenance(RunDir(m.run_dir)) for m in run.members})
 
 
-def _ensemble_info(run: EnsembleRun, fit: dict, sources: list[str]) -> dict:
+def _ensemble_info(run: EnsembleRun, fit: FitResult, sources: list[str]) -> dict:
     """``ensemble.json``: what the ensemble is (members, weights) and how it was fitted."""
     entry = run.entry
-    optimiser = {k: fit[k] for k in ("iterations", "nfev", "fun", "success", "message", "options", "theta",
-                                     "theta0", "mse_applied")}
+    optimiser = {k: getattr(fit, k) for k in ("iterations", "nfev", "fun", "success", "message", "options", "theta",
+                                              "theta0", "mse_applied")}
     return {"version": 1, "name": entry.name, "method": entry.method,
             "variant": entry.variant if entry.method == "nelder_mead" else "",
             "seed": int(run.seed), "committee": entry.committee,
             "members": [str(m.run_dir.resolve()) for m in run.members],
             "member_names": [m.label for m in run.members],
             "members_relative": [relpath(m.run_dir.resolve(), run.run_dir.resolve()) for m in run.members],
-            "member_sources": sources, "weights": [float(w) for w in fit["weights"]], "optimiser": optimiser,
+            "member_sources": sources, "weights": [float(w) for w in fit.weights], "optimiser": optimiser,
             "created": now()}
 
 
@@ -249,13 +249,12 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     runs = plan_ensemble_runs(spec, spec.select(only))
     outcome = EnsembleOutcome(runs=runs)
     weighted = [r for r in runs if r.entry.method != "input_dependent"]
-    ide = [r for r in runs if r.entry.method == "input_dependent"]
     for run in runs:
         if run.done and not force:
             outcome.done_before.append(run.id)
         elif run.problem:
             outcome.skipped.append((run.id, run.problem))
-    todo = [r for r in ide if not r.problem and (force or not r.done)]
+    todo = [r for r in runs if r.entry.method == "input_dependent" and not r.problem and (force or not r.done)]
     try:
         sweep = _as_sweep(spec, todo, _hpc(spec, ide_config(todo[0]) if todo else Config(), hpc_overrides))
     except UserError as exc:  # a bad override: no input-dependent run can start

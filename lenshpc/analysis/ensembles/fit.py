@@ -17,7 +17,7 @@ Details and consequences: ``docs/ensembles.md`` ("Nelder–Mead").
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,9 +64,6 @@ class FitResult:
     success: bool = True
     message: str = ""
     options: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _check_matrix(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,6 @@ selection and the config: ``docs/ensembles-ide.md``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, check_images, ens
                                                 read_ensemble_json, relpath, short_name)
 from lenshpc.errors import UserError
 from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir, check_finished, read_predictions
+from lenshpc.utils import read_json_object
 
 #: ``task.name`` of a dynamic ensembler's run (:class:`lenshpc.tasks.ide.IDETask`).
 TASK = "ide"
@@ -226,12 +226,8 @@ def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike,
 
 def _check_same_members(rd: RunDir, members: Sequence[str], *, resume: bool, force: bool) -> None:
     """A checkpoint or finished run of other members is never resumed or returned silently."""
-    path = rd.path / ENSEMBLE_JSON
-    if force or not path.is_file() or not (rd.is_done() or (resume and rd.has_checkpoint())):
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
+    old = read_json_object(rd.path / ENSEMBLE_JSON)  # {} when absent or unreadable: nothing to compare with
+    if force or not old or not (rd.is_done() or (resume and rd.has_checkpoint())):
         return
     now = list(members)
     if old.get("method") != METHOD:

@@ -12,7 +12,6 @@ ROC curves and prediction histograms.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from lenshpc.report import significance
 from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, gaps_text, markdown_tables, tex_escape,
                                    tex_tables, write_tables)
 from lenshpc.train.rundir import RunDir
+from lenshpc.utils import read_json_object
 
 #: Extra columns of report.csv (the row's description).
 CSV_KEYS = ["kind", "method", "variant", "members", "weights_mean", "weights_std"]
@@ -61,10 +61,7 @@ def _weights(g: GroupSummary) -> tuple[list[str], np.ndarray, np.ndarray] | None
     """Member names and mean / std (ddof 1) of the weights over the row's finished runs."""
     rows, names = [], None
     for rec in g.runs:
-        try:
-            info = json.loads((rec.path / ENSEMBLE_JSON).read_text())
-        except (OSError, ValueError):
-            continue
+        info = read_json_object(rec.path / ENSEMBLE_JSON)
         w = info.get("weights")
         if isinstance(w, list) and w:
             rows.append(np.asarray(w, dtype=float))

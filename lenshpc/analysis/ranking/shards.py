@@ -146,12 +146,12 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
         source = {"path": str(Path(catalogue).resolve()), "created": a.get("created"), "n": n,
                   "image_shape": list(ds.image_shape), "stamp": size_mtime(Path(catalogue))}
         shape = tuple(int(s) for s in ds.image_shape)
-    n_batches = -(-n // batch_size)
-    if shards > n_batches:
-        log.warning("--shards %d > %d batches of %d rows: %d shard(s) will be empty (shards hold whole batches)",
-                    shards, n_batches, batch_size, shards - n_batches)
-    return RankPlan(str(model.resolve()), str(Path(catalogue).resolve()), str(Path(out).resolve()), int(shards),
+    plan = RankPlan(str(model.resolve()), str(Path(catalogue).resolve()), str(Path(out).resolve()), int(shards),
                     int(batch_size), n, shape, source, stamp)
+    if shards > plan.n_batches:
+        log.warning("--shards %d > %d batches of %d rows: %d shard(s) will be empty (shards hold whole batches)",
+                    shards, plan.n_batches, batch_size, shards - plan.n_batches)
+    return plan
 
 
 # ---------------------------------------------------------------------- scoring
@@ -182,11 +182,6 @@ def load_checked_scorer(plan: RankPlan):
     return scorer
 
 
-def block_rows(plan: RankPlan) -> int:
-    """Rows read (and handed to the scorer) at once: whole batches, about :data:`BLOCK_ROWS` rows."""
-    return plan.batch_size * max(1, BLOCK_ROWS // plan.batch_size)
-
-
 def _blocks(plan: RankPlan, first: int, stop: int):
     """Prepared images of consecutive blocks ``[a, b)`` of rows ``first..stop-1``, read one ahead.
 
@@ -197,7 +192,7 @@ def _blocks(plan: RankPlan, first: int, stop: int):
     from lenshpc.data.format import check_finite, open_dataset
 
     normaliser = model_normaliser(plan.model)  # the model's own normalisation, never another's
-    step = block_rows(plan)
+    step = plan.batch_size * max(1, BLOCK_ROWS // plan.batch_size)  # whole batches, about BLOCK_ROWS rows
     with open_dataset(plan.catalogue) as ds:
         arr = ds._array("images")  # noqa: SLF001 - a slab read of consecutive rows (no fancy indexing)
 
