@@ -318,5 +318,4 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     return IDEScorer(rd.path, gating, members)
 
 
-__all__ = ["IDEScorer", "METHOD", "TASK", "ide_targets", "load_ide_scorer", "train_ide",
-           "with_members"]
+__all__ = ["IDEScorer", "METHOD", "TASK", "ide_targets", "load_ide_scorer", "train_ide", "with_members"]

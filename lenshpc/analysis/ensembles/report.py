@@ -113,13 +113,12 @@ def write_report(spec: EnsembleSpec, *, plots: bool = True) -> EnsembleReport:
     ens, members, weights = build_groups(spec)
     groups = ens + members
     significance.annotate(groups, TESTED_COLUMNS)
-    table = markdown_tables(groups, _common(groups, "threshold"))
-    report = EnsembleReport(groups=groups, table=table, weights=weights)
+    threshold = _common(groups, "threshold")
+    report = EnsembleReport(groups=groups, table=markdown_tables(groups, threshold), weights=weights)
     out = spec.out
     problems: list[str] = []
     if plots:
         report.plots, problems = _plots(ens, members, out / "plots")
-    threshold = _common(groups, "threshold")
     md = _markdown(spec, report, threshold, problems)
     caption = (f"Ensembles (rows 1--{len(ens)}) and their members: mean $\\pm$ std over the ensemble runs at decision "
                f"threshold {threshold} ({tex_escape(STD_NOTE)}).")

@@ -156,8 +156,7 @@ def write_ranked_csv(path: str | Path, ids: np.ndarray, scores: np.ndarray, trac
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             fh.write(",".join(CSV_COLUMNS) + "\n")
-            for lo in range(0, len(lines), 100_000):
-                fh.write("".join(lines[lo:lo + 100_000]))
+            fh.writelines(lines)
     return order
 
 
@@ -399,5 +398,5 @@ def _provenance(plan, started: str, executor: str) -> dict:
                               model=run_provenance(RunDir(plan.model)))
 
 
-__all__ = ["CSV_COLUMNS", "catalogue_ids", "default_out", "rank_catalogue", "read_id_file", "read_rank_dir", "read_ranked_csv",
-           "select_tracers", "write_ranked_csv", "write_top_montage", "write_trc_plot"]
+__all__ = ["CSV_COLUMNS", "catalogue_ids", "default_out", "rank_catalogue", "read_id_file", "read_rank_dir",
+           "read_ranked_csv", "select_tracers", "write_ranked_csv", "write_top_montage", "write_trc_plot"]
