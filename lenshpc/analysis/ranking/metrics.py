@@ -126,7 +126,7 @@ def tracer_rank_curve(relative_tracer_ranks: np.ndarray, n_total: int) -> tuple[
     x, y : ndarray
         Vertices from ``(0, 0)`` to ``(1, 1)``: ``x`` = fraction of the ranked catalogue
         inspected, ``y = F(x)`` = fraction of the tracers recovered, with
-        ``F(x) = (1/n) Σ clip(N·x − R_i + 1, 0, 1)`` (module docstring).  Plot with
+        ``F(x) = (1/n) Σ clip(N·x − R_i + 1, 0, 1)`` (``docs/ranking.md``).  Plot with
         ``plt.plot(x, y)``; ``np.trapezoid(y, x)`` is the exact area under the curve.
     """
     r, n_total = _tracer_ranks(relative_tracer_ranks, n_total, need_total=True)
