@@ -33,7 +33,9 @@ from lenshpc.analysis.ensembles.fit import FitResult, apply_weights, average_wei
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
+from lenshpc.config import Config, dump_config, flatten, from_dict
 from lenshpc.errors import UserError
+from lenshpc.hpc.spec import GridPoint, SweepSpec
 from lenshpc.metrics import binary_labels
 from lenshpc.provenance import now
 from lenshpc.train.rundir import RunDir, failure_reason, run_metrics, versions, write_predictions
@@ -111,8 +113,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
 
     Returns the ``metrics.json`` written (or the existing one when ``DONE`` and not ``force``).
     """
-    from lenshpc.config import dump_config, flatten
-
     entry, rd = run.entry, RunDir(run.run_dir)
     if rd.is_done() and not force:
         return rd.read_metrics()
@@ -196,8 +196,6 @@ def ide_config(run: EnsembleRun):
 
 
 def _hpc(spec: EnsembleSpec, base_cfg, overrides: dict | None = None):
-    from lenshpc.config import from_dict
-
     merged = {**base_cfg.hpc.__dict__, **spec.hpc, **(overrides or {})}
     return from_dict({"hpc": merged}, source=str(spec.path)).hpc
 
@@ -205,8 +203,6 @@ def _hpc(spec: EnsembleSpec, base_cfg, overrides: dict | None = None):
 def _as_sweep(spec: EnsembleSpec, trained: list[EnsembleRun], hpc):
     """Every run of ``spec`` as a sweep grid point (``sweep.json``, :func:`lenshpc.hpc.sweep.run_sweep`);
     the ``trained`` (input-dependent) ones carry their config, the others are computed in this process."""
-    from lenshpc.hpc.spec import GridPoint, SweepSpec
-
     configs = {r.id: ide_config(r) for r in trained}
     source = str(spec.path.resolve()) if spec.path else ""
     points = [GridPoint(group=e.name, variant=e.name, seed=k, params=_ensemble_keys(e), config_file=source,
@@ -242,7 +238,6 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     listed; an error in one run does not stop the others.
     """
     from lenshpc.analysis.ensembles.report import write_report
-    from lenshpc.config import Config
     from lenshpc.hpc import sweep as _sweep
     from lenshpc.train import checkpoint as ckpt
 

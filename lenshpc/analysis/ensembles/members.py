@@ -29,7 +29,8 @@ from lenshpc.errors import UserError
 from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint, flatten, load_config
 from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, check_finished, is_run_dir, read_predictions,
                                   run_normaliser, unfinished_run_advice)
-from lenshpc.utils import atomic_path, progress
+from lenshpc.hpc.spec import slug
+from lenshpc.utils import atomic_path, did_you_mean, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -185,8 +186,6 @@ def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, 
         return label, candidate, True
     near = ""
     if runs_root is not None and runs_root.is_dir():
-        from lenshpc.utils import did_you_mean
-
         names = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith("."))
         near = did_you_mean(entry, names, cutoff=0.5, otherwise=f" Groups under {runs_root}: {', '.join(names) or '(none)'}.")
     raise UserError(f"{where}: member '{entry}' not found: {candidate} is neither a run directory nor a sweep group "
@@ -365,8 +364,6 @@ def size_mtime(path: Path) -> str:
 
 
 def _safe(label: str) -> str:
-    from lenshpc.hpc.spec import slug
-
     return slug(label.replace("/", "__"))
 
 

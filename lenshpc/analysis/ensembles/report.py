@@ -20,6 +20,7 @@ import numpy as np
 
 from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec
+from lenshpc.hpc.spec import slug
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, load_run
 from lenshpc.report.stats import GroupSummary, summarise_group
 from lenshpc.report import plot_lines, provenance as code_provenance
@@ -134,7 +135,6 @@ def _common(groups: list[GroupSummary], key: str) -> str:
 
 
 def _plots(ens: list[GroupSummary], members: list[GroupSummary], plot_dir: Path) -> tuple[list[Path], list[str]]:
-    from lenshpc.hpc.spec import slug
     from lenshpc.report import plots as figures
 
     beta = _common(ens + members, "beta")

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lenshpc.config import load_config, read_yaml_mapping
 from lenshpc.errors import ConfigError, UserError
 from lenshpc.hpc.shards import check_request
 from lenshpc.train.rundir import RunDir
-from lenshpc.utils import atomic_write_json, atomic_write_text
+from lenshpc.utils import atomic_write_json, atomic_write_text, did_you_mean
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -56,8 +57,6 @@ class RoundsSpec:
 
     def config_for(self, k: int, arm: str = "mined"):
         """The resolved training config of round ``k`` (``arm``: ``mined`` or ``control``)."""
-        from lenshpc.config import load_config
-
         over = dict(self.set)
         if k >= 2:
             over.update(self.fine_tune)
@@ -72,14 +71,10 @@ class RoundsSpec:
 
 def load_rounds(path: str | Path) -> RoundsSpec:
     """Read and check ``ROUNDS.yaml`` (unknown keys, missing files, bad numbers: ConfigError with the key)."""
-    from lenshpc.config import read_yaml_mapping
-
     path = Path(path)
     data = read_yaml_mapping(path, "rounds spec")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
-        from lenshpc.utils import did_you_mean
-
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}" + did_you_mean(
             unknown[0], sorted(_KEYS), template="; did you mean {!r}?", otherwise=f"; valid keys: {', '.join(sorted(_KEYS))}"))
     for key in ("config", "catalogue"):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs, size_mtime
+from lenshpc.config import HpcConfig, load_config
 from lenshpc.errors import DataError, UserError
 from lenshpc.hpc import shards as sh
 from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, unfinished_run_advice
@@ -165,7 +166,6 @@ def load_checked_scorer(plan: RankPlan):
         on Max-Tree segmented inputs (``rank`` feeds ``transforms.prepare``d cutouts).
     """
     from lenshpc.analysis.ensembles.scorer import load_scorer, run_configs
-    from lenshpc.config import load_config
 
     for cfg_path in run_configs(plan.model):
         cfg = load_config(cfg_path)
@@ -265,7 +265,6 @@ def read_scores(plan: RankPlan) -> np.ndarray:
 def _hpc(plan: RankPlan, hpc=None):
     """Resources of one shard task: the given ``hpc``, else the (first) model run's, one task, ≤ 1 GPU."""
     from lenshpc.analysis.ensembles.scorer import run_configs
-    from lenshpc.config import HpcConfig, load_config
 
     if hpc is None:
         configs = run_configs(plan.model)
