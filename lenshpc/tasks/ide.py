@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.ide import (ENSEMBLE_FILE, METHOD, SUMMARY_KEYS, TASK, batched, check_members, combine,
-                                            data_image_shape, definition, ide_targets, make_member_step,
-                                            resolve_members, same_test_set)
+from lenshpc.analysis.ensembles.ide import (METHOD, SUMMARY_KEYS, TASK, batched, check_members, combine, definition,
+                                            ide_targets, make_member_step, resolve_members, same_test_set)
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
 from lenshpc.errors import ConfigError
 from lenshpc.tasks.lens import LensTask
 from lenshpc.utils import atomic_write_json, json_safe
@@ -69,7 +69,7 @@ class IDETask(LensTask):
         check_members(members, cfg.data.preprocess, None, config_key(cfg))
         for m in members:
             m.load()
-        check_members(members, cfg.data.preprocess, data_image_shape(cfg))
+        check_members(members, cfg.data.preprocess, self.input_shape(cfg))
         self._members = members
         logging.getLogger("lenshpc.ide").info("input-dependent ensemble of %d members: %s", len(members),
                                               ", ".join(m.name for m in members))
@@ -77,7 +77,7 @@ class IDETask(LensTask):
     def data_source(self, *, rank: int, size: int, run_dir, write: bool):
         source = super().data_source(rank=rank, size=size, run_dir=run_dir, write=write)
         if write:  # the members are part of the run's definition: a resume checks them (train_ide)
-            atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, definition(self.members(), Path(run_dir)))
+            atomic_write_json(Path(run_dir) / ENSEMBLE_JSON, definition(self.members(), Path(run_dir)))
         self._source = source
         return source
 
@@ -168,7 +168,7 @@ class IDETask(LensTask):
             "oracle_test_metrics": pick(test_y, np.sum(test_targets * test_pm, axis=1)),
             "members_test_set_matches": [same_test_set(m.path, test_pm[:, i]) for i, m in enumerate(members)],
         })
-        atomic_write_json(Path(run_dir) / ENSEMBLE_FILE, json_safe(info))
+        atomic_write_json(Path(run_dir) / ENSEMBLE_JSON, json_safe(info))
 
 
 __all__ = ["IDETask"]

@@ -17,13 +17,6 @@ Methods
 ``input_dependent``
     a dynamic ensembler: an ordinary training run of task ``ide`` (:mod:`lenshpc.tasks.ide`),
     submitted like a sweep's runs (``--executor``: inline, local processes or SLURM).
-
-Public API
-----------
-plan_ensemble_runs(spec, entries) -> list[EnsembleRun]
-run_weighted(run, *, force=False, show_progress=True) -> dict       # nelder_mead / average
-ide_config(run) -> Config                                           # the DE's config of an IDE run
-run_spec(spec, ...) -> EnsembleOutcome                              # everything + the report
 """
 
 from __future__ import annotations
@@ -36,11 +29,13 @@ from typing import Callable
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.fit import apply_weights, average_weights, fit_nelder_mead
+from lenshpc.analysis.ensembles.fit import FitResult, apply_weights, average_weights, fit_nelder_mead
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
+from lenshpc.config import Config, dump_config, flatten, from_dict
 from lenshpc.errors import UserError
+from lenshpc.hpc.spec import GridPoint, SweepSpec
 from lenshpc.metrics import binary_labels
 from lenshpc.provenance import now
 from lenshpc.train.rundir import RunDir, failure_reason, run_metrics, versions, write_predictions
@@ -118,8 +113,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
 
     Returns the ``metrics.json`` written (or the existing one when ``DONE`` and not ``force``).
     """
-    from lenshpc.config import flatten
-
     entry, rd = run.entry, RunDir(run.run_dir)
     if rd.is_done() and not force:
         return rd.read_metrics()
@@ -129,8 +122,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     rd.clear_markers()
     data_cfg = load_member_config(run.members[0].run_dir).replace(seed=run.seed)
     cfg = data_cfg.replace(name=entry.name)
-    from lenshpc.config import dump_config
-
     dump_config(cfg, rd.config)  # first file: marks the run as started for `lenshpc status`
     try:
         ps = prediction_matrices(run.members, data_cfg, cache_dir=rd.path / MEMBER_CACHE, show_progress=show_progress)
@@ -139,10 +130,9 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
         else:
             fit = average_weights(ps.X_val, ps.y_val)
         s_val, s_test = apply_weights(ps.X_val, fit.weights), apply_weights(ps.X_test, fit.weights)
-        metrics = _metrics(cfg, ps.y_test, s_test, n_val=len(ps.y_val), val=(ps.y_val, s_val))
-        info = _ensemble_info(run, fit.to_dict(), ps.sources)
-        metrics["ensemble"] = {k: info[k] for k in ("name", "method", "variant", "member_names", "weights")}
-        metrics["ensemble"]["members"] = info["members"]
+        metrics = {**run_metrics(cfg, ps.y_test, s_test, val=(ps.y_val, s_val)), "n_val": len(ps.y_val)}
+        info = _ensemble_info(run, fit, ps.sources)
+        metrics["ensemble"] = {k: info[k] for k in ("name", "method", "variant", "member_names", "weights", "members")}
         metrics["config"] = {**flatten(cfg.to_dict()), **_ensemble_keys(entry)}
         metrics["timings"] = {"total_s": time.perf_counter() - start}
         metrics["versions"] = versions()
@@ -160,10 +150,6 @@ def run_weighted(run: EnsembleRun, *, force: bool = False, show_progress: bool =
     return metrics
 
 
-def _metrics(cfg, y: np.ndarray, scores: np.ndarray, n_val: int, val=None) -> dict:
-    return {**run_metrics(cfg, y, scores, val=val), "n_val": int(n_val)}
-
-
 def _provenance(data_cfg, started: str, run: EnsembleRun) -> dict:
     """``metrics.json["provenance"]`` of a weighted ensemble run, with each member's lenshpc/package versions."""
     from lenshpc import provenance
@@ -173,18 +159,18 @@ def _provenance(data_cfg, started: str, run: EnsembleRun) -> dict:
                               members={m.label: run_provenance(RunDir(m.run_dir)) for m in run.members})
 
 
-def _ensemble_info(run: EnsembleRun, fit: dict, sources: list[str]) -> dict:
+def _ensemble_info(run: EnsembleRun, fit: FitResult, sources: list[str]) -> dict:
     """``ensemble.json``: what the ensemble is (members, weights) and how it was fitted."""
     entry = run.entry
-    optimiser = {k: fit[k] for k in ("iterations", "nfev", "fun", "success", "message", "options", "theta",
-                                     "theta0", "mse_applied")}
+    optimiser = {k: getattr(fit, k) for k in ("iterations", "nfev", "fun", "success", "message", "options", "theta",
+                                              "theta0", "mse_applied")}
     return {"version": 1, "name": entry.name, "method": entry.method,
             "variant": entry.variant if entry.method == "nelder_mead" else "",
             "seed": int(run.seed), "committee": entry.committee,
             "members": [str(m.run_dir.resolve()) for m in run.members],
             "member_names": [m.label for m in run.members],
             "members_relative": [relpath(m.run_dir.resolve(), run.run_dir.resolve()) for m in run.members],
-            "member_sources": sources, "weights": [float(w) for w in fit["weights"]], "optimiser": optimiser,
+            "member_sources": sources, "weights": [float(w) for w in fit.weights], "optimiser": optimiser,
             "created": now()}
 
 
@@ -210,8 +196,6 @@ def ide_config(run: EnsembleRun):
 
 
 def _hpc(spec: EnsembleSpec, base_cfg, overrides: dict | None = None):
-    from lenshpc.config import from_dict
-
     merged = {**base_cfg.hpc.__dict__, **spec.hpc, **(overrides or {})}
     return from_dict({"hpc": merged}, source=str(spec.path)).hpc
 
@@ -219,8 +203,6 @@ def _hpc(spec: EnsembleSpec, base_cfg, overrides: dict | None = None):
 def _as_sweep(spec: EnsembleSpec, trained: list[EnsembleRun], hpc):
     """Every run of ``spec`` as a sweep grid point (``sweep.json``, :func:`lenshpc.hpc.sweep.run_sweep`);
     the ``trained`` (input-dependent) ones carry their config, the others are computed in this process."""
-    from lenshpc.hpc.spec import GridPoint, SweepSpec
-
     configs = {r.id: ide_config(r) for r in trained}
     source = str(spec.path.resolve()) if spec.path else ""
     points = [GridPoint(group=e.name, variant=e.name, seed=k, params=_ensemble_keys(e), config_file=source,
@@ -256,20 +238,18 @@ def run_spec(spec: EnsembleSpec, *, only: list[str] | None = None, executor: str
     listed; an error in one run does not stop the others.
     """
     from lenshpc.analysis.ensembles.report import write_report
-    from lenshpc.config import Config
     from lenshpc.hpc import sweep as _sweep
     from lenshpc.train import checkpoint as ckpt
 
     runs = plan_ensemble_runs(spec, spec.select(only))
     outcome = EnsembleOutcome(runs=runs)
     weighted = [r for r in runs if r.entry.method != "input_dependent"]
-    ide = [r for r in runs if r.entry.method == "input_dependent"]
     for run in runs:
         if run.done and not force:
             outcome.done_before.append(run.id)
         elif run.problem:
             outcome.skipped.append((run.id, run.problem))
-    todo = [r for r in ide if not r.problem and (force or not r.done)]
+    todo = [r for r in runs if r.entry.method == "input_dependent" and not r.problem and (force or not r.done)]
     try:
         sweep = _as_sweep(spec, todo, _hpc(spec, ide_config(todo[0]) if todo else Config(), hpc_overrides))
     except UserError as exc:  # a bad override: no input-dependent run can start

@@ -1,37 +1,23 @@
 """Ensemble weights: Nelder–Mead weighted average (thesis Eq 3.22, Sec 3.6.1 and 4.6) and the plain average.
 
-The ensemble prediction is ``ŷ = X·w`` with ``X`` the ``(N, M)`` matrix of member scores.  The
-weights are fitted on the members' **validation** scores by minimising the mean squared error
-
-    MSE(w) = mean((y − X·g(θ))²)
-
-with :func:`scipy.optimize.minimize` (``method="Nelder-Mead"``), started from a seeded random
-point θ₀ ~ U[0, 1)ᴹ (``rng_for(seed, "ensemble", name)``).
+``ŷ = X·w`` with ``X`` the ``(N, M)`` member scores; the weights minimise the validation MSE
+``mean((y − X·g(θ))²)`` with :func:`scipy.optimize.minimize` (Nelder–Mead, ``xatol = fatol = 1e-6``,
+``maxiter = 200·M``) from a seeded start θ₀ ~ U[0, 1)ᴹ (``rng_for(seed, "ensemble", name)``).
 
 Variants
 --------
 ``thesis``
-    What the thesis code did: θ = w is fitted **unconstrained** (g = identity), and afterwards
-    the applied weights are ``softmax(θ)``.  The applied weights are therefore positive and sum to
-    one (scores stay in [0, 1]), but they are *not* the minimiser of the objective: softmax
-    compresses the fitted weights towards uniform (fitted (0.6, 0.2, 0.2) → applied (0.40, 0.30,
-    0.30)), and the validation MSE of the applied weights is higher than the optimiser's ``fun``.
-    ``fun`` and ``mse_applied`` in the result show the gap.
+    What the thesis code did: θ = w fitted unconstrained (g = identity), ``softmax(θ)`` applied afterwards —
+    positive weights summing to one, but not the minimiser (``mse_applied`` > ``fun``).
 ``simplex``
-    θ are logits and the fitted weights are w = softmax(θ) (g = softmax): the optimiser minimises
-    the MSE of the weights that are applied, over non-negative weights summing to one.  A weight
-    on the boundary (0) is only approached (θ → −∞), to the optimiser's tolerance.
+    θ are logits and w = softmax(θ) inside the objective (g = softmax): the applied weights are the fitted ones.
 
-Tolerance ("1e-6" in the thesis): scipy's Nelder–Mead stops when **both** the largest distance
-of a simplex vertex from the best vertex, ``max|θᵢ − θ₀|``, is ≤ ``xatol`` and the largest
-difference of their objective values, ``max|f(θᵢ) − f(θ₀)|``, is ≤ ``fatol``; both are 1e-6
-(what ``minimize(..., tol=1e-6)`` sets), or after ``maxiter = 200·M`` iterations (scipy's own
-default, the thesis's "M * 200").
+Details and consequences: ``docs/ensembles.md`` ("Nelder–Mead").
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -78,9 +64,6 @@ class FitResult:
     success: bool = True
     message: str = ""
     options: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _check_matrix(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

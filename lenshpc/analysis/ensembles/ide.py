@@ -1,41 +1,15 @@
 """The input-dependent ensemble (thesis Sec 3.6.2, 4.6): a dynamic ensembler trained by the run loop.
 
-A *dynamic ensembler* DE_M is a CNN (``model.name``, ResNet18 in the thesis) whose head is an
-M-way softmax ``g(x) = (g_1(x) … g_M(x))``.  It learns, per input image, which of M trained
-lens finders (the *members*, finished run directories) to trust:
-
-* **targets** (:func:`ide_targets`): for each training image the M members' scores ``p_m(x)``
-  are computed; the one-hot target marks the member closest to the label — the highest score
-  for a lens (y = 1), the lowest for a non-lens (y = 0);
-* **loss**: categorical cross-entropy between ``g(x)`` and that one-hot target;
-* **prediction** (Eq 3.23): ``ŷ(x) = Σ_m g_m(x) · p_m(x)``, a convex combination of the
-  members' scores, so ``ŷ ∈ [0, 1]``.
-
-Training is an ordinary run of task ``ide`` (:class:`lenshpc.tasks.ide.IDETask`, members in
-``task.params.members``) through :func:`lenshpc.train.run_training`, so a DE run gets everything
-an ordinary run has: chunk synthesis, deterministic minibatches, checkpoints,
-exact resume, SIGTERM/SIGUSR1 preemption, Horovod, model selection on the fixed validation
-chunk and early stopping; and it writes an ordinary run directory (``docs/run-dir.md``) whose
-``predictions.h5`` holds the **ensemble** scores ŷ, plus ``ensemble.json``.  History columns:
-``train_loss`` and ``val_loss`` are the DE's categorical cross-entropy (on the chunk's and the
-validation chunk's targets); ``val_accuracy``, ``val_fbeta_auc``, ``val_soft_fbeta`` and
-``val_auroc`` are metrics of the ensemble score ŷ on the validation chunk.  ``selection.metric``
-therefore chooses between "the gating network's own loss" (``val_loss``) and "the best
-ensemble" (any other metric) — see ``docs/ensembles-ide.md``.
-
-Members are scored with one compiled function (all M models in one graph, loaded once); their
-scores on the fixed validation and test sets are computed once per invocation and reused.
-
-Public API
-----------
-ide_targets(member_scores, labels) -> (N, M) float32 one-hot
-train_ide(members, cfg, out, *, resume=True, force=False, show_progress=True) -> dict
-load_ide_scorer(path) -> IDEScorer            # .name, .image_shape, .score(x, batch_size=256)
+A *dynamic ensembler* DE_M is a CNN whose M-way softmax head ``g(x)`` weights M finished lens finders (the
+*members*) per image: the one-hot target (:func:`ide_targets`) marks the member closest to the label, the loss is
+categorical cross-entropy, and the prediction is Eq 3.23, ``ŷ(x) = Σ_m g_m(x) · p_m(x)``.  Training is an
+ordinary run of task ``ide`` (:class:`lenshpc.tasks.ide.IDETask`, which uses the pieces here) through
+:func:`lenshpc.train.run_training`; :func:`load_ide_scorer` scores images with a finished one.  History columns,
+selection and the config: ``docs/ensembles-ide.md``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +17,16 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, ensemble_member_dirs, load_member_config,
+from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, check_images, ensemble_member_dirs, load_member_config,
                                                 read_ensemble_json, relpath, short_name)
 from lenshpc.errors import UserError
 from lenshpc.train.rundir import MODEL_FILE, PREDICTIONS_FILE, PREDICT_BATCH, RunDir, check_finished, read_predictions
+from lenshpc.utils import read_json_object
 
 #: ``task.name`` of a dynamic ensembler's run (:class:`lenshpc.tasks.ide.IDETask`).
 TASK = "ide"
 #: ``ensemble.json`` ``method`` of an input-dependent ensemble.
 METHOD = "input_dependent"
-#: The ensemble description in the run directory (the same file as every ensemble run's).
-ENSEMBLE_FILE = ENSEMBLE_JSON
 #: Metrics of each member / the oracle stored in ``ensemble.json`` (keys of ``lenshpc.metrics.summary``).
 SUMMARY_KEYS = ("auroc", "accuracy", "precision", "recall", "fbeta", "tpr0", "tpr10", "i_auc")
 
@@ -127,8 +100,8 @@ class _Member:
 
 def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
-    if isinstance(members, (str, os.PathLike)):
-        members = [members]
+    from lenshpc.data.normalise import config_key
+
     paths = [Path(m).resolve() for m in members]
     if len(paths) < 2:
         raise UserError(f"an input-dependent ensemble needs at least 2 members, got {len(paths)}: "
@@ -140,8 +113,6 @@ def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     for path in paths:
         check_finished(path, f"input-dependent ensemble member {short_name(path)}")
         mcfg = load_member_config(path)
-        from lenshpc.data.normalise import config_key
-
         out.append(_Member(path=path, name=short_name(path), preprocess=mcfg.data.preprocess,
                            normalisation=config_key(mcfg)))
     return out
@@ -228,17 +199,21 @@ def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike,
               force: bool = False, show_progress: bool = True, on_chunk_end=None) -> dict:
     """Train a dynamic ensembler over ``members`` and write its run directory at ``out``.
 
-    An ordinary :func:`lenshpc.train.run_training` of ``cfg`` as task ``ide`` over ``members``
-    (:func:`with_members`; ``resume``, ``force``, ``show_progress``,
-    ``on_chunk_end`` as there), after checking that a checkpoint or finished run in ``out`` is
-    one of the same members.  ``cfg`` is the DE's run config: ``model`` (its head becomes an M-way
-    softmax), ``data`` (use the members' data and seed so the test set is theirs), ``train``,
-    ``selection`` and ``seed``; ``loss`` is not used (categorical cross-entropy).  ``members``:
-    at least 2 finished run dirs trained with the DE's ``data.preprocess`` on images of its shape.
-    Returns ``metrics.json``; raises UserError for bad members (missing, unfinished, duplicate,
-    fewer than 2, other preprocessing or image shape, not a single-score model), an ``out``
-    holding an ensemble of other members, or any ``run_training`` error; Preempted on
-    SIGTERM/SIGUSR1 (checkpointed: call again to resume).
+    :func:`lenshpc.train.run_training` of :func:`with_members` ``(cfg, members)`` (``resume``, ``force``,
+    ``show_progress``, ``on_chunk_end`` as there), after checking that a checkpoint or finished run in ``out``
+    is one of the same members.  ``cfg`` is the DE's run config (use the members' data and seed so the test
+    set is theirs; ``loss`` is unused).
+
+    Returns
+    -------
+    dict
+        ``metrics.json``.
+
+    Raises
+    ------
+    UserError
+        Bad members (fewer than 2, duplicate, unfinished, other preprocessing or image shape), an ``out``
+        holding an ensemble of other members, or any ``run_training`` error.
     """
     from lenshpc.train import run_training
 
@@ -249,24 +224,10 @@ def train_ide(members: Sequence[str | os.PathLike], cfg, out: str | os.PathLike,
                         on_chunk_end=on_chunk_end)
 
 
-def data_image_shape(cfg) -> Optional[tuple]:
-    """Image shape of the DE's dataset, or None when it is missing (run_training then explains)."""
-    from lenshpc.data.format import open_dataset
-
-    if not cfg.data.path or not Path(cfg.data.path).is_file():
-        return None
-    with open_dataset(cfg.data.path) as ds:
-        return tuple(int(v) for v in ds.image_shape)
-
-
 def _check_same_members(rd: RunDir, members: Sequence[str], *, resume: bool, force: bool) -> None:
     """A checkpoint or finished run of other members is never resumed or returned silently."""
-    path = rd.path / ENSEMBLE_FILE
-    if force or not path.is_file() or not (rd.is_done() or (resume and rd.has_checkpoint())):
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
+    old = read_json_object(rd.path / ENSEMBLE_JSON)  # {} when absent or unreadable: nothing to compare with
+    if force or not old or not (rd.is_done() or (resume and rd.has_checkpoint())):
         return
     now = list(members)
     if old.get("method") != METHOD:
@@ -305,20 +266,13 @@ class IDEScorer:
         self._gate_step = tf.function(lambda x: gating(x, training=False), input_signature=[spec])
         self._width = len(members)
 
-    def _check(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise UserError(f"{self.name}: images of shape {tuple(x.shape[1:])} given, the ensemble takes "
-                            f"{self.image_shape}")
-        return x
-
     def member_scores(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """``(N, M)`` member scores of prepared images ``x``."""
-        return batched(self._member_step, self._check(x), self._width, batch_size)
+        return batched(self._member_step, check_images(x, self.image_shape, self.name), self._width, batch_size)
 
     def gates(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """``(N, M)`` softmax weights of the gating network."""
-        return batched(self._gate_step, self._check(x), self._width, batch_size)
+        return batched(self._gate_step, check_images(x, self.image_shape, self.name), self._width, batch_size)
 
     def score(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """Ensemble scores ``ŷ = Σ_m g_m(x) p_m(x)`` ``(N,)`` float32 of prepared images ``x`` ``(N, H, W, C)``."""
@@ -342,8 +296,8 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     from lenshpc.train.evaluate import load_model
 
     rd = RunDir(path)
-    if not (rd.path / ENSEMBLE_FILE).is_file():
-        raise UserError(f"{rd.path}: not an input-dependent ensemble (no {ENSEMBLE_FILE}); make one with "
+    if not (rd.path / ENSEMBLE_JSON).is_file():
+        raise UserError(f"{rd.path}: not an input-dependent ensemble (no {ENSEMBLE_JSON}); make one with "
                         "`lenshpc ensemble` (method input_dependent)")
     info = read_ensemble_json(rd.path)
     if info.get("method") != METHOD:
@@ -364,5 +318,4 @@ def load_ide_scorer(path: str | os.PathLike) -> IDEScorer:
     return IDEScorer(rd.path, gating, members)
 
 
-__all__ = ["ENSEMBLE_FILE", "IDEScorer", "METHOD", "TASK", "ide_targets", "load_ide_scorer", "train_ide",
-           "with_members"]
+__all__ = ["IDEScorer", "METHOD", "TASK", "ide_targets", "load_ide_scorer", "train_ide", "with_members"]

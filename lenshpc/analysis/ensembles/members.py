@@ -29,7 +29,8 @@ from lenshpc.errors import UserError
 from lenshpc.config import DATA_KEYS, INPUT_KEYS, data_fingerprint, flatten, load_config
 from lenshpc.train.rundir import (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, check_finished, is_run_dir, read_predictions,
                                   run_normaliser, unfinished_run_advice)
-from lenshpc.utils import atomic_path, progress
+from lenshpc.hpc.spec import slug
+from lenshpc.utils import atomic_path, did_you_mean, progress
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -93,7 +94,7 @@ class ModelScorer:
     def score(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         from lenshpc.train.evaluate import predict_scores
 
-        x = _check_images(x, self.image_shape, self.name)
+        x = check_images(x, self.image_shape, self.name)
         return np.asarray(predict_scores(self.model, x, batch_size), dtype=np.float32)
 
     def __repr__(self) -> str:
@@ -142,14 +143,15 @@ def member_names(info: dict) -> list[str]:
     return [short_name(Path(m)) for m in info["members"]]
 
 
-def _check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+def check_images(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``x`` as float32 ``(N, *shape)``; a UserError naming the scorer ``name`` otherwise."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
         raise UserError(f"{name}: images of shape {x.shape} given, the model expects (N, {', '.join(map(str, shape))})")
     return x
 
 
-def short_name(path: Path) -> str:
+def short_name(path: str | Path) -> str:
     """``…/bce/seed3`` → ``bce/seed3`` (a run's group and seed)."""
     path = Path(path)
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
@@ -184,8 +186,6 @@ def resolve_entry(runs_root: Path | None, entry: str, where: str) -> tuple[str, 
         return label, candidate, True
     near = ""
     if runs_root is not None and runs_root.is_dir():
-        from lenshpc.utils import did_you_mean
-
         names = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith("."))
         near = did_you_mean(entry, names, cutoff=0.5, otherwise=f" Groups under {runs_root}: {', '.join(names) or '(none)'}.")
     raise UserError(f"{where}: member '{entry}' not found: {candidate} is neither a run directory nor a sweep group "
@@ -197,15 +197,6 @@ def member_for_seed(label: str, path: Path, is_group: bool, seed: int, where: st
     run_dir = path / f"seed{seed}" if is_group else path
     check_finished(run_dir, f"{where}: member '{label}'" + (f" seed {seed}" if is_group else ""))
     return Member(label, run_dir)
-
-
-def group_seed_runs(path: Path) -> dict[int, Path]:
-    """``{k: <group>/seed<k>}`` for every seed directory of a sweep group (finished or not)."""
-    out = {}
-    for p in path.iterdir() if path.is_dir() else []:
-        if p.is_dir() and p.name.startswith("seed") and p.name[4:].isdigit():
-            out[int(p.name[4:])] = p
-    return dict(sorted(out.items()))
 
 
 # ====================================================================== prediction matrices
@@ -264,25 +255,19 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
     target = data_fingerprint(data_cfg, DATA_KEYS)
     matches = [data_fingerprint(c, DATA_KEYS) == target for c in cfgs]
 
-    preds: list[dict | None] = [None] * len(members)
-    for i, m in enumerate(members):
-        if matches[i]:
-            preds[i] = {g: read_predictions(m.run_dir / PREDICTIONS_FILE, g) for g in ("val", "test")}
-
-    reference = None  # (x_val, y_val, x_test, y_test, meta) from the engine, built only when needed
+    preds: list[dict | None] = [{g: read_predictions(m.run_dir / PREDICTIONS_FILE, g) for g in ("val", "test")}
+                                if ok else None for m, ok in zip(members, matches)]
     if all(matches):
         y_val, y_test = preds[0]["val"]["labels"], preds[0]["test"]["labels"]
-        bad = [i for i, p in enumerate(preds) if not (_same(p["val"]["labels"], y_val)
-                                                      and _same(p["test"]["labels"], y_test))]
+        bad = [i for i, p in enumerate(preds) if not _same_labels(p, y_val, y_test)]
         if bad:
             log.warning("members %s have the same data config but different labels (data file changed?); "
                         "re-scoring every member on the common sets", ", ".join(members[i].label for i in bad))
             matches = [False] * len(members)
-    if not all(matches):
-        reference = _common_sets(data_cfg)
-        x_val, y_val, x_test, y_test, meta = reference
+    if not all(matches):  # the common sets from the engine, built only when needed
+        x_val, y_val, x_test, y_test, meta = _common_sets(data_cfg)
         for i, p in enumerate(preds):
-            if p is not None and not (_same(p["val"]["labels"], y_val) and _same(p["test"]["labels"], y_test)):
+            if p is not None and not _same_labels(p, y_val, y_test):
                 preds[i], matches[i] = None, False
     else:
         meta = preds[0]["test"]["meta"]
@@ -329,9 +314,11 @@ def prediction_matrices(members: Sequence[Member], data_cfg=None, *, cache_dir: 
                          np.asarray(y_test).astype(np.uint8), dict(meta), sources)
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return np.shape(a) == np.shape(b) and bool(np.array_equal(np.asarray(a).astype(np.uint8),
-                                                              np.asarray(b).astype(np.uint8)))
+def _same_labels(p: dict, y_val: np.ndarray, y_test: np.ndarray) -> bool:
+    """Whether a member's ``predictions.h5`` groups ``p`` hold exactly the labels ``y_val`` and ``y_test``."""
+    pairs = ((p["val"]["labels"], y_val), (p["test"]["labels"], y_test))
+    return all(np.shape(a) == np.shape(b) and np.array_equal(np.asarray(a).astype(np.uint8),
+                                                             np.asarray(b).astype(np.uint8)) for a, b in pairs)
 
 
 def _common_sets(data_cfg, normaliser=None):
@@ -370,14 +357,13 @@ def _fingerprint(target: dict, y_val: np.ndarray, y_test: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _model_stamp(run_dir: Path) -> str:
-    st = (run_dir / MODEL_FILE).stat()
+def size_mtime(path: Path) -> str:
+    """``size:mtime_ns`` of a file: changes when it is rewritten (score caches, rank plans)."""
+    st = path.stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _safe(label: str) -> str:
-    from lenshpc.hpc.spec import slug
-
     return slug(label.replace("/", "__"))
 
 
@@ -391,7 +377,7 @@ def _read_cache(path: Path, run_dir: Path, fingerprint: str) -> tuple[np.ndarray
         with h5py.File(path, "r") as fh:
             attrs = dict(fh.attrs)
             if (int(attrs.get("version", -1)) != CACHE_VERSION or attrs.get("fingerprint") != fingerprint
-                    or attrs.get("model_stamp") != _model_stamp(run_dir)):
+                    or attrs.get("model_stamp") != size_mtime(run_dir / MODEL_FILE)):
                 return None
             return fh["val/scores"][()], fh["test/scores"][()]
     except (OSError, KeyError) as exc:
@@ -405,7 +391,7 @@ def _write_cache(path: Path, run_dir: Path, fingerprint: str, val: np.ndarray, t
     with atomic_path(path) as tmp:
         with create_h5(tmp) as fh:
             fh.attrs.update({"version": CACHE_VERSION, "fingerprint": fingerprint, "run_dir": str(run_dir),
-                             "model_stamp": _model_stamp(run_dir)})
+                             "model_stamp": size_mtime(run_dir / MODEL_FILE)})
             fh.create_dataset("val/scores", data=np.asarray(val, np.float32))
             fh.create_dataset("test/scores", data=np.asarray(test, np.float32))
 
@@ -418,6 +404,6 @@ def relpath(target: Path, start: Path) -> str:
         return str(target)
 
 
-__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer",
-           "ensemble_member_dirs", "group_seed_runs", "load_member_config", "member_for_seed", "member_names",
-           "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name"]
+__all__ = ["ENSEMBLE_JSON", "Member", "ModelScorer", "PredictionSet", "Scorer", "check_images",
+           "ensemble_member_dirs", "load_member_config", "member_for_seed", "member_names",
+           "prediction_matrices", "read_ensemble_json", "relpath", "resolve_entry", "short_name", "size_mtime"]

@@ -12,21 +12,23 @@ ROC curves and prediction histograms.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec
+from lenshpc.hpc.spec import slug
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, load_run
 from lenshpc.report.stats import GroupSummary, summarise_group
-from lenshpc.report import provenance as code_provenance
+from lenshpc.report import plot_lines, provenance as code_provenance
 from lenshpc.report import significance
 from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, gaps_text, markdown_tables, tex_escape,
                                    tex_tables, write_tables)
 from lenshpc.train.rundir import RunDir
+from lenshpc.utils import read_json_object
 
 #: Extra columns of report.csv (the row's description).
 CSV_KEYS = ["kind", "method", "variant", "members", "weights_mean", "weights_std"]
@@ -60,10 +62,7 @@ def _weights(g: GroupSummary) -> tuple[list[str], np.ndarray, np.ndarray] | None
     """Member names and mean / std (ddof 1) of the weights over the row's finished runs."""
     rows, names = [], None
     for rec in g.runs:
-        try:
-            info = json.loads((rec.path / "ensemble.json").read_text())
-        except (OSError, ValueError):
-            continue
+        info = read_json_object(rec.path / ENSEMBLE_JSON)
         w = info.get("weights")
         if isinstance(w, list) and w:
             rows.append(np.asarray(w, dtype=float))
@@ -115,13 +114,12 @@ def write_report(spec: EnsembleSpec, *, plots: bool = True) -> EnsembleReport:
     ens, members, weights = build_groups(spec)
     groups = ens + members
     significance.annotate(groups, TESTED_COLUMNS)
-    table = markdown_tables(groups, _common(groups, "threshold"))
-    report = EnsembleReport(groups=groups, table=table, weights=weights)
+    threshold = _common(groups, "threshold")
+    report = EnsembleReport(groups=groups, table=markdown_tables(groups, threshold), weights=weights)
     out = spec.out
     problems: list[str] = []
     if plots:
         report.plots, problems = _plots(ens, members, out / "plots")
-    threshold = _common(groups, "threshold")
     md = _markdown(spec, report, threshold, problems)
     caption = (f"Ensembles (rows 1--{len(ens)}) and their members: mean $\\pm$ std over the ensemble runs at decision "
                f"threshold {threshold} ({tex_escape(STD_NOTE)}).")
@@ -137,7 +135,6 @@ def _common(groups: list[GroupSummary], key: str) -> str:
 
 
 def _plots(ens: list[GroupSummary], members: list[GroupSummary], plot_dir: Path) -> tuple[list[Path], list[str]]:
-    from lenshpc.hpc.spec import slug
     from lenshpc.report import plots as figures
 
     beta = _common(ens + members, "beta")
@@ -180,13 +177,7 @@ def _markdown(spec: EnsembleSpec, r: EnsembleReport, threshold: str, problems: l
         lines.append("")
     if problems:
         lines += ["## Problems", "", *(f"- {p}" for p in problems), ""]
-    if r.plots:
-        lines += ["## Plots", ""]
-        for p in r.plots:
-            if p.suffix == ".png":
-                rel = p.relative_to(spec.out) if p.is_relative_to(spec.out) else p
-                lines.append(f"![{rel.parent.name}/{p.stem}]({rel})")
-        lines.append("")
+    lines += plot_lines(r.plots, spec.out, folder=True)
     lines += code_provenance.markdown_lines(r.groups)
     lines += ["Files: `report.csv` (all numbers, full precision, mean weights), `report.tex` (booktabs table). "
               "Each ensemble run directory holds `ensemble.json` (members, weights, optimiser result).", ""]

@@ -1,29 +1,9 @@
 """Ensemble spec files (``lenshpc ensemble SPEC.yaml``): typed, strictly validated.
 
-Format (docs/ensembles.md)::
-
-    name: thesis_table52            # default: the file name
-    runs: ../../runs/thesis_table51 # where member groups live (<runs>/<group>/seed<k>); relative to THIS file
-    out: runs/thesis_table52        # output dir, relative to the working directory (like sweep files)
-    seeds: 0-9                      # ensemble runs: run k combines each member group's seed<k>
-    members_in_report: true         # add the member groups' own rows to the report
-    hpc: {gpus_per_node: 1}         # resources of input-dependent jobs (over member 0's hpc section)
-    ensembles:
-      - name: NM3
-        method: nelder_mead         # nelder_mead | average | input_dependent
-        variant: thesis             # nelder_mead only: thesis | simplex
-        members: [bce, fbeta_soft, f1_soft]
-      - name: IDE3
-        method: input_dependent
-        members: [bce, fbeta_soft, f1_soft]
-        train: {chunks: 2000, learning_rate: 1.0e-4}   # nested overrides of the DE's config sections
-        model: {name: resnet18}
-        set: {data.chunk_size: 4096}                   # dotted overrides
-      - name: committee_bce
-        method: average
-        committee: bce              # every seed of this group, one run
-
-Unknown keys are rejected with the file, the key path and the closest valid key.
+The format (``name``, ``runs`` relative to the spec file, ``out``, ``seeds``, ``members_in_report``, ``hpc``,
+``ensembles: [{name, method, variant, members | committee, label, train, model, set}]``) is documented with an
+example in ``docs/ensembles.md`` ("Spec file").  Unknown keys are rejected with the file, the key path and the
+closest valid key.
 """
 
 from __future__ import annotations
@@ -35,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-from lenshpc.config import build, flatten, key_hint, read_yaml_mapping
+from lenshpc.config import build, flatten, from_dict, key_hint, read_yaml_mapping
 from lenshpc.errors import ConfigError
+from lenshpc.hpc.spec import parse_seeds, slug
 from lenshpc.utils import did_you_mean
 
 METHODS = ("nelder_mead", "average", "input_dependent")
@@ -137,8 +118,6 @@ def load_ensemble_spec(path: str | Path, *, runs: str | Path | None = None, out:
     ConfigError
         Unknown keys (with the nearest valid key), bad values, duplicate names, inconsistent entries.
     """
-    from lenshpc.hpc.spec import parse_seeds, slug
-
     path = Path(path)
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     data = read_yaml_mapping(path, "ensemble spec", "an ensemble spec is a mapping with keys "
@@ -153,7 +132,7 @@ def load_ensemble_spec(path: str | Path, *, runs: str | Path | None = None, out:
         if not isinstance(item, dict):
             raise ConfigError(f"{path}: {where} must be a mapping with name, method and members")
         entry = build(EnsembleEntry, item, str(path), f"{where}.")
-        _check_entry(entry, item, path, where, slug)
+        _check_entry(entry, item, path, where)
         entries.append(entry)
     names = [e.name for e in entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -172,14 +151,12 @@ def load_ensemble_spec(path: str | Path, *, runs: str | Path | None = None, out:
     seed_list = parse_seeds(seeds if seeds is not None else (top.seeds if top.seeds is not None else [0]),
                             f"{path}: seeds" if seeds is None else "--seeds")
     if top.hpc:
-        from lenshpc.config import from_dict
-
         from_dict({"hpc": top.hpc}, source=str(path))  # validate now (unknown keys → suggestion)
     return EnsembleSpec(path=path, name=name, runs=runs_dir.resolve() if runs_dir else None, out=out_dir.resolve(),
                         seeds=seed_list, ensembles=entries, members_in_report=top.members_in_report, hpc=dict(top.hpc))
 
 
-def _check_entry(e: EnsembleEntry, raw: dict, path: Path, where: str, slug) -> None:
+def _check_entry(e: EnsembleEntry, raw: dict, path: Path, where: str) -> None:
     where = f"{path}: {where}"
     if not e.name or slug(e.name) != e.name:
         raise ConfigError(f"{where}: needs a 'name' made of letters, digits, '.', '_', '+', '-' "

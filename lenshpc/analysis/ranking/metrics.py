@@ -1,53 +1,10 @@
-"""Ranking survey catalogues: ranks with ties, tracer rank curves and LensFlow's ranking metrics.
+"""Ranking survey catalogues: mid-ranks, tracer rank curves and LensFlow's ranking metrics (seed 004, Fig. 8).
 
-A lens finder applied to a survey does not *classify*: it orders a catalogue so that people
-inspect the most lens-like cutouts first.  LensFlow (seed 004, "Performance Measures", Fig. 8)
-judges such an ordering with *tracers*, known lenses mixed into the catalogue:
-
-* the **relative rank** of a cutout is its rank divided by the catalogue size ``N``
-  (rank 1 = the highest score);
-* the **classification efficiency** ``2·mean(1 − r) − 1`` of the tracers' relative ranks
-  ``r`` (LensFlow's ``efficiency``);
-* the **tracer rank curve** (TRC): the fraction of tracers recovered against the fraction of
-  the ranked catalogue inspected;
-* the **ranking performance**: the area between the TRC and the line of no discrimination
-  divided by the same area for a perfect ranking (all tracers first).
-
-Exact definitions (also in ``docs/ranking.md``)
------------------------------------------------
-Ranks.  Scores are ranked in decreasing order with *mid-ranks* for ties
-(``scipy.stats.rankdata(-scores, method="average")``): a block of ``m`` equal scores that
-occupies positions ``a+1 … a+m`` gives each of its members the rank ``a + (m+1)/2``.  Ties are
-common in practice (float32 sigmoids saturate at exactly 1.0 for confident candidates), and
-mid-ranks make every metric independent of the catalogue's row order, which is arbitrary.
-
-TRC.  With tracer (mid-)ranks ``R_i`` (``i = 1…n``) the curve is
-
-    F(x) = (1/n) · Σ_i clip(N·x − R_i + 1, 0, 1),     0 ≤ x ≤ 1,
-
-i.e. each tracer raises the curve by ``1/n`` linearly across the width ``1/N`` of its own
-position ``[(R_i − 1)/N, R_i/N]`` — the trapezoid-rule curve through the points
-``(k/N, fraction of tracers among the first k rows)``, ``k = 0…N``.  Its area is
-``∫F = 1 − mean(r) + 1/(2N)``.
-
-Ranking performance (``method="exact"``).  The no-discrimination line is ``y = x`` (the
-expected TRC of a random order), so
-
-    RP = (∫F − 1/2) / (∫F_perfect − 1/2) = (N + 1 − 2·mean(R)) / (N − n),
-
-with ``F_perfect`` the TRC of tracers at ranks ``1…n``.  RP is exactly 1 for a perfect
-ranking, exactly −1 for a reversed one (tracers last), has expectation exactly 0 for a random
-order, and equals ``2·AUROC − 1`` of the scores with tracers as positives and every other
-row as negative (Mann–Whitney with ties counted ½).  ``method="lensflow"`` reproduces the
-published Mathematica code instead: ``2·(1/2 − ∫₀¹ Q(x) dx)`` with ``Q`` the linear
-interpolation of the points ``(i/n, r_(i))`` of the sorted relative ranks, linearly
-extrapolated to ``x = 0`` — it gives 0.5967 for LensFlow's Phase 2 example (the paper prints
-0.596667) but is biased by the interpolation and is not exactly ±1 at the extremes.
-
-Classification efficiency.  ``CE = 2·mean(1 − r) − 1 = 1 − 2·mean(r)``, LensFlow's formula
-unchanged.  Because ``r = R/N`` lies in ``[1/N, 1]``, a perfect ranking gives
-``1 − (n + 1)/N`` and a reversed one ``−1 + (n − 1)/N``; for ``n ≪ N`` these approach ±1.
-The two metrics are related by ``CE = RP·(N − n)/N − 1/N``.
+A lens finder applied to a survey orders a catalogue so that people inspect the most lens-like cutouts first;
+*tracers* (known lenses mixed into the catalogue) judge the order.  The exact definitions — mid-ranks for ties,
+the tracer rank curve ``F(x) = (1/n) · Σ_i clip(N·x − R_i + 1, 0, 1)``, the ranking performance
+``RP = (N + 1 − 2·mean(R)) / (N − n)`` (= 2·AUROC − 1) and its published ``lensflow`` variant, the
+classification efficiency ``CE = 1 − 2·mean(r)`` — are in ``docs/ranking.md`` ("Definitions").
 """
 
 from __future__ import annotations
@@ -169,7 +126,7 @@ def tracer_rank_curve(relative_tracer_ranks: np.ndarray, n_total: int) -> tuple[
     x, y : ndarray
         Vertices from ``(0, 0)`` to ``(1, 1)``: ``x`` = fraction of the ranked catalogue
         inspected, ``y = F(x)`` = fraction of the tracers recovered, with
-        ``F(x) = (1/n) Σ clip(N·x − R_i + 1, 0, 1)`` (module docstring).  Plot with
+        ``F(x) = (1/n) Σ clip(N·x − R_i + 1, 0, 1)`` (``docs/ranking.md``).  Plot with
         ``plt.plot(x, y)``; ``np.trapezoid(y, x)`` is the exact area under the curve.
     """
     r, n_total = _tracer_ranks(relative_tracer_ranks, n_total, need_total=True)

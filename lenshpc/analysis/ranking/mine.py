@@ -1,57 +1,27 @@
 """Hard-negative mining (``lenshpc mine``): the false positives at the top of a ranking → a negatives dataset.
 
-LensFlow's phase 2 ("bootstrapping", seed 004): the highest-ranked cutouts that are not lenses — spirals,
-stars, artefacts — go back into training as non-lenses.  Two ways to choose them from a ranking directory
-written by ``lenshpc rank`` (``ranked.csv``, ``rank.json``):
-
-``top``
-    the ``N`` highest-ranked cutouts that are **not tracers** (the known lenses are never mined);
-``labels``
-    a ``labels.csv`` with columns ``id,label`` (``lens`` | ``maybe`` | ``non-lens``; what the inspection
-    page exports): the cutouts labelled ``non-lens``.
-
-The output is a labelled lenshpc dataset (``docs/data-format.md``): the raw cutouts as stored in the
-catalogue, ``labels`` all 0, every row in the ``train`` split, the catalogue's metadata columns plus
-``score``, ``rank`` and ``catalogue_row``, and ``provenance`` = the ranking (model, plan digest), the
-catalogue's fingerprint and the selection.  Training takes it through ``data.extra_negatives``.
-
-The catalogue must be the one that was ranked: its recorded fingerprint (path, size, mtime, creation
-time, rows) is checked, so mining from a ranking of another (or a re-made) catalogue fails.
+LensFlow's phase 2 ("bootstrapping", seed 004).  From a ``lenshpc rank`` directory, ``top`` mines the ``N``
+highest-ranked non-tracers, ``labels`` the cutouts a ``labels.csv`` (what the inspection page exports) labels
+``non-lens``; the output is a labelled lenshpc dataset of the raw cutouts (labels 0, all ``train``) with the
+ranking's provenance, for ``data.extra_negatives``.  The catalogue must be the one that was ranked (its recorded
+fingerprint and the mined rows' IDs are checked).  Details: ``docs/ranking.md`` ("Hard negatives").
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from lenshpc.analysis.ranking.page import LABELS  # the labels.csv values the inspection page writes
+from lenshpc.analysis.ranking.report import read_rank_dir
+from lenshpc.data.stack import normalise_id
 from lenshpc.errors import UserError
 
 log = logging.getLogger("lenshpc.analysis")
-
-#: Values of the ``label`` column of ``labels.csv``.
-LABELS = ("lens", "maybe", "non-lens")
-
-
-def _read_rank_dir(rank_dir: Path) -> tuple[dict, dict]:
-    from lenshpc.analysis.ranking.report import read_ranked_csv
-
-    info_path, csv_path = rank_dir / "rank.json", rank_dir / "ranked.csv"
-    if not info_path.is_file() or not csv_path.is_file():
-        raise UserError(f"{rank_dir}: not a finished ranking (needs rank.json and ranked.csv); run `lenshpc rank "
-                        "MODEL CATALOGUE.h5 --out DIR` to the end first")
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError as exc:
-        raise UserError(f"{info_path}: unreadable ({exc})") from None
-    if info.get("status") != "merged":
-        raise UserError(f"{rank_dir}: the ranking is not merged (status {info.get('status')!r}); re-run "
-                        "`lenshpc rank` without --shard-index")
-    return info, read_ranked_csv(csv_path)
 
 
 def _check_catalogue(info: dict, catalogue: Path | None, rank_dir: Path) -> Path:
@@ -74,8 +44,6 @@ def _check_catalogue(info: dict, catalogue: Path | None, rank_dir: Path) -> Path
 
 def read_labels(path: Path) -> dict[str, str]:
     """``{id: label}`` of a ``labels.csv`` (``id,label``), with the line of every bad entry in the error."""
-    from lenshpc.data.stack import normalise_id
-
     if not path.is_file():
         raise UserError(f"--labels {path}: no such file (export it from the inspection page, `lenshpc inspect`)")
     try:
@@ -106,8 +74,6 @@ def read_labels(path: Path) -> dict[str, str]:
 def select(ranked: dict, *, top: int | None = None, labels: dict[str, str] | None = None,
            labels_path: Path | None = None) -> tuple[np.ndarray, dict]:
     """Positions in ``ranked`` (ranking order) of the mined cutouts and the selection's description."""
-    from lenshpc.data.stack import normalise_id
-
     tracer = np.asarray(ranked["tracer"]).astype(bool)
     if (top is None) == (labels is None):
         raise UserError("give exactly one of --top N or --labels labels.csv")
@@ -161,7 +127,7 @@ def mine(rank_dir: str | Path, out: str | Path, *, top: int | None = None, label
     rank_dir, out = Path(rank_dir), Path(out)
     if out.exists() and not force:
         raise UserError(f"{out} exists; choose another --out or pass --force to overwrite it")
-    info, ranked = _read_rank_dir(rank_dir)
+    info, ranked = read_rank_dir(rank_dir)
     cat = _check_catalogue(info, Path(catalogue) if catalogue is not None else None, rank_dir)
     label_map = read_labels(Path(labels)) if labels is not None else None
     pos, selection = select(ranked, top=top, labels=label_map, labels_path=Path(labels) if labels else None)
@@ -173,8 +139,6 @@ def mine(rank_dir: str | Path, out: str | Path, *, top: int | None = None, label
         images = ds.read("images", rows[order])
         meta = ds.meta("images", rows[order])
         if "id" in meta:  # the rows must hold the IDs the ranking gave them (same catalogue, same order)
-            from lenshpc.data.stack import normalise_id
-
             got = [normalise_id(v) for v in meta["id"].tolist()]
             want = [normalise_id(v) for v in np.asarray(ranked["id"])[pos][order].tolist()]
             if got != want:

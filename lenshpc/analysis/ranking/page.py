@@ -37,26 +37,6 @@ RA_NAMES = ("ra", "ra_deg", "raj2000", "alpha_j2000", "ra_icrs")
 DEC_NAMES = ("dec", "dec_deg", "dej2000", "decj2000", "delta_j2000", "de_icrs", "dec_icrs")
 
 
-def _rank_inputs(rank_dir: Path) -> tuple[dict, Path]:
-    """``rank.json`` and the catalogue it ranked (errors name what is missing and how to fix it)."""
-    if not rank_dir.is_dir():
-        raise UserError(f"{rank_dir}: no such directory (give the --out directory of `lenshpc rank`)")
-    if not (rank_dir / "ranked.csv").is_file():
-        raise UserError(f"{rank_dir} has no ranked.csv: not a finished `lenshpc rank` output "
-                        "(run `lenshpc rank MODEL CATALOGUE.h5 --out DIR` first)")
-    try:
-        info = json.loads((rank_dir / "rank.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{rank_dir} has no rank.json (which names the ranked catalogue); re-run `lenshpc rank`") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{rank_dir / 'rank.json'} is not valid JSON ({exc}); re-run `lenshpc rank`") from None
-    catalogue = Path(info.get("catalogue", ""))
-    if not catalogue.is_file():
-        raise UserError(f"the catalogue {catalogue} ranked in {rank_dir} (rank.json) is gone; restore it or re-run "
-                        "`lenshpc rank` on its new location")
-    return info, catalogue
-
-
 def _json_value(value):
     if isinstance(value, (np.integer,)):
         return int(value)
@@ -94,12 +74,15 @@ def _sky_columns(columns: dict[str, np.ndarray]) -> dict[str, list[str]]:
 
 def page_data(rank_dir: str | Path, top: int | None = None) -> dict:
     """What the page shows: the top ``top`` rows of ``ranked.csv`` with pixels and catalogue columns."""
-    from lenshpc.analysis.ranking.report import catalogue_ids, read_ranked_csv
+    from lenshpc.analysis.ranking.report import catalogue_ids, read_rank_dir
     from lenshpc.data.format import open_dataset
 
     rank_dir = Path(rank_dir)
-    info, catalogue = _rank_inputs(rank_dir)
-    ranked = read_ranked_csv(rank_dir / "ranked.csv")
+    info, ranked = read_rank_dir(rank_dir)
+    catalogue = Path(info.get("catalogue", ""))
+    if not catalogue.is_file():
+        raise UserError(f"the catalogue {catalogue} ranked in {rank_dir} (rank.json) is gone; restore it or re-run "
+                        "`lenshpc rank` on its new location")
     n = len(ranked["id"])
     if n == 0:
         raise UserError(f"{rank_dir / 'ranked.csv'} lists no cutouts")

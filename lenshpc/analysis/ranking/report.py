@@ -1,31 +1,24 @@
 """``lenshpc rank``: score a catalogue (sharded), then write the ranking, the top-N montage and tracer metrics.
 
-Outputs in ``OUT`` (``docs/ranking.md``):
-
-``ranked.csv``
-    One row per cutout, most lens-like first: ``id, score, rank, relative_rank, tracer, row``
-    (``rank`` is the mid-rank of :func:`lenshpc.analysis.ranking.metrics.ranks`, ``row`` the catalogue row).
-``top.png``
-    The top-N cutouts as the network sees them, with rank, ID and score (tracers framed red).
-``tracer_rank_curve.png``, ``rank_metrics.json``
-    With tracers only: LensFlow's Fig. 8-style tracer rank curve and every ranking figure.
-``rank.json``
-    Provenance: model, catalogue, plan, tracer selection, outputs.
-``shards/``
-    The per-shard score files (kept: a re-run with other ``--tracers`` or ``--top`` only
-    re-merges).
+Outputs in ``OUT``: ``ranked.csv`` (most lens-like first; ``rank`` the mid-rank of
+:func:`lenshpc.analysis.ranking.metrics.ranks`), ``top.png``, with tracers ``tracer_rank_curve.png`` and
+``rank_metrics.json``, ``rank.json`` (provenance) and the kept ``shards/`` (a re-run with other ``--tracers`` or
+``--top`` only re-merges); the columns and fields are in ``docs/ranking.md`` ("Outputs").
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from lenshpc import __version__, provenance
+from lenshpc.analysis.ensembles.members import short_name
 from lenshpc.analysis.ranking import metrics as rk
+from lenshpc.data.stack import normalise_id
 from lenshpc.errors import DataError, UserError
 from lenshpc.utils import atomic_path, atomic_write_json
 
@@ -70,8 +63,6 @@ def _truthy(values: np.ndarray, where: str) -> np.ndarray:
 def read_id_file(path: str | Path) -> list[str]:
     """IDs in a text file: the first field (comma or blank separated) of each line; ``#`` comments and a
     header line ``id`` are ignored; integer IDs lose leading zeros (as in ``lenshpc stack``)."""
-    from lenshpc.data.stack import normalise_id
-
     ids = []
     for n, line in enumerate(Path(path).read_text().splitlines()):
         line = line.split("#", 1)[0].strip()
@@ -105,8 +96,6 @@ def select_tracers(ds, spec: str | None, ids: np.ndarray) -> tuple[np.ndarray | 
     info : dict
         ``{"spec", "source", "n_tracers", …}``.
     """
-    from lenshpc.data.stack import normalise_id
-
     if spec is not None and spec.strip().lower() == "none":
         return None, {"spec": "none", "source": "none", "n_tracers": 0}
     if spec is None or spec == "labels":
@@ -167,8 +156,7 @@ def write_ranked_csv(path: str | Path, ids: np.ndarray, scores: np.ndarray, trac
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             fh.write(",".join(CSV_COLUMNS) + "\n")
-            for lo in range(0, len(lines), 100_000):
-                fh.write("".join(lines[lo:lo + 100_000]))
+            fh.writelines(lines)
     return order
 
 
@@ -204,6 +192,30 @@ def read_ranked_csv(path: str | Path) -> dict[str, np.ndarray]:
                         f"{fix}") from None
 
 
+def read_rank_dir(rank_dir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``rank.json`` and ``ranked.csv`` (:func:`read_ranked_csv`) of a finished, merged ``lenshpc rank`` output.
+
+    Raises
+    ------
+    UserError
+        When ``rank_dir`` is not one, naming the missing or unreadable file and how to make it.
+    """
+    rank_dir = Path(rank_dir)
+    if not rank_dir.is_dir():
+        raise UserError(f"{rank_dir}: no such directory (give the --out directory of `lenshpc rank`)")
+    if not (rank_dir / "ranked.csv").is_file():
+        raise UserError(f"{rank_dir} has no ranked.csv: not a finished `lenshpc rank` output "
+                        "(run `lenshpc rank MODEL CATALOGUE.h5 --out DIR` to the end first)")
+    try:
+        info = json.loads((rank_dir / "rank.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{rank_dir / 'rank.json'} is unreadable ({exc}); re-run `lenshpc rank`") from None
+    if info.get("status") != "merged":
+        raise UserError(f"{rank_dir}: the ranking is not merged (status {info.get('status')!r}); re-run "
+                        "`lenshpc rank` without --shard-index")
+    return info, read_ranked_csv(rank_dir / "ranked.csv")
+
+
 def _display(images: np.ndarray) -> tuple[np.ndarray, str | None]:
     """Prepared images for imshow: grey (one band, or the band mean) or RGB from the first three bands."""
     if images.shape[-1] >= 3:
@@ -214,12 +226,10 @@ def _display(images: np.ndarray) -> tuple[np.ndarray, str | None]:
 def write_top_montage(path: str | Path, ds, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray,
                       ranks: np.ndarray, tracers: np.ndarray | None, title: str) -> Path:
     """A grid of the cutouts ``rows`` (in rank order) as the network sees them (Eq 4.1 + √ stretch)."""
+    from lenshpc.data import transforms
     from lenshpc.report.plots import pyplot, save_png
 
     plt = pyplot()
-
-    from lenshpc.data import transforms
-
     rows = np.asarray(rows, dtype=np.int64)
     images, cmap = _display(transforms.prepare(ds.read("images", rows)))
     n = len(rows)
@@ -251,7 +261,6 @@ def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total:
     from lenshpc.report.plots import pyplot, save_png
 
     plt = pyplot()
-
     x, y = rk.tracer_rank_curve(relative_tracer_ranks, n_total)
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.2))
     for ax, logx in zip(axes, (False, True)):
@@ -281,12 +290,6 @@ def write_trc_plot(path: str | Path, relative_tracer_ranks: np.ndarray, n_total:
 
 
 # ---------------------------------------------------------------------- the command
-def _model_name(path: str | Path) -> str:
-    """``…/bce/seed3`` → ``bce/seed3``."""
-    path = Path(path)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-
-
 def default_out(model: str | Path, catalogue: str | Path) -> Path:
     """``MODEL/rank-<catalogue stem>`` (like ``evaluate``'s ``RUN_DIR/eval-<data>``)."""
     return Path(model) / f"rank-{Path(catalogue).stem}"
@@ -361,7 +364,7 @@ def rank_catalogue(model: str | Path, catalogue: str | Path, out: str | Path | N
             head = order[:top]
             outputs["top_png"] = str(write_top_montage(
                 out / "top.png", ds, head, ids, scores, ranks, flags,
-                f"top {len(head)} of {plan.n} cutouts in {Path(catalogue).name} ranked by {_model_name(plan.model)}"))
+                f"top {len(head)} of {plan.n} cutouts in {Path(catalogue).name} ranked by {short_name(plan.model)}"))
     metrics = None
     prov = _provenance(plan, started, executor)
     if flags is not None and flags.any():
@@ -395,5 +398,5 @@ def _provenance(plan, started: str, executor: str) -> dict:
                               model=run_provenance(RunDir(plan.model)))
 
 
-__all__ = ["CSV_COLUMNS", "catalogue_ids", "default_out", "rank_catalogue", "read_id_file", "read_ranked_csv",
-           "select_tracers", "write_ranked_csv", "write_top_montage", "write_trc_plot"]
+__all__ = ["CSV_COLUMNS", "catalogue_ids", "default_out", "rank_catalogue", "read_id_file", "read_rank_dir",
+           "read_ranked_csv", "select_tracers", "write_ranked_csv", "write_top_montage", "write_trc_plot"]

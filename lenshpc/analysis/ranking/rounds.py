@@ -1,37 +1,10 @@
-"""Hard-negative rounds (``lenshpc rounds ROUNDS.yaml``): train → rank → mine, N times.
+"""Hard-negative rounds (``lenshpc rounds ROUNDS.yaml``): train → rank → mine, N times (LensFlow phase 2, seed 004).
 
-LensFlow's bootstrapping (seed 004, phase 2) as one driver.  Round 1 trains the base config; round
-``k ≥ 2`` fine-tunes round ``k−1``'s model (``train.start_from``) with the ``fine_tune`` overrides and
-the hard negatives mined so far mixed into every chunk (``data.extra_negatives``), then ranks the
-catalogue and mines the next set.  Tracer metrics (:func:`lenshpc.analysis.ranking.metrics.rank_metrics`, not
-redefined here) of every round go to one table (``rounds.md``/``rounds.csv``) and one figure
-(``rounds.png``).
-
-With ``control: true`` every round ``k ≥ 2`` also trains a *control* arm — the same fine-tuning from the
-same start without mined negatives — so a gain can be told apart from the effect of training longer.
-With ``eval_catalogue`` the tracer metrics are also measured on a second catalogue that is never mined
-(the mined catalogue's own metrics profit from having trained on its top cutouts).
-
-Spec (YAML; paths relative to the file)::
-
-    out: rounds/                      # OUT/round<k>/{run,control,rank,rank-eval,...}, OUT/rounds.md
-    config: ../configs/tiny.yaml      # base training config
-    set: {data.path: data/pop.h5}     # overrides for every round
-    fine_tune: {train.chunks: 20}     # extra overrides for rounds ≥ 2 (e.g. lr, lr_multipliers, freeze)
-    catalogue: data/survey.h5         # ranked and mined each round
-    eval_catalogue: data/held_out.h5  # optional, ranked only
-    tracers: is_tracer                # --tracers of lenshpc rank
-    rounds: 2
-    mine_top: 50                      # hard negatives per round (top non-tracers)
-    fraction: 0.25                    # share of each chunk's negatives from the mined sets (split evenly)
-    control: false
-    shards: 1                         # rank shards (jobs with --executor local/slurm)
-    seed: 0
-
-Executors: ``inline`` (this process), ``local`` / ``slurm`` (each training is a submitit job —
-requeued on preemption, resumed from its checkpoint — and the ranking a sharded job array, the
-machinery of ``lenshpc sweep`` and ``lenshpc rank``).  A re-run skips finished rounds (``round.json``)
-and, within a round, finished stages.
+Round 1 trains the base config; round ``k ≥ 2`` fine-tunes round ``k−1``'s model (``train.start_from``) with the
+``fine_tune`` overrides and the hard negatives mined so far (``data.extra_negatives``), ranks the catalogue and
+mines the next set; ``control: true`` adds the same fine-tuning without mined negatives.  Tracer metrics
+(:func:`lenshpc.analysis.ranking.metrics.rank_metrics`, not redefined here) of every round go to ``rounds.md``,
+``rounds.csv`` and ``rounds.png``.  Spec keys, executors and resume: ``docs/ranking.md`` ("Hard negatives").
 """
 
 from __future__ import annotations
@@ -42,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lenshpc.config import load_config, read_yaml_mapping
 from lenshpc.errors import ConfigError, UserError
 from lenshpc.hpc.shards import check_request
 from lenshpc.train.rundir import RunDir
-from lenshpc.utils import atomic_path, atomic_write_json, atomic_write_text
+from lenshpc.utils import atomic_write_json, atomic_write_text, did_you_mean
 
 log = logging.getLogger("lenshpc.analysis")
 
@@ -83,8 +57,6 @@ class RoundsSpec:
 
     def config_for(self, k: int, arm: str = "mined"):
         """The resolved training config of round ``k`` (``arm``: ``mined`` or ``control``)."""
-        from lenshpc.config import load_config
-
         over = dict(self.set)
         if k >= 2:
             over.update(self.fine_tune)
@@ -99,14 +71,10 @@ class RoundsSpec:
 
 def load_rounds(path: str | Path) -> RoundsSpec:
     """Read and check ``ROUNDS.yaml`` (unknown keys, missing files, bad numbers: ConfigError with the key)."""
-    from lenshpc.config import read_yaml_mapping
-
     path = Path(path)
     data = read_yaml_mapping(path, "rounds spec")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
-        from lenshpc.utils import did_you_mean
-
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}" + did_you_mean(
             unknown[0], sorted(_KEYS), template="; did you mean {!r}?", otherwise=f"; valid keys: {', '.join(sorted(_KEYS))}"))
     for key in ("config", "catalogue"):
@@ -273,11 +241,9 @@ def write_report(spec: RoundsSpec, rows: list[dict]) -> dict[str, Path]:
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     atomic_write_text(spec.out / "rounds.md", "\n".join(lines) + "\n")
 
-    import matplotlib
+    from lenshpc.report.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.0), squeeze=False)
     for ax, metric in zip(axes[0], METRICS):
         for key in sorted({(r["arm"], r["catalogue"]) for r in rows}):
@@ -292,9 +258,7 @@ def write_report(spec: RoundsSpec, rows: list[dict]) -> dict[str, Path]:
         ax.set_xticks(range(1, spec.rounds + 1))
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(spec.out / "rounds.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, spec.out / "rounds.png", dpi=110)
     return {"csv": spec.out / "rounds.csv", "md": spec.out / "rounds.md", "png": spec.out / "rounds.png"}
 
 

@@ -1,23 +1,9 @@
 """Sharded scoring of a catalogue for ``lenshpc rank`` (the pattern of :mod:`lenshpc.preprocess.maxtree.shards`).
 
-The catalogue's rows are cut into *batches* of ``batch_size`` consecutive rows (the last one
-may be shorter) and shard ``k`` of ``K`` owns the contiguous batches
-``[⌊nb·k/K⌋, ⌊nb·(k+1)/K⌋)`` of the ``nb`` batches.  Shard boundaries therefore always fall on
-batch boundaries: every batch the network sees holds the same rows whatever ``K``, so the
-scores — and ``ranked.csv`` — are bit-identical for any shard count and executor (a network's
-float32 output may depend on the batch it is computed in).
-
-Each shard reads its rows block by block (whole batches, about ``BLOCK_ROWS`` rows; the next
-block is read and prepared in a background thread while the current one is scored), so memory
-stays at two blocks whatever the catalogue's size, and writes ``OUT/shards/scores-KKKK-of-NNNN.h5``
-atomically (``scores`` float32, attributes ``plan``, ``first``, ``stop``).  A shard file whose
-``plan`` attribute matches is skipped on a re-run; the plan fingerprints the model files, the
-catalogue and the batch size, so a retrained model or a rewritten catalogue recomputes
-everything.
-
-Executors: ``inline`` (this process, shard after shard, one model load), ``local`` and
-``slurm`` (a submitit array through :func:`lenshpc.hpc.jobs.make_executor`: one task per
-pending shard).  ``jobs/rank_array.sh`` does the same with plain sbatch.
+Shard ``k`` of ``K`` owns contiguous, batch-aligned rows, so every batch the network sees holds the same rows
+whatever ``K`` and the scores are bit-identical for any shard count and executor; blocks are read one ahead in a
+thread, each shard file (``OUT/shards/scores-KKKK-of-NNNN.h5``) is written atomically and skipped on a re-run
+when its plan fingerprint matches.  Layout, executors and resume: ``docs/ranking.md`` ("Big catalogues").
 """
 
 from __future__ import annotations
@@ -32,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs, size_mtime
+from lenshpc.config import HpcConfig, load_config
 from lenshpc.errors import DataError, UserError
 from lenshpc.hpc import shards as sh
 from lenshpc.train.rundir import CONFIG_FILE, MODEL_FILE, unfinished_run_advice
@@ -59,30 +47,23 @@ def shard_path(out: str | Path, k: int, shards: int) -> Path:
 
 
 # ---------------------------------------------------------------------- identities
-def _stamp(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def model_files(model: str | Path) -> dict[str, str]:
     """``{file: size:mtime}`` of the files a scorer for ``model`` reads (its fingerprint).
 
     A run directory: its ``model.keras``.  An ensemble run directory: ``ensemble.json``, every
     other top-level file and each member run's ``model.keras``.
     """
-    from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON, ensemble_member_dirs
-
     model = Path(model).resolve()
     files: dict[str, str] = {}
     if (model / ENSEMBLE_JSON).is_file():
         for p in sorted(model.iterdir()):
             if p.is_file() and not p.name.startswith("."):
-                files[str(p)] = _stamp(p)
+                files[str(p)] = size_mtime(p)
         for run in ensemble_member_dirs(model):
             if (run / MODEL_FILE).is_file():
-                files[str(run / MODEL_FILE)] = _stamp(run / MODEL_FILE)
+                files[str(run / MODEL_FILE)] = size_mtime(run / MODEL_FILE)
     elif (model / MODEL_FILE).is_file():
-        files[str(model / MODEL_FILE)] = _stamp(model / MODEL_FILE)
+        files[str(model / MODEL_FILE)] = size_mtime(model / MODEL_FILE)
     return files
 
 
@@ -164,14 +145,14 @@ def make_plan(model: str | Path, catalogue: str | Path, out: str | Path, shards:
             raise DataError(f"{catalogue}: the catalogue has no images")
         a = ds.attrs
         source = {"path": str(Path(catalogue).resolve()), "created": a.get("created"), "n": n,
-                  "image_shape": list(ds.image_shape), "stamp": _stamp(Path(catalogue))}
+                  "image_shape": list(ds.image_shape), "stamp": size_mtime(Path(catalogue))}
         shape = tuple(int(s) for s in ds.image_shape)
-    n_batches = -(-n // batch_size)
-    if shards > n_batches:
-        log.warning("--shards %d > %d batches of %d rows: %d shard(s) will be empty (shards hold whole batches)",
-                    shards, n_batches, batch_size, shards - n_batches)
-    return RankPlan(str(model.resolve()), str(Path(catalogue).resolve()), str(Path(out).resolve()), int(shards),
+    plan = RankPlan(str(model.resolve()), str(Path(catalogue).resolve()), str(Path(out).resolve()), int(shards),
                     int(batch_size), n, shape, source, stamp)
+    if shards > plan.n_batches:
+        log.warning("--shards %d > %d batches of %d rows: %d shard(s) will be empty (shards hold whole batches)",
+                    shards, plan.n_batches, batch_size, shards - plan.n_batches)
+    return plan
 
 
 # ---------------------------------------------------------------------- scoring
@@ -185,7 +166,6 @@ def load_checked_scorer(plan: RankPlan):
         on Max-Tree segmented inputs (``rank`` feeds ``transforms.prepare``d cutouts).
     """
     from lenshpc.analysis.ensembles.scorer import load_scorer, run_configs
-    from lenshpc.config import load_config
 
     for cfg_path in run_configs(plan.model):
         cfg = load_config(cfg_path)
@@ -202,11 +182,6 @@ def load_checked_scorer(plan: RankPlan):
     return scorer
 
 
-def block_rows(plan: RankPlan) -> int:
-    """Rows read (and handed to the scorer) at once: whole batches, about :data:`BLOCK_ROWS` rows."""
-    return plan.batch_size * max(1, BLOCK_ROWS // plan.batch_size)
-
-
 def _blocks(plan: RankPlan, first: int, stop: int):
     """Prepared images of consecutive blocks ``[a, b)`` of rows ``first..stop-1``, read one ahead.
 
@@ -217,7 +192,7 @@ def _blocks(plan: RankPlan, first: int, stop: int):
     from lenshpc.data.format import check_finite, open_dataset
 
     normaliser = model_normaliser(plan.model)  # the model's own normalisation, never another's
-    step = block_rows(plan)
+    step = plan.batch_size * max(1, BLOCK_ROWS // plan.batch_size)  # whole batches, about BLOCK_ROWS rows
     with open_dataset(plan.catalogue) as ds:
         arr = ds._array("images")  # noqa: SLF001 - a slab read of consecutive rows (no fancy indexing)
 
@@ -290,7 +265,6 @@ def read_scores(plan: RankPlan) -> np.ndarray:
 def _hpc(plan: RankPlan, hpc=None):
     """Resources of one shard task: the given ``hpc``, else the (first) model run's, one task, ≤ 1 GPU."""
     from lenshpc.analysis.ensembles.scorer import run_configs
-    from lenshpc.config import HpcConfig, load_config
 
     if hpc is None:
         configs = run_configs(plan.model)
