@@ -186,19 +186,6 @@ def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
     return [*lines, ""]
 
 
-def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
-    """The report's "Plots" section: one Markdown image per PNG of ``plots``, linked relative to ``out``
-    (``folder``: the alt text names the PNG's folder too); no lines without plots."""
-    if not plots:
-        return []
-    lines = ["## Plots", ""]
-    for p in plots:
-        if p.suffix == ".png":
-            rel = p.relative_to(out) if p.is_relative_to(out) else p
-            lines.append(f"![{rel.parent.name}/{p.stem}]({rel})" if folder else f"![{p.stem}]({rel})")
-    return [*lines, ""]
-
-
 def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     missing = sum(len(g.missing_seeds) for g in r.groups)
     beta = _common(r.records, "beta")
