@@ -31,9 +31,9 @@ source of positives/negatives (e.g. Max-Tree segmented pools) overrides these tw
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +172,7 @@ class MixedDraw:
                 for job in p.render(coef[s], dest[s], out, shape, augment, parts)]
 
     def meta(self) -> dict[str, np.ndarray]:
-        return {"index": np.concatenate([p.pool.index[p.rows] for p in self.parts])}
+        return {"index": np.concatenate([p.meta()["index"] for p in self.parts])}
 
 
 #: The image array of an extra negative set (a labelled lenshpc dataset, e.g. ``lenshpc mine`` output).
@@ -256,6 +256,16 @@ def prepare_in_place(images: np.ndarray, normaliser: norm.Normaliser | None = No
     return images
 
 
+def per_rank_chunk_size(chunk_size: int, rank: int, size: int, unit: str = "image") -> int:
+    """``chunk_size // size`` (this rank's share of a chunk), after checking ``rank`` and ``size``."""
+    if size < 1 or not 0 <= rank < size:
+        raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
+    if chunk_size // size < 2:
+        raise ConfigError(f"data.chunk_size = {chunk_size} leaves {chunk_size // size} {unit}(s) per rank for {size} "
+                          f"ranks; use at least {2 * size}")
+    return chunk_size // size
+
+
 def _pick(rng: np.random.Generator, size: int, n: int, replace: bool) -> np.ndarray:
     """``n`` rows of a pool of ``size``: uniform with replacement, or a random subset without."""
     if replace:
@@ -274,47 +284,46 @@ def prefetched(make, start: int, stop: int, prefetch: int) -> Iterator[tuple[int
         for index in range(start, stop):
             yield (index, *make(index))
         return
-    slots: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop_event = threading.Event()
-
-    def produce() -> None:
-        try:
-            for index in range(start, stop):
-                item = (index, *make(index))
-                while not stop_event.is_set():
-                    try:
-                        slots.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop_event.is_set():
-                    return
-            slots.put(None)
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            slots.put(exc)
-
-    worker = threading.Thread(target=produce, name="lenshpc-prefetch", daemon=True)
-    worker.start()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="lenshpc-prefetch")
     try:
-        while True:
-            item = slots.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        # prefetch made and waiting + one in the making (a bounded queue and its producer)
+        ahead = deque(executor.submit(make, index) for index in range(start, min(stop, start + prefetch + 1)))
+        for index in range(start, stop):
+            item = ahead.popleft().result()
+            if index + prefetch + 1 < stop:
+                ahead.append(executor.submit(make, index + prefetch + 1))
+            yield (index, *item)
     finally:
-        stop_event.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                slots.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+class StreamingSource:
+    """What every chunk source shares: :meth:`iter_chunks` over its ``chunk(index)``, and ``with`` closing it."""
+
+    def iter_chunks(self, start: int, stop: int, prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(index, x, y)`` for chunks ``start … stop−1``, made ahead in a thread.
+
+        Parameters
+        ----------
+        prefetch : int, optional
+            Chunks made ahead of the consumer (default ``data.prefetch``; 0 = synchronous).
+            Memory: each chunk is ``chunk_size/size · H·W·C · 4`` bytes.
+        """
+        prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
+        return prefetched(self.chunk, start, stop, prefetch)
+
+    def close(self) -> None:
+        """Stop background work (nothing runs between chunks here: ``iter_chunks`` stops its own thread)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ======================================================================= the engine
-class ChunkEngine:
+class ChunkEngine(StreamingSource):
     """Synthesises training chunks, the fixed validation chunk and the fixed test set.
 
     Parameters
@@ -358,8 +367,7 @@ class ChunkEngine:
 
     def __init__(self, cfg: Config, *, rank: int = 0, size: int = 1, dataset_path: str | None = None,
                  load_train: bool = True, normaliser: norm.Normaliser | None = None):
-        if size < 1 or not 0 <= rank < size:
-            raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
+        self.per_rank_chunk_size = per_rank_chunk_size(cfg.data.chunk_size, rank, size)
         self.cfg = cfg
         self.rank, self.size = int(rank), int(size)
         self.path = str(dataset_path or cfg.data.path)
@@ -371,14 +379,6 @@ class ChunkEngine:
             from lenshpc.data.segsource import SegmentedSource
 
             self._segmented = SegmentedSource(cfg, self.path)
-        if cfg.data.alpha_min > cfg.data.alpha_max:
-            raise ConfigError(f"data.alpha_min ({cfg.data.alpha_min}) is above data.alpha_max ({cfg.data.alpha_max})")
-        if cfg.augment.zoom_min > cfg.augment.zoom_max:
-            raise ConfigError(f"augment.zoom_min ({cfg.augment.zoom_min}) is above augment.zoom_max ({cfg.augment.zoom_max})")
-        self.per_rank_chunk_size = cfg.data.chunk_size // self.size
-        if self.per_rank_chunk_size < 2:
-            raise ConfigError(f"data.chunk_size = {cfg.data.chunk_size} leaves {self.per_rank_chunk_size} image(s) "
-                              f"per rank for {self.size} ranks; use at least {2 * self.size}")
         with open_dataset(self.path) as ds:
             self.kind: str = ds.kind
             self.image_shape: tuple[int, int, int] = tuple(int(v) for v in ds.image_shape)  # type: ignore[assignment]
@@ -390,10 +390,9 @@ class ChunkEngine:
         self._extra = _extra_specs(cfg, self.image_shape, check_files=load_train)
         self._pools: dict[str, dict[str, Pool]] = {}
         self._load_lock = threading.Lock()  # each split loads once, even when asked from two threads
-        self.compile_seconds = 0.0
         if load_train:
             self._load_pools("train", shard=True)
-            self.compile_seconds = aug.warm_up()
+            aug.warm_up()
         self._executor: ThreadPoolExecutor | None = None
         self._cache: dict[str, tuple] = {}
         self._buffers: list[np.ndarray] = []  # recycled chunk outputs (see _output_buffer)
@@ -496,14 +495,18 @@ class ChunkEngine:
         return MixedDraw(parts)
 
     # ------------------------------------------------------------------ synthesis
-    def _assemble(self, rng: np.random.Generator, n_pos: int, n_neg: int, split: str, augment: AugmentConfig,
-                  replace: bool = True, reference: bool = False):
-        """Draw, shuffle and render one batch. The order of random draws is part of the contract."""
-        pos = self._draw_positives(rng, n_pos, split, replace)
-        neg = self._draw_negatives(rng, n_neg, split, replace)
+    def _assemble(self, rng: np.random.Generator, n_pos: int, n_neg: int, split: str,
+                  augment: AugmentConfig | None = None, replace: tuple[bool, bool] = (True, True),
+                  reference: bool = False):
+        """Draw, shuffle and render one batch; ``augment`` None: a fixed set (un-augmented, in an array of its own).
+
+        ``replace``: positives, negatives drawn with replacement. The order of random draws is part of the contract.
+        """
+        pos = self._draw_positives(rng, n_pos, split, replace[0])
+        neg = self._draw_negatives(rng, n_neg, split, replace[1])
         n = n_pos + n_neg
         perm = rng.permutation(n)
-        params = aug.draw_params(rng, n, augment)
+        params = aug.AffineParams.identity(n) if augment is None else aug.draw_params(rng, n, augment)
         h, w, c = self.image_shape
         y = np.zeros(n, dtype=np.float32)
         y[perm[:n_pos]] = 1.0
@@ -513,10 +516,10 @@ class ChunkEngine:
             x[perm[n_pos:]] = aug.apply_affine(neg.images(self.image_shape), params.take(slice(n_pos, n)))
             return x, y, pos, neg, perm
         coef = aug.affine_coefficients(params, h, w)
-        flat = self._output_buffer(n, h * w * c)
-        threads = self.cfg.data.threads
-        jobs = (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, augment.enabled, threads)
-                + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, augment.enabled, threads))
+        flat = np.empty((n, h * w * c), dtype=np.float32) if augment is None else self._output_buffer(n, h * w * c)
+        threads, enabled = self.cfg.data.threads, augment is not None and augment.enabled
+        jobs = (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, enabled, threads)
+                + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, enabled, threads))
         if threads > 1:
             for future in [self._pool().submit(job) for job in jobs]:
                 future.result()
@@ -575,42 +578,16 @@ class ChunkEngine:
         that depends on the seed only).  Where the val split has fewer negatives (or labelled
         positives) than needed they are drawn with replacement; otherwise each is used once.
         """
-        if self._segmented is not None:
-            return self._cached("validation", self._segmented.validation)
-        with self._lock:
-            cached = self._cache.get("validation")
-        if cached is None:
-            self._load_pools("val", shard=False)
-            n = self.cfg.data.val_size
-            rng = rng_for(self.cfg.seed, "validation")
-            pools = self._pools["val"]
-            n_pos, n_neg = n // 2, n - n // 2
-            pos_pool = pools.get("positives")
-            x, y, *_ = self._assemble_fixed(rng, n_pos, n_neg, "val",
-                                            replace_neg=n_neg > len(pools["negatives"]),
-                                            replace_pos=pos_pool is not None and n_pos > len(pos_pool))
-            for arr in (x, y):
-                arr.setflags(write=False)  # shared between callers: keep it fixed
-            cached = (x, y)
-            with self._lock:
-                self._cache["validation"] = cached
-        return cached
+        return self._cached("validation", self._validation if self._segmented is None else self._segmented.validation)
 
-    def _assemble_fixed(self, rng, n_pos, n_neg, split, replace_neg: bool, replace_pos: bool):
-        """Un-augmented balanced batch; positives/negatives drawn with or without replacement."""
-        pos = self._draw_positives(rng, n_pos, split, replace=replace_pos)
-        neg = self._draw_negatives(rng, n_neg, split, replace=replace_neg)
-        n = n_pos + n_neg
-        perm = rng.permutation(n)
-        h, w, c = self.image_shape
-        coef = aug.affine_coefficients(aug.AffineParams.identity(n), h, w)
-        flat = np.empty((n, h * w * c), dtype=np.float32)
-        for job in (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, False)
-                    + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, False)):
-            job()
-        y = np.zeros(n, dtype=np.float32)
-        y[perm[:n_pos]] = 1.0
-        return flat.reshape(n, h, w, c), y, pos, neg, perm
+    def _validation(self) -> tuple[np.ndarray, np.ndarray]:
+        pools = self._load_pools("val", shard=False)
+        n = self.cfg.data.val_size
+        n_pos, n_neg = n // 2, n - n // 2
+        pos_pool = pools.get("positives")
+        x, y, *_ = self._assemble(rng_for(self.cfg.seed, "validation"), n_pos, n_neg, "val",
+                                  replace=(pos_pool is not None and n_pos > len(pos_pool), n_neg > len(pools["negatives"])))
+        return x, y
 
     def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The fixed test set (test split, no augmentation) with per-image metadata.
@@ -624,14 +601,10 @@ class ChunkEngine:
         ``index`` and every image metadata column).  Every key has a value on every row:
         NaN for numbers, ``""`` for strings and −1 for indices where it does not apply.
         """
-        if self._segmented is not None:
-            return self._cached("test", self._segmented.test)
-        with self._lock:
-            cached = self._cache.get("test")
-        if cached is not None:
-            return cached
+        return self._cached("test", self._test if self._segmented is None else self._segmented.test)
+
+    def _test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         pools = self._load_pools("test", shard=False)
-        rng = rng_for(self.cfg.seed, "test")
         size = self.cfg.data.test_size
         if self.kind == "labelled" and size == 0:  # the whole split, every image once
             n_pos, n_neg = len(pools["positives"]), len(pools["negatives"])
@@ -644,21 +617,23 @@ class ChunkEngine:
                 raise DataError(f"{self.path}: data.test_size = {size} needs {n_neg} distinct images per class, "
                                 f"but the test split has {distinct}; set data.test_size ≤ {2 * distinct} "
                                 "(or 0 for the largest balanced test set)")
-        x, y, pos_draw, neg_draw, perm = self._assemble_fixed(rng, n_pos, n_neg, "test", replace_neg=False,
-                                                              replace_pos=False)
+        x, y, pos_draw, neg_draw, perm = self._assemble(rng_for(self.cfg.seed, "test"), n_pos, n_neg, "test",
+                                                        replace=(False, False))
         meta = self._test_meta(pos_draw, neg_draw, perm, n_pos)
-        for arr in (x, y):
-            arr.setflags(write=False)
-        cached = (x, y, meta)
-        with self._lock:
-            self._cache["test"] = cached
-        return cached
+        meta["label"] = y.copy()
+        return x, y, meta
 
     def _cached(self, key: str, make):
+        """``make()`` once; its ``x`` and ``y`` are shared between callers, so read-only."""
         with self._lock:
-            if key not in self._cache:
-                self._cache[key] = make()
-            return self._cache[key]
+            cached = self._cache.get(key)
+        if cached is None:
+            cached = make()
+            for arr in cached[:2]:
+                arr.setflags(write=False)
+            with self._lock:
+                cached = self._cache.setdefault(key, cached)
+        return cached
 
     def _test_meta(self, pos: MergeDraw | PoolDraw, neg: PoolDraw, perm: np.ndarray, n_pos: int) -> dict[str, np.ndarray]:
         """Per-row metadata of the test set, rows placed like the images (``perm``)."""
@@ -688,24 +663,9 @@ class ChunkEngine:
                 if part is not None:
                     column[rows] = np.asarray(part).astype(dtype) if dtype is not object else np.asarray(part, dtype=object)
             meta[key] = column.astype(str) if dtype is object else column
-        label = np.zeros(n, dtype=np.float32)
-        label[perm[:n_pos]] = 1.0
-        meta["label"] = label
         return meta
 
     # ------------------------------------------------------------------ streaming
-    def iter_chunks(self, start: int, stop: int, prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(index, x, y)`` for chunks ``start … stop−1``, synthesised ahead in a thread.
-
-        Parameters
-        ----------
-        prefetch : int, optional
-            Chunks made ahead of the consumer (default ``data.prefetch``; 0 = synchronous).
-            Memory: each chunk is ``chunk_size/size · H·W·C · 4`` bytes.
-        """
-        prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
-        return prefetched(self.chunk, start, stop, prefetch)
-
     def tf_dataset(self, start: int, stop: int, batch_size: int):
         """A ``tf.data.Dataset`` of ``(x, y)`` batches from chunks ``start … stop−1`` (prefetching).
 
@@ -734,9 +694,3 @@ class ChunkEngine:
             self._buffers = []
         if executor is not None:
             executor.shutdown(wait=True)
-
-    def __enter__(self) -> "ChunkEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

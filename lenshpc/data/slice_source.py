@@ -29,12 +29,13 @@ class-stratified subset.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numba
 import numpy as np
 
-from lenshpc.data.chunks import prefetched
+from lenshpc.config import DataConfig
+from lenshpc.data.chunks import StreamingSource, per_rank_chunk_size
 from lenshpc.errors import ConfigError, DataError
 from lenshpc.utils import rng_for
 
@@ -145,15 +146,11 @@ def augment_batch_reference(images: np.ndarray, rows: np.ndarray, rng: np.random
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def warm_up() -> float:
-    """Compile (or load from numba's cache) the kernel; return the seconds it took."""
-    import time
-
-    t0 = time.perf_counter()
-    pool = np.zeros((1, 2, 2, 1), np.float32)
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel before the first chunk."""
     one = np.zeros(1, np.int64)
-    render_slices(pool, one, one, one, one, np.zeros(1, np.bool_), np.empty((1, 2, 2, 1), np.float32))
-    return time.perf_counter() - t0
+    render_slices(np.zeros((1, 2, 2, 1), np.float32), one, one, one, one, np.zeros(1, np.bool_),
+                  np.empty((1, 2, 2, 1), np.float32))
 
 
 def crop_origin(images: np.ndarray, crop: int | None) -> np.ndarray:
@@ -172,7 +169,7 @@ def stratified_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
     return np.sort(keep)
 
 
-class SliceSource:
+class SliceSource(StreamingSource):
     """Training chunks, the fixed validation set and the test set of a 21-cm slice dataset.
 
     Parameters
@@ -199,8 +196,13 @@ class SliceSource:
                  load_train: bool = True):
         from lenshpc.data.cosmo21cm.slices import open_slices
 
-        if size < 1 or not 0 <= rank < size:
-            raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
+        self.per_rank_chunk_size = per_rank_chunk_size(cfg.data.chunk_size, rank, size, "slice")
+        if cfg.data.normalisation != DataConfig.normalisation or cfg.data.normalisation_params:
+            raise ConfigError(f"data.normalisation = {cfg.data.normalisation!r} (params "
+                              f"{cfg.data.normalisation_params or {}}): the lens-image normalisations do not apply to "
+                              "21-cm slices (a per-slice min-max would drop the mean mK signal); remove "
+                              "data.normalisation and data.normalisation_params and set task.params.normalisation "
+                              "to one of " + ", ".join(f"{k} ({v})" for k, v in NORMALISATIONS.items()))
         self.cfg, self.options = cfg, dict(options)
         self.rank, self.size, self.labels_kind = int(rank), int(size), labels
         self.path = str(cfg.data.path)
@@ -210,10 +212,6 @@ class SliceSource:
         self.target = str(self.options["target"])
         self.crop = int(self.options["crop"]) if self.options.get("crop") else None
         self.ops = tuple(self.options.get("augment") or ())
-        self.per_rank_chunk_size = cfg.data.chunk_size // self.size
-        if self.per_rank_chunk_size < 2:
-            raise ConfigError(f"data.chunk_size = {cfg.data.chunk_size} leaves {self.per_rank_chunk_size} slice(s) "
-                              f"per rank for {self.size} ranks; use at least {2 * self.size}")
         with open_slices(self.path) as ds:
             self.split_by = ds.split_by
             self.warnings = list(ds.warnings)
@@ -284,11 +282,6 @@ class SliceSource:
     def _y(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return x if self.labels_kind == "image" else labels.astype(np.int64)
 
-    def iter_chunks(self, start: int, stop: int, prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(index, x, y)`` for chunks ``start … stop−1`` (made ahead in a thread, ``data.prefetch``)."""
-        prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
-        return prefetched(self.chunk, start, stop, prefetch)
-
     # ------------------------------------------------------------------ fixed sets
     def _fixed_set(self, split: str, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         if split not in self._fixed:
@@ -335,12 +328,3 @@ class SliceSource:
                 "normalisation": self.options["normalisation"], "mk_scale": float(self.options["mk_scale"]),
                 "crop": self.crop, "augment": list(self.ops), "split_by": self.split_by,
                 "split_sizes": self.split_sizes, "warnings": self.warnings, "image_shape": list(self.image_shape)}
-
-    def close(self) -> None:
-        """Nothing runs in the background between chunks (``iter_chunks`` stops its own thread)."""
-
-    def __enter__(self) -> "SliceSource":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
