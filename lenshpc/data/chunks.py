@@ -1,32 +1,22 @@
 """The chunk engine: fast, deterministic synthesis of training, validation and test data.
 
-A *chunk* (thesis Sec 4.2) is ``data.chunk_size`` images: a fraction
-``data.positive_fraction`` (default ½) of positives and the rest negatives, shuffled, with
-labels 1/0.  In a *population* dataset positives are mock lenses made on the fly — a lens
-and a lensed source drawn with replacement from the train split, merged with
-``α ~ U(alpha_min, alpha_max)`` (Eq 4.2), normalised (Eq 4.1) and √-stretched — and
-negatives are contaminants/LRGs, normalised and √-stretched.  In a *labelled* dataset
-(challenge-style ``images`` + ``labels``) both classes are drawn with replacement from
-the train split and get the same normalisation and stretch.  Every training image is then
-augmented (:mod:`lenshpc.data.augment`).
+A *chunk* (thesis Sec 4.2) is ``data.chunk_size`` images, a fraction ``data.positive_fraction``
+of them positives, shuffled, labels 1/0.  Population dataset: positives are mock lenses made on
+the fly (a lens and a source drawn with replacement from the train split, merged with
+``α ~ U(alpha_min, alpha_max)``, Eq 4.2), negatives are contaminants/LRGs.  Labelled dataset:
+both classes are drawn from its train split.  Every image is normalised (``data.normalisation``)
+and every training image augmented (:mod:`lenshpc.data.augment`).
 
-Determinism: chunk ``k`` of rank ``r`` in a world of ``s`` ranks uses only the random stream
-``rng_for(seed, "chunk", k, r, s)``, so a resumed run replays exactly the chunks a fresh run
-would have drawn, and the thread count does not matter.  Each rank loads and samples only
-its own shard of the train split (disjoint across ranks, together covering it).  The
-validation chunk and the test set come from the val/test splits, are never augmented and
-are the same on every call and every rank.
+Determinism: chunk ``k`` of rank ``r`` of ``s`` uses only ``rng_for(seed, "chunk", k, r, s)``, so a
+resumed run replays exactly the chunks a fresh run draws, whatever the thread count.  Each rank
+samples only its own shard of the train split.  The validation chunk and the test set (val/test
+splits, never augmented) are the same on every call and every rank.
 
-Speed: the train pools live in RAM as flat float32 arrays (negatives and labelled images
-already normalised + stretched once at load); a chunk is made by two compiled, GIL-free
-kernels that write straight into the preallocated output (see ``benchmarks/chunks.py`` and
-``docs/benchmarks.md``).
-
-Extension seam: :meth:`ChunkEngine._draw_positives` and :meth:`ChunkEngine._draw_negatives`
-return a :class:`MergeDraw` or :class:`PoolDraw` — a lazy description of pre-augmentation
-images that can render itself (fast kernel) or materialise itself (numpy reference).  A new
-source of positives/negatives (e.g. Max-Tree segmented pools) overrides these two methods
-(and :meth:`ChunkEngine._load_pools`) and returns a :class:`PoolDraw` over its own array.
+Speed: the train pools live in RAM as flat float32 arrays (negatives and labelled images prepared
+once at load); two compiled, GIL-free kernels write a chunk straight into its preallocated output
+(``benchmarks/chunks.py``, ``docs/benchmarks.md``).  A draw (:class:`MergeDraw`, :class:`PoolDraw`)
+describes pre-augmentation images lazily: it renders itself (kernel) or materialises itself (numpy
+reference); a new pool source (e.g. :mod:`lenshpc.data.segsource`) hands the engine pools to draw from.
 """
 
 from __future__ import annotations
@@ -74,9 +64,15 @@ class Pool:
         return len(self.images)
 
 
-def _parts(n: int, parts: int) -> list[slice]:
-    bounds = np.linspace(0, n, max(1, parts) + 1).astype(int)
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+def _jobs(kernel, pools: tuple, key: np.ndarray, rows: tuple, out: np.ndarray, shape: tuple[int, int, int],
+          augment: bool, parts: int) -> list:
+    """Closures that each run ``kernel`` on a share of the per-image arrays ``rows``, taken in ascending
+    ``key`` order (pool addresses: cache/prefetch friendly)."""
+    order = np.argsort(key, kind="stable")
+    rows = tuple(r[order] for r in rows)
+    bounds = np.linspace(0, len(order), max(1, parts) + 1).astype(int)
+    return [(lambda s=slice(a, b): kernel(*pools, *(r[s] for r in rows), out, *shape, augment))
+            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 @dataclass
@@ -96,11 +92,8 @@ class PoolDraw:
     def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
                augment: bool, parts: int = 1) -> list:
         """Closures that each render a share of the draw into rows ``dest`` of flat ``out``."""
-        order = np.argsort(self.rows, kind="stable")  # ascending addresses: cache/prefetch friendly
-        rows, coef, dest = self.rows[order], coef[order], dest[order]
-        h, w, c = shape
-        return [(lambda s=s: aug.render_pool(self.pool.images, rows[s], coef[s], dest[s], out, h, w, c, augment))
-                for s in _parts(len(rows), parts)]
+        return _jobs(aug.render_pool, (self.pool.images,), self.rows, (self.rows, coef, dest), out, shape, augment,
+                     parts)
 
     def meta(self) -> dict[str, np.ndarray]:
         return {"index": self.pool.index[self.rows]}
@@ -137,13 +130,8 @@ class MergeDraw:
         if self.normaliser is not None:  # the fused kernel knows only Eq 4.1 + √: materialise, then augment
             pool = Pool("merged", aug.flat(self.images(shape)), np.arange(len(self), dtype=np.int64))
             return PoolDraw(pool, np.arange(len(self), dtype=np.int64)).render(coef, dest, out, shape, augment, parts)
-        order = np.argsort(self.source_rows, kind="stable")  # the big pool: walk it in address order
-        lens_rows, source_rows = self.lens_rows[order], self.source_rows[order]
-        scale, coef, dest = self.scale()[order], coef[order], dest[order]
-        h, w, c = shape
-        return [(lambda s=s: aug.render_merged(self.lenses.images, self.sources.images, lens_rows[s], source_rows[s],
-                                               scale[s], coef[s], dest[s], out, h, w, c, augment))
-                for s in _parts(len(order), parts)]
+        return _jobs(aug.render_merged, (self.lenses.images, self.sources.images), self.source_rows,  # the big pool
+                     (self.lens_rows, self.source_rows, self.scale(), coef, dest), out, shape, augment, parts)
 
     def meta(self) -> dict[str, np.ndarray]:
         return {"alpha": self.alpha.astype(np.float64), "lens_index": self.lenses.index[self.lens_rows],
