@@ -288,7 +288,8 @@ def prefetched(make, start: int, stop: int, prefetch: int) -> Iterator[tuple[int
 class StreamingSource:
     """What every chunk source shares: :meth:`iter_chunks` over its ``chunk(index)``, and ``with`` closing it."""
 
-    def iter_chunks(self, start: int, stop: int, prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def iter_chunks(self, start: int, stop: int,
+                    prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield ``(index, x, y)`` for chunks ``start … stop−1``, made ahead in a thread.
 
         Parameters
@@ -572,9 +573,8 @@ class ChunkEngine(StreamingSource):
         pools = self._load_pools("val", shard=False)
         n = self.cfg.data.val_size
         n_pos, n_neg = n // 2, n - n // 2
-        pos_pool = pools.get("positives")
-        x, y, *_ = self._assemble(rng_for(self.cfg.seed, "validation"), n_pos, n_neg, "val",
-                                  replace=(pos_pool is not None and n_pos > len(pos_pool), n_neg > len(pools["negatives"])))
+        replace = ("positives" in pools and n_pos > len(pools["positives"]), n_neg > len(pools["negatives"]))
+        x, y, *_ = self._assemble(rng_for(self.cfg.seed, "validation"), n_pos, n_neg, "val", replace=replace)
         return x, y
 
     def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

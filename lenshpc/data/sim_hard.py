@@ -53,7 +53,7 @@ from typing import Callable
 
 import numpy as np
 
-from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, finish
+from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, finish, sky_level
 from lenshpc.data.sim_galaxies import add_field, add_lrg, add_spiral, draw_lrg, negative_image
 from lenshpc.utils import rng_for
 
@@ -69,11 +69,6 @@ def _line(canvas: Canvas, x0: float, y0: float, angle: float, sigma: float) -> t
     along = math.cos(angle) * xx + math.sin(angle) * yy
     across = -math.sin(angle) * xx + math.cos(angle) * yy
     return along, np.exp(-0.5 * (across / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
-
-
-def sky_level(conditions: Conditions, opts: SimOptions) -> float:
-    """Sky electrons per pixel (what sky subtraction removed)."""
-    return opts.counts(conditions.sky_mag) * opts.pixel_scale**2
 
 
 def saturation_level(conditions: Conditions, opts: SimOptions) -> float:

@@ -1,29 +1,22 @@
 """Class-balanced chunks of 21-cm slices (the data side of the ``cosmo21cm`` and ``autoencode`` tasks).
 
 The source reads a ``slices21cm`` dataset (:mod:`lenshpc.data.cosmo21cm.slices`): this rank's share of the
-**train** split is held in RAM, normalised once; a training chunk draws the same number of slices from every
-class (with replacement; the remainder classes drawn at random) and augments each with transformations that
-keep the physics of a periodic box slice:
+**train** split is held in RAM, normalised once (``task.params.normalisation``, :data:`NORMALISATIONS`); a
+training chunk draws the same number of slices from every class (with replacement; the remainder classes drawn
+at random) and augments each with transformations that keep the physics of a periodic box slice:
 
-``roll``    a periodic shift by ``(dy, dx)`` uniform over the whole slice (21cmFAST boxes are periodic, so a
-            rolled slice is another valid slice of the same box);
+``roll``    a periodic shift by ``(dy, dx)`` uniform over the whole slice (21cmFAST boxes are periodic);
 ``rot90``   a rotation by ``k·90°``, ``k ∈ {0, 1, 2, 3}`` (the box is statistically isotropic);
 ``flip``    a mirror image with probability ½.
 
-Every transformation is a permutation of the pixels: the set of values of a slice is unchanged (no
-interpolation).  With ``crop`` the model sees a ``crop × crop`` window: training chunks take it at a random
-periodic position (after the roll), validation and test at the origin.
+Each is a permutation of the pixels (no interpolation).  With ``crop`` the model sees a ``crop × crop``
+window: training chunks take it at a random periodic position (after the roll), validation and test at the
+origin.
 
-Normalisation (``task.params.normalisation``): ``global`` divides every slice by one mK scale
-(``mk_scale``; the mean brightness temperature, which carries most of the redshift / escape-fraction signal,
-is kept), ``standardise`` maps each slice to zero mean and unit variance (only the morphology is left),
-``none`` keeps mK.
-
-Determinism: chunk ``k`` of rank ``r`` of ``s`` uses only ``rng_for(seed, "chunk", k, r, s)`` (as
-:class:`lenshpc.data.chunks.ChunkEngine`), so a resumed run replays exactly the chunks a fresh one draws.  The
-validation and test sets are the dataset's val/test splits (by realisation), un-augmented, identical on every
-rank; ``data.val_size`` / ``data.test_size`` (when smaller than the split; 0 = all) take a seeded
-class-stratified subset.
+Determinism: chunk ``k`` of rank ``r`` of ``s`` uses only ``rng_for(seed, "chunk", k, r, s)``, as the lens
+chunk engine.  The validation and test sets are the dataset's val/test splits (by realisation), un-augmented,
+identical on every rank; ``data.val_size`` / ``data.test_size`` (when smaller than the split; 0 = all) take a
+seeded class-stratified subset.
 """
 
 from __future__ import annotations
@@ -187,6 +180,8 @@ class SliceSource(StreamingSource):
 
     Raises
     ------
+    ConfigError
+        ``data.normalisation`` set (slices use ``task.params.normalisation``), a bad crop or rank/size.
     DataError
         The dataset is missing or not a slice dataset, the target is absent, a class has no slice in a split
         (or in this rank's share), or the dataset is split by slice without ``allow_slice_split``.
@@ -233,8 +228,7 @@ class SliceSource(StreamingSource):
         if self.crop is not None and not 1 <= self.crop <= min(h, w):
             raise ConfigError(f"task.params.crop = {self.crop}: must be between 1 and the slice side {min(h, w)} "
                               f"({self.path} holds {h}×{w} slices)")
-        side = self.crop or None
-        self.image_shape = (side or h, side or w, c)
+        self.image_shape = (self.crop or h, self.crop or w, c)
         self._train: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None = None
         self._fixed: dict[str, tuple] = {}
         if load_train:
@@ -318,13 +312,11 @@ class SliceSource(StreamingSource):
         return crop_origin(images[keep], self.crop), labels[keep].astype(np.int64)
 
     def describe(self) -> dict:
-        """What ``metrics.json`` records (under ``data``)."""
-        return {"data": self.facts()}
-
-    def facts(self) -> dict:
-        """The dataset, target, classes, normalisation, crop, augmentation, split and its warnings."""
-        return {"dataset": self.path, "content_sha256": self.content_sha256, "target": self.target,
-                "classes": self.class_names, "n_classes": self.n_classes,
-                "normalisation": self.options["normalisation"], "mk_scale": float(self.options["mk_scale"]),
-                "crop": self.crop, "augment": list(self.ops), "split_by": self.split_by,
-                "split_sizes": self.split_sizes, "warnings": self.warnings, "image_shape": list(self.image_shape)}
+        """What ``metrics.json`` records under ``data``: dataset, target, classes, normalisation, crop, augmentation,
+        split and its warnings."""
+        return {"data": {"dataset": self.path, "content_sha256": self.content_sha256, "target": self.target,
+                         "classes": self.class_names, "n_classes": self.n_classes,
+                         "normalisation": self.options["normalisation"], "mk_scale": float(self.options["mk_scale"]),
+                         "crop": self.crop, "augment": list(self.ops), "split_by": self.split_by,
+                         "split_sizes": self.split_sizes, "warnings": self.warnings,
+                         "image_shape": list(self.image_shape)}}
