@@ -147,17 +147,14 @@ class MixedDraw:
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def _bounds(self) -> list[slice]:
-        ends = np.cumsum([0] + [len(p) for p in self.parts])
-        return [slice(a, b) for a, b in zip(ends[:-1], ends[1:])]
-
     def images(self, shape: tuple[int, int, int]) -> np.ndarray:
         return np.concatenate([p.images(shape) for p in self.parts])
 
     def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
                augment: bool, parts: int = 1) -> list:
-        return [job for p, s in zip(self.parts, self._bounds()) if len(p)
-                for job in p.render(coef[s], dest[s], out, shape, augment, parts)]
+        ends = np.cumsum([0] + [len(p) for p in self.parts])
+        return [job for p, a, b in zip(self.parts, ends[:-1], ends[1:]) if b > a
+                for job in p.render(coef[a:b], dest[a:b], out, shape, augment, parts)]
 
     def meta(self) -> dict[str, np.ndarray]:
         return {"index": np.concatenate([p.meta()["index"] for p in self.parts])}
@@ -649,7 +646,7 @@ class ChunkEngine(StreamingSource):
             column = np.full(n, fill, dtype=dtype)
             for rows, part in ((perm[:n_pos], parts[0]), (perm[n_pos:], parts[1])):
                 if part is not None:
-                    column[rows] = np.asarray(part).astype(dtype) if dtype is not object else np.asarray(part, dtype=object)
+                    column[rows] = np.asarray(part).astype(dtype)
             meta[key] = column.astype(str) if dtype is object else column
         return meta
 
