@@ -283,7 +283,8 @@ def prefetched(make, start: int, stop: int, prefetch: int) -> Iterator[tuple[int
 
 
 class StreamingSource:
-    """What every chunk source shares: :meth:`iter_chunks` over its ``chunk(index)``, and ``with`` closing it."""
+    """What every chunk source shares: :meth:`iter_chunks` over its ``chunk(index)``, fixed sets made once
+    (:meth:`_cached`, over the subclass's ``_lock`` and ``_cache``), and ``with`` closing it."""
 
     def iter_chunks(self, start: int, stop: int,
                     prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -297,6 +298,18 @@ class StreamingSource:
         """
         prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
         return prefetched(self.chunk, start, stop, prefetch)
+
+    def _cached(self, key: str, make):
+        """``make()`` once; its ``x`` and ``y`` are shared between callers, so read-only."""
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is None:
+            cached = make()
+            for arr in cached[:2]:
+                arr.setflags(write=False)
+            with self._lock:
+                cached = self._cache.setdefault(key, cached)
+        return cached
 
     def close(self) -> None:
         """Stop background work (nothing runs between chunks here: ``iter_chunks`` stops its own thread)."""
@@ -368,7 +381,10 @@ class ChunkEngine(StreamingSource):
         with open_dataset(self.path) as ds:
             self.kind: str = ds.kind
             self.image_shape: tuple[int, int, int] = tuple(int(v) for v in ds.image_shape)  # type: ignore[assignment]
-            self._check_shapes(ds)
+            shapes = {name: tuple(ds._array(name).shape[1:]) for name in ds.names}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{self.path}: image arrays have different shapes {shapes}; mock lenses need lenses, "
+                            "sources and negatives of one shape (re-make the dataset)")
         if cfg.data.preprocess == "maxtree" and cfg.data.normalisation != "minmax_sqrt":
             raise ConfigError(f"data.normalisation = {cfg.data.normalisation!r} with data.preprocess = maxtree: "
                               "segmented inputs are made with the thesis's min-max + sqrt; use one or the other")
@@ -385,12 +401,6 @@ class ChunkEngine(StreamingSource):
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
-    def _check_shapes(self, ds: Dataset) -> None:
-        shapes = {name: tuple(ds._array(name).shape[1:]) for name in ds.names}
-        if len(set(shapes.values())) > 1:
-            raise DataError(f"{self.path}: image arrays have different shapes {shapes}; mock lenses need lenses, "
-                            "sources and negatives of one shape (re-make the dataset)")
-
     def _load_pools(self, split: str, shard: bool) -> dict[str, Pool]:
         """Read ``split`` into RAM (this rank's shard when ``shard``) and keep it as pools.
 
@@ -607,18 +617,6 @@ class ChunkEngine(StreamingSource):
         meta = self._test_meta(pos_draw, neg_draw, perm, n_pos)
         meta["label"] = y.copy()
         return x, y, meta
-
-    def _cached(self, key: str, make):
-        """``make()`` once; its ``x`` and ``y`` are shared between callers, so read-only."""
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is None:
-            cached = make()
-            for arr in cached[:2]:
-                arr.setflags(write=False)
-            with self._lock:
-                cached = self._cache.setdefault(key, cached)
-        return cached
 
     def _test_meta(self, pos: MergeDraw | PoolDraw, neg: PoolDraw, perm: np.ndarray, n_pos: int) -> dict[str, np.ndarray]:
         """Per-row metadata of the test set, rows placed like the images (``perm``)."""

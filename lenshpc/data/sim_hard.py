@@ -99,10 +99,6 @@ def saturate(image: np.ndarray, level: float) -> tuple[np.ndarray, int]:
     return out, int(run.sum())
 
 
-def _conditions(meta: dict) -> Conditions:
-    return Conditions(float(meta["psf_fwhm"]), float(meta["psf_beta"]), float(meta["sky_mag"]))
-
-
 def _offset(rng: np.random.Generator, r_min: float, r_max: float) -> tuple[float, float]:
     r, a = rng.uniform(r_min, r_max), rng.uniform(0.0, 2 * math.pi)
     return float(r * math.cos(a)), float(r * math.sin(a))
@@ -228,7 +224,8 @@ def _artefact(name: str, add: Callable) -> Callable[[np.random.Generator, SimOpt
     def make(rng: np.random.Generator, opts: SimOptions) -> tuple[np.ndarray, dict]:
         image, meta = negative_image(rng, opts)
         image = image.astype(np.float64)
-        extra = add(image, _conditions(meta), rng, opts)
+        conditions = Conditions(float(meta["psf_fwhm"]), float(meta["psf_beta"]), float(meta["sky_mag"]))
+        extra = add(image, conditions, rng, opts)
         return image.astype(np.float32), {**meta, "base_kind": meta["kind"], "kind": name, **extra}
 
     make.__name__ = name

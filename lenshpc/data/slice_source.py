@@ -22,6 +22,7 @@ seeded class-stratified subset.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Mapping
 
 import numba
@@ -230,7 +231,7 @@ class SliceSource(StreamingSource):
                               f"({self.path} holds {h}×{w} slices)")
         self.image_shape = (self.crop or h, self.crop or w, c)
         self._train: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None = None
-        self._fixed: dict[str, tuple] = {}
+        self._lock, self._cache = threading.Lock(), {}  # the fixed sets (StreamingSource._cached)
         if load_train:
             self._load_train()
 
@@ -278,31 +279,26 @@ class SliceSource(StreamingSource):
 
     # ------------------------------------------------------------------ fixed sets
     def _fixed_set(self, split: str, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        if split not in self._fixed:
-            from lenshpc.data.cosmo21cm.slices import open_slices
+        from lenshpc.data.cosmo21cm.slices import open_slices
 
-            index, images, labels = self._read(split)
-            keep = stratified_subset(labels, size, rng_for(self.cfg.seed, "subset", split))
-            index, labels = index[keep], labels[keep]
-            x = crop_origin(images[keep], self.crop)
-            with open_slices(self.path) as ds:
-                meta = {col: np.asarray(v) for col, v in ds.meta(index).items()}
-            meta["index"] = index
-            meta["label"] = labels.astype(np.int64)
-            y = self._y(x, labels)
-            for arr in (x, y):
-                arr.setflags(write=False)  # shared between callers: keep it fixed
-            self._fixed[split] = (x, y, meta)
-        return self._fixed[split]
+        index, images, labels = self._read(split)
+        keep = stratified_subset(labels, size, rng_for(self.cfg.seed, "subset", split))
+        index, labels = index[keep], labels[keep]
+        x = crop_origin(images[keep], self.crop)
+        with open_slices(self.path) as ds:
+            meta = {col: np.asarray(v) for col, v in ds.meta(index).items()}
+        meta["index"] = index
+        meta["label"] = labels.astype(np.int64)
+        return x, self._y(x, labels), meta
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """The fixed validation set (val split, un-augmented; ``data.val_size`` a stratified subset when smaller)."""
-        x, y, _ = self._fixed_set("val", self.cfg.data.val_size)
+        x, y, _ = self._cached("val", lambda: self._fixed_set("val", self.cfg.data.val_size))
         return x, y
 
     def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The test set (test split, un-augmented; ``data.test_size`` 0 = all) and its per-slice metadata."""
-        return self._fixed_set("test", self.cfg.data.test_size)
+        return self._cached("test", lambda: self._fixed_set("test", self.cfg.data.test_size))
 
     def train_set(self, max_rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """This rank's train share un-augmented (origin crop), for the sklearn baselines; ``max_rows`` a seeded
