@@ -50,12 +50,10 @@ _PREPARE_BLOCK = 1024
 class Pool:
     """Images held in RAM for drawing: flat float32 ``(N, H·W·C)``.
 
-    ``index`` maps pool rows to rows of the dataset array ``name``; ``peak`` (per-image
-    maximum) is set for raw pools used in merging, ``None`` for prepared pools
-    (normalised + √-stretched).
+    ``index`` maps pool rows to rows of its dataset array; ``peak`` (per-image maximum) is set
+    for raw pools used in merging, ``None`` for prepared (normalised) pools.
     """
 
-    name: str
     images: np.ndarray
     index: np.ndarray
     peak: np.ndarray | None = None
@@ -108,8 +106,8 @@ class MergeDraw:
     lens_rows: np.ndarray
     source_rows: np.ndarray
     alpha: np.ndarray
-    #: A non-fused normaliser (data.normalisation other than minmax_sqrt): merge, normalise, then augment.
-    normaliser: norm.Normaliser | None = None
+    #: The run's normaliser; one the fused kernel does not implement (``fused`` False): merge, normalise, augment.
+    normaliser: norm.Normaliser
 
     def __len__(self) -> int:
         return len(self.lens_rows)
@@ -121,14 +119,12 @@ class MergeDraw:
         n = len(self)
         lenses = self.lenses.images[self.lens_rows].reshape(n, *shape)
         sources = self.sources.images[self.source_rows].reshape(n, *shape)
-        if self.normaliser is not None:
-            return self.normaliser(transforms.merge(lenses, sources, self.alpha))
-        return transforms.mock_lenses(lenses, sources, self.alpha)
+        return self.normaliser(transforms.merge(lenses, sources, self.alpha))
 
     def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
                augment: bool, parts: int = 1) -> list:
-        if self.normaliser is not None:  # the fused kernel knows only Eq 4.1 + √: materialise, then augment
-            pool = Pool("merged", aug.flat(self.images(shape)), np.arange(len(self), dtype=np.int64))
+        if not self.normaliser.fused:  # the fused kernel knows only Eq 4.1 + √: materialise, then augment
+            pool = Pool(aug.flat(self.images(shape)), np.arange(len(self), dtype=np.int64))
             return PoolDraw(pool, np.arange(len(self), dtype=np.int64)).render(coef, dest, out, shape, augment, parts)
         return _jobs(aug.render_merged, (self.lenses.images, self.sources.images), self.source_rows,  # the big pool
                      (self.lens_rows, self.source_rows, self.scale(), coef, dest), out, shape, augment, parts)
@@ -423,9 +419,9 @@ class ChunkEngine(StreamingSource):
                     index = self._indices(ds, name, split, rank, size)
                     images = read_rows(ds, name, index, f"load {split} {name}").reshape(len(index), -1)
                     if name == "negatives":
-                        pools[name] = Pool(name, prepare_in_place(images, self.normaliser, self.image_shape), index)
+                        pools[name] = Pool(prepare_in_place(images, self.normaliser, self.image_shape), index)
                     else:
-                        pools[name] = Pool(name, images, index, transforms.image_max(images))
+                        pools[name] = Pool(images, index, transforms.image_max(images))
             else:
                 index = self._indices(ds, "images", split, rank, size)
                 labels = ds.labels(index).astype(bool)
@@ -438,7 +434,7 @@ class ChunkEngine(StreamingSource):
                                         f"{'positive' if name == 'positives' else 'negative'} images "
                                         f"({len(index)} images in all); a labelled dataset needs both classes "
                                         "in every split (re-split it or use fewer ranks)")
-                    pools[name] = Pool(name, np.ascontiguousarray(images[mask]), index[mask])
+                    pools[name] = Pool(np.ascontiguousarray(images[mask]), index[mask])
         if split == "train":
             for i, (path, _fraction) in enumerate(self._extra):
                 with open_dataset(path) as extra:
@@ -447,7 +443,7 @@ class ChunkEngine(StreamingSource):
                         raise DataError(f"{path} (data.extra_negatives[{i}]): rank {rank} of {size} gets no images "
                                         f"({extra.count(_EXTRA_ARRAY)} in all); mine more or use fewer ranks")
                     images = read_rows(extra, _EXTRA_ARRAY, index, f"load {path}").reshape(len(index), -1)
-                pools[f"extra{i}"] = Pool(f"extra{i}", prepare_in_place(images, self.normaliser, self.image_shape), index)
+                pools[f"extra{i}"] = Pool(prepare_in_place(images, self.normaliser, self.image_shape), index)
         return pools
 
     def _indices(self, ds: Dataset, name: str, split: str, rank: int, size: int) -> np.ndarray:
@@ -471,8 +467,7 @@ class ChunkEngine(StreamingSource):
         lens_rows = _pick(rng, len(lenses), n, replace or n > len(lenses))
         source_rows = _pick(rng, len(sources), n, replace or n > len(sources))
         alpha = rng.uniform(self.cfg.data.alpha_min, self.cfg.data.alpha_max, n)
-        return MergeDraw(lenses, sources, lens_rows, source_rows, alpha,
-                         None if self.normaliser.fused else self.normaliser)
+        return MergeDraw(lenses, sources, lens_rows, source_rows, alpha, self.normaliser)
 
     def _draw_negatives(self, rng: np.random.Generator, n: int, split: str = "train",
                         replace: bool = True) -> PoolDraw:

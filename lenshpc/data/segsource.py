@@ -109,8 +109,8 @@ class SegmentedSource:
             if len(idx) == 0:
                 raise DataError(f"{self.path}: rank {rank} of {size} gets no segmented {name}; use a larger pool "
                                 "(--pool) or fewer ranks")
-        return {"positives": pool_cls("positives", flat(positives), np.asarray(pos_index, np.int64)),
-                "negatives": pool_cls("negatives", flat(negatives), np.asarray(neg_index, np.int64))}
+        return {"positives": pool_cls(flat(positives), np.asarray(pos_index, np.int64)),
+                "negatives": pool_cls(flat(negatives), np.asarray(neg_index, np.int64))}
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """The segmented fixed validation chunk ``(x, y)`` (float32; the engine caches it read-only)."""
