@@ -547,20 +547,18 @@ class ChunkEngine(StreamingSource):
         n_pos = int(round(n * self.cfg.data.positive_fraction))
         return n_pos, n - n_pos
 
-    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def chunk(self, index: int, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """This rank's share of global chunk ``index``: ``x (n, H, W, C)``, ``y (n,)`` float32.
 
-        Deterministic in ``(cfg.seed, index, rank, size)`` only.
+        Deterministic in ``(cfg.seed, index, rank, size)`` only; ``reference``: made by the numpy reference path.
         """
         rng = rng_for(self.cfg.seed, "chunk", int(index), self.rank, self.size)
-        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment)
+        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment, reference=reference)
         return x, y
 
     def reference_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk ``index`` made by the numpy reference path (slow; equals :meth:`chunk`)."""
-        rng = rng_for(self.cfg.seed, "chunk", int(index), self.rank, self.size)
-        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment, reference=True)
-        return x, y
+        """Chunk ``index`` made by the numpy reference path (slow; the kernels' oracle: equals :meth:`chunk`)."""
+        return self.chunk(index, reference=True)
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """The fixed, balanced validation chunk (``data.val_size`` images, val split, no augmentation).

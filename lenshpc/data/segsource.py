@@ -57,7 +57,6 @@ class SegmentedSource:
         self.path = Path(cfg.data.segmented_path)
         with SegmentedDataset(self.path) as seg:
             self.attrs = seg.attrs
-            self.groups = seg.groups
         self._check(data_path)
 
     def _check(self, data_path: str) -> None:
