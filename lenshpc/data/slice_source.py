@@ -21,7 +21,6 @@ seeded class-stratified subset.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, Mapping
 
@@ -32,8 +31,6 @@ from lenshpc.config import DataConfig
 from lenshpc.data.chunks import StreamingSource, per_rank_chunk_size
 from lenshpc.errors import ConfigError, DataError
 from lenshpc.utils import rng_for
-
-log = logging.getLogger(__name__)
 
 #: Normalisations by name → what they do (one list: the task's parameter check reads it).
 NORMALISATIONS = {"global": "divide by task.params.mk_scale (mK)", "standardise": "per-slice zero mean, unit variance",
@@ -58,9 +55,11 @@ def normalise(images: np.ndarray, how: str, mk_scale: float) -> np.ndarray:
     return images
 
 
-def draw_augmentation(rng: np.random.Generator, n: int, h: int, w: int, ops, square: bool):
-    """Per-slice ``(dy, dx, k, flip)``; the draw order is part of the contract (roll offsets, rot90 ``k``, flips —
-    each drawn even when its operation is off, so switching one off does not change the others' draws)."""
+def draw_augmentation(rng: np.random.Generator, n: int, h: int, w: int, ops, crop: int | None):
+    """The output side ``(side_h, side_w)`` and per-slice ``(dy, dx, k, flip)``; the draw order is part of the
+    contract (roll offsets, rot90 ``k``, flips — each drawn even when its operation is off, so switching one off does
+    not change the others' draws)."""
+    side_h, side_w = (crop, crop) if crop else (h, w)
     dy = rng.integers(0, h, n)
     dx = rng.integers(0, w, n)
     k = rng.integers(0, 4, n)
@@ -68,11 +67,11 @@ def draw_augmentation(rng: np.random.Generator, n: int, h: int, w: int, ops, squ
     if "roll" not in ops:
         dy[:] = 0
         dx[:] = 0
-    if "rot90" not in ops or not square:
+    if "rot90" not in ops or side_h != side_w:
         k[:] = 0
     if "flip" not in ops:
         flip[:] = False
-    return dy, dx, k, flip
+    return (side_h, side_w), (dy, dx, k, flip)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -115,10 +114,9 @@ def render_slices(pool, rows, dy, dx, k, flip, out):
 def augment_batch(images: np.ndarray, rows: np.ndarray, rng: np.random.Generator, ops, crop: int | None) -> np.ndarray:
     """Augmented (and cropped) copies of ``images[rows]`` ``(n, side, side, C)`` (the compiled kernel)."""
     _, h, w, c = images.shape
-    side_h, side_w = (crop, crop) if crop else (h, w)
-    dy, dx, k, flip = draw_augmentation(rng, len(rows), h, w, ops, side_h == side_w)
+    (side_h, side_w), draws = draw_augmentation(rng, len(rows), h, w, ops, crop)
     out = np.empty((len(rows), side_h, side_w, c), dtype=np.float32)
-    return render_slices(images, np.asarray(rows, np.int64), dy, dx, k, flip, out)
+    return render_slices(images, np.asarray(rows, np.int64), *draws, out)
 
 
 def augment_batch_reference(images: np.ndarray, rows: np.ndarray, rng: np.random.Generator, ops,
@@ -127,8 +125,7 @@ def augment_batch_reference(images: np.ndarray, rows: np.ndarray, rng: np.random
     reference the kernel is tested against."""
     images = images[np.asarray(rows, np.int64)]
     n, h, w, _ = images.shape
-    side_h, side_w = (crop, crop) if crop else (h, w)
-    dy, dx, k, flip = draw_augmentation(rng, n, h, w, ops, side_h == side_w)
+    (side_h, side_w), (dy, dx, k, flip) = draw_augmentation(rng, n, h, w, ops, crop)
     win_rows = (dy[:, None] + np.arange(side_h)[None, :]) % h  # (n, side_h): a periodic window
     win_cols = (dx[:, None] + np.arange(side_w)[None, :]) % w
     out = images[np.arange(n)[:, None, None], win_rows[:, :, None], win_cols[:, None, :]]
