@@ -197,6 +197,16 @@ def test_normalisations(slices):
     np.testing.assert_allclose(std.std(axis=(1, 2, 3)), 1, atol=1e-4)
 
 
+def test_lens_normalisation_keys_are_refused_not_ignored(slices):
+    """data.normalisation (the lens-image registry) would be silently ignored by a slice run: it is refused."""
+    for key, value in (("normalisation", "asinh"), ("normalisation_params", {"a": 0.2})):
+        refused = r"data\.normalisation.*task\.params\.normalisation.*global.*standardise.*none"
+        with pytest.raises(UserError, match=refused):
+            SliceSource(cfg_for(slices, **{key: value}), options())
+    explicit_default = SliceSource(cfg_for(slices, normalisation="minmax_sqrt"), options()).validation()[0]
+    np.testing.assert_array_equal(explicit_default, SliceSource(cfg_for(slices), options()).validation()[0])
+
+
 def test_metrics_match_sklearn():
     from sklearn import metrics as skm
 

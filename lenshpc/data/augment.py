@@ -12,25 +12,18 @@ Each image gets its own random affine map, drawn vectorised over the batch by
   applied after the rotation/zoom/shift.
 
 Output pixel ``(r, c)`` takes the value of the *nearest* input pixel to the inverse-mapped
-position ``centre + R(−θ)·(flip(r, c) − centre − t)/z`` (no interpolation, so every output
-value is an input value).  Positions that fall outside the input image are filled with
-**0**, which after normalisation + √-stretch is the image's minimum (the darkest sky), so
-a rotated corner looks like empty sky rather than a bright edge.
-
-The inverse map is affine in ``(r, c)``; :func:`affine_coefficients` turns the parameters
-into six int64 fixed-point numbers per image (2⁻³² px resolution), and the input index is
-``floor`` of the mapped position + ½.  Integer arithmetic is exact, so the numpy reference
-:func:`apply_affine` and the compiled kernels pick the same input pixels
-(``tests/test_augment.py``), and the kernel can compute each output row's in-image column
-interval exactly instead of bounds-testing every pixel.
+position ``centre + R(−θ)·(flip(r, c) − centre − t)/z`` (no interpolation: every output value
+is an input value).  Positions outside the input are filled with **0**, the darkest sky after
+normalisation + √-stretch, so a rotated corner looks like empty sky, not a bright edge.  The map
+is evaluated in exact fixed-point integers (:func:`affine_coefficients`), so the numpy reference
+:func:`apply_affine` and the compiled kernels pick the same input pixels (``tests/test_augment.py``).
 
 Kernels
 -------
-:func:`render_merged` does, per mock lens, in one compiled pass over two RAM-resident
-pools: merge (Eq 4.2) → min/max → normalise (Eq 4.1) → √ → affine nearest-neighbour
-gather, writing straight into its row of the preallocated chunk.  :func:`render_pool`
-gathers already-prepared images (negatives, labelled data).  Both release the GIL, so
-``data.threads`` threads run them on disjoint rows in parallel.  Formulas are those of
+:func:`render_merged` does, per mock lens, in one compiled pass over two RAM-resident pools:
+merge (Eq 4.2) → min/max → normalise (Eq 4.1) → √ → affine gather, straight into its row of the
+chunk; :func:`render_pool` gathers already-prepared images (negatives, labelled data).  Both
+release the GIL (``data.threads`` threads run them on disjoint rows).  Formulas are those of
 :mod:`lenshpc.data.transforms`.
 """
 

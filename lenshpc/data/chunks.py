@@ -1,39 +1,29 @@
 """The chunk engine: fast, deterministic synthesis of training, validation and test data.
 
-A *chunk* (thesis Sec 4.2) is ``data.chunk_size`` images: a fraction
-``data.positive_fraction`` (default ½) of positives and the rest negatives, shuffled, with
-labels 1/0.  In a *population* dataset positives are mock lenses made on the fly — a lens
-and a lensed source drawn with replacement from the train split, merged with
-``α ~ U(alpha_min, alpha_max)`` (Eq 4.2), normalised (Eq 4.1) and √-stretched — and
-negatives are contaminants/LRGs, normalised and √-stretched.  In a *labelled* dataset
-(challenge-style ``images`` + ``labels``) both classes are drawn with replacement from
-the train split and get the same normalisation and stretch.  Every training image is then
-augmented (:mod:`lenshpc.data.augment`).
+A *chunk* (thesis Sec 4.2) is ``data.chunk_size`` images, a fraction ``data.positive_fraction``
+of them positives, shuffled, labels 1/0.  Population dataset: positives are mock lenses made on
+the fly (a lens and a source drawn with replacement from the train split, merged with
+``α ~ U(alpha_min, alpha_max)``, Eq 4.2), negatives are contaminants/LRGs.  Labelled dataset:
+both classes are drawn from its train split.  Every image is normalised (``data.normalisation``)
+and every training image augmented (:mod:`lenshpc.data.augment`).
 
-Determinism: chunk ``k`` of rank ``r`` in a world of ``s`` ranks uses only the random stream
-``rng_for(seed, "chunk", k, r, s)``, so a resumed run replays exactly the chunks a fresh run
-would have drawn, and the thread count does not matter.  Each rank loads and samples only
-its own shard of the train split (disjoint across ranks, together covering it).  The
-validation chunk and the test set come from the val/test splits, are never augmented and
-are the same on every call and every rank.
+Determinism: chunk ``k`` of rank ``r`` of ``s`` uses only ``rng_for(seed, "chunk", k, r, s)``, so a
+resumed run replays exactly the chunks a fresh run draws, whatever the thread count.  Each rank
+samples only its own shard of the train split.  The validation chunk and the test set (val/test
+splits, never augmented) are the same on every call and every rank.
 
-Speed: the train pools live in RAM as flat float32 arrays (negatives and labelled images
-already normalised + stretched once at load); a chunk is made by two compiled, GIL-free
-kernels that write straight into the preallocated output (see ``benchmarks/chunks.py`` and
-``docs/benchmarks.md``).
-
-Extension seam: :meth:`ChunkEngine._draw_positives` and :meth:`ChunkEngine._draw_negatives`
-return a :class:`MergeDraw` or :class:`PoolDraw` — a lazy description of pre-augmentation
-images that can render itself (fast kernel) or materialise itself (numpy reference).  A new
-source of positives/negatives (e.g. Max-Tree segmented pools) overrides these two methods
-(and :meth:`ChunkEngine._load_pools`) and returns a :class:`PoolDraw` over its own array.
+Speed: the train pools live in RAM as flat float32 arrays (negatives and labelled images prepared
+once at load); two compiled, GIL-free kernels write a chunk straight into its preallocated output
+(``benchmarks/chunks.py``, ``docs/benchmarks.md``).  A draw (:class:`MergeDraw`, :class:`PoolDraw`)
+describes pre-augmentation images lazily: it renders itself (kernel) or materialises itself (numpy
+reference); a new pool source (e.g. :mod:`lenshpc.data.segsource`) hands the engine pools to draw from.
 """
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +50,10 @@ _PREPARE_BLOCK = 1024
 class Pool:
     """Images held in RAM for drawing: flat float32 ``(N, H·W·C)``.
 
-    ``index`` maps pool rows to rows of the dataset array ``name``; ``peak`` (per-image
-    maximum) is set for raw pools used in merging, ``None`` for prepared pools
-    (normalised + √-stretched).
+    ``index`` maps pool rows to rows of its dataset array; ``peak`` (per-image maximum) is set
+    for raw pools used in merging, ``None`` for prepared (normalised) pools.
     """
 
-    name: str
     images: np.ndarray
     index: np.ndarray
     peak: np.ndarray | None = None
@@ -74,9 +62,15 @@ class Pool:
         return len(self.images)
 
 
-def _parts(n: int, parts: int) -> list[slice]:
-    bounds = np.linspace(0, n, max(1, parts) + 1).astype(int)
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+def _jobs(kernel, pools: tuple, key: np.ndarray, rows: tuple, out: np.ndarray, shape: tuple[int, int, int],
+          augment: bool, parts: int) -> list:
+    """Closures that each run ``kernel`` on a share of the per-image arrays ``rows``, taken in ascending
+    ``key`` order (pool addresses: cache/prefetch friendly)."""
+    order = np.argsort(key, kind="stable")
+    rows = tuple(r[order] for r in rows)
+    bounds = np.linspace(0, len(order), max(1, parts) + 1).astype(int)
+    return [(lambda s=slice(a, b): kernel(*pools, *(r[s] for r in rows), out, *shape, augment))
+            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 @dataclass
@@ -96,11 +90,8 @@ class PoolDraw:
     def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
                augment: bool, parts: int = 1) -> list:
         """Closures that each render a share of the draw into rows ``dest`` of flat ``out``."""
-        order = np.argsort(self.rows, kind="stable")  # ascending addresses: cache/prefetch friendly
-        rows, coef, dest = self.rows[order], coef[order], dest[order]
-        h, w, c = shape
-        return [(lambda s=s: aug.render_pool(self.pool.images, rows[s], coef[s], dest[s], out, h, w, c, augment))
-                for s in _parts(len(rows), parts)]
+        return _jobs(aug.render_pool, (self.pool.images,), self.rows, (self.rows, coef, dest), out, shape, augment,
+                     parts)
 
     def meta(self) -> dict[str, np.ndarray]:
         return {"index": self.pool.index[self.rows]}
@@ -115,8 +106,8 @@ class MergeDraw:
     lens_rows: np.ndarray
     source_rows: np.ndarray
     alpha: np.ndarray
-    #: A non-fused normaliser (data.normalisation other than minmax_sqrt): merge, normalise, then augment.
-    normaliser: norm.Normaliser | None = None
+    #: The run's normaliser; one the fused kernel does not implement (``fused`` False): merge, normalise, augment.
+    normaliser: norm.Normaliser
 
     def __len__(self) -> int:
         return len(self.lens_rows)
@@ -128,22 +119,15 @@ class MergeDraw:
         n = len(self)
         lenses = self.lenses.images[self.lens_rows].reshape(n, *shape)
         sources = self.sources.images[self.source_rows].reshape(n, *shape)
-        if self.normaliser is not None:
-            return self.normaliser(transforms.merge(lenses, sources, self.alpha))
-        return transforms.mock_lenses(lenses, sources, self.alpha)
+        return self.normaliser(transforms.merge(lenses, sources, self.alpha))
 
     def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
                augment: bool, parts: int = 1) -> list:
-        if self.normaliser is not None:  # the fused kernel knows only Eq 4.1 + √: materialise, then augment
-            pool = Pool("merged", aug.flat(self.images(shape)), np.arange(len(self), dtype=np.int64))
+        if not self.normaliser.fused:  # the fused kernel knows only Eq 4.1 + √: materialise, then augment
+            pool = Pool(aug.flat(self.images(shape)), np.arange(len(self), dtype=np.int64))
             return PoolDraw(pool, np.arange(len(self), dtype=np.int64)).render(coef, dest, out, shape, augment, parts)
-        order = np.argsort(self.source_rows, kind="stable")  # the big pool: walk it in address order
-        lens_rows, source_rows = self.lens_rows[order], self.source_rows[order]
-        scale, coef, dest = self.scale()[order], coef[order], dest[order]
-        h, w, c = shape
-        return [(lambda s=s: aug.render_merged(self.lenses.images, self.sources.images, lens_rows[s], source_rows[s],
-                                               scale[s], coef[s], dest[s], out, h, w, c, augment))
-                for s in _parts(len(order), parts)]
+        return _jobs(aug.render_merged, (self.lenses.images, self.sources.images), self.source_rows,  # the big pool
+                     (self.lens_rows, self.source_rows, self.scale(), coef, dest), out, shape, augment, parts)
 
     def meta(self) -> dict[str, np.ndarray]:
         return {"alpha": self.alpha.astype(np.float64), "lens_index": self.lenses.index[self.lens_rows],
@@ -159,20 +143,17 @@ class MixedDraw:
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def _bounds(self) -> list[slice]:
-        ends = np.cumsum([0] + [len(p) for p in self.parts])
-        return [slice(a, b) for a, b in zip(ends[:-1], ends[1:])]
-
     def images(self, shape: tuple[int, int, int]) -> np.ndarray:
         return np.concatenate([p.images(shape) for p in self.parts])
 
     def render(self, coef: np.ndarray, dest: np.ndarray, out: np.ndarray, shape: tuple[int, int, int],
                augment: bool, parts: int = 1) -> list:
-        return [job for p, s in zip(self.parts, self._bounds()) if len(p)
-                for job in p.render(coef[s], dest[s], out, shape, augment, parts)]
+        ends = np.cumsum([0] + [len(p) for p in self.parts])
+        return [job for p, a, b in zip(self.parts, ends[:-1], ends[1:]) if b > a
+                for job in p.render(coef[a:b], dest[a:b], out, shape, augment, parts)]
 
     def meta(self) -> dict[str, np.ndarray]:
-        return {"index": np.concatenate([p.pool.index[p.rows] for p in self.parts])}
+        return {"index": np.concatenate([p.meta()["index"] for p in self.parts])}
 
 
 #: The image array of an extra negative set (a labelled lenshpc dataset, e.g. ``lenshpc mine`` output).
@@ -256,6 +237,16 @@ def prepare_in_place(images: np.ndarray, normaliser: norm.Normaliser | None = No
     return images
 
 
+def per_rank_chunk_size(chunk_size: int, rank: int, size: int, unit: str = "image") -> int:
+    """``chunk_size // size`` (this rank's share of a chunk), after checking ``rank`` and ``size``."""
+    if size < 1 or not 0 <= rank < size:
+        raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
+    if chunk_size // size < 2:
+        raise ConfigError(f"data.chunk_size = {chunk_size} leaves {chunk_size // size} {unit}(s) per rank for {size} "
+                          f"ranks; use at least {2 * size}")
+    return chunk_size // size
+
+
 def _pick(rng: np.random.Generator, size: int, n: int, replace: bool) -> np.ndarray:
     """``n`` rows of a pool of ``size``: uniform with replacement, or a random subset without."""
     if replace:
@@ -274,47 +265,60 @@ def prefetched(make, start: int, stop: int, prefetch: int) -> Iterator[tuple[int
         for index in range(start, stop):
             yield (index, *make(index))
         return
-    slots: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop_event = threading.Event()
-
-    def produce() -> None:
-        try:
-            for index in range(start, stop):
-                item = (index, *make(index))
-                while not stop_event.is_set():
-                    try:
-                        slots.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop_event.is_set():
-                    return
-            slots.put(None)
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            slots.put(exc)
-
-    worker = threading.Thread(target=produce, name="lenshpc-prefetch", daemon=True)
-    worker.start()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="lenshpc-prefetch")
     try:
-        while True:
-            item = slots.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        # prefetch made and waiting + one in the making (a bounded queue and its producer)
+        ahead = deque(executor.submit(make, index) for index in range(start, min(stop, start + prefetch + 1)))
+        for index in range(start, stop):
+            item = ahead.popleft().result()
+            if index + prefetch + 1 < stop:
+                ahead.append(executor.submit(make, index + prefetch + 1))
+            yield (index, *item)
     finally:
-        stop_event.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                slots.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+class StreamingSource:
+    """What every chunk source shares: :meth:`iter_chunks` over its ``chunk(index)``, fixed sets made once
+    (:meth:`_cached`, over the subclass's ``_lock`` and ``_cache``), and ``with`` closing it."""
+
+    def iter_chunks(self, start: int, stop: int,
+                    prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(index, x, y)`` for chunks ``start … stop−1``, made ahead in a thread.
+
+        Parameters
+        ----------
+        prefetch : int, optional
+            Chunks made ahead of the consumer (default ``data.prefetch``; 0 = synchronous).
+            Memory: each chunk is ``chunk_size/size · H·W·C · 4`` bytes.
+        """
+        prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
+        return prefetched(self.chunk, start, stop, prefetch)
+
+    def _cached(self, key: str, make):
+        """``make()`` once; its ``x`` and ``y`` are shared between callers, so read-only."""
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is None:
+            cached = make()
+            for arr in cached[:2]:
+                arr.setflags(write=False)
+            with self._lock:
+                cached = self._cache.setdefault(key, cached)
+        return cached
+
+    def close(self) -> None:
+        """Stop background work (nothing runs between chunks here: ``iter_chunks`` stops its own thread)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ======================================================================= the engine
-class ChunkEngine:
+class ChunkEngine(StreamingSource):
     """Synthesises training chunks, the fixed validation chunk and the fixed test set.
 
     Parameters
@@ -358,8 +362,7 @@ class ChunkEngine:
 
     def __init__(self, cfg: Config, *, rank: int = 0, size: int = 1, dataset_path: str | None = None,
                  load_train: bool = True, normaliser: norm.Normaliser | None = None):
-        if size < 1 or not 0 <= rank < size:
-            raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
+        self.per_rank_chunk_size = per_rank_chunk_size(cfg.data.chunk_size, rank, size)
         self.cfg = cfg
         self.rank, self.size = int(rank), int(size)
         self.path = str(dataset_path or cfg.data.path)
@@ -371,18 +374,13 @@ class ChunkEngine:
             from lenshpc.data.segsource import SegmentedSource
 
             self._segmented = SegmentedSource(cfg, self.path)
-        if cfg.data.alpha_min > cfg.data.alpha_max:
-            raise ConfigError(f"data.alpha_min ({cfg.data.alpha_min}) is above data.alpha_max ({cfg.data.alpha_max})")
-        if cfg.augment.zoom_min > cfg.augment.zoom_max:
-            raise ConfigError(f"augment.zoom_min ({cfg.augment.zoom_min}) is above augment.zoom_max ({cfg.augment.zoom_max})")
-        self.per_rank_chunk_size = cfg.data.chunk_size // self.size
-        if self.per_rank_chunk_size < 2:
-            raise ConfigError(f"data.chunk_size = {cfg.data.chunk_size} leaves {self.per_rank_chunk_size} image(s) "
-                              f"per rank for {self.size} ranks; use at least {2 * self.size}")
         with open_dataset(self.path) as ds:
             self.kind: str = ds.kind
             self.image_shape: tuple[int, int, int] = tuple(int(v) for v in ds.image_shape)  # type: ignore[assignment]
-            self._check_shapes(ds)
+            shapes = {name: tuple(ds._array(name).shape[1:]) for name in ds.names}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{self.path}: image arrays have different shapes {shapes}; mock lenses need lenses, "
+                            "sources and negatives of one shape (re-make the dataset)")
         if cfg.data.preprocess == "maxtree" and cfg.data.normalisation != "minmax_sqrt":
             raise ConfigError(f"data.normalisation = {cfg.data.normalisation!r} with data.preprocess = maxtree: "
                               "segmented inputs are made with the thesis's min-max + sqrt; use one or the other")
@@ -390,22 +388,15 @@ class ChunkEngine:
         self._extra = _extra_specs(cfg, self.image_shape, check_files=load_train)
         self._pools: dict[str, dict[str, Pool]] = {}
         self._load_lock = threading.Lock()  # each split loads once, even when asked from two threads
-        self.compile_seconds = 0.0
         if load_train:
             self._load_pools("train", shard=True)
-            self.compile_seconds = aug.warm_up()
+            aug.warm_up()
         self._executor: ThreadPoolExecutor | None = None
         self._cache: dict[str, tuple] = {}
         self._buffers: list[np.ndarray] = []  # recycled chunk outputs (see _output_buffer)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
-    def _check_shapes(self, ds: Dataset) -> None:
-        shapes = {name: tuple(ds._array(name).shape[1:]) for name in ds.names}
-        if len(set(shapes.values())) > 1:
-            raise DataError(f"{self.path}: image arrays have different shapes {shapes}; mock lenses need lenses, "
-                            "sources and negatives of one shape (re-make the dataset)")
-
     def _load_pools(self, split: str, shard: bool) -> dict[str, Pool]:
         """Read ``split`` into RAM (this rank's shard when ``shard``) and keep it as pools.
 
@@ -428,9 +419,9 @@ class ChunkEngine:
                     index = self._indices(ds, name, split, rank, size)
                     images = read_rows(ds, name, index, f"load {split} {name}").reshape(len(index), -1)
                     if name == "negatives":
-                        pools[name] = Pool(name, prepare_in_place(images, self.normaliser, self.image_shape), index)
+                        pools[name] = Pool(prepare_in_place(images, self.normaliser, self.image_shape), index)
                     else:
-                        pools[name] = Pool(name, images, index, transforms.image_max(images))
+                        pools[name] = Pool(images, index, transforms.image_max(images))
             else:
                 index = self._indices(ds, "images", split, rank, size)
                 labels = ds.labels(index).astype(bool)
@@ -443,7 +434,7 @@ class ChunkEngine:
                                         f"{'positive' if name == 'positives' else 'negative'} images "
                                         f"({len(index)} images in all); a labelled dataset needs both classes "
                                         "in every split (re-split it or use fewer ranks)")
-                    pools[name] = Pool(name, np.ascontiguousarray(images[mask]), index[mask])
+                    pools[name] = Pool(np.ascontiguousarray(images[mask]), index[mask])
         if split == "train":
             for i, (path, _fraction) in enumerate(self._extra):
                 with open_dataset(path) as extra:
@@ -452,7 +443,7 @@ class ChunkEngine:
                         raise DataError(f"{path} (data.extra_negatives[{i}]): rank {rank} of {size} gets no images "
                                         f"({extra.count(_EXTRA_ARRAY)} in all); mine more or use fewer ranks")
                     images = read_rows(extra, _EXTRA_ARRAY, index, f"load {path}").reshape(len(index), -1)
-                pools[f"extra{i}"] = Pool(f"extra{i}", prepare_in_place(images, self.normaliser, self.image_shape), index)
+                pools[f"extra{i}"] = Pool(prepare_in_place(images, self.normaliser, self.image_shape), index)
         return pools
 
     def _indices(self, ds: Dataset, name: str, split: str, rank: int, size: int) -> np.ndarray:
@@ -476,8 +467,7 @@ class ChunkEngine:
         lens_rows = _pick(rng, len(lenses), n, replace or n > len(lenses))
         source_rows = _pick(rng, len(sources), n, replace or n > len(sources))
         alpha = rng.uniform(self.cfg.data.alpha_min, self.cfg.data.alpha_max, n)
-        return MergeDraw(lenses, sources, lens_rows, source_rows, alpha,
-                         None if self.normaliser.fused else self.normaliser)
+        return MergeDraw(lenses, sources, lens_rows, source_rows, alpha, self.normaliser)
 
     def _draw_negatives(self, rng: np.random.Generator, n: int, split: str = "train",
                         replace: bool = True) -> PoolDraw:
@@ -496,14 +486,18 @@ class ChunkEngine:
         return MixedDraw(parts)
 
     # ------------------------------------------------------------------ synthesis
-    def _assemble(self, rng: np.random.Generator, n_pos: int, n_neg: int, split: str, augment: AugmentConfig,
-                  replace: bool = True, reference: bool = False):
-        """Draw, shuffle and render one batch. The order of random draws is part of the contract."""
-        pos = self._draw_positives(rng, n_pos, split, replace)
-        neg = self._draw_negatives(rng, n_neg, split, replace)
+    def _assemble(self, rng: np.random.Generator, n_pos: int, n_neg: int, split: str,
+                  augment: AugmentConfig | None = None, replace: tuple[bool, bool] = (True, True),
+                  reference: bool = False):
+        """Draw, shuffle and render one batch; ``augment`` None: a fixed set (un-augmented, in an array of its own).
+
+        ``replace``: positives, negatives drawn with replacement. The order of random draws is part of the contract.
+        """
+        pos = self._draw_positives(rng, n_pos, split, replace[0])
+        neg = self._draw_negatives(rng, n_neg, split, replace[1])
         n = n_pos + n_neg
         perm = rng.permutation(n)
-        params = aug.draw_params(rng, n, augment)
+        params = aug.AffineParams.identity(n) if augment is None else aug.draw_params(rng, n, augment)
         h, w, c = self.image_shape
         y = np.zeros(n, dtype=np.float32)
         y[perm[:n_pos]] = 1.0
@@ -513,10 +507,10 @@ class ChunkEngine:
             x[perm[n_pos:]] = aug.apply_affine(neg.images(self.image_shape), params.take(slice(n_pos, n)))
             return x, y, pos, neg, perm
         coef = aug.affine_coefficients(params, h, w)
-        flat = self._output_buffer(n, h * w * c)
-        threads = self.cfg.data.threads
-        jobs = (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, augment.enabled, threads)
-                + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, augment.enabled, threads))
+        flat = np.empty((n, h * w * c), dtype=np.float32) if augment is None else self._output_buffer(n, h * w * c)
+        threads, enabled = self.cfg.data.threads, augment is not None and augment.enabled
+        jobs = (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, enabled, threads)
+                + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, enabled, threads))
         if threads > 1:
             for future in [self._pool().submit(job) for job in jobs]:
                 future.result()
@@ -553,20 +547,18 @@ class ChunkEngine:
         n_pos = int(round(n * self.cfg.data.positive_fraction))
         return n_pos, n - n_pos
 
-    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def chunk(self, index: int, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """This rank's share of global chunk ``index``: ``x (n, H, W, C)``, ``y (n,)`` float32.
 
-        Deterministic in ``(cfg.seed, index, rank, size)`` only.
+        Deterministic in ``(cfg.seed, index, rank, size)`` only; ``reference``: made by the numpy reference path.
         """
         rng = rng_for(self.cfg.seed, "chunk", int(index), self.rank, self.size)
-        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment)
+        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment, reference=reference)
         return x, y
 
     def reference_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk ``index`` made by the numpy reference path (slow; equals :meth:`chunk`)."""
-        rng = rng_for(self.cfg.seed, "chunk", int(index), self.rank, self.size)
-        x, y, *_ = self._assemble(rng, *self._chunk_counts(), "train", self.cfg.augment, reference=True)
-        return x, y
+        """Chunk ``index`` made by the numpy reference path (slow; the kernels' oracle: equals :meth:`chunk`)."""
+        return self.chunk(index, reference=True)
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """The fixed, balanced validation chunk (``data.val_size`` images, val split, no augmentation).
@@ -575,42 +567,15 @@ class ChunkEngine:
         that depends on the seed only).  Where the val split has fewer negatives (or labelled
         positives) than needed they are drawn with replacement; otherwise each is used once.
         """
-        if self._segmented is not None:
-            return self._cached("validation", self._segmented.validation)
-        with self._lock:
-            cached = self._cache.get("validation")
-        if cached is None:
-            self._load_pools("val", shard=False)
-            n = self.cfg.data.val_size
-            rng = rng_for(self.cfg.seed, "validation")
-            pools = self._pools["val"]
-            n_pos, n_neg = n // 2, n - n // 2
-            pos_pool = pools.get("positives")
-            x, y, *_ = self._assemble_fixed(rng, n_pos, n_neg, "val",
-                                            replace_neg=n_neg > len(pools["negatives"]),
-                                            replace_pos=pos_pool is not None and n_pos > len(pos_pool))
-            for arr in (x, y):
-                arr.setflags(write=False)  # shared between callers: keep it fixed
-            cached = (x, y)
-            with self._lock:
-                self._cache["validation"] = cached
-        return cached
+        return self._cached("validation", self._validation if self._segmented is None else self._segmented.validation)
 
-    def _assemble_fixed(self, rng, n_pos, n_neg, split, replace_neg: bool, replace_pos: bool):
-        """Un-augmented balanced batch; positives/negatives drawn with or without replacement."""
-        pos = self._draw_positives(rng, n_pos, split, replace=replace_pos)
-        neg = self._draw_negatives(rng, n_neg, split, replace=replace_neg)
-        n = n_pos + n_neg
-        perm = rng.permutation(n)
-        h, w, c = self.image_shape
-        coef = aug.affine_coefficients(aug.AffineParams.identity(n), h, w)
-        flat = np.empty((n, h * w * c), dtype=np.float32)
-        for job in (pos.render(coef[:n_pos], perm[:n_pos], flat, self.image_shape, False)
-                    + neg.render(coef[n_pos:], perm[n_pos:], flat, self.image_shape, False)):
-            job()
-        y = np.zeros(n, dtype=np.float32)
-        y[perm[:n_pos]] = 1.0
-        return flat.reshape(n, h, w, c), y, pos, neg, perm
+    def _validation(self) -> tuple[np.ndarray, np.ndarray]:
+        pools = self._load_pools("val", shard=False)
+        n = self.cfg.data.val_size
+        n_pos, n_neg = n // 2, n - n // 2
+        replace = ("positives" in pools and n_pos > len(pools["positives"]), n_neg > len(pools["negatives"]))
+        x, y, *_ = self._assemble(rng_for(self.cfg.seed, "validation"), n_pos, n_neg, "val", replace=replace)
+        return x, y
 
     def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The fixed test set (test split, no augmentation) with per-image metadata.
@@ -624,14 +589,10 @@ class ChunkEngine:
         ``index`` and every image metadata column).  Every key has a value on every row:
         NaN for numbers, ``""`` for strings and −1 for indices where it does not apply.
         """
-        if self._segmented is not None:
-            return self._cached("test", self._segmented.test)
-        with self._lock:
-            cached = self._cache.get("test")
-        if cached is not None:
-            return cached
+        return self._cached("test", self._test if self._segmented is None else self._segmented.test)
+
+    def _test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         pools = self._load_pools("test", shard=False)
-        rng = rng_for(self.cfg.seed, "test")
         size = self.cfg.data.test_size
         if self.kind == "labelled" and size == 0:  # the whole split, every image once
             n_pos, n_neg = len(pools["positives"]), len(pools["negatives"])
@@ -644,21 +605,11 @@ class ChunkEngine:
                 raise DataError(f"{self.path}: data.test_size = {size} needs {n_neg} distinct images per class, "
                                 f"but the test split has {distinct}; set data.test_size ≤ {2 * distinct} "
                                 "(or 0 for the largest balanced test set)")
-        x, y, pos_draw, neg_draw, perm = self._assemble_fixed(rng, n_pos, n_neg, "test", replace_neg=False,
-                                                              replace_pos=False)
+        x, y, pos_draw, neg_draw, perm = self._assemble(rng_for(self.cfg.seed, "test"), n_pos, n_neg, "test",
+                                                        replace=(False, False))
         meta = self._test_meta(pos_draw, neg_draw, perm, n_pos)
-        for arr in (x, y):
-            arr.setflags(write=False)
-        cached = (x, y, meta)
-        with self._lock:
-            self._cache["test"] = cached
-        return cached
-
-    def _cached(self, key: str, make):
-        with self._lock:
-            if key not in self._cache:
-                self._cache[key] = make()
-            return self._cache[key]
+        meta["label"] = y.copy()
+        return x, y, meta
 
     def _test_meta(self, pos: MergeDraw | PoolDraw, neg: PoolDraw, perm: np.ndarray, n_pos: int) -> dict[str, np.ndarray]:
         """Per-row metadata of the test set, rows placed like the images (``perm``)."""
@@ -686,26 +637,11 @@ class ChunkEngine:
             column = np.full(n, fill, dtype=dtype)
             for rows, part in ((perm[:n_pos], parts[0]), (perm[n_pos:], parts[1])):
                 if part is not None:
-                    column[rows] = np.asarray(part).astype(dtype) if dtype is not object else np.asarray(part, dtype=object)
+                    column[rows] = np.asarray(part).astype(dtype)
             meta[key] = column.astype(str) if dtype is object else column
-        label = np.zeros(n, dtype=np.float32)
-        label[perm[:n_pos]] = 1.0
-        meta["label"] = label
         return meta
 
     # ------------------------------------------------------------------ streaming
-    def iter_chunks(self, start: int, stop: int, prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(index, x, y)`` for chunks ``start … stop−1``, synthesised ahead in a thread.
-
-        Parameters
-        ----------
-        prefetch : int, optional
-            Chunks made ahead of the consumer (default ``data.prefetch``; 0 = synchronous).
-            Memory: each chunk is ``chunk_size/size · H·W·C · 4`` bytes.
-        """
-        prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
-        return prefetched(self.chunk, start, stop, prefetch)
-
     def tf_dataset(self, start: int, stop: int, batch_size: int):
         """A ``tf.data.Dataset`` of ``(x, y)`` batches from chunks ``start … stop−1`` (prefetching).
 
@@ -734,9 +670,3 @@ class ChunkEngine:
             self._buffers = []
         if executor is not None:
             executor.shutdown(wait=True)
-
-    def __enter__(self) -> "ChunkEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -5,20 +5,11 @@ Every image a network sees — training chunks, the fixed validation and test se
 of **its own run**, read from the run directory (:func:`lenshpc.train.rundir.run_normaliser`), so a run never silently
 scores with another one's normalisation.
 
-=====================  ==========================================================================
-``minmax_sqrt``        the thesis's per-image min–max (Eq 4.1) then √ (default; the chunk engine's
-                       fused compiled kernels, :mod:`lenshpc.data.transforms`)
-``histogram_template`` ``skimage.exposure.match_histograms`` of each image against a template
-                       (LensFlow, seed 004): ``normalisation_params.template`` is a template image
-                       (``.npy`` or ``.fits``, shape ``(H, W)``/``(H, W, C)`` of the cutouts) or a
-                       lenshpc HDF5 dataset whose pooled histogram (``template_array``, default
-                       ``negatives``/``images``; ``template_split`` ``train``; ``template_count``
-                       256 evenly spaced images, each min–max normalised) becomes the template.
-                       The template (scaled to [0, 1]) is stored in the run dir as ``template.npy``.
-``asinh``              min–max then ``astropy.visualization.AsinhStretch(a)`` (param ``a``, 0.1)
-``zscale``             ``astropy.visualization.ZScaleInterval(contrast)`` per image, clipped to
-                       [0, 1] (params ``contrast`` 0.25, ``n_samples`` 1000)
-=====================  ==========================================================================
+``minmax_sqrt`` (default: the thesis's Eq 4.1 + √, fused into the chunk engine's kernels), ``histogram_template``
+(``skimage.exposure.match_histograms`` against a template image or a dataset's pooled histogram, LensFlow seed 004;
+the template is kept in the run dir as ``template.npy``), ``asinh`` (astropy ``AsinhStretch``) and ``zscale``
+(astropy ``ZScaleInterval``).  Their parameters and templates: ``docs/transfer.md``.  21-cm slice runs refuse
+this key: they normalise by ``task.params.normalisation`` (:mod:`lenshpc.data.slice_source`).
 
 Adding one: a subclass of :class:`Normaliser` with ``name`` and ``params`` defaults, registered in
 :data:`REGISTRY`.

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.config import Config, data_fingerprint
+from lenshpc.data.augment import flat
 from lenshpc.errors import ConfigError, DataError
 from lenshpc.preprocess.maxtree.segfile import SegmentedDataset
 
@@ -56,7 +57,6 @@ class SegmentedSource:
         self.path = Path(cfg.data.segmented_path)
         with SegmentedDataset(self.path) as seg:
             self.attrs = seg.attrs
-            self.groups = seg.groups
         self._check(data_path)
 
     def _check(self, data_path: str) -> None:
@@ -108,17 +108,13 @@ class SegmentedSource:
             if len(idx) == 0:
                 raise DataError(f"{self.path}: rank {rank} of {size} gets no segmented {name}; use a larger pool "
                                 "(--pool) or fewer ranks")
-        flat = lambda a: np.ascontiguousarray(a.reshape(len(a), -1), dtype=np.float32)  # noqa: E731
-        return {"positives": pool_cls("positives", flat(positives), np.asarray(pos_index, np.int64)),
-                "negatives": pool_cls("negatives", flat(negatives), np.asarray(neg_index, np.int64))}
+        return {"positives": pool_cls(flat(positives), np.asarray(pos_index, np.int64)),
+                "negatives": pool_cls(flat(negatives), np.asarray(neg_index, np.int64))}
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
-        """The segmented fixed validation chunk ``(x, y)`` (float32, read-only)."""
+        """The segmented fixed validation chunk ``(x, y)`` (float32; the engine caches it read-only)."""
         with SegmentedDataset(self.path) as seg:
-            x, y = seg.read("val"), seg.labels("val").astype(np.float32)
-        for arr in (x, y):
-            arr.setflags(write=False)
-        return x, y
+            return seg.read("val"), seg.labels("val").astype(np.float32)
 
     def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The segmented fixed test set ``(x, y, meta)`` (meta as the plain engine's)."""
@@ -126,6 +122,4 @@ class SegmentedSource:
             x, y, meta = seg.read("test"), seg.labels("test").astype(np.float32), seg.meta("test")
         meta = {k: (v.astype(str) if v.dtype == object else v) for k, v in meta.items()}
         meta.setdefault("label", y.copy())
-        for arr in (x, y):
-            arr.setflags(write=False)
         return x, y, meta

@@ -173,9 +173,14 @@ def convolve_psf(image: np.ndarray, conditions: Conditions, opts: SimOptions) ->
     return np.maximum(out, 0.0)
 
 
+def sky_level(conditions: Conditions, opts: SimOptions) -> float:
+    """Sky electrons per pixel (what sky subtraction removed)."""
+    return opts.counts(conditions.sky_mag) * opts.pixel_scale**2
+
+
 def add_noise(image: np.ndarray, conditions: Conditions, opts: SimOptions, rng: np.random.Generator) -> np.ndarray:
     """Sky-subtracted image with Poisson noise of (object + sky) and Gaussian read noise."""
-    sky = opts.counts(conditions.sky_mag) * opts.pixel_scale**2
+    sky = sky_level(conditions, opts)
     noisy = rng.poisson(image + sky).astype(np.float64) - sky
     noisy += rng.normal(0.0, opts.read_noise * math.sqrt(opts.n_exposures), size=image.shape)
     return noisy

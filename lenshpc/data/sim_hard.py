@@ -53,7 +53,7 @@ from typing import Callable
 
 import numpy as np
 
-from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, finish
+from lenshpc.data.sim_common import Canvas, Conditions, SimOptions, finish, sky_level
 from lenshpc.data.sim_galaxies import add_field, add_lrg, add_spiral, draw_lrg, negative_image
 from lenshpc.utils import rng_for
 
@@ -69,11 +69,6 @@ def _line(canvas: Canvas, x0: float, y0: float, angle: float, sigma: float) -> t
     along = math.cos(angle) * xx + math.sin(angle) * yy
     across = -math.sin(angle) * xx + math.cos(angle) * yy
     return along, np.exp(-0.5 * (across / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
-
-
-def sky_level(conditions: Conditions, opts: SimOptions) -> float:
-    """Sky electrons per pixel (what sky subtraction removed)."""
-    return opts.counts(conditions.sky_mag) * opts.pixel_scale**2
 
 
 def saturation_level(conditions: Conditions, opts: SimOptions) -> float:
@@ -102,10 +97,6 @@ def saturate(image: np.ndarray, level: float) -> tuple[np.ndarray, int]:
     run = has[None, :] & (rows >= top - up) & (rows <= bottom + (extra - up))
     out[run] = level
     return out, int(run.sum())
-
-
-def _conditions(meta: dict) -> Conditions:
-    return Conditions(float(meta["psf_fwhm"]), float(meta["psf_beta"]), float(meta["sky_mag"]))
 
 
 def _offset(rng: np.random.Generator, r_min: float, r_max: float) -> tuple[float, float]:
@@ -233,7 +224,8 @@ def _artefact(name: str, add: Callable) -> Callable[[np.random.Generator, SimOpt
     def make(rng: np.random.Generator, opts: SimOptions) -> tuple[np.ndarray, dict]:
         image, meta = negative_image(rng, opts)
         image = image.astype(np.float64)
-        extra = add(image, _conditions(meta), rng, opts)
+        conditions = Conditions(float(meta["psf_fwhm"]), float(meta["psf_beta"]), float(meta["sky_mag"]))
+        extra = add(image, conditions, rng, opts)
         return image.astype(np.float32), {**meta, "base_kind": meta["kind"], "kind": name, **extra}
 
     make.__name__ = name

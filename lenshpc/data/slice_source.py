@@ -1,44 +1,36 @@
 """Class-balanced chunks of 21-cm slices (the data side of the ``cosmo21cm`` and ``autoencode`` tasks).
 
 The source reads a ``slices21cm`` dataset (:mod:`lenshpc.data.cosmo21cm.slices`): this rank's share of the
-**train** split is held in RAM, normalised once; a training chunk draws the same number of slices from every
-class (with replacement; the remainder classes drawn at random) and augments each with transformations that
-keep the physics of a periodic box slice:
+**train** split is held in RAM, normalised once (``task.params.normalisation``, :data:`NORMALISATIONS`); a
+training chunk draws the same number of slices from every class (with replacement; the remainder classes drawn
+at random) and augments each with transformations that keep the physics of a periodic box slice:
 
-``roll``    a periodic shift by ``(dy, dx)`` uniform over the whole slice (21cmFAST boxes are periodic, so a
-            rolled slice is another valid slice of the same box);
+``roll``    a periodic shift by ``(dy, dx)`` uniform over the whole slice (21cmFAST boxes are periodic);
 ``rot90``   a rotation by ``k·90°``, ``k ∈ {0, 1, 2, 3}`` (the box is statistically isotropic);
 ``flip``    a mirror image with probability ½.
 
-Every transformation is a permutation of the pixels: the set of values of a slice is unchanged (no
-interpolation).  With ``crop`` the model sees a ``crop × crop`` window: training chunks take it at a random
-periodic position (after the roll), validation and test at the origin.
+Each is a permutation of the pixels (no interpolation).  With ``crop`` the model sees a ``crop × crop``
+window: training chunks take it at a random periodic position (after the roll), validation and test at the
+origin.
 
-Normalisation (``task.params.normalisation``): ``global`` divides every slice by one mK scale
-(``mk_scale``; the mean brightness temperature, which carries most of the redshift / escape-fraction signal,
-is kept), ``standardise`` maps each slice to zero mean and unit variance (only the morphology is left),
-``none`` keeps mK.
-
-Determinism: chunk ``k`` of rank ``r`` of ``s`` uses only ``rng_for(seed, "chunk", k, r, s)`` (as
-:class:`lenshpc.data.chunks.ChunkEngine`), so a resumed run replays exactly the chunks a fresh one draws.  The
-validation and test sets are the dataset's val/test splits (by realisation), un-augmented, identical on every
-rank; ``data.val_size`` / ``data.test_size`` (when smaller than the split; 0 = all) take a seeded
-class-stratified subset.
+Determinism: chunk ``k`` of rank ``r`` of ``s`` uses only ``rng_for(seed, "chunk", k, r, s)``, as the lens
+chunk engine.  The validation and test sets are the dataset's val/test splits (by realisation), un-augmented,
+identical on every rank; ``data.val_size`` / ``data.test_size`` (when smaller than the split; 0 = all) take a
+seeded class-stratified subset.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Iterator, Mapping
+import threading
+from typing import Any, Mapping
 
 import numba
 import numpy as np
 
-from lenshpc.data.chunks import prefetched
+from lenshpc.config import DataConfig
+from lenshpc.data.chunks import StreamingSource, per_rank_chunk_size
 from lenshpc.errors import ConfigError, DataError
 from lenshpc.utils import rng_for
-
-log = logging.getLogger(__name__)
 
 #: Normalisations by name → what they do (one list: the task's parameter check reads it).
 NORMALISATIONS = {"global": "divide by task.params.mk_scale (mK)", "standardise": "per-slice zero mean, unit variance",
@@ -63,9 +55,11 @@ def normalise(images: np.ndarray, how: str, mk_scale: float) -> np.ndarray:
     return images
 
 
-def draw_augmentation(rng: np.random.Generator, n: int, h: int, w: int, ops, square: bool):
-    """Per-slice ``(dy, dx, k, flip)``; the draw order is part of the contract (roll offsets, rot90 ``k``, flips —
-    each drawn even when its operation is off, so switching one off does not change the others' draws)."""
+def draw_augmentation(rng: np.random.Generator, n: int, h: int, w: int, ops, crop: int | None):
+    """The output side ``(side_h, side_w)`` and per-slice ``(dy, dx, k, flip)``; the draw order is part of the
+    contract (roll offsets, rot90 ``k``, flips — each drawn even when its operation is off, so switching one off does
+    not change the others' draws)."""
+    side_h, side_w = (crop, crop) if crop else (h, w)
     dy = rng.integers(0, h, n)
     dx = rng.integers(0, w, n)
     k = rng.integers(0, 4, n)
@@ -73,11 +67,11 @@ def draw_augmentation(rng: np.random.Generator, n: int, h: int, w: int, ops, squ
     if "roll" not in ops:
         dy[:] = 0
         dx[:] = 0
-    if "rot90" not in ops or not square:
+    if "rot90" not in ops or side_h != side_w:
         k[:] = 0
     if "flip" not in ops:
         flip[:] = False
-    return dy, dx, k, flip
+    return (side_h, side_w), (dy, dx, k, flip)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -120,10 +114,9 @@ def render_slices(pool, rows, dy, dx, k, flip, out):
 def augment_batch(images: np.ndarray, rows: np.ndarray, rng: np.random.Generator, ops, crop: int | None) -> np.ndarray:
     """Augmented (and cropped) copies of ``images[rows]`` ``(n, side, side, C)`` (the compiled kernel)."""
     _, h, w, c = images.shape
-    side_h, side_w = (crop, crop) if crop else (h, w)
-    dy, dx, k, flip = draw_augmentation(rng, len(rows), h, w, ops, side_h == side_w)
+    (side_h, side_w), draws = draw_augmentation(rng, len(rows), h, w, ops, crop)
     out = np.empty((len(rows), side_h, side_w, c), dtype=np.float32)
-    return render_slices(images, np.asarray(rows, np.int64), dy, dx, k, flip, out)
+    return render_slices(images, np.asarray(rows, np.int64), *draws, out)
 
 
 def augment_batch_reference(images: np.ndarray, rows: np.ndarray, rng: np.random.Generator, ops,
@@ -132,8 +125,7 @@ def augment_batch_reference(images: np.ndarray, rows: np.ndarray, rng: np.random
     reference the kernel is tested against."""
     images = images[np.asarray(rows, np.int64)]
     n, h, w, _ = images.shape
-    side_h, side_w = (crop, crop) if crop else (h, w)
-    dy, dx, k, flip = draw_augmentation(rng, n, h, w, ops, side_h == side_w)
+    (side_h, side_w), (dy, dx, k, flip) = draw_augmentation(rng, n, h, w, ops, crop)
     win_rows = (dy[:, None] + np.arange(side_h)[None, :]) % h  # (n, side_h): a periodic window
     win_cols = (dx[:, None] + np.arange(side_w)[None, :]) % w
     out = images[np.arange(n)[:, None, None], win_rows[:, :, None], win_cols[:, None, :]]
@@ -145,15 +137,11 @@ def augment_batch_reference(images: np.ndarray, rows: np.ndarray, rng: np.random
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def warm_up() -> float:
-    """Compile (or load from numba's cache) the kernel; return the seconds it took."""
-    import time
-
-    t0 = time.perf_counter()
-    pool = np.zeros((1, 2, 2, 1), np.float32)
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel before the first chunk."""
     one = np.zeros(1, np.int64)
-    render_slices(pool, one, one, one, one, np.zeros(1, np.bool_), np.empty((1, 2, 2, 1), np.float32))
-    return time.perf_counter() - t0
+    render_slices(np.zeros((1, 2, 2, 1), np.float32), one, one, one, one, np.zeros(1, np.bool_),
+                  np.empty((1, 2, 2, 1), np.float32))
 
 
 def crop_origin(images: np.ndarray, crop: int | None) -> np.ndarray:
@@ -172,7 +160,7 @@ def stratified_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
     return np.sort(keep)
 
 
-class SliceSource:
+class SliceSource(StreamingSource):
     """Training chunks, the fixed validation set and the test set of a 21-cm slice dataset.
 
     Parameters
@@ -190,6 +178,8 @@ class SliceSource:
 
     Raises
     ------
+    ConfigError
+        ``data.normalisation`` set (slices use ``task.params.normalisation``), a bad crop or rank/size.
     DataError
         The dataset is missing or not a slice dataset, the target is absent, a class has no slice in a split
         (or in this rank's share), or the dataset is split by slice without ``allow_slice_split``.
@@ -199,8 +189,13 @@ class SliceSource:
                  load_train: bool = True):
         from lenshpc.data.cosmo21cm.slices import open_slices
 
-        if size < 1 or not 0 <= rank < size:
-            raise ConfigError(f"bad rank/size: rank={rank}, size={size} (need 0 ≤ rank < size)")
+        self.per_rank_chunk_size = per_rank_chunk_size(cfg.data.chunk_size, rank, size, "slice")
+        if cfg.data.normalisation != DataConfig.normalisation or cfg.data.normalisation_params:
+            raise ConfigError(f"data.normalisation = {cfg.data.normalisation!r} (params "
+                              f"{cfg.data.normalisation_params or {}}): the lens-image normalisations do not apply to "
+                              "21-cm slices (a per-slice min-max would drop the mean mK signal); remove "
+                              "data.normalisation and data.normalisation_params and set task.params.normalisation "
+                              "to one of " + ", ".join(f"{k} ({v})" for k, v in NORMALISATIONS.items()))
         self.cfg, self.options = cfg, dict(options)
         self.rank, self.size, self.labels_kind = int(rank), int(size), labels
         self.path = str(cfg.data.path)
@@ -210,10 +205,6 @@ class SliceSource:
         self.target = str(self.options["target"])
         self.crop = int(self.options["crop"]) if self.options.get("crop") else None
         self.ops = tuple(self.options.get("augment") or ())
-        self.per_rank_chunk_size = cfg.data.chunk_size // self.size
-        if self.per_rank_chunk_size < 2:
-            raise ConfigError(f"data.chunk_size = {cfg.data.chunk_size} leaves {self.per_rank_chunk_size} slice(s) "
-                              f"per rank for {self.size} ranks; use at least {2 * self.size}")
         with open_slices(self.path) as ds:
             self.split_by = ds.split_by
             self.warnings = list(ds.warnings)
@@ -235,10 +226,9 @@ class SliceSource:
         if self.crop is not None and not 1 <= self.crop <= min(h, w):
             raise ConfigError(f"task.params.crop = {self.crop}: must be between 1 and the slice side {min(h, w)} "
                               f"({self.path} holds {h}×{w} slices)")
-        side = self.crop or None
-        self.image_shape = (side or h, side or w, c)
+        self.image_shape = (self.crop or h, self.crop or w, c)
         self._train: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None = None
-        self._fixed: dict[str, tuple] = {}
+        self._lock, self._cache = threading.Lock(), {}  # the fixed sets (StreamingSource._cached)
         if load_train:
             self._load_train()
 
@@ -284,38 +274,28 @@ class SliceSource:
     def _y(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return x if self.labels_kind == "image" else labels.astype(np.int64)
 
-    def iter_chunks(self, start: int, stop: int, prefetch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(index, x, y)`` for chunks ``start … stop−1`` (made ahead in a thread, ``data.prefetch``)."""
-        prefetch = self.cfg.data.prefetch if prefetch is None else int(prefetch)
-        return prefetched(self.chunk, start, stop, prefetch)
-
     # ------------------------------------------------------------------ fixed sets
     def _fixed_set(self, split: str, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        if split not in self._fixed:
-            from lenshpc.data.cosmo21cm.slices import open_slices
+        from lenshpc.data.cosmo21cm.slices import open_slices
 
-            index, images, labels = self._read(split)
-            keep = stratified_subset(labels, size, rng_for(self.cfg.seed, "subset", split))
-            index, labels = index[keep], labels[keep]
-            x = crop_origin(images[keep], self.crop)
-            with open_slices(self.path) as ds:
-                meta = {col: np.asarray(v) for col, v in ds.meta(index).items()}
-            meta["index"] = index
-            meta["label"] = labels.astype(np.int64)
-            y = self._y(x, labels)
-            for arr in (x, y):
-                arr.setflags(write=False)  # shared between callers: keep it fixed
-            self._fixed[split] = (x, y, meta)
-        return self._fixed[split]
+        index, images, labels = self._read(split)
+        keep = stratified_subset(labels, size, rng_for(self.cfg.seed, "subset", split))
+        index, labels = index[keep], labels[keep]
+        x = crop_origin(images[keep], self.crop)
+        with open_slices(self.path) as ds:
+            meta = {col: np.asarray(v) for col, v in ds.meta(index).items()}
+        meta["index"] = index
+        meta["label"] = labels.astype(np.int64)
+        return x, self._y(x, labels), meta
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """The fixed validation set (val split, un-augmented; ``data.val_size`` a stratified subset when smaller)."""
-        x, y, _ = self._fixed_set("val", self.cfg.data.val_size)
+        x, y, _ = self._cached("val", lambda: self._fixed_set("val", self.cfg.data.val_size))
         return x, y
 
     def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The test set (test split, un-augmented; ``data.test_size`` 0 = all) and its per-slice metadata."""
-        return self._fixed_set("test", self.cfg.data.test_size)
+        return self._cached("test", lambda: self._fixed_set("test", self.cfg.data.test_size))
 
     def train_set(self, max_rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """This rank's train share un-augmented (origin crop), for the sklearn baselines; ``max_rows`` a seeded
@@ -325,22 +305,11 @@ class SliceSource:
         return crop_origin(images[keep], self.crop), labels[keep].astype(np.int64)
 
     def describe(self) -> dict:
-        """What ``metrics.json`` records (under ``data``)."""
-        return {"data": self.facts()}
-
-    def facts(self) -> dict:
-        """The dataset, target, classes, normalisation, crop, augmentation, split and its warnings."""
-        return {"dataset": self.path, "content_sha256": self.content_sha256, "target": self.target,
-                "classes": self.class_names, "n_classes": self.n_classes,
-                "normalisation": self.options["normalisation"], "mk_scale": float(self.options["mk_scale"]),
-                "crop": self.crop, "augment": list(self.ops), "split_by": self.split_by,
-                "split_sizes": self.split_sizes, "warnings": self.warnings, "image_shape": list(self.image_shape)}
-
-    def close(self) -> None:
-        """Nothing runs in the background between chunks (``iter_chunks`` stops its own thread)."""
-
-    def __enter__(self) -> "SliceSource":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        """What ``metrics.json`` records under ``data``: dataset, target, classes, normalisation, crop, augmentation,
+        split and its warnings."""
+        return {"data": {"dataset": self.path, "content_sha256": self.content_sha256, "target": self.target,
+                         "classes": self.class_names, "n_classes": self.n_classes,
+                         "normalisation": self.options["normalisation"], "mk_scale": float(self.options["mk_scale"]),
+                         "crop": self.crop, "augment": list(self.ops), "split_by": self.split_by,
+                         "split_sizes": self.split_sizes, "warnings": self.warnings,
+                         "image_shape": list(self.image_shape)}}
