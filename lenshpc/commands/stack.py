@@ -148,36 +148,15 @@ def _request(args: argparse.Namespace) -> dict:
             "label_words": args.label_words}
 
 
-def _check_existing(out: Path, request: dict) -> None:
-    """Trust an existing ``--out`` only if it is a readable lenshpc dataset stacked with the same request."""
-    from lenshpc.data.format import open_dataset
-    from lenshpc.errors import DataError, UserError
-
-    fix = "nothing was changed; pass --force to replace it, or choose another --out"
-    try:
-        with open_dataset(out) as ds:
-            stored = (ds.attrs.get("provenance") or {}).get("request")
-    except (DataError, ValueError, OSError) as exc:
-        raise UserError(f"--out {out} exists but is not a usable lenshpc dataset ({exc}); {fix}") from None
-    if stored is None:
-        raise UserError(f"--out {out} exists but was not written by `lenshpc stack` (no request in its provenance); "
-                        f"{fix}")
-    diffs = [f"{key}: {stored.get(key)!r} -> {value!r}" for key, value in request.items() if stored.get(key) != value]
-    if diffs:
-        raise UserError(f"--out {out} exists but was stacked from other inputs ({'; '.join(diffs)}); {fix}")
-
-
 def run(args: argparse.Namespace) -> int:
+    from lenshpc.commands import reuse_out
     from lenshpc.data import stack as st
+    from lenshpc.data.format import open_dataset
     from lenshpc.errors import UserError
 
     out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'data.h5'}")
     request = _request(args)
-    if out.exists() and not args.force:
-        _check_existing(out, request)
-        print(f"{out} exists (a lenshpc dataset stacked from these inputs); nothing to do (use --force to rebuild it)")
+    if reuse_out(args, "data.h5", opener=open_dataset, request=request, made="stacked"):
         return 0
     if sum(map(bool, (args.images, args.population, args.images_dir))) != 1:
         raise UserError("give one of --images (labelled mode), --population NAME=DIR_OR_GLOB (population mode) or "

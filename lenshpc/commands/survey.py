@@ -66,15 +66,14 @@ def parse_mix(text: str) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lenshpc.commands import reuse_out
     from lenshpc.data.survey import mock_survey
     from lenshpc.errors import UserError
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    reuse_out(args, "survey.h5")  # an existing OUT is refused without --force
     if not Path(args.population).is_file():
         raise UserError(f"{args.population}: no such population file (make one with `lenshpc simulate`)")
-    info = mock_survey(args.population, out, n_tracers=args.tracers, alpha_min=args.alpha_min,
+    info = mock_survey(args.population, args.out, n_tracers=args.tracers, alpha_min=args.alpha_min,
                        alpha_max=args.alpha_max, splits=[s for s in args.splits.split(",") if s], seed=args.seed,
                        contaminants=parse_mix(args.contaminants))
     hard = ", ".join(f"{k} {v}" for k, v in info["contaminants"].items())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lenshpc.commands import add_hpc_flags, add_set, hpc_changes
+
 HELP = "run a grid of configs × seeds via submitit (SLURM job arrays, local processes or in-process debug)"
 DESCRIPTION = """\
 Expand a sweep file (base config × named variants × seeds × optional product dims; see
@@ -34,21 +36,6 @@ examples:
   lenshpc sweep my_sweep.yaml --executor local --parallel 2 --set data.path=data/kids.h5
 """
 
-HPC_FLAGS = (  # (flag, HpcConfig field, type, help)
-    ("--partition", "partition", str, "SLURM partition"),
-    ("--time", "time_min", int, "time limit per run in minutes"),
-    ("--nodes", "nodes", int, "nodes per run"),
-    ("--gpus-per-node", "gpus_per_node", int, "GPUs per node"),
-    ("--tasks-per-node", "tasks_per_node", int, "tasks (Horovod ranks) per node; >1 = multi-rank runs"),
-    ("--cpus-per-task", "cpus_per_task", int, "CPUs per task"),
-    ("--mem-gb", "mem_gb", int, "memory per node in GB"),
-    ("--array-parallelism", "array_parallelism", int, "max array tasks running at once"),
-    ("--account", "account", str, "SLURM account"),
-    ("--qos", "qos", str, "SLURM QoS"),
-    ("--image", "image", str, "Apptainer image to run jobs in"),
-)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep YAML file (e.g. configs/sweeps/thesis_table51.yaml)")
     p.add_argument("--executor", choices=("slurm", "local", "debug"), default="slurm",
@@ -56,21 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (default: the sweep file's out: or runs/<name>)")
     p.add_argument("--dry-run", action="store_true", help="print the grid, the plan and the resources; submit nothing")
     p.add_argument("--retry-failed", action="store_true", help="resubmit failed runs (only those)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run (repeatable), e.g. --set data.path=data/kids.h5")
+    add_set(p, "config override for every run (repeatable), e.g. --set data.path=data/kids.h5")
     p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default 1)")
     p.add_argument("--wait", action="store_true", help="slurm executor: wait until every submitted task has ended")
-    g = p.add_argument_group("SLURM resources (override the hpc sections)")
-    for flag, _field, typ, text in HPC_FLAGS:
-        g.add_argument(flag, type=typ, default=None, help=text)
+    add_hpc_flags(p.add_argument_group("SLURM resources (override the hpc sections)"))
 
 
 def hpc_from_args(base, args: argparse.Namespace):
     """``base`` HpcConfig with the flags given on the command line applied (validated)."""
     from lenshpc.config import from_dict
 
-    changes = {f: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, f, _t, _h in HPC_FLAGS}
-    changes = {k: v for k, v in changes.items() if v is not None}
+    changes = hpc_changes(args)
     if not changes:
         return base
     return from_dict({"hpc": {**base.__dict__, **changes}}, source="command line").hpc
