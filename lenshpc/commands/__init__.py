@@ -19,7 +19,7 @@ def thresholds_text(metrics: dict) -> str:
     return text
 
 
-def add_set(p, help: str = "config override, repeatable, e.g. --set train.chunks=100") -> None:
+def add_set(p, help: str) -> None:
     """``--set KEY=VALUE`` (repeatable) into ``args.overrides``."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
@@ -31,6 +31,12 @@ def add_shard_options(p, what: str, finished: str = "shards") -> None:
                        help=f"{what} only shard I and exit without merging (job arrays: $SLURM_ARRAY_TASK_ID)")
     steps.add_argument("--merge-only", action="store_true",
                        help=f"only merge finished {finished} (the array's last step)")
+
+
+def shard_done(args: argparse.Namespace, shards: int, text: str) -> int:
+    """Say what array task ``--shard-index`` did (exit 0: the merge job comes next)."""
+    print(f"shard {args.shard_index} of {shards}: {text}")
+    return 0
 
 
 #: The SLURM resource flags of the verbs that submit jobs: (flag, HpcConfig field, type, help).
@@ -53,7 +59,7 @@ def add_hpc_flags(group, skip: tuple[str, ...] = ()) -> None:
     """The :data:`HPC_FLAGS` (but ``skip``) as options of ``group`` (default None: not given)."""
     for flag, _field, typ, text in HPC_FLAGS:
         if flag not in skip:
-            group.add_argument(flag, dest=_field, type=typ, default=None, help=text)
+            group.add_argument(flag, dest=_field, type=typ, default=None, metavar=_field.upper(), help=text)
 
 
 def hpc_changes(args: argparse.Namespace) -> dict:

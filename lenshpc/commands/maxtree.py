@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lenshpc.commands import add_set, add_shard_options
+from lenshpc.commands import add_set, add_shard_options, shard_done
 
 HELP = "segment a dataset with the thesis's Max-Tree filter (sharded: local, SLURM array or MPI) → SEG.h5"
 
@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     status = result["status"]
     if status == "shard":
-        print(f"shard {args.shard_index} of {plan.shards}: {result['result']}")
-    elif status == "current":
+        return shard_done(args, plan.shards, result["result"])
+    if status == "current":
         print(f"{args.out} is up to date (content sha256 {result['digest'][:16]}…); nothing to do")
     else:
         print(f"wrote {args.out}: {', '.join(f'{g} {n}' for g, n in plan.sizes.items())} images "

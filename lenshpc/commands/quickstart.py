@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lenshpc.commands.quicksweep import resource, run_quick_sweep
+from lenshpc.commands import add_set
+from lenshpc.commands.quicksweep import report, resource, run_quick_sweep
 from lenshpc.errors import UserError
 
 HELP = "end-to-end demo: simulate → 2 losses × 3 seeds sweep → report → ensembles, Grad-CAM, info content, ranking"
@@ -54,9 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, default=None,
                    help="runs trained at once (default: one per CPU core this process may use, at most the 6 runs)")
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes (default 2)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run of the sweep (repeatable), e.g. --set train.chunks=40 for a "
-                        "shorter, weaker demo")
+    add_set(p, "config override for every run of the sweep (repeatable), e.g. --set train.chunks=40 for a shorter, "
+               "weaker demo")
     p.add_argument("--no-analysis", action="store_true",
                    help="stop after the report (skip step 4: ensembles, Grad-CAM, information content, ranking)")
     p.add_argument("--task", choices=TASKS, default="lens",
@@ -67,7 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.report import reduce_runs
 
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
@@ -90,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[2/{steps}] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
     outcome = run_quick_sweep(spec, args)
 
-    print(f"[3/{steps}] report → {out}", flush=True)
-    result = reduce_runs(spec.out, out=out)
-    print()
-    print(result.table)
-    print()
-    print(f"mean ± std over seeds (sample std, ddof = 1) at threshold 0.5 on the test set; "
-          f"{result.count('ok')} of {len(spec.points)} runs finished")
+    result = report(spec, out, f"3/{steps}", "at threshold 0.5 on the test set")
     print(f"report: {result.files['md']}  (+ report.csv, report.tex)")
     if result.plots:
         print(f"plots:  {result.plots[0].parent}/  (fbeta_curves, prediction_histograms, roc_curves; .png + .pdf)")

@@ -23,11 +23,10 @@ AUTOENCODER = "@AUTOENCODER@"
 
 
 def run(args) -> int:
-    from lenshpc.commands.quicksweep import resource, run_quick_sweep
+    from lenshpc.commands.quicksweep import report, resource, run_quick_sweep
     from lenshpc.data.cosmo21cm.params import Grid
     from lenshpc.data.cosmo21cm.simulate import simulate21cm
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.report import reduce_runs
     from lenshpc.utils import atomic_write_text
 
     out = Path(args.out).resolve()
@@ -56,13 +55,8 @@ def run(args) -> int:
     print(f"[3/4] sweep {spec.name}: {len(spec.groups)} models × {len(spec.seeds)} seeds → {spec.out}", flush=True)
     failed = run_quick_sweep(spec, args).failed_after
 
-    print(f"[4/4] report → {out}", flush=True)
-    reduced = reduce_runs(spec.out, out=out)
-    print()
-    print(reduced.table)
-    print()
-    print(f"mean ± std over seeds (sample std, ddof = 1) on the test set (one held-out realisation); chance = "
-          f"{1 / len(grid.redshifts):.3f}; {reduced.count('ok')} of {len(spec.points)} runs finished")
+    reduced = report(spec, out, "4/4", f"on the test set (one held-out realisation; chance = "
+                                       f"{1 / len(grid.redshifts):.3f})")
     print(f"report: {reduced.files['md']}  (per-class recall, confusion matrix, learning curves, PCA baseline)")
     print(f"runs:   {spec.out}/<model>/seed<k>/  (lenshpc status {spec.out}); encoder: {encoder}")
     if failed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lenshpc.commands import add_hpc_flags, add_shard_options, hpc_changes
+from lenshpc.commands import add_hpc_flags, add_shard_options, hpc_changes, shard_done
 
 HELP = "score and rank a survey catalogue (sharded; local/SLURM), top-N montage, tracer rank curve and metrics"
 
@@ -77,9 +77,7 @@ def run(args: argparse.Namespace) -> int:
                             tracers=args.tracers, batch_size=args.batch_size, hpc=_hpc(args))
     done, reused = len(result["shards_computed"]), len(result["shards_reused"])
     if result["status"] == "shard":
-        print(f"shard {args.shard_index} of {result['shards']}: {'scored' if done else 'already done'} "
-              f"({result['out']}/shards)")
-        return 0
+        return shard_done(args, result["shards"], f"{'scored' if done else 'already done'} ({result['out']}/shards)")
     print(f"ranked {result['n']} cutouts of {args.catalogue} with {args.model}: {done} shard(s) scored, "
           f"{reused} reused")
     for name, path in result["outputs"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lenshpc.commands import add_shard_options, reuse_out
+from lenshpc.commands import add_shard_options, reuse_out, shard_done
 
 HELP = "simulate 21-cm δT_b boxes with 21cmFAST on a (redshift × F_ESC10 × realisation) grid → slice dataset"
 
@@ -93,9 +93,8 @@ def run(args: argparse.Namespace) -> int:
                           keep_parts=args.keep_parts,
                           resources=Resources(args.partition, args.time_min, args.mem_gb, args.image))
     if result["status"] == "shard":
-        print(f"shard {args.shard_index} of {args.shards}: {result['done']} realisation(s) computed, "
-              f"{result['skipped']} already done")
-        return 0
+        return shard_done(args, args.shards, f"{result['done']} realisation(s) computed, "
+                                             f"{result['skipped']} already done")
     print(f"wrote {out}: {grid.n_slices} slices ({result['done']} realisation(s) computed, {result['skipped']} "
           f"reused); content sha256 {result['digest'][:16]}…")
     print(describe(out))

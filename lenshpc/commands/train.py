@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lenshpc.commands import add_set, thresholds_text
+
 HELP = "train one lens finder (chunk loop, model selection, early stopping, resumable checkpoints)"
 
 DESCRIPTION = """\
@@ -24,8 +26,7 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config (e.g. configs/thesis/bce.yaml); keys in docs and configs/base.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.chunks=100 (repeatable)")
+    add_set(p, "override one config key, e.g. --set train.chunks=100 (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="the run's seed (overrides the config's 'seed')")
     p.add_argument("--chunks", type=int, default=None, metavar="N", help="number of chunks (train.chunks)")
     p.add_argument("--run-dir", default=None, metavar="DIR", help="output directory (default runs/<name>/seed<seed>)")
@@ -47,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lenshpc import tasks
-    from lenshpc.commands import thresholds_text
     from lenshpc.config import load_config
     from lenshpc.errors import UserError
     from lenshpc.train import RunDir, default_run_dir, run_training
