@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lenshpc.errors import DataError, UserError
 
 
 def thresholds_text(metrics: dict) -> str:
@@ -76,10 +79,6 @@ def reuse_out(args: argparse.Namespace, example: str, *, opener=None, key: str =
     provenance equals ``request``; otherwise (no ``opener``, unreadable, written by something else, other
     inputs: the differing keys are named) it is refused with a :class:`~lenshpc.errors.UserError`, untouched.
     """
-    from pathlib import Path
-
-    from lenshpc.errors import DataError, UserError
-
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / example}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from lenshpc.commands import add_hpc_flags, hpc_changes
 
@@ -58,8 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from lenshpc.analysis.ensembles.ensemble import plan_ensemble_runs, run_spec
     from lenshpc.analysis.ensembles.spec import load_ensemble_spec
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "Grad-CAM heatmaps (Eq 3.24-3.25) of a run's TP/FP/FN/TN test images: PNG panels + heatmaps.h5"
 
@@ -69,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
     summary = run_gradcam(args.run_dir, layers=args.layers, cases=args.cases, n=args.n, out=args.out,
                           data=args.data, threshold=args.threshold, seed=args.seed, batch_size=args.batch_size,
                           force=args.force)
-    from pathlib import Path
-
     out = Path(args.out if args.out is not None else args.run_dir) / "gradcam"
     state = "up to date" if summary.get("skipped") else "written"
     shown = ", ".join(f"{c} {v['shown']}/{v['available']}" for c, v in summary["cases"].items())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lenshpc.errors import DataError
+
 HELP = "summarise a lenshpc HDF5 dataset (kinds, sizes, splits, metadata, skipped inputs, provenance)"
 DESCRIPTION = """Summarise a lenshpc HDF5 dataset: kind, schema version, image shape, pixel scale, bands,
 per-array sizes and split sizes, metadata columns, labels, inputs skipped by `lenshpc stack`, provenance.
@@ -23,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     import h5py
 
     from lenshpc.data.format import describe, hdf5_tree
-    from lenshpc.errors import DataError
 
     try:
         print(describe(args.path, tree=args.tree))

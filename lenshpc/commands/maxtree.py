@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lenshpc.commands import add_set, add_shard_options, shard_done
+from lenshpc.errors import UserError
 
 HELP = "segment a dataset with the thesis's Max-Tree filter (sharded: local, SLURM array or MPI) → SEG.h5"
 
@@ -46,10 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc.config import load_config
-    from lenshpc.errors import UserError
     from lenshpc.preprocess.maxtree.executors import mpi_world, run_plan
     from lenshpc.preprocess.maxtree.shards import make_plan, montage_path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lenshpc.commands import add_set
+from lenshpc.commands import add_set, quickstart21cm
 from lenshpc.commands.quicksweep import report, resource, run_quick_sweep
 from lenshpc.errors import UserError
 
@@ -71,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
     if getattr(args, "task", "lens") == "cosmo21cm":
-        from lenshpc.commands import quickstart21cm
-
         return quickstart21cm.run(args)
     out = Path(args.out).resolve()
     data = out / "data" / "population.h5"

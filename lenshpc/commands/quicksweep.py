@@ -7,6 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
+from lenshpc.errors import UserError
+
 
 def resource(name: str) -> Path:
     """Path of a file shipped in ``lenshpc/resources`` (package data)."""
@@ -14,8 +16,6 @@ def resource(name: str) -> Path:
 
     path = Path(lenshpc.__file__).parent / "resources" / name
     if not path.is_file():  # pragma: no cover - a broken installation
-        from lenshpc.errors import UserError
-
         raise UserError(f"{path} is missing from the installation; reinstall lenshpc (pip install -e .)")
     return path
 

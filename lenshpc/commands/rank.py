@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lenshpc.commands import add_hpc_flags, add_shard_options, hpc_changes, shard_done
 
@@ -101,8 +102,6 @@ def _hpc(args: argparse.Namespace):
 
     if not hpc_changes(args):
         return None
-    from pathlib import Path
-
     from lenshpc.analysis.ensembles.scorer import run_configs
     from lenshpc.config import HpcConfig, load_config
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
+
 HELP = "simulate a KiDS-like r-band population (LRG lenses, lenstronomy lensed sources, contaminant negatives)"
 
 DESCRIPTION = """\
@@ -37,9 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.commands import reuse_out
-    from lenshpc.errors import UserError
-
     reuse_out(args, "population.h5")  # an existing OUT is refused without --force
     for flag, value in (("--lenses", args.lenses), ("--sources", args.sources), ("--negatives", args.negatives)):
         if value < 0:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lenshpc.commands import add_shard_options, reuse_out, shard_done
+from lenshpc.errors import UserError
 
 HELP = "simulate 21-cm δT_b boxes with 21cmFAST on a (redshift × F_ESC10 × realisation) grid → slice dataset"
 
@@ -71,12 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc.data.cosmo21cm.params import Grid
     from lenshpc.data.cosmo21cm.simulate import Resources, simulate21cm
     from lenshpc.data.cosmo21cm.slices import describe, open_slices
-    from lenshpc.errors import UserError
 
     grid = Grid.checked(args.redshifts, args.fesc, args.realisations, hii_dim=args.hii_dim, box_len=args.box_len,
                         seed=args.seed, slices_per_axis=args.slices_per_axis, stride=args.stride,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
 
 HELP = "stack FITS cutouts (+ catalogue) or class folders of PNG/JPEG/FITS into a labelled or population HDF5 dataset"
 DESCRIPTION = """Stack FITS cutouts and a catalogue into one HDF5 dataset (docs/data-format.md).
@@ -84,8 +88,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
-    from lenshpc.errors import UserError
-
     out: dict[str, str] = {}
     for value in values:
         name, sep, path = value.partition("=")
@@ -98,8 +100,6 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
-    from lenshpc.errors import UserError
-
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:
@@ -111,7 +111,6 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 def _run_image_folders(args: argparse.Namespace, out: Path, request: dict) -> int:
     from lenshpc.data.stack_images import parse_classes, stack_image_folders
-    from lenshpc.errors import UserError
 
     if args.catalogue:
         raise UserError("--images-dir takes its labels from the folder names; drop --catalogue (or use --images)")
@@ -132,8 +131,6 @@ def _run_image_folders(args: argparse.Namespace, out: Path, request: dict) -> in
 
 def _request(args: argparse.Namespace) -> dict:
     """What the output depends on (paths made absolute), stored in its provenance as ``request``."""
-    import os
-
     def absolute(value: str) -> str:
         name, sep, path = value.partition("=")
         return f"{name}={os.path.abspath(path)}" if sep and not os.path.exists(value) else os.path.abspath(value)
@@ -149,10 +146,8 @@ def _request(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.commands import reuse_out
     from lenshpc.data import stack as st
     from lenshpc.data.format import open_dataset
-    from lenshpc.errors import UserError
 
     out = Path(args.out)
     request = _request(args)

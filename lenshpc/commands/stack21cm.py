@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
 
 HELP = "slice your own 21-cm δT_b cubes (21cmFAST HDF5, .npy, FITS, delta_T* boxes) + a catalogue → slice dataset"
 
@@ -41,12 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from lenshpc.commands import reuse_out
     from lenshpc.data.cosmo21cm.cubes import cubes_from_files, read_catalogue, stack_cubes
     from lenshpc.data.cosmo21cm.slices import describe, open_slices
-    from lenshpc.errors import UserError
 
     request = {"catalogue": args.catalogue and os.path.abspath(args.catalogue),
                "cubes": sorted(map(os.path.abspath, args.cubes)), "dataset": args.dataset,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
 
 HELP = "mock survey catalogue from a population: held-out negatives + hard contaminants + tracer mock lenses"
 
@@ -44,7 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def parse_mix(text: str) -> dict[str, float]:
     """``none`` → {}, ``hard`` → HARD_MIX, ``k=f,k=f`` → {k: f}; malformed text raises UserError."""
     from lenshpc.data.sim_hard import HARD_MIX
-    from lenshpc.errors import UserError
 
     text = text.strip()
     if text in ("", "none"):
@@ -64,11 +67,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lenshpc.commands import reuse_out
     from lenshpc.data.survey import mock_survey
-    from lenshpc.errors import UserError
 
     reuse_out(args, "survey.h5")  # an existing OUT is refused without --force
     if not Path(args.population).is_file():

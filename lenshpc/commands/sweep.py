@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from lenshpc.commands import add_hpc_flags, add_set, hpc_changes
+from lenshpc.errors import UserError
 
 HELP = "run a grid of configs × seeds via submitit (SLURM job arrays, local processes or in-process debug)"
 DESCRIPTION = """\
@@ -86,7 +87,6 @@ def print_plan(spec, planned, executor: str, hpc) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.errors import UserError
     from lenshpc.hpc.spec import load_sweep
     from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, SweepInterrupted, plan, run_sweep
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lenshpc.commands import add_set, thresholds_text
+from lenshpc.errors import UserError
 
 HELP = "train one lens finder (chunk loop, model selection, early stopping, resumable checkpoints)"
 
@@ -45,11 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc import tasks
     from lenshpc.config import load_config
-    from lenshpc.errors import UserError
     from lenshpc.train import RunDir, default_run_dir, run_training
     from lenshpc.train import checkpoint as ckpt
 
