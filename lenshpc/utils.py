@@ -42,16 +42,14 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}@{_host()}."
 
 
-def pid_alive(pid: object) -> bool:
-    """True when a process ``pid`` runs on this host (also one of another user)."""
-    if not isinstance(pid, int) or isinstance(pid, bool):
-        return False
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` runs on this host (also one of another user: PermissionError)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

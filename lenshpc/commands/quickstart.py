@@ -40,11 +40,11 @@ examples:
   lenshpc quickstart --set train.chunks=40      # a one-minute-shorter, weaker demo
 """
 
+#: ``--task`` choices: the lens demo and the 21-cm study.
+TASKS = ("lens", "cosmo21cm")
 #: Population of the quickstart dataset: an 80/10/10 split, so the test set holds 300 held-out lenses (each with a
 #: held-out source) and 300 held-out negatives, 600 images; 48×48 px keeps a CPU training step cheap
 #: (docs/science.md).
-#: ``--task`` choices: the lens demo and the 21-cm study.
-TASKS = ("lens", "cosmo21cm")
 POPULATION = {"n_lenses": 3000, "n_sources": 3000, "n_negatives": 3000, "size": 48, "seed": 0}
 
 
@@ -60,9 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-analysis", action="store_true",
                    help="stop after the report (skip step 4: ensembles, Grad-CAM, information content, ranking)")
     p.add_argument("--task", choices=TASKS, default="lens",
-                   help="lens: the lens-finding demo above (default); cosmo21cm: the 21-cm study (seed 003) on a toy "
-                        "21cmFAST grid: simulate → autoencoder → CNN with/without encoder vs dense baseline × 3 seeds "
-                        "→ report with the PCA baseline (needs the .[cosmo21cm] extra; a few minutes on 2 cores)")
+                   help="lens: the lens-finding demo above (default); cosmo21cm: the 21-cm study described above "
+                        "(needs the .[cosmo21cm] extra; a few minutes on 2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,15 +1,5 @@
-"""``lenshpc quickstart --task cosmo21cm``: the 21-cm study (seed 003) end to end on a toy grid.
-
-1. simulate 21cmFAST boxes (:data:`GRID`: 3 redshifts × 2 F_ESC10 × 5 realisations, 32³ cells over 48 Mpc, 16
-   slices per axis) → ``OUT/data/cosmo21cm.h5`` (split by realisation 3/1/1);
-2. train the seed's autoencoder (``resources/quickstart_cosmo21cm_autoencoder.yaml``) → ``OUT/encoder/``;
-3. sweep: CNN on the frozen encoder, the same CNN from scratch, the dense baseline on crops, × 3 seeds
-   (``resources/quickstart_cosmo21cm.yaml``) → ``OUT/runs/``;
-4. reduce: mean ± std (accuracy, macro-F1, top-2, AUROC), per-class recall, mean confusion matrix, learning
-   curves and the PCA + logistic-regression baseline → ``OUT/report.md``.
-
-Re-running skips finished work (dataset, runs); an interrupted quickstart resumes from the runs' checkpoints.
-"""
+"""``lenshpc quickstart --task cosmo21cm``: the 21-cm study (seed 003) end to end on the toy :data:`GRID` (the
+steps: ``lenshpc quickstart --help``); the sweeps are ``resources/quickstart_cosmo21cm*.yaml``."""
 
 from __future__ import annotations
 

@@ -29,9 +29,7 @@ is stacked with `lenshpc stack --images … [--catalogue CAT] --label-column non
 normalised exactly as the model was trained (its run's data.normalisation, default min–max + √);
 their shape must match the model's input.
 
-Tracers (known lenses mixed into the catalogue) come from --tracers: a metadata column whose
-truthy rows are tracers (e.g. is_lens), a file of IDs (one per line), 'labels' (labels == 1),
-or 'none'. Default: labels == 1 when the catalogue has labels, else no tracers.
+Tracers are known lenses mixed into the catalogue (--tracers).
 
 Big catalogues: the rows are split into --shards contiguous, batch-aligned ranges, each
 scored by one task (reading ~4096 rows at a time) into OUT/shards/scores-KKKK-of-NNNN.h5,
@@ -55,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalogue", metavar="CATALOGUE.h5", help="labelled lenshpc dataset (labels optional)")
     p.add_argument("--out", metavar="DIR", help="output directory (default MODEL/rank-<catalogue name>)")
     p.add_argument("--tracers", metavar="SPEC",
-                   help="meta column (truthy rows), file of IDs, 'labels' or 'none' (default: labels == 1 if any)")
+                   help="meta column (truthy rows, e.g. is_lens), file of IDs (one per line), 'labels' (labels == 1) "
+                        "or 'none' (default: labels == 1 if the catalogue has labels, else none)")
     p.add_argument("--top", type=int, default=25, metavar="N", help="cutouts in top.png (default 25; 0: none)")
     p.add_argument("--batch-size", type=int, default=256, metavar="B",
                    help="cutouts per network batch (default 256; shards and reads hold whole batches)")

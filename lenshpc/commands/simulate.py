@@ -20,7 +20,7 @@ Simulate a KiDS-like r-band population dataset (HDF5, see docs/data-format.md):
   negatives  80 % contaminants (spirals, rings, mergers, edge-on discs, star blends)
              + 20 % plain LRGs
 
-Output depends only on --seed (not on --workers). Thesis sizes:
+Thesis sizes:
   lenshpc simulate --out data/kids.h5 --lenses 4411 --sources 80000 --negatives 4867 --workers 8
 """
 

@@ -40,8 +40,8 @@ row, catalogue row without a file, or missing band is reported with its path; by
 NOTHING is written (exit 2).  --skip-bad leaves those inputs out, lists them and stores the
 list in the file (log/skipped).  An existing output is kept (exit 0) when it is a lenshpc
 dataset stacked with the same options; any other existing file is refused (exit 2) unless --force.
-Label columns: 0/1 numbers, FITS/astropy booleans, and with --label-words the words
-true/false, yes/no, t/f (any case); anything else is refused with its catalogue row.
+Label columns: 0/1 numbers or FITS/astropy booleans (words with --label-words); anything else
+is refused with its catalogue row.
 """
 
 

@@ -58,11 +58,11 @@ def parse_mix(text: str) -> dict[str, float]:
     for item in text.split(","):
         kind, sep, value = item.partition("=")
         try:
+            if not sep:
+                raise ValueError(item)
             mix[kind.strip()] = float(value)
         except ValueError:
             raise UserError(f"--contaminants {text!r}: {item!r} is not KIND=FRACTION (e.g. saturated_star=0.2)") from None
-        if not sep:
-            raise UserError(f"--contaminants {text!r}: {item!r} is not KIND=FRACTION (e.g. saturated_star=0.2)")
     return mix
 
 

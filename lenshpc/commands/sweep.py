@@ -16,9 +16,7 @@ docs/sweeps.md) and submit every run that is not finished yet.
 Idempotent: finished runs (DONE) are skipped, runs whose job is still pending/running are
 left alone, failed runs are listed and only resubmitted with --retry-failed. Ctrl-C on a local
 or debug sweep stops its runs (exit 130); the same command then resumes them from their
-checkpoints. Runs are
-submitit-checkpointable: on a SLURM time-out/preemption the task is requeued and resumes
-from its checkpoint. Each grid point writes OUT/<variant>[__key-value…]/seed<k>; the sweep
+checkpoints, as a SLURM time-out/preemption requeues them (submitit). Each grid point writes OUT/<variant>[__key-value…]/seed<k>; the sweep
 writes OUT/sweep.json (grid, run directories, job ids) and submitit logs to OUT/.submitit/.
 
 executors:
@@ -26,9 +24,6 @@ executors:
          unless --wait. Run it on a login node.
   local  background processes on this machine, --parallel at a time; waits for them.
   debug  in this process, one after the other (for debugging a config).
-
-Resources come from the base config's hpc section, then the sweep file's hpc section, then
-the flags below.
 
 examples:
   lenshpc sweep configs/sweeps/thesis_table51.yaml --dry-run
@@ -47,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_set(p, "config override for every run (repeatable), e.g. --set data.path=data/kids.h5")
     p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default 1)")
     p.add_argument("--wait", action="store_true", help="slurm executor: wait until every submitted task has ended")
-    add_hpc_flags(p.add_argument_group("SLURM resources (override the hpc sections)"))
+    add_hpc_flags(p.add_argument_group("SLURM resources (override the base config's, then the sweep file's hpc)"))
 
 
 def hpc_from_args(base, args: argparse.Namespace):

@@ -14,8 +14,8 @@ DESCRIPTION = """\
 Train one CNN as configured and write a run directory (docs/run-dir.md):
 config.yaml, train.log, history.csv, checkpoint/, model.keras, predictions.h5, metrics.json, DONE.
 
-The run directory defaults to runs/<name>/seed<seed>.  A run directory that holds a checkpoint
-is resumed (the result equals an uninterrupted run); one marked DONE is skipped unless --force.
+A run directory that holds a checkpoint is resumed (the result equals an uninterrupted run);
+one marked DONE is skipped unless --force.
 SIGTERM or SIGUSR1 (what SLURM sends before a preemption or the time limit) finish the current
 chunk, write a checkpoint and exit with code 3 so the job script can requeue.
 
@@ -52,14 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from lenshpc.train import RunDir, default_run_dir, run_training
     from lenshpc.train import checkpoint as ckpt
 
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.chunks is not None:
-        overrides.append(f"train.chunks={args.chunks}")
-    if args.distributed is not None:
-        overrides.append(f"distributed.backend={args.distributed}")
-    cfg = load_config(args.config, overrides=overrides)
+    flags = {"seed": args.seed, "train.chunks": args.chunks, "distributed.backend": args.distributed}
+    cfg = load_config(args.config, overrides=[*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
     run_dir = args.run_dir or Path(args.runs_root or "runs") / default_run_dir(cfg).relative_to("runs")
     if args.print_run_dir:
         print(run_dir)
