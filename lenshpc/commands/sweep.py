@@ -83,7 +83,8 @@ def print_plan(spec, planned, executor: str, hpc) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, SweepInterrupted, plan, run_sweep
+    from lenshpc.hpc.sweep import (LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, SweepInterrupted, log_path, plan,
+                                   read_sweep_json, recorded_jobs, run_sweep)
 
     if args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
@@ -112,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {p.point.id}: {p.reason}")
     if failed:
         print("  resubmit them with --retry-failed")
-    from lenshpc.hpc.sweep import log_path, read_sweep_json, recorded_jobs
-
     history = recorded_jobs(read_sweep_json(spec.out)) if outcome.failed_after else {}
     for point, error in outcome.failed_after:
         log = log_path(point.run_dir, history.get(point.id, []), spec.out)
