@@ -125,3 +125,46 @@ submit_shard_array() {
     echo "$name shards $aid (array 0-$((k - 1)))"
     echo "$name merge $mid"
 }
+
+# usage_or_continue MIN ARGS... — print the calling script's header comment and exit: 0 for -h/--help, 2 with fewer
+# than MIN arguments.
+usage_or_continue() {
+    local min=$1; shift
+    if [[ $# -lt $min || "${1:-}" == -h || "${1:-}" == --help ]]; then
+        sed -n '2,/^#SBATCH/{/^#SBATCH/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[-1]}"
+        [[ "${1:-}" == -h || "${1:-}" == --help ]] && exit 0 || exit 2
+    fi
+}
+
+# need_path -f|-d PATH WHAT [HINT] — exit 2 with "SCRIPT: WHAT not found: PATH (HINT; …)" unless PATH is a file (-f) or
+# a directory (-d).
+need_path() {
+    test "$1" "$2" || { echo "$(basename "$0"): $3 not found: $2 (${4:+$4; }relative paths are taken from $(pwd))" >&2
+        exit 2; }
+}
+
+# shard_array_job NAME PREFIX NPOS POS... ARGS... — the whole of an "array over shards + merge" template, called with
+# the script's arguments: on a login node submit_shard_array; in the merge job (PREFIX_STEP=merge)
+# `lenshpc WORDS... --shards K --executor inline --merge-only ARGS...`; in array task i the same with
+# `--shard-index i` and SHARD_WORDS... instead of --merge-only.  The script sets the arrays WORDS (the lenshpc words
+# before the shard options, e.g. (rank "$MODEL" "$CAT")) and SHARD_WORDS (extra words of the shard tasks, may be
+# empty).  K comes from PREFIX_SHARDS (default 8).
+shard_array_job() {
+    local name=$1 prefix=$2 npos=$3; shift 3
+    local shards_var="${prefix}_SHARDS" step_var="${prefix}_STEP" k
+    k=$(shard_count "$shards_var" "${!shards_var:-8}")
+    export LENSHPC_SRUN_MPI=${LENSHPC_SRUN_MPI:-none}   # one plain task per shard: no MPI wiring needed
+    if [[ -z "${SLURM_JOB_ID:-}" ]]; then  # login node: submit the array and the merge job that waits for it
+        submit_shard_array "$name" "$0" "$k" "$prefix" "$npos" "$@"
+        return
+    fi
+    shift "$npos"
+    if [[ "${!step_var:-}" == merge ]]; then
+        echo "lenshpc $name merge (job ${SLURM_JOB_ID}) on $(hostname): $k shards (lenshpc ${WORDS[*]})" >&2
+        run_or_print "${WORDS[@]}" --shards "$k" --executor inline --merge-only "$@"
+        return
+    fi
+    local i=${SLURM_ARRAY_TASK_ID:?"$(basename "$0"): not an array task; submit it with bash $0 (see --help)"}
+    echo "lenshpc $name shard $i/$k (job ${SLURM_ARRAY_JOB_ID:-}_$i) on $(hostname)" >&2
+    run_or_print "${WORDS[@]}" --shards "$k" --shard-index "$i" --executor inline "${SHARD_WORDS[@]}" "$@"
+}

@@ -19,40 +19,15 @@
 #SBATCH --output=logs/%x-%A_%a.out
 set -euo pipefail
 
-_jobs_dir() {  # SLURM runs a COPY of this script: find jobs/_lib.sh through the submit directory
-    if [[ -n "${LENSHPC_JOBS_DIR:-}" ]]; then printf '%s\n' "$LENSHPC_JOBS_DIR"; return; fi
-    [[ -f "${SLURM_SUBMIT_DIR:-$PWD}/jobs/_lib.sh" && -n "${SLURM_JOB_ID:-}" ]] && {
-        printf '%s\n' "${SLURM_SUBMIT_DIR:-$PWD}/jobs"; return; }
-    cd "$(dirname "${BASH_SOURCE[0]}")" && pwd
-}
-JOBS=$(_jobs_dir)
+# SLURM runs a COPY of this script: find jobs/_lib.sh through the submit directory (or LENSHPC_JOBS_DIR)
+JOBS=${LENSHPC_JOBS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+[[ -z "${LENSHPC_JOBS_DIR:-}" && -n "${SLURM_JOB_ID:-}" && -f "${SLURM_SUBMIT_DIR:-$PWD}/jobs/_lib.sh" ]] \
+    && JOBS=${SLURM_SUBMIT_DIR:-$PWD}/jobs
 # shellcheck source=jobs/_lib.sh
 source "$JOBS/_lib.sh"
-export LENSHPC_SRUN_MPI=${LENSHPC_SRUN_MPI:-none}   # one plain task per shard: no MPI wiring needed
 
-if [[ $# -lt 2 || "$1" == -h || "$1" == --help ]]; then
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-    [[ $# -lt 2 ]] && exit 2 || exit 0
-fi
-MODEL=$1 CAT=$2; shift 2
-K=$(shard_count RANK_SHARDS "${RANK_SHARDS:-8}")
-if [[ ! -d "$MODEL" ]]; then
-    echo "rank_array.sh: model not found: $MODEL (a run or ensemble run directory; relative to $(pwd))" >&2; exit 2
-fi
-if [[ ! -f "$CAT" ]]; then
-    echo "rank_array.sh: catalogue not found: $CAT (relative paths are taken from $(pwd))" >&2; exit 2
-fi
-
-if [[ -z "${SLURM_JOB_ID:-}" ]]; then  # login node: submit the array and the merge job that waits for it
-    submit_shard_array rank "$0" "$K" RANK 2 "$MODEL" "$CAT" "$@"
-    exit $?
-fi
-
-if [[ "${RANK_STEP:-}" == merge ]]; then
-    echo "lenshpc rank merge (job ${SLURM_JOB_ID}) on $(hostname): $K shards of $CAT" >&2
-    run_or_print rank "$MODEL" "$CAT" --shards "$K" --executor inline --merge-only "$@"
-    exit $?
-fi
-I=${SLURM_ARRAY_TASK_ID:?"rank_array.sh: not an array task; submit with bash jobs/rank_array.sh MODEL CATALOGUE.h5"}
-echo "lenshpc rank shard $I/$K (job ${SLURM_ARRAY_JOB_ID:-}_$I) on $(hostname)" >&2
-run_or_print rank "$MODEL" "$CAT" --shards "$K" --shard-index "$I" --executor inline "$@"
+usage_or_continue 2 "$@"
+need_path -d "$1" model "a run or ensemble run directory"
+need_path -f "$2" catalogue
+WORDS=(rank "$1" "$2") SHARD_WORDS=()
+shard_array_job rank RANK 2 "$@"

@@ -19,35 +19,13 @@
 #SBATCH --output=logs/%x-%A_%a.out
 set -euo pipefail
 
-_jobs_dir() {  # SLURM runs a COPY of this script: find jobs/_lib.sh through the submit directory
-    if [[ -n "${LENSHPC_JOBS_DIR:-}" ]]; then printf '%s\n' "$LENSHPC_JOBS_DIR"; return; fi
-    [[ -f "${SLURM_SUBMIT_DIR:-$PWD}/jobs/_lib.sh" && -n "${SLURM_JOB_ID:-}" ]] && {
-        printf '%s\n' "${SLURM_SUBMIT_DIR:-$PWD}/jobs"; return; }
-    cd "$(dirname "${BASH_SOURCE[0]}")" && pwd
-}
-JOBS=$(_jobs_dir)
+# SLURM runs a COPY of this script: find jobs/_lib.sh through the submit directory (or LENSHPC_JOBS_DIR)
+JOBS=${LENSHPC_JOBS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+[[ -z "${LENSHPC_JOBS_DIR:-}" && -n "${SLURM_JOB_ID:-}" && -f "${SLURM_SUBMIT_DIR:-$PWD}/jobs/_lib.sh" ]] \
+    && JOBS=${SLURM_SUBMIT_DIR:-$PWD}/jobs
 # shellcheck source=jobs/_lib.sh
 source "$JOBS/_lib.sh"
-export LENSHPC_SRUN_MPI=${LENSHPC_SRUN_MPI:-none}   # one plain task per shard: no MPI wiring needed
 
-if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-    [[ $# -lt 1 ]] && exit 2 || exit 0
-fi
-OUT=$1; shift
-K=$(shard_count SIM21_SHARDS "${SIM21_SHARDS:-8}")
-
-if [[ -z "${SLURM_JOB_ID:-}" ]]; then  # login node: submit the array and the merge job that waits for it
-    submit_shard_array simulate21cm "$0" "$K" SIM21 1 "$OUT" "$@"
-    exit $?
-fi
-
-if [[ "${SIM21_STEP:-}" == merge ]]; then
-    echo "lenshpc simulate21cm merge (job ${SLURM_JOB_ID}) on $(hostname): $K shards → $OUT" >&2
-    run_or_print simulate21cm --out "$OUT" --shards "$K" --executor inline --merge-only "$@"
-    exit $?
-fi
-I=${SLURM_ARRAY_TASK_ID:?"simulate21cm_array.sh: not an array task; submit with bash jobs/simulate21cm_array.sh OUT ..."}
-echo "lenshpc simulate21cm shard $I/$K (job ${SLURM_ARRAY_JOB_ID:-}_$I) on $(hostname)" >&2
-run_or_print simulate21cm --out "$OUT" --shards "$K" --shard-index "$I" --executor inline \
-    --workers "${SLURM_CPUS_PER_TASK:-1}" "$@"
+usage_or_continue 1 "$@"
+WORDS=(simulate21cm --out "$1") SHARD_WORDS=(--workers "${SLURM_CPUS_PER_TASK:-1}")
+shard_array_job simulate21cm SIM21 1 "$@"

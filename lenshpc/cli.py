@@ -23,7 +23,7 @@ import traceback
 
 from lenshpc import __version__
 from lenshpc.errors import EXIT_PREEMPTED, Preempted, Terminated, UserError
-from lenshpc.utils import os_error_code, storage_error
+from lenshpc.utils import error_path, os_error_code, storage_error
 
 #: Verbs in the order ``--help`` lists them (pipeline order).
 COMMANDS = (
@@ -60,13 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="VERB")
     for verb in COMMANDS:
-        try:
-            module = importlib.import_module(f"lenshpc.commands.{verb}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lenshpc.commands.{verb}":
-                raise
-            continue  # verb not implemented in this build
-        p = sub.add_parser(verb, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+        module = importlib.import_module(f"lenshpc.commands.{verb}")
+        p = sub.add_parser(verb, help=module.HELP, description=module.DESCRIPTION,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         module.add_arguments(p)
@@ -127,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lenshpc {args.command}: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
-        # A full/read-only disk hit outside an atomic writer (e.g. train.log): the storage wording (size, free
-        # space) first, then the other file-system conditions a user can fix.
-        clear = storage_error(getattr(exc, "filename", None) or "the output", exc)
+    except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
+        # A full/read-only disk hit outside an atomic writer (e.g. train.log; HDF5's own ENOSPC error is not even
+        # an OSError): the storage wording (size, free space) first, then the other path conditions a user can fix.
+        clear = storage_error(error_path(exc) or "the output", exc)
         message = str(clear) if clear is not None else filesystem_error(exc)
         if message is None:
             return _report_failure(args.command, exc, debug)
@@ -138,12 +133,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"lenshpc {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
-        clear = storage_error(getattr(exc, "filename", None) or "the output", exc)
-        if clear is not None:  # e.g. HDF5's own error for ENOSPC, which is not an OSError
-            print(f"lenshpc {args.command}: error: {clear}", file=sys.stderr)
-            return clear.exit_code
-        return _report_failure(args.command, exc, debug)
 
 
 def _report_failure(command: str, exc: BaseException, debug: bool) -> int:
@@ -164,14 +153,12 @@ _FS_FIXES = {
 }
 
 
-def filesystem_error(exc: OSError) -> str | None:
+def filesystem_error(exc: BaseException) -> str | None:
     """A user-facing message (path, cause, fix) for a wrong kind of path, else None."""
-    import re
-
     code = os_error_code(exc)
     if code not in _FS_FIXES:
         return None
-    path = str(exc.filename or (re.search(r"name = '([^']+)'", str(exc)) or [None, "?"])[1])
+    path = str(error_path(exc) or "?")
     name = os.path.basename(path)
     if name.startswith(".") and name.endswith(".tmp"):  # an atomic write's temporary file: name its folder
         path = f"{os.path.dirname(path) or '.'} (writing {name[1:].rsplit('.', 2)[0]})"

@@ -1,10 +1,6 @@
-"""Exception types that map to the CLI's exit codes.
-
-``UserError`` is raised for anything the user can fix (bad config, missing file, corrupt
-input).  The CLI prints its message on stderr without a traceback and exits with code 2.
-Every other exception is a bug or an environment failure: exit code 1 (traceback only
-with ``--debug``).
-"""
+"""Exception types that map to the CLI's exit codes (``lenshpc.cli``): anything the user can fix raises a
+:class:`UserError` (exit 2, the message without a traceback); any other exception is a bug or an environment
+failure (exit 1)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
-import glob
 import json
 import logging
 import math
@@ -43,16 +42,14 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}@{_host()}."
 
 
-def pid_alive(pid: object) -> bool:
-    """True when a process ``pid`` runs on this host (also one of another user)."""
-    if not isinstance(pid, int) or isinstance(pid, bool):
-        return False
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` runs on this host (also one of another user: PermissionError)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -71,28 +68,49 @@ def _stale_temp(path: Path, candidate: Path, now: float) -> bool:
         return False
 
 
+#: (pid, folder) → the temp-file names (``.*.tmp``) one listing of the folder found that are not judged debris yet.
+_TEMP_NAMES: dict[tuple[int, str], list[str]] = {}
+
+
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Delete the temp files of ``path`` that a killed writer left (SIGKILL, node crash, out of memory).
 
     A temp file ``.NAME.PID@HOST.XXXX.tmp`` is debris when its writer's process is gone (same host) or, written on
     another host, when it was not modified for :data:`STALE_TEMP_SECONDS`.  Called by :func:`atomic_path` before
     every write, so a re-run cleans what a killed run left.  Returns the removed paths.
+
+    A process lists each folder once (listing a Lustre folder of thousands of shards for every shard written is
+    what this avoids) and checks the temp names found then at each write of their target; a temp file made
+    after that listing belongs to a writer that was alive while this process ran: the next run cleans it.
     """
     path = Path(path)
+    key = (os.getpid(), os.path.abspath(path.parent))
+    names = _TEMP_NAMES.get(key)
+    if names is None:
+        try:
+            with os.scandir(path.parent) as entries:
+                names = [e.name for e in entries if e.name.startswith(".") and e.name.endswith(".tmp")]
+        except OSError:
+            return []
+        _TEMP_NAMES[key] = names
     removed: list[Path] = []
-    try:
-        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
-    except OSError:
-        return removed
     now = time.time()
-    for candidate in candidates:
+    for name in [n for n in names if n.startswith(f".{path.name}.")]:
+        candidate = path.parent / name
         if _stale_temp(path, candidate, now):
+            names.remove(name)
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 size = candidate.stat().st_size
                 candidate.unlink()
                 removed.append(candidate)
                 logging.getLogger("lenshpc").info("removed %s (%.1f MB) left by a killed writer", candidate, size / 1e6)
     return removed
+
+
+def error_path(exc: BaseException) -> str | None:
+    """The file ``exc`` names: its ``filename``, or the ``name = '…'`` in the text h5py gives HDF5's errors."""
+    found = re.search(r"name = '([^']+)'", str(exc))
+    return getattr(exc, "filename", None) or (found.group(1) if found else None)
 
 
 def os_error_code(exc: BaseException) -> int | None:
@@ -131,7 +149,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     file) in place.  The temporary file is removed when the block raises (any exception,
     also :class:`~lenshpc.errors.Terminated` from SIGTERM); one left by SIGKILL is removed by
     the next write of ``path`` (:func:`remove_stale_temps`).  A full, read-only or
-    over-quota file system raises :class:`~lenshpc.errors.StorageError` naming ``path``.
+    over-quota file system raises :class:`~lenshpc.errors.StorageError` naming ``path``; an error inside the
+    block that names another file (e.g. an unreadable input) is raised as it is.
     """
     path = Path(path)
     try:
@@ -152,9 +171,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
-        clear = storage_error(path, exc)
-        if clear is not None:
-            raise clear from None
+        named = error_path(exc)
+        if named is None or os.path.abspath(named) in (os.path.abspath(tmp_path), os.path.abspath(path)):
+            clear = storage_error(path, exc)
+            if clear is not None:
+                raise clear from None
         raise
 
 

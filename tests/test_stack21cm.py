@@ -177,3 +177,24 @@ def test_linear_f_esc_and_slice_split(tmp_path, capsys):
     with slices.open_slices(tmp_path / "o.h5") as ds:
         assert ds.classes("escape_fraction") == [-1.3, -0.7] and len(ds) == 12 * 3 * 2
         assert sorted(set(ds.meta()["slice"].tolist())) == [0, 4]
+
+
+def test_rerun_skips_the_same_request_and_refuses_another(tmp_path, capsys):
+    """Like ``stack`` and ``simulate21cm``: the same command again is a no-op (exit 0), other options need --force."""
+    cat = _catalogue(tmp_path / "cat.csv", _cubes(tmp_path))
+    out = tmp_path / "out.h5"
+    argv = ["stack21cm", "--catalogue", str(cat), "--out", str(out), "--stride", "4"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = out.stat().st_mtime_ns
+    assert main(argv) == 0 and "nothing to do" in capsys.readouterr().out
+    assert out.stat().st_mtime_ns == before
+    err = _run(capsys, [*argv, "--seed", "3"])
+    assert "stacked from other inputs" in err and "seed: 0 -> 3" in err and "--force" in err
+    assert out.stat().st_mtime_ns == before
+    assert main([*argv, "--seed", "3", "--force"]) == 0 and out.stat().st_mtime_ns != before
+    (tmp_path / "junk.h5").write_bytes(b"junk1234")
+    err = _run(capsys, [*argv, "--out", str(tmp_path / "junk.h5")])  # the last --out wins
+    assert "not a usable lenshpc dataset" in err and (tmp_path / "junk.h5").read_bytes() == b"junk1234"
+    err = _run(capsys, [*argv, "--out", str(tmp_path)])
+    assert "is a directory" in err

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from lenshpc.commands import add_hpc_flags, hpc_changes
 
 HELP = "ensembles of finished runs (Nelder–Mead weights, seed committees, input-dependent) and their report"
 DESCRIPTION = """\
@@ -48,18 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where input-dependent ensembles train: debug = in this process (default), local = "
                         "background processes, slurm = job array (returns at once)")
     p.add_argument("--parallel", type=int, default=1, help="local executor: trainings at once (default 1)")
-    p.add_argument("--partition", default=None, help="SLURM partition for input-dependent jobs")
-    p.add_argument("--time", type=int, default=None, dest="time_min", help="time limit per job in minutes")
-    p.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per input-dependent job")
     p.add_argument("--force", action="store_true", help="recompute finished ensemble runs (cached member scores stay valid and are reused)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (members, states); compute nothing")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
+    add_hpc_flags(p.add_argument_group("SLURM resources of the input-dependent jobs (override the spec's hpc:)"))
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from lenshpc.analysis.ensembles.ensemble import plan_ensemble_runs, run_spec
     from lenshpc.analysis.ensembles.spec import load_ensemble_spec
 
@@ -67,11 +66,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(_plan_text(spec, plan_ensemble_runs(spec, spec.select(args.only)), args.force))
         return 0
-    hpc = {k: v for k, v in (("partition", args.partition), ("time_min", args.time_min),
-                             ("gpus_per_node", args.gpus_per_node)) if v is not None}
     outcome = run_spec(spec, only=args.only, executor=args.executor, force=args.force, parallel=args.parallel,
                        plots=not args.no_plots, show_progress=not os.environ.get("LENSHPC_NO_PROGRESS"),
-                       hpc_overrides=hpc)
+                       hpc_overrides=hpc_changes(args))
     if not args.quiet:
         print(outcome.report.table)
         print()

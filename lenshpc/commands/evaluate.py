@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lenshpc.commands import thresholds_text
+
 HELP = "re-score a finished run's model.keras on its test set or on another dataset (no training)"
 
 DESCRIPTION = """\
@@ -33,7 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.commands import thresholds_text
     from lenshpc.train import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data, split=args.split, out=args.out)

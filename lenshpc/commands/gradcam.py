@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "Grad-CAM heatmaps (Eq 3.24-3.25) of a run's TP/FP/FN/TN test images: PNG panels + heatmaps.h5"
 
@@ -10,20 +11,16 @@ DESCRIPTION = """\
 Explain a finished run's lens calls with Grad-CAM (thesis Sec 3.7, Eq 3.24-3.25): for chosen layers,
 the gradient of the pre-sigmoid output (Dense layer 'logits') with respect to each feature map,
 averaged over the map, weights the maps; ReLU of the weighted sum shows where in the image the
-evidence FOR a lens sits.  One compiled TensorFlow function computes every layer's map for a whole
-batch and is reused for all images (the thesis's code rebuilt graph ops per image and slowed down
-linearly).
+evidence FOR a lens sits.  One compiled TensorFlow function computes every layer's map for a whole batch.
 
 The run's fixed test set is rebuilt from its config (same order as predictions.h5; the labels are
 checked, and a changed data file is an error) and split into true/false positives/negatives at the
-run's decision threshold (selection.threshold; --threshold overrides).  --n images per case are
-shown: by default the most confident ones (TP/FP highest score first, FN/TN lowest first); with
---seed a seeded random sample.  A case with no member (e.g. no false positive) is reported, not an
-error.  With --data another dataset's fixed test set is rebuilt and scored by the model instead; a
-run whose predictions.h5 is missing has its own test set scored by model.keras the same way.
+run's decision threshold.  By default the most confident images of each case are shown (TP/FP highest
+score first, FN/TN lowest first).  A case with no member (e.g. no false positive) is reported, not an
+error.  A run whose predictions.h5 is missing has its test set scored by model.keras, as --data does.
 
-Default layers: the last four residual additions add_<i> of the model (ResNet18: add_5..add_8 =
-the thesis's add_4..add_7; tiny_resnet: add_1..add_3), else the last four Conv2D layers.
+Default layers: the last four add_<i> (ResNet18: add_5..add_8 = the thesis's add_4..add_7;
+tiny_resnet: add_1..add_3), else the last four Conv2D layers.
 
 Writes OUT/gradcam/ (OUT defaults to RUN_DIR):
   <case>_<i>.png   one row: input | heatmap per layer | overlay per layer (R = input, B = heatmap);
@@ -69,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
     summary = run_gradcam(args.run_dir, layers=args.layers, cases=args.cases, n=args.n, out=args.out,
                           data=args.data, threshold=args.threshold, seed=args.seed, batch_size=args.batch_size,
                           force=args.force)
-    from pathlib import Path
-
     out = Path(args.out if args.out is not None else args.run_dir) / "gradcam"
     state = "up to date" if summary.get("skipped") else "written"
     shown = ", ".join(f"{c} {v['shown']}/{v['available']}" for c, v in summary["cases"].items())

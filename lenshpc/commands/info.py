@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lenshpc.errors import DataError
+
 HELP = "summarise a lenshpc HDF5 dataset (kinds, sizes, splits, metadata, skipped inputs, provenance)"
 DESCRIPTION = """Summarise a lenshpc HDF5 dataset: kind, schema version, image shape, pixel scale, bands,
 per-array sizes and split sizes, metadata columns, labels, inputs skipped by `lenshpc stack`, provenance.
@@ -22,8 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import h5py
 
-    from lenshpc.data.format import describe, hdf5_tree
-    from lenshpc.errors import DataError
+    from lenshpc.data.format import decode_attr, describe, hdf5_tree
 
     try:
         print(describe(args.path, tree=args.tree))
@@ -33,10 +34,9 @@ def run(args: argparse.Namespace) -> int:
         if kind is None:
             raise
         with h5py.File(args.path, "r") as fh:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in fh.attrs.items()}
             print(f"{args.path}: lenshpc {kind} file")
-            for key, value in attrs.items():
-                print(f"  {key}: {str(value)[:300]}")
+            for key, value in fh.attrs.items():
+                print(f"  {key}: {str(decode_attr(value))[:300]}")
             for line in hdf5_tree(fh):
                 print(f"  {line}")
     return 0
@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
 def _other_lenshpc_kind(path: str) -> str | None:
     import h5py
 
+    from lenshpc.data.format import decode_attr
+
     try:
         with h5py.File(path, "r") as fh:
-            kind = fh.attrs.get("lenshpc_format")
+            kind = decode_attr(fh.attrs.get("lenshpc_format"))
     except OSError:
         return None
-    if isinstance(kind, bytes):
-        kind = kind.decode()
     return kind if kind and kind not in ("population", "labelled") else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "TPR over (θ_E, α), TPR/FNR per α bin, source area above the lens noise vs prediction (Figs 5.9, 5.10, 7.22)"
 
@@ -65,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
     s = analyse(args.run_dir, args.out, data=args.data, threshold=args.threshold, bins=parse_bins(args.bins),
                 gridsize=args.gridsize, x=args.x, y=args.y, factor=args.noise_factor, sigma=args.clip_sigma,
                 force=args.force)
-    from pathlib import Path
-
     out = Path(args.out) if args.out else Path(s["run_dir"]) / "infocontent"
     state = "up to date" if s.get("skipped") else "written"
     print(f"{s['run_dir']}: {s['n_positives']} test positives, threshold {s['threshold']:g}: "

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lenshpc.commands import add_set, add_shard_options, shard_done
+from lenshpc.errors import UserError
 
 HELP = "segment a dataset with the thesis's Max-Tree filter (sharded: local, SLURM array or MPI) → SEG.h5"
 
@@ -33,28 +37,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA.h5", help="population or labelled dataset (lenshpc simulate / stack)")
     p.add_argument("--out", required=True, metavar="SEG.h5", help="segmented dataset to write")
     p.add_argument("--config", metavar="CFG", help="run config (YAML); its preprocess.maxtree, data and seed apply")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, repeatable (e.g. --set preprocess.maxtree.flood=centre)")
+    add_set(p, "config override, repeatable (e.g. --set preprocess.maxtree.flood=centre)")
     p.add_argument("--pool", type=int, metavar="N", help="mock lenses in the pool (default preprocess.maxtree.pool_size)")
     p.add_argument("--executor", choices=("local", "slurm", "mpi", "inline"), default="local",
                    help="local: submitit processes here; slurm: submitit array; mpi: under mpirun/srun, one "
                         "shard set per rank; inline: this process, shard after shard (default: local)")
     p.add_argument("--shards", type=int, metavar="K", help="number of shards (default: 1; with mpi: the world size)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="processes per shard (default 1)")
-    p.add_argument("--shard-index", type=int, metavar="I",
-                   help="compute only shard I and exit without merging (for job arrays, e.g. $SLURM_ARRAY_TASK_ID)")
-    p.add_argument("--merge-only", action="store_true", help="only merge finished shards (the array's last step)")
+    add_shard_options(p, "compute")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc.config import load_config
-    from lenshpc.errors import UserError
     from lenshpc.preprocess.maxtree.executors import mpi_world, run_plan
     from lenshpc.preprocess.maxtree.shards import make_plan, montage_path
 
-    overrides = list(args.set)
+    overrides = list(args.overrides)
     if args.pool is not None:
         overrides.append(f"preprocess.maxtree.pool_size={args.pool}")
     cfg = load_config(args.config, overrides=overrides)
@@ -74,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     status = result["status"]
     if status == "shard":
-        print(f"shard {args.shard_index} of {plan.shards}: {result['result']}")
-    elif status == "current":
+        return shard_done(args, plan.shards, result["result"])
+    if status == "current":
         print(f"{args.out} is up to date (content sha256 {result['digest'][:16]}…); nothing to do")
     else:
         print(f"wrote {args.out}: {', '.join(f'{g} {n}' for g, n in plan.sizes.items())} images "

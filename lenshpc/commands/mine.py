@@ -11,10 +11,7 @@ Take a ranking directory written by `lenshpc rank` and write its hard negatives 
 model ranks high that are not lenses — as a lenshpc HDF5 dataset (labels 0, all rows in the
 train split, raw cutouts as stored in the catalogue, metadata + score/rank/catalogue_row, and
 provenance: the ranking, the model, the catalogue's fingerprint and the selection).
-
-  --top N              the N highest-ranked cutouts that are not tracers (known lenses are never mined)
-  --labels labels.csv  the cutouts labelled non-lens in a CSV with columns id,label
-                       (label: lens | maybe | non-lens; the inspection page exports it)
+Known lenses (tracers) are never mined.
 
 Use the file in training with data.extra_negatives (a share of every chunk's negatives):
   lenshpc train CONFIG --set 'data.extra_negatives=[{path: HARDNEG.h5, fraction: 0.25}]' \\
@@ -34,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rank_dir", metavar="RANK_DIR", help="output directory of `lenshpc rank` (ranked.csv, rank.json)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--top", type=int, metavar="N", help="mine the N top-ranked non-tracer cutouts")
-    how.add_argument("--labels", metavar="labels.csv", help="mine the cutouts labelled non-lens (columns id,label)")
+    how.add_argument("--labels", metavar="labels.csv",
+                     help="mine the cutouts labelled non-lens (columns id,label; label lens | maybe | non-lens; the "
+                          "inspection page exports it)")
     p.add_argument("--out", required=True, metavar="HARDNEG.h5", help="negatives dataset to write")
     p.add_argument("--catalogue", metavar="CATALOGUE.h5", help="the ranked catalogue, if it moved since ranking")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lenshpc.commands.quicksweep import resource, run_quick_sweep
+from lenshpc.commands import add_set, quickstart21cm
+from lenshpc.commands.quicksweep import report, resource, run_quick_sweep
 from lenshpc.errors import UserError
 
 HELP = "end-to-end demo: simulate → 2 losses × 3 seeds sweep → report → ensembles, Grad-CAM, info content, ranking"
@@ -39,11 +40,11 @@ examples:
   lenshpc quickstart --set train.chunks=40      # a one-minute-shorter, weaker demo
 """
 
+#: ``--task`` choices: the lens demo and the 21-cm study.
+TASKS = ("lens", "cosmo21cm")
 #: Population of the quickstart dataset: an 80/10/10 split, so the test set holds 300 held-out lenses (each with a
 #: held-out source) and 300 held-out negatives, 600 images; 48×48 px keeps a CPU training step cheap
 #: (docs/science.md).
-#: ``--task`` choices: the lens demo and the 21-cm study.
-TASKS = ("lens", "cosmo21cm")
 POPULATION = {"n_lenses": 3000, "n_sources": 3000, "n_negatives": 3000, "size": 48, "seed": 0}
 
 
@@ -54,26 +55,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, default=None,
                    help="runs trained at once (default: one per CPU core this process may use, at most the 6 runs)")
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes (default 2)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run of the sweep (repeatable), e.g. --set train.chunks=40 for a "
-                        "shorter, weaker demo")
+    add_set(p, "config override for every run of the sweep (repeatable), e.g. --set train.chunks=40 for a shorter, "
+               "weaker demo")
     p.add_argument("--no-analysis", action="store_true",
                    help="stop after the report (skip step 4: ensembles, Grad-CAM, information content, ranking)")
     p.add_argument("--task", choices=TASKS, default="lens",
-                   help="lens: the lens-finding demo above (default); cosmo21cm: the 21-cm study (seed 003) on a toy "
-                        "21cmFAST grid: simulate → autoencoder → CNN with/without encoder vs dense baseline × 3 seeds "
-                        "→ report with the PCA baseline (needs the .[cosmo21cm] extra; a few minutes on 2 cores)")
+                   help="lens: the lens-finding demo above (default); cosmo21cm: the 21-cm study described above "
+                        "(needs the .[cosmo21cm] extra; a few minutes on 2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.report import reduce_runs
 
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
     if getattr(args, "task", "lens") == "cosmo21cm":
-        from lenshpc.commands import quickstart21cm
-
         return quickstart21cm.run(args)
     out = Path(args.out).resolve()
     data = out / "data" / "population.h5"
@@ -90,13 +86,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[2/{steps}] sweep {spec.name}: {len(spec.groups)} losses × {len(spec.seeds)} seeds → {spec.out}", flush=True)
     outcome = run_quick_sweep(spec, args)
 
-    print(f"[3/{steps}] report → {out}", flush=True)
-    result = reduce_runs(spec.out, out=out)
-    print()
-    print(result.table)
-    print()
-    print(f"mean ± std over seeds (sample std, ddof = 1) at threshold 0.5 on the test set; "
-          f"{result.count('ok')} of {len(spec.points)} runs finished")
+    result = report(spec, out, f"3/{steps}", "at threshold 0.5 on the test set")
     print(f"report: {result.files['md']}  (+ report.csv, report.tex)")
     if result.plots:
         print(f"plots:  {result.plots[0].parent}/  (fbeta_curves, prediction_histograms, roc_curves; .png + .pdf)")

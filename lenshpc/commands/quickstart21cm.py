@@ -1,15 +1,5 @@
-"""``lenshpc quickstart --task cosmo21cm``: the 21-cm study (seed 003) end to end on a toy grid.
-
-1. simulate 21cmFAST boxes (:data:`GRID`: 3 redshifts × 2 F_ESC10 × 5 realisations, 32³ cells over 48 Mpc, 16
-   slices per axis) → ``OUT/data/cosmo21cm.h5`` (split by realisation 3/1/1);
-2. train the seed's autoencoder (``resources/quickstart_cosmo21cm_autoencoder.yaml``) → ``OUT/encoder/``;
-3. sweep: CNN on the frozen encoder, the same CNN from scratch, the dense baseline on crops, × 3 seeds
-   (``resources/quickstart_cosmo21cm.yaml``) → ``OUT/runs/``;
-4. reduce: mean ± std (accuracy, macro-F1, top-2, AUROC), per-class recall, mean confusion matrix, learning
-   curves and the PCA + logistic-regression baseline → ``OUT/report.md``.
-
-Re-running skips finished work (dataset, runs); an interrupted quickstart resumes from the runs' checkpoints.
-"""
+"""``lenshpc quickstart --task cosmo21cm``: the 21-cm study (seed 003) end to end on the toy :data:`GRID` (the
+steps: ``lenshpc quickstart --help``); the sweeps are ``resources/quickstart_cosmo21cm*.yaml``."""
 
 from __future__ import annotations
 
@@ -23,11 +13,10 @@ AUTOENCODER = "@AUTOENCODER@"
 
 
 def run(args) -> int:
-    from lenshpc.commands.quicksweep import resource, run_quick_sweep
+    from lenshpc.commands.quicksweep import report, resource, run_quick_sweep
     from lenshpc.data.cosmo21cm.params import Grid
     from lenshpc.data.cosmo21cm.simulate import simulate21cm
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.report import reduce_runs
     from lenshpc.utils import atomic_write_text
 
     out = Path(args.out).resolve()
@@ -56,13 +45,8 @@ def run(args) -> int:
     print(f"[3/4] sweep {spec.name}: {len(spec.groups)} models × {len(spec.seeds)} seeds → {spec.out}", flush=True)
     failed = run_quick_sweep(spec, args).failed_after
 
-    print(f"[4/4] report → {out}", flush=True)
-    reduced = reduce_runs(spec.out, out=out)
-    print()
-    print(reduced.table)
-    print()
-    print(f"mean ± std over seeds (sample std, ddof = 1) on the test set (one held-out realisation); chance = "
-          f"{1 / len(grid.redshifts):.3f}; {reduced.count('ok')} of {len(spec.points)} runs finished")
+    reduced = report(spec, out, "4/4", f"on the test set (one held-out realisation; chance = "
+                                       f"{1 / len(grid.redshifts):.3f})")
     print(f"report: {reduced.files['md']}  (per-class recall, confusion matrix, learning curves, PCA baseline)")
     print(f"runs:   {spec.out}/<model>/seed<k>/  (lenshpc status {spec.out}); encoder: {encoder}")
     if failed:

@@ -7,6 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
+from lenshpc.errors import UserError
+
 
 def resource(name: str) -> Path:
     """Path of a file shipped in ``lenshpc/resources`` (package data)."""
@@ -14,8 +16,6 @@ def resource(name: str) -> Path:
 
     path = Path(lenshpc.__file__).parent / "resources" / name
     if not path.is_file():  # pragma: no cover - a broken installation
-        from lenshpc.errors import UserError
-
         raise UserError(f"{path} is missing from the installation; reinstall lenshpc (pip install -e .)")
     return path
 
@@ -35,3 +35,15 @@ def run_quick_sweep(spec, args: argparse.Namespace):
     for point, error in outcome.failed_after:
         print(f"      failed: {point.id}: {error}", flush=True)
     return outcome
+
+
+def report(spec, out: Path, step: str, note: str):
+    """A quickstart's report step: reduce the sweep into OUT/report.md, print its table and how it reads."""
+    from lenshpc.report import reduce_runs
+
+    print(f"[{step}] report → {out}", flush=True)
+    result = reduce_runs(spec.out, out=out)
+    print(f"\n{result.table}\n")
+    print(f"mean ± std over seeds (sample std, ddof = 1) {note}; {result.count('ok')} of {len(spec.points)} runs "
+          "finished")
+    return result

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lenshpc.commands import add_hpc_flags, add_shard_options, hpc_changes, shard_done
 
 HELP = "score and rank a survey catalogue (sharded; local/SLURM), top-N montage, tracer rank curve and metrics"
 
@@ -26,9 +29,7 @@ is stacked with `lenshpc stack --images … [--catalogue CAT] --label-column non
 normalised exactly as the model was trained (its run's data.normalisation, default min–max + √);
 their shape must match the model's input.
 
-Tracers (known lenses mixed into the catalogue) come from --tracers: a metadata column whose
-truthy rows are tracers (e.g. is_lens), a file of IDs (one per line), 'labels' (labels == 1),
-or 'none'. Default: labels == 1 when the catalogue has labels, else no tracers.
+Tracers are known lenses mixed into the catalogue (--tracers).
 
 Big catalogues: the rows are split into --shards contiguous, batch-aligned ranges, each
 scored by one task (reading ~4096 rows at a time) into OUT/shards/scores-KKKK-of-NNNN.h5,
@@ -48,13 +49,12 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lenshpc.commands.sweep import HPC_FLAGS
-
     p.add_argument("model", metavar="MODEL_OR_ENSEMBLE", help="finished run directory or ensemble run directory")
     p.add_argument("catalogue", metavar="CATALOGUE.h5", help="labelled lenshpc dataset (labels optional)")
     p.add_argument("--out", metavar="DIR", help="output directory (default MODEL/rank-<catalogue name>)")
     p.add_argument("--tracers", metavar="SPEC",
-                   help="meta column (truthy rows), file of IDs, 'labels' or 'none' (default: labels == 1 if any)")
+                   help="meta column (truthy rows, e.g. is_lens), file of IDs (one per line), 'labels' (labels == 1) "
+                        "or 'none' (default: labels == 1 if the catalogue has labels, else none)")
     p.add_argument("--top", type=int, default=25, metavar="N", help="cutouts in top.png (default 25; 0: none)")
     p.add_argument("--batch-size", type=int, default=256, metavar="B",
                    help="cutouts per network batch (default 256; shards and reads hold whole batches)")
@@ -63,32 +63,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inline: this process, shard after shard; local: submitit processes here; "
                         "slurm: a submitit array, waited for (default: inline)")
     g.add_argument("--shards", type=int, default=1, metavar="K", help="number of shards (default 1)")
-    g.add_argument("--shard-index", type=int, metavar="I",
-                   help="score only shard I and exit without merging (array tasks: $SLURM_ARRAY_TASK_ID)")
-    g.add_argument("--merge-only", action="store_true", help="only merge finished shards (the array's last step)")
+    add_shard_options(g, "score")
     h = p.add_argument_group("SLURM resources of the shard tasks (default: the model run's hpc section, "
                              "one task, at most one GPU)")
-    for flag, _field, typ, text in HPC_FLAGS:
-        if flag in ("--nodes", "--tasks-per-node"):
-            continue  # one scoring process per shard
-        h.add_argument(flag, type=typ, default=None, help=text)
+    add_hpc_flags(h, skip=("--nodes", "--tasks-per-node"))  # one scoring process per shard
 
 
 def run(args: argparse.Namespace) -> int:
     from lenshpc.analysis.ranking.report import rank_catalogue
 
-    if args.merge_only and args.shard_index is not None:
-        from lenshpc.errors import UserError
-
-        raise UserError("--merge-only and --shard-index exclude each other (score one shard, or merge them all)")
     result = rank_catalogue(args.model, args.catalogue, args.out, executor=args.executor, shards=args.shards,
                             shard_index=args.shard_index, merge_only=args.merge_only, top=args.top,
                             tracers=args.tracers, batch_size=args.batch_size, hpc=_hpc(args))
     done, reused = len(result["shards_computed"]), len(result["shards_reused"])
     if result["status"] == "shard":
-        print(f"shard {args.shard_index} of {result['shards']}: {'scored' if done else 'already done'} "
-              f"({result['out']}/shards)")
-        return 0
+        return shard_done(args, result["shards"], f"{'scored' if done else 'already done'} ({result['out']}/shards)")
     print(f"ranked {result['n']} cutouts of {args.catalogue} with {args.model}: {done} shard(s) scored, "
           f"{reused} reused")
     for name, path in result["outputs"].items():
@@ -108,18 +97,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _hpc(args: argparse.Namespace):
     """The HPC flags given on the command line applied to the model run's hpc section (None: none given)."""
-    from lenshpc.commands.sweep import HPC_FLAGS, hpc_from_args
+    from lenshpc.commands.sweep import hpc_from_args
 
-    given = any(getattr(args, flag.lstrip("-").replace("-", "_"), None) is not None for flag, *_ in HPC_FLAGS)
-    if not given:
+    if not hpc_changes(args):
         return None
-    from pathlib import Path
-
     from lenshpc.analysis.ensembles.scorer import run_configs
     from lenshpc.config import HpcConfig, load_config
 
     configs = run_configs(args.model) if Path(args.model).is_dir() else []
     base = load_config(configs[0]).hpc if configs else HpcConfig()
-    for flag in ("--nodes", "--tasks-per-node"):
-        setattr(args, flag.lstrip("-").replace("-", "_"), None)
     return hpc_from_args(base, args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "mean ± std report (report.md/.csv/.tex) and plots from a directory of runs"
 DESCRIPTION = """\
@@ -39,8 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from lenshpc.report import gap_lines, reduce_runs
 
     group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lenshpc.commands import add_hpc_flags, hpc_changes
+
 HELP = "hard-negative mining rounds (train → rank → mine, N times) with a per-round tracer-metrics table + figure"
 
 DESCRIPTION = """\
@@ -27,25 +29,17 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lenshpc.commands.sweep import HPC_FLAGS
-
     p.add_argument("spec", metavar="ROUNDS.yaml", help="rounds spec (see --help text above)")
     p.add_argument("--executor", choices=("inline", "local", "slurm"), default="local",
                    help="inline: this process; local: submitit jobs here; slurm: SLURM jobs (default: local)")
-    h = p.add_argument_group("SLURM resources of the training jobs (override the config's hpc section)")
-    for flag, _field, typ, text in HPC_FLAGS:
-        h.add_argument(flag, type=typ, default=None, help=text)
+    add_hpc_flags(p.add_argument_group("SLURM resources of the training jobs (override the config's hpc section)"))
 
 
 def run(args: argparse.Namespace) -> int:
     from lenshpc.analysis.ranking.rounds import load_rounds, run_rounds
-    from lenshpc.commands.sweep import HPC_FLAGS
 
     spec = load_rounds(args.spec)
-    for flag, field, _typ, _text in HPC_FLAGS:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-        if value is not None:
-            spec.set[f"hpc.{field}"] = value
+    spec.set.update({f"hpc.{field}": value for field, value in hpc_changes(args).items()})
     rows = run_rounds(spec, args.executor)
     print(f"{len(rows)} row(s) → {spec.out / 'rounds.md'}, rounds.csv, rounds.png")
     print((spec.out / "rounds.md").read_text())

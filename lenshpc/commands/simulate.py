@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
+
 HELP = "simulate a KiDS-like r-band population (LRG lenses, lenstronomy lensed sources, contaminant negatives)"
 
 DESCRIPTION = """\
@@ -17,7 +20,7 @@ Simulate a KiDS-like r-band population dataset (HDF5, see docs/data-format.md):
   negatives  80 % contaminants (spirals, rings, mergers, edge-on discs, star blends)
              + 20 % plain LRGs
 
-Output depends only on --seed (not on --workers). Thesis sizes:
+Thesis sizes:
   lenshpc simulate --out data/kids.h5 --lenses 4411 --sources 80000 --negatives 4867 --workers 8
 """
 
@@ -37,15 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lenshpc.errors import UserError
-
-    out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'population.h5'}")
-    if out.exists() and not args.force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    reuse_out(args, "population.h5")  # an existing OUT is refused without --force
     for flag, value in (("--lenses", args.lenses), ("--sources", args.sources), ("--negatives", args.negatives)):
         if value < 0:
             raise UserError(f"{flag} must be a non-negative number of images, got {value}")
@@ -59,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from lenshpc.data.format import describe
     from lenshpc.data.simulate import simulate_population
 
-    simulate_population(out, n_lenses=args.lenses, n_sources=args.sources, n_negatives=args.negatives, seed=args.seed,
+    simulate_population(args.out, n_lenses=args.lenses, n_sources=args.sources, n_negatives=args.negatives, seed=args.seed,
                         workers=args.workers, size=args.size, pixel_scale=args.pixel_scale, progress=True)
-    print(describe(out))
+    print(describe(args.out))
     return 0

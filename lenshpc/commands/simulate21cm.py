@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lenshpc.commands import add_shard_options, reuse_out, shard_done
+from lenshpc.errors import UserError
 
 HELP = "simulate 21-cm δT_b boxes with 21cmFAST on a (redshift × F_ESC10 × realisation) grid → slice dataset"
 
@@ -57,9 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "waited for, then merged (default inline)")
     p.add_argument("--workers", type=int, default=1, metavar="W",
                    help="realisations computed at once per shard (one process each; default 1)")
-    p.add_argument("--shard-index", type=int, metavar="I",
-                   help="compute only shard I and exit without merging (job arrays: $SLURM_ARRAY_TASK_ID)")
-    p.add_argument("--merge-only", action="store_true", help="only merge finished realisations (the array's last step)")
+    add_shard_options(p, "compute", "realisations")
     p.add_argument("--keep-parts", action="store_true", help="keep OUT.parts/ after the merge")
     p.add_argument("--partition", default="", help="SLURM partition (--executor slurm)")
     p.add_argument("--time-min", type=int, default=240, metavar="MIN", help="time limit per shard job (default 240)")
@@ -70,40 +72,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace OUT if it exists and was made from another grid")
 
 
-def grid_from_args(args: argparse.Namespace):
-    """The checked :class:`~lenshpc.data.cosmo21cm.params.Grid` of the command line (UserError naming the flag)."""
+def run(args: argparse.Namespace) -> int:
     from lenshpc.data.cosmo21cm.params import Grid
+    from lenshpc.data.cosmo21cm.simulate import Resources, simulate21cm
+    from lenshpc.data.cosmo21cm.slices import describe, open_slices
 
-    return Grid.checked(args.redshifts, args.fesc, args.realisations, hii_dim=args.hii_dim, box_len=args.box_len,
+    grid = Grid.checked(args.redshifts, args.fesc, args.realisations, hii_dim=args.hii_dim, box_len=args.box_len,
                         seed=args.seed, slices_per_axis=args.slices_per_axis, stride=args.stride,
                         r_bubble_max=args.r_bubble_max)
-
-
-def check_out(out, force: bool, current: bool) -> None:
-    """Refuse to replace a file that is not this grid's output unless ``--force`` (UserError naming it)."""
-    from lenshpc.errors import UserError
-
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'c21.h5'}")
-    if out.exists() and not current and not force:
-        raise UserError(f"{out} already exists and is not the slice dataset of this grid; pass --force to replace "
-                        "it or choose another --out")
-
-
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lenshpc.data.cosmo21cm.simulate import Resources, output_is_current, simulate21cm
-    from lenshpc.data.cosmo21cm.slices import describe
-    from lenshpc.errors import UserError
-
-    grid = grid_from_args(args)
     out = Path(args.out)
-    current = output_is_current(grid, out)
-    check_out(out, args.force, current)
-    if current and args.shard_index is None:
-        print(f"{out} is up to date (made from this grid); nothing to do")
-        return 0
+    if reuse_out(args, "c21.h5", opener=open_slices, key="grid", request=grid.as_dict(), made="simulated"):
+        return 0  # also for an array task: its realisations are merged already
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.time_min < 1 or (args.mem_gb is not None and args.mem_gb < 1):
@@ -113,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
                           keep_parts=args.keep_parts,
                           resources=Resources(args.partition, args.time_min, args.mem_gb, args.image))
     if result["status"] == "shard":
-        print(f"shard {args.shard_index} of {args.shards}: {result['done']} realisation(s) computed, "
-              f"{result['skipped']} already done")
-        return 0
+        return shard_done(args, args.shards, f"{result['done']} realisation(s) computed, "
+                                             f"{result['skipped']} already done")
     print(f"wrote {out}: {grid.n_slices} slices ({result['done']} realisation(s) computed, {result['skipped']} "
           f"reused); content sha256 {result['digest'][:16]}…")
     print(describe(out))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
 
 HELP = "stack FITS cutouts (+ catalogue) or class folders of PNG/JPEG/FITS into a labelled or population HDF5 dataset"
 DESCRIPTION = """Stack FITS cutouts and a catalogue into one HDF5 dataset (docs/data-format.md).
@@ -36,8 +40,8 @@ row, catalogue row without a file, or missing band is reported with its path; by
 NOTHING is written (exit 2).  --skip-bad leaves those inputs out, lists them and stores the
 list in the file (log/skipped).  An existing output is kept (exit 0) when it is a lenshpc
 dataset stacked with the same options; any other existing file is refused (exit 2) unless --force.
-Label columns: 0/1 numbers, FITS/astropy booleans, and with --label-words the words
-true/false, yes/no, t/f (any case); anything else is refused with its catalogue row.
+Label columns: 0/1 numbers or FITS/astropy booleans (words with --label-words); anything else
+is refused with its catalogue row.
 """
 
 
@@ -84,8 +88,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
-    from lenshpc.errors import UserError
-
     out: dict[str, str] = {}
     for value in values:
         name, sep, path = value.partition("=")
@@ -98,8 +100,6 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
-    from lenshpc.errors import UserError
-
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:
@@ -111,7 +111,6 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 def _run_image_folders(args: argparse.Namespace, out: Path, request: dict) -> int:
     from lenshpc.data.stack_images import parse_classes, stack_image_folders
-    from lenshpc.errors import UserError
 
     if args.catalogue:
         raise UserError("--images-dir takes its labels from the folder names; drop --catalogue (or use --images)")
@@ -132,8 +131,6 @@ def _run_image_folders(args: argparse.Namespace, out: Path, request: dict) -> in
 
 def _request(args: argparse.Namespace) -> dict:
     """What the output depends on (paths made absolute), stored in its provenance as ``request``."""
-    import os
-
     def absolute(value: str) -> str:
         name, sep, path = value.partition("=")
         return f"{name}={os.path.abspath(path)}" if sep and not os.path.exists(value) else os.path.abspath(value)
@@ -148,36 +145,13 @@ def _request(args: argparse.Namespace) -> dict:
             "label_words": args.label_words}
 
 
-def _check_existing(out: Path, request: dict) -> None:
-    """Trust an existing ``--out`` only if it is a readable lenshpc dataset stacked with the same request."""
-    from lenshpc.data.format import open_dataset
-    from lenshpc.errors import DataError, UserError
-
-    fix = "nothing was changed; pass --force to replace it, or choose another --out"
-    try:
-        with open_dataset(out) as ds:
-            stored = (ds.attrs.get("provenance") or {}).get("request")
-    except (DataError, ValueError, OSError) as exc:
-        raise UserError(f"--out {out} exists but is not a usable lenshpc dataset ({exc}); {fix}") from None
-    if stored is None:
-        raise UserError(f"--out {out} exists but was not written by `lenshpc stack` (no request in its provenance); "
-                        f"{fix}")
-    diffs = [f"{key}: {stored.get(key)!r} -> {value!r}" for key, value in request.items() if stored.get(key) != value]
-    if diffs:
-        raise UserError(f"--out {out} exists but was stacked from other inputs ({'; '.join(diffs)}); {fix}")
-
-
 def run(args: argparse.Namespace) -> int:
     from lenshpc.data import stack as st
-    from lenshpc.errors import UserError
+    from lenshpc.data.format import open_dataset
 
     out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'data.h5'}")
     request = _request(args)
-    if out.exists() and not args.force:
-        _check_existing(out, request)
-        print(f"{out} exists (a lenshpc dataset stacked from these inputs); nothing to do (use --force to rebuild it)")
+    if reuse_out(args, "data.h5", opener=open_dataset, request=request, made="stacked"):
         return 0
     if sum(map(bool, (args.images, args.population, args.images_dir))) != 1:
         raise UserError("give one of --images (labelled mode), --population NAME=DIR_OR_GLOB (population mode) or "

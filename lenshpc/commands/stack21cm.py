@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
 
 HELP = "slice your own 21-cm δT_b cubes (21cmFAST HDF5, .npy, FITS, delta_T* boxes) + a catalogue → slice dataset"
 
@@ -16,7 +20,8 @@ read from the file: no catalogue needed), .npy, FITS, or 21cmFAST 1.x/2.x raw bo
 named like delta_T_v3_z008.00_nf0.532300_useTs0_200_300Mpc (redshift from the name).
 Catalogue (CSV or FITS table), one row per cube: file (relative to the catalogue),
 redshift, f_esc10 (log10; or f_esc, linear), realisation (initial-conditions id);
-optional seed.  Its values win over the files'.
+optional seed.  Its values win over the files'.  An existing OUT stacked with the same
+options is kept (exit 0); any other existing file is refused unless --force.
 
 Examples:
   lenshpc stack21cm --catalogue cubes/params.csv --out data/mine.h5
@@ -36,21 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-by", choices=("realisation", "slice"), default="realisation",
                    help="split whole realisations (default) or single slices (optimistic scores; warned)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split (default 0)")
-    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--force", action="store_true", help="rebuild OUT even if it was stacked from these inputs")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc.data.cosmo21cm.cubes import cubes_from_files, read_catalogue, stack_cubes
-    from lenshpc.data.cosmo21cm.slices import describe
-    from lenshpc.errors import UserError
+    from lenshpc.data.cosmo21cm.slices import describe, open_slices
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'slices.h5'}")
-    if out.exists() and not args.force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    request = {"catalogue": args.catalogue and os.path.abspath(args.catalogue),
+               "cubes": sorted(map(os.path.abspath, args.cubes)), "dataset": args.dataset,
+               "slices_per_axis": args.slices_per_axis, "stride": args.stride, "split_by": args.split_by,
+               "seed": args.seed}
+    if reuse_out(args, "slices.h5", opener=open_slices, request=request, made="stacked"):
+        return 0
     if args.catalogue and args.cubes:
         raise UserError("give either CUBE files/folders or --catalogue (which lists the files), not both")
     if not args.catalogue and not args.cubes:
@@ -59,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         cubes = read_catalogue(args.catalogue)
     else:
         cubes = cubes_from_files(args.cubes, dataset=args.dataset)
-    digest = stack_cubes(cubes, out, slices_per_axis=args.slices_per_axis, stride=args.stride,
-                         split_by=args.split_by, seed=args.seed)
-    print(f"wrote {out}: {len(cubes)} cube(s); content sha256 {digest[:16]}…")
-    print(describe(out))
+    digest = stack_cubes(cubes, args.out, slices_per_axis=args.slices_per_axis, stride=args.stride,
+                         split_by=args.split_by, seed=args.seed, request=request)
+    print(f"wrote {args.out}: {len(cubes)} cube(s); content sha256 {digest[:16]}…")
+    print(describe(args.out))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "table of a sweep's runs: done / running / pending / failed (error and log path)"
 DESCRIPTION = """\
@@ -25,8 +26,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc.hpc.status import collect_status, format_status
 
     rows = collect_status(args.dir)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lenshpc.commands import reuse_out
+from lenshpc.errors import UserError
 
 HELP = "mock survey catalogue from a population: held-out negatives + hard contaminants + tracer mock lenses"
 
@@ -44,7 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def parse_mix(text: str) -> dict[str, float]:
     """``none`` → {}, ``hard`` → HARD_MIX, ``k=f,k=f`` → {k: f}; malformed text raises UserError."""
     from lenshpc.data.sim_hard import HARD_MIX
-    from lenshpc.errors import UserError
 
     text = text.strip()
     if text in ("", "none"):
@@ -55,26 +58,21 @@ def parse_mix(text: str) -> dict[str, float]:
     for item in text.split(","):
         kind, sep, value = item.partition("=")
         try:
+            if not sep:
+                raise ValueError(item)
             mix[kind.strip()] = float(value)
         except ValueError:
             raise UserError(f"--contaminants {text!r}: {item!r} is not KIND=FRACTION (e.g. saturated_star=0.2)") from None
-        if not sep:
-            raise UserError(f"--contaminants {text!r}: {item!r} is not KIND=FRACTION (e.g. saturated_star=0.2)")
     return mix
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc.data.survey import mock_survey
-    from lenshpc.errors import UserError
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    reuse_out(args, "survey.h5")  # an existing OUT is refused without --force
     if not Path(args.population).is_file():
         raise UserError(f"{args.population}: no such population file (make one with `lenshpc simulate`)")
-    info = mock_survey(args.population, out, n_tracers=args.tracers, alpha_min=args.alpha_min,
+    info = mock_survey(args.population, args.out, n_tracers=args.tracers, alpha_min=args.alpha_min,
                        alpha_max=args.alpha_max, splits=[s for s in args.splits.split(",") if s], seed=args.seed,
                        contaminants=parse_mix(args.contaminants))
     hard = ", ".join(f"{k} {v}" for k, v in info["contaminants"].items())

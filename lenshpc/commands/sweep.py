@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lenshpc.commands import add_hpc_flags, add_set, hpc_changes
+from lenshpc.errors import UserError
+
 HELP = "run a grid of configs × seeds via submitit (SLURM job arrays, local processes or in-process debug)"
 DESCRIPTION = """\
 Expand a sweep file (base config × named variants × seeds × optional product dims; see
@@ -13,9 +16,7 @@ docs/sweeps.md) and submit every run that is not finished yet.
 Idempotent: finished runs (DONE) are skipped, runs whose job is still pending/running are
 left alone, failed runs are listed and only resubmitted with --retry-failed. Ctrl-C on a local
 or debug sweep stops its runs (exit 130); the same command then resumes them from their
-checkpoints. Runs are
-submitit-checkpointable: on a SLURM time-out/preemption the task is requeued and resumes
-from its checkpoint. Each grid point writes OUT/<variant>[__key-value…]/seed<k>; the sweep
+checkpoints, as a SLURM time-out/preemption requeues them (submitit). Each grid point writes OUT/<variant>[__key-value…]/seed<k>; the sweep
 writes OUT/sweep.json (grid, run directories, job ids) and submitit logs to OUT/.submitit/.
 
 executors:
@@ -24,30 +25,12 @@ executors:
   local  background processes on this machine, --parallel at a time; waits for them.
   debug  in this process, one after the other (for debugging a config).
 
-Resources come from the base config's hpc section, then the sweep file's hpc section, then
-the flags below.
-
 examples:
   lenshpc sweep configs/sweeps/thesis_table51.yaml --dry-run
   lenshpc sweep configs/sweeps/thesis_table51.yaml --executor slurm --partition gpu --gpus-per-node 1
   lenshpc sweep configs/sweeps/thesis_table51.yaml --executor slurm --retry-failed
   lenshpc sweep my_sweep.yaml --executor local --parallel 2 --set data.path=data/kids.h5
 """
-
-HPC_FLAGS = (  # (flag, HpcConfig field, type, help)
-    ("--partition", "partition", str, "SLURM partition"),
-    ("--time", "time_min", int, "time limit per run in minutes"),
-    ("--nodes", "nodes", int, "nodes per run"),
-    ("--gpus-per-node", "gpus_per_node", int, "GPUs per node"),
-    ("--tasks-per-node", "tasks_per_node", int, "tasks (Horovod ranks) per node; >1 = multi-rank runs"),
-    ("--cpus-per-task", "cpus_per_task", int, "CPUs per task"),
-    ("--mem-gb", "mem_gb", int, "memory per node in GB"),
-    ("--array-parallelism", "array_parallelism", int, "max array tasks running at once"),
-    ("--account", "account", str, "SLURM account"),
-    ("--qos", "qos", str, "SLURM QoS"),
-    ("--image", "image", str, "Apptainer image to run jobs in"),
-)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep YAML file (e.g. configs/sweeps/thesis_table51.yaml)")
@@ -56,21 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (default: the sweep file's out: or runs/<name>)")
     p.add_argument("--dry-run", action="store_true", help="print the grid, the plan and the resources; submit nothing")
     p.add_argument("--retry-failed", action="store_true", help="resubmit failed runs (only those)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run (repeatable), e.g. --set data.path=data/kids.h5")
+    add_set(p, "config override for every run (repeatable), e.g. --set data.path=data/kids.h5")
     p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default 1)")
     p.add_argument("--wait", action="store_true", help="slurm executor: wait until every submitted task has ended")
-    g = p.add_argument_group("SLURM resources (override the hpc sections)")
-    for flag, _field, typ, text in HPC_FLAGS:
-        g.add_argument(flag, type=typ, default=None, help=text)
+    add_hpc_flags(p.add_argument_group("SLURM resources (override the base config's, then the sweep file's hpc)"))
 
 
 def hpc_from_args(base, args: argparse.Namespace):
     """``base`` HpcConfig with the flags given on the command line applied (validated)."""
     from lenshpc.config import from_dict
 
-    changes = {f: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, f, _t, _h in HPC_FLAGS}
-    changes = {k: v for k, v in changes.items() if v is not None}
+    changes = hpc_changes(args)
     if not changes:
         return base
     return from_dict({"hpc": {**base.__dict__, **changes}}, source="command line").hpc
@@ -103,9 +82,9 @@ def print_plan(spec, planned, executor: str, hpc) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenshpc.errors import UserError
     from lenshpc.hpc.spec import load_sweep
-    from lenshpc.hpc.sweep import LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, SweepInterrupted, plan, run_sweep
+    from lenshpc.hpc.sweep import (LIST_FAILED, RETRY, SKIP_ACTIVE, SKIP_DONE, SUBMIT, SweepInterrupted, log_path, plan,
+                                   read_sweep_json, recorded_jobs, run_sweep)
 
     if args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
@@ -134,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {p.point.id}: {p.reason}")
     if failed:
         print("  resubmit them with --retry-failed")
-    from lenshpc.hpc.sweep import log_path, read_sweep_json, recorded_jobs
-
     history = recorded_jobs(read_sweep_json(spec.out)) if outcome.failed_after else {}
     for point, error in outcome.failed_after:
         log = log_path(point.run_dir, history.get(point.id, []), spec.out)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lenshpc.commands import add_set, thresholds_text
+from lenshpc.errors import UserError
 
 HELP = "train one lens finder (chunk loop, model selection, early stopping, resumable checkpoints)"
 
@@ -10,8 +14,8 @@ DESCRIPTION = """\
 Train one CNN as configured and write a run directory (docs/run-dir.md):
 config.yaml, train.log, history.csv, checkpoint/, model.keras, predictions.h5, metrics.json, DONE.
 
-The run directory defaults to runs/<name>/seed<seed>.  A run directory that holds a checkpoint
-is resumed (the result equals an uninterrupted run); one marked DONE is skipped unless --force.
+A run directory that holds a checkpoint is resumed (the result equals an uninterrupted run);
+one marked DONE is skipped unless --force.
 SIGTERM or SIGUSR1 (what SLURM sends before a preemption or the time limit) finish the current
 chunk, write a checkpoint and exit with code 3 so the job script can requeue.
 
@@ -24,8 +28,7 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config (e.g. configs/thesis/bce.yaml); keys in docs and configs/base.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.chunks=100 (repeatable)")
+    add_set(p, "override one config key, e.g. --set train.chunks=100 (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="the run's seed (overrides the config's 'seed')")
     p.add_argument("--chunks", type=int, default=None, metavar="N", help="number of chunks (train.chunks)")
     p.add_argument("--run-dir", default=None, metavar="DIR", help="output directory (default runs/<name>/seed<seed>)")
@@ -44,23 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lenshpc import tasks
-    from lenshpc.commands import thresholds_text
     from lenshpc.config import load_config
-    from lenshpc.errors import UserError
     from lenshpc.train import RunDir, default_run_dir, run_training
     from lenshpc.train import checkpoint as ckpt
 
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.chunks is not None:
-        overrides.append(f"train.chunks={args.chunks}")
-    if args.distributed is not None:
-        overrides.append(f"distributed.backend={args.distributed}")
-    cfg = load_config(args.config, overrides=overrides)
+    flags = {"seed": args.seed, "train.chunks": args.chunks, "distributed.backend": args.distributed}
+    cfg = load_config(args.config, overrides=[*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
     run_dir = args.run_dir or Path(args.runs_root or "runs") / default_run_dir(cfg).relative_to("runs")
     if args.print_run_dir:
         print(run_dir)

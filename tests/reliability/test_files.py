@@ -122,6 +122,52 @@ def test_a_live_writers_temp_file_is_not_touched(tmp_path):
     assert mine.exists() and other_host.exists()
 
 
+def test_stale_temps_need_one_listing_per_folder(tmp_path, monkeypatch):
+    """Thousands of shards in one folder: the folder is listed once per process, not once per write, and every
+    target's debris from before that listing is still removed at its own first write (a live writer's kept)."""
+    import os
+    import socket
+
+    from lenshpc.utils import atomic_write_text
+
+    host = socket.gethostname().split(".")[0]
+    dead = {n: tmp_path / f".{n}.{2 ** 22 + 7}@{host}.abc12345.tmp" for n in ("s0.h5", "s1.h5", "s2.h5")}
+    live = tmp_path / f".s1.h5.{os.getpid()}@{host}.live0000.tmp"
+    for p in (*dead.values(), live):
+        p.write_bytes(b"partial")
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: listed.append(p) or scandir(p))  # a spy: the real listing runs
+    for k in range(40):
+        atomic_write_text(tmp_path / f"s{k}.h5", "x")
+        assert not dead.get(f"s{k}.h5", tmp_path / "none").exists()
+    atomic_write_text(tmp_path / "sub" / "a.txt", "x")  # another folder: listed once of its own
+    assert listed == [tmp_path, tmp_path / "sub"]
+    assert live.exists() and debris(tmp_path) == [live]
+
+
+def test_an_error_inside_an_atomic_write_keeps_its_own_message(tmp_path):
+    """Only a failure of the write itself reads "cannot write TARGET"; an error about another file inside the
+    block (here a real read-only file system) is raised unchanged, and the temp file is still removed."""
+    from lenshpc.errors import StorageError
+    from lenshpc.utils import atomic_path
+
+    target = tmp_path / "out.txt"
+    with small_fs(tmp_path / "ro", "1m", readonly=True) as ro:
+        with pytest.raises(OSError) as info:
+            with atomic_path(target) as tmp:
+                tmp.write_text("partial")
+                open(ro / "side.txt", "w")
+        assert not isinstance(info.value, StorageError) and info.value.filename == str(ro / "side.txt")
+        assert "Read-only file system" in str(info.value) and debris(tmp_path) == [] and not target.exists()
+        with pytest.raises(StorageError, match=r"cannot write .*side\.txt: read-only file system"):
+            with atomic_path(ro / "side.txt"):
+                pass
+        with pytest.raises(StorageError, match=r"cannot write .*out\.txt: read-only file system"):
+            with atomic_path(target) as tmp:  # the block's own write failing (as a file object's write does)
+                raise OSError(30, "Read-only file system", str(tmp))
+
+
 def test_a_killed_model_save_is_cleaned_by_the_next(tmp_path):
     """``model.keras`` is saved via ``.model.tmpPID.keras`` (Keras insists on the suffix); a dead pid's is debris."""
     from lenshpc.train.rundir import save_model

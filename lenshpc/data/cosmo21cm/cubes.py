@@ -336,8 +336,10 @@ def check_cubes(cubes: list[Cube], *, split_by: str, seed: int) -> tuple[int, di
 
 
 def stack_cubes(cubes: list[Cube], out: str | Path, *, slices_per_axis: int | None = None, stride: int | None = None,
-                split_by: str = "realisation", seed: int = 0, show_progress: bool = True) -> str:
-    """Check ``cubes``, then slice them into a ``slices21cm`` file (atomically); returns its content digest."""
+                split_by: str = "realisation", seed: int = 0, show_progress: bool = True, request: dict | None = None) -> str:
+    """Check ``cubes``, then slice them into a ``slices21cm`` file (atomically); returns its content digest.
+
+    ``request`` (the command line's options) is stored in the provenance, so a re-run can tell it is the same."""
     n, classes = check_cubes(cubes, split_by=split_by, seed=seed)
     check_slicing(n, slices_per_axis, stride, what="the cube side")
     positions = slice_positions(n, slices_per_axis, stride)
@@ -345,7 +347,7 @@ def stack_cubes(cubes: list[Cube], out: str | Path, *, slices_per_axis: int | No
     order = sorted(cubes, key=lambda c: (c.realisation, c.redshift, c.f_esc10 or 0.0, str(c.path)))
     simulator = {"code": "user cubes", "HII_DIM": n, "slice_positions": positions.tolist(),
                  "kinds": sorted({c.kind for c in cubes})}
-    provenance = {"generator": GENERATOR, "files": [str(c.path) for c in order], "seed": seed}
+    provenance = {"generator": GENERATOR, "files": [str(c.path) for c in order], "seed": seed, "request": request}
     with slices.SliceWriter(out, len(order) * per_box, (n, n), classes=classes, simulator=simulator,
                             provenance=provenance, seed=seed, split_by=split_by) as writer:
         for k, c in enumerate(progress(order, desc="stack21cm", unit="cube", disable=None if show_progress else True)):
