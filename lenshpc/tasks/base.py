@@ -22,6 +22,9 @@ from typing import Any, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from lenshpc.errors import ConfigError
+from lenshpc.utils import did_you_mean
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -113,14 +116,19 @@ class Task(ABC):
 
         Raises :class:`lenshpc.errors.ConfigError` for an unknown key or a bad value.
         """
-        from lenshpc.errors import ConfigError
-        from lenshpc.utils import did_you_mean
-
         for key in params:
             if key not in cls.params:
                 raise ConfigError(f"task '{cls.name}' has no parameter '{key}'.{did_you_mean(key, cls.params)} "
                                   f"Valid (with defaults): {dict(cls.params) or 'none'}")
         return {**cls.params, **params}
+
+    def check_loss(self) -> None:
+        """Refuse a ``loss.name`` not in :attr:`losses` (every task; the loop calls it before any data is made)."""
+        name = self.cfg.loss.name
+        if name not in self.losses:
+            raise ConfigError(f"unknown loss {name!r} for task '{self.name}' (loss.name = {name!r})."
+                              f"{did_you_mean(name, self.losses, cutoff=0.4)} Its losses: {', '.join(self.losses)}; "
+                              f"e.g. set loss.name: {self.losses[0]}")
 
     @classmethod
     def val_metrics(cls) -> tuple[str, ...]:

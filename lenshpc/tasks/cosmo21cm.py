@@ -71,11 +71,6 @@ class _SliceTask(Task):
             raise ConfigError(f"task.params.allow_slice_split = {out['allow_slice_split']!r}: true or false")
         return out
 
-    def _check_loss(self) -> None:
-        if self.cfg.loss.name not in self.losses:
-            raise ConfigError(f"loss.name = {self.cfg.loss.name!r} is not a loss of task '{self.name}'; set "
-                              f"loss.name: {self.losses[0]} (its losses: {', '.join(self.losses)})")
-
     def data_source(self, *, rank: int, size: int, run_dir=None, write: bool = False):
         from lenshpc.data.slice_source import SliceSource
 
@@ -123,14 +118,9 @@ class Cosmo21cmTask(_SliceTask):
         return int(self._info().n_classes)
 
     def loss(self):
-        import keras
+        from lenshpc.losses import categorical_crossentropy
 
-        self._check_loss()
-
-        def cce(targets, outputs):
-            return keras.ops.mean(keras.losses.categorical_crossentropy(targets, outputs))
-
-        return cce
+        return categorical_crossentropy
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """One-hot class targets, smoothed: ``(1-ε)·onehot + ε/K`` (the one place of label smoothing)."""

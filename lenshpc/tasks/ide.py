@@ -101,10 +101,9 @@ class IDETask(LensTask):
         return len(self.members())
 
     def loss(self):
-        import keras
-        import tensorflow as tf
+        from lenshpc.losses import categorical_crossentropy
 
-        return lambda targets, gates: tf.reduce_mean(keras.losses.categorical_crossentropy(targets, gates))
+        return categorical_crossentropy
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return ide_targets(self.member_scores(x), np.asarray(y).reshape(-1))
@@ -123,13 +122,12 @@ class IDETask(LensTask):
     # ------------------------------------------------------------------ metrics
     def chunk_metrics(self, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
         """``val_loss`` = the gating network's cross-entropy on the validation targets; the rest: lens metrics of ŷ."""
-        import keras
+        from lenshpc.metrics_multiclass import cross_entropy
 
         if self._last is None or self._last[0] is not out:
             raise RuntimeError("IDETask.chunk_metrics needs the outputs of the preceding outputs() call")
         _, g, pm = self._last
-        targets = ide_targets(pm, np.asarray(y).reshape(-1))
-        loss = float(np.mean(np.asarray(keras.losses.categorical_crossentropy(targets, g))))
+        loss = cross_entropy(ide_targets(pm, np.asarray(y).reshape(-1)), g)
         return {**super().chunk_metrics(y, out), "val_loss": loss}
 
     def extra_metrics(self) -> dict:

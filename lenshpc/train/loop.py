@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lenshpc import provenance, runtime
+from lenshpc import models, provenance, runtime
 from lenshpc.errors import Preempted, UserError
 from lenshpc.locking import DirLock
 from lenshpc.train import checkpoint as ckpt
@@ -110,7 +110,10 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         return rd.read_metrics()
     task = _task(cfg)
     task.check_data()
-    _check_names(cfg, task)
+    # Unknown model, hyper-parameter or loss names fail before any data is synthesised.
+    models.check(cfg.model.name, cfg.model.params)
+    task.check_loss()
+    task.loss()
     ctx = dist.init(backend)
     # One writer per run dir (the root rank; held until it ends, however it ends): docs/reliability.md.
     with DirLock(rd.path) if ctx.is_root else contextlib.nullcontext():
@@ -158,18 +161,6 @@ def _run_locked(cfg, rd: RunDir, ctx, task, *, resume: bool, force: bool, on_chu
             engine = getattr(trainer, "engine", None)
             if engine is not None:
                 engine.close()  # synthesis threads
-
-
-def _check_names(cfg, task) -> None:
-    """Unknown model, hyper-parameter or loss names fail before any data is synthesised (ConfigError with hints)."""
-    from lenshpc import models
-
-    accepted = models.default_hparams(cfg.model.name)
-    unknown = sorted(set(cfg.model.params) - set(accepted))
-    if unknown:
-        raise UserError(f"model.params: '{cfg.model.name}' has no hyper-parameter {unknown[0]!r} "
-                        f"(valid, with defaults: {accepted})")
-    task.loss()
 
 
 def _check_same_config(rd: RunDir, cfg, finished: bool = False) -> None:
