@@ -74,13 +74,14 @@ class _SliceTask(Task):
     def data_source(self, *, rank: int, size: int, run_dir=None, write: bool = False):
         from lenshpc.data.slice_source import SliceSource
 
-        return SliceSource(self.cfg, self.options, rank=rank, size=size, labels=self.labels_kind)
+        self._probe = SliceSource(self.cfg, self.options, rank=rank, size=size, labels=self.labels_kind)
+        return self._probe
 
     def check_data(self) -> None:
         self._info()
 
     def _info(self):
-        """The source's facts without loading the train split (cached: num_outputs, extra_metrics)."""
+        """The run's source (:meth:`data_source`); before it one without the train split (num_outputs …)."""
         if getattr(self, "_probe", None) is None:
             from lenshpc.data.slice_source import SliceSource
 
