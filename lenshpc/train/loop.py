@@ -1,34 +1,22 @@
 """The chunk-based training loop (thesis Sec 4.4): train, validate, select, stop early, checkpoint.
 
 One call of :func:`run_training` turns a config and a seed into a complete run directory
-(``docs/run-dir.md``).  Per chunk ``i``:
+(``docs/run-dir.md``).  Per chunk ``i``: the data source hands over chunk ``i`` (made in a background
+thread while chunk ``i-1`` trained); minibatches in an order drawn from ``rng_for(seed, "shuffle", i, rank)``
+go through a custom ``tf.function`` step (XLA per ``train.jit_compile``, ``mixed_float16`` + loss scaling
+per ``train.mixed_precision``, gradients averaged over Horovod ranks); the task's per-chunk metrics on the
+**fixed** validation data feed :class:`~lenshpc.train.selection.Selector` (best weights, patience); every
+``train.checkpoint_every`` chunks (and on SIGTERM/SIGUSR1, early stop, the last chunk) a checkpoint is
+written atomically.
 
-1. the chunk engine hands over chunk ``i`` (synthesised in a background thread while chunk
-   ``i-1`` trained: ``ChunkEngine.iter_chunks``);
-2. minibatches of ``train.batch_size`` in an order drawn from ``rng_for(seed, "shuffle", i, rank)``
-   go through a custom ``tf.function`` step (``GradientTape``; XLA per ``train.jit_compile``;
-   ``mixed_float16`` + loss scaling per ``train.mixed_precision``; gradients averaged over
-   Horovod ranks);
-3. the model is scored on the **fixed** validation data: the task's per-chunk metrics
-   (:meth:`lenshpc.tasks.base.Task.chunk_metrics`; lens: loss, accuracy, I_AUC, soft Fβ, AUROC);
-4. :class:`~lenshpc.train.selection.Selector` keeps the best weights by
-   ``selection.metric`` and counts the early-stopping patience;
-5. every ``train.checkpoint_every`` chunks (and on SIGTERM/SIGUSR1, early stop, the last
-   chunk) a checkpoint is written atomically.
+Determinism: weights start from ``keras.utils.set_random_seed(seed)``, TensorFlow ops are deterministic
+(``enable_op_determinism``), chunk ``i``'s data, batch order and dropout seeds depend only on
+``(seed, i, rank, size)``: a run killed at any point and resumed ends with the same weights and metrics
+as an uninterrupted one.  Every rank scores the same validation and test sets itself, so all reach the
+same selection and early-stopping decisions without communication; only rank 0 writes files.
 
-Determinism: weights start from ``keras.utils.set_random_seed(seed)``, TensorFlow ops are
-deterministic (``enable_op_determinism``), chunk ``i``'s data, batch order and dropout seeds
-depend only on ``(seed, i, rank, size)``.  Hence a run killed at any point and resumed from
-its checkpoint ends with the same weights and metrics as an uninterrupted run.
-
-Validation and test: the chunk engine gives every rank the same full validation chunk and test
-set, so every rank scores them itself and reaches the same selection and early-stopping
-decisions without communication (validation is small next to a training chunk); only rank 0
-writes files.
-
-Everything science-specific — data source, model head, loss, targets, metrics, what
-``predictions.h5`` holds — comes from the run's task (``cfg.task.name``, :mod:`lenshpc.tasks`);
-this module never looks at labels or scores itself.
+Everything science-specific (data, head, loss, targets, metrics, ``predictions.h5``) comes from the run's
+task (:mod:`lenshpc.tasks`); this module never looks at labels or scores itself.
 """
 
 from __future__ import annotations
@@ -47,7 +35,7 @@ from lenshpc import models, provenance, runtime
 from lenshpc.errors import Preempted, UserError
 from lenshpc.locking import DirLock
 from lenshpc.train import checkpoint as ckpt
-from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHANGES, RunDir, append_history,
+from lenshpc.train.rundir import (FINISHED_CHANGES, RESUMABLE_CHANGES, RunDir, append_history,
                                   config_differences, default_run_dir, file_logging, history_columns, save_model,
                                   versions, write_history, write_predictions)
 from lenshpc.train.selection import Selector
@@ -265,8 +253,6 @@ class Trainer:
         # A batch dimension of None: one trace serves full batches, the last partial one, validation and test.
         self.image_spec = tf.TensorSpec([None, *self.engine.image_shape], tf.float32)
         self.train_step = self._make_train_step()
-        self.predict_step = tf.function(lambda x: self.model(x, training=False), input_signature=[self.image_spec],
-                                        jit_compile=bool(cfg.train.jit_compile))
 
     def _make_train_step(self):
         import tensorflow as tf
@@ -309,12 +295,9 @@ class Trainer:
 
     def _predict_batches(self, x: np.ndarray) -> np.ndarray:
         """Raw model output ``(N, num_outputs)`` float32 in fixed-size batches (inference mode)."""
-        import tensorflow as tf
+        from lenshpc.train.evaluate import predict_outputs
 
-        batch = PREDICT_BATCH
-        out = [np.asarray(tf.cast(self.predict_step(tf.constant(x[i:i + batch], tf.float32)), tf.float32))
-               for i in range(0, len(x), batch)]
-        return np.concatenate(out) if out else np.empty((0, self.task.num_outputs()), np.float32)
+        return predict_outputs(self.model, x, jit_compile=bool(self.cfg.train.jit_compile))
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
