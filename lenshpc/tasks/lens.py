@@ -9,6 +9,8 @@ challenge's TPR0/TPR10); ``metrics.json`` holds :func:`lenshpc.train.rundir.run_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from lenshpc.errors import UserError
@@ -48,8 +50,6 @@ class LensTask(Task):
     @classmethod
     def input_shape(cls, cfg) -> tuple[int, ...] | None:
         """The dataset's image shape (the chunk engine's output), when the file exists."""
-        from pathlib import Path
-
         from lenshpc.data.format import open_dataset
 
         if not cfg.data.path or not Path(cfg.data.path).is_file():
@@ -58,8 +58,6 @@ class LensTask(Task):
             return tuple(int(v) for v in ds.image_shape)
 
     def check_data(self) -> None:
-        from pathlib import Path
-
         data = self.cfg.data
         if not data.path:
             raise UserError("data.path is empty: set it in the config or with --set data.path=DATA.h5 (make one "

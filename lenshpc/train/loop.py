@@ -195,10 +195,6 @@ class _StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
 
 # ======================================================================= the trainer
 class Trainer:
@@ -306,11 +302,8 @@ class Trainer:
         cfg, ctx, rd = self.cfg, self.ctx, self.rd
         t_start = time.perf_counter()
         self.started = provenance.now()  # this invocation's start (metrics.json provenance)
-        policy = _set_precision(cfg.train.mixed_precision)
-        try:
+        with _precision(cfg.train.mixed_precision):
             self.build()
-        finally:
-            _restore_precision(policy)
         selector = Selector.for_config(cfg, self.task)
         history: list[dict] = []
         best_weights = None
@@ -442,7 +435,7 @@ class Trainer:
 
     def _stop_requested(self, stop: _StopRequest) -> bool:
         # All ranks must agree, or one would wait forever in the next collective.
-        flag = 1.0 if stop.requested else 0.0
+        flag = 1.0 if stop.signum is not None else 0.0
         return bool(self.ctx.allreduce_mean(flag) > 0) if self.ctx.size > 1 else bool(flag)
 
     def _log_chunk(self, row: dict, total: int, images: int) -> None:
@@ -507,20 +500,19 @@ class Trainer:
 
 
 # ======================================================================= helpers
-def _set_precision(mixed: bool):
+@contextlib.contextmanager
+def _precision(mixed: bool):
+    """The ``mixed_float16`` (or float32) policy while the model is built; the previous one after."""
     import keras
 
     if mixed:
         runtime.check_float16_convolutions()
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    return previous
-
-
-def _restore_precision(previous: str) -> None:
-    import keras
-
-    keras.mixed_precision.set_global_policy(previous)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _tensorboard(writer, row: dict, task) -> None:

@@ -252,15 +252,19 @@ def config_differences(old: Mapping, new: Mapping, allowed: Iterable[str] = RESU
 
 
 # ----------------------------------------------------------------------- history.csv
+def _csv_rows(rows: Iterable[Mapping], columns: tuple[str, ...], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows({k: _csv_value(row.get(k)) for k in columns} for row in rows)
+    return buf.getvalue()
+
+
 def write_history(path: Path, rows: Iterable[Mapping], columns: tuple[str, ...]) -> None:
     """Rewrite ``history.csv`` atomically from the in-memory rows (floats with full precision);
     ``columns``: :func:`history_columns` of the run's task."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, _csv_rows(rows, columns, header=True))
 
 
 def append_history(path: Path, row: Mapping, columns: tuple[str, ...]) -> None:
@@ -268,11 +272,8 @@ def append_history(path: Path, row: Mapping, columns: tuple[str, ...]) -> None:
     if not path.is_file():
         write_history(path, [row], columns)
         return
-    buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n").writerow(
-        {k: _csv_value(row.get(k)) for k in columns})
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(buf.getvalue())
+        fh.write(_csv_rows([row], columns, header=False))
 
 
 def _csv_value(value):
