@@ -376,7 +376,7 @@ def run_normaliser(run_dir: str | os.PathLike):
     from lenshpc.data import normalise
 
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / CONFIG_FILE)
     if cfg.data.normalisation == normalise.HistogramTemplate.name and not (run_dir / normalise.TEMPLATE_FILE).is_file():
         raise UserError(f"{run_dir}: trained with data.normalisation = histogram_template but "
                         f"{normalise.TEMPLATE_FILE} is missing from the run directory (copied without it?); copy it "
@@ -429,10 +429,7 @@ def file_logging(path: Path | None, logger_names: Iterable[str] = ("lenshpc",)) 
 
 
 def versions() -> dict:
-    """Versions that determine a run's numbers (``metrics.json["versions"]``, kept for old readers).
-
-    The same mapping as ``metrics.json["provenance"]["packages"]`` (:func:`lenshpc.provenance.package_versions`).
-    """
+    """``metrics.json["versions"]`` (for old readers): :func:`lenshpc.provenance.package_versions`."""
     from lenshpc.provenance import package_versions
 
     return package_versions()
