@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lenshpc.errors import UserError
 from lenshpc.train.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE
-from lenshpc.utils import atomic_write_json
+from lenshpc.utils import atomic_write_json, read_json_object
 
 log = logging.getLogger("lenshpc.train")
 
@@ -196,13 +195,8 @@ def apply(model, cfg, image_shape: tuple, run_dir: Path | None = None, write_rec
 
 def _check_pinned(run_dir: Path | None, identity: dict) -> None:
     """A resumed run must start from the very source it started from."""
-    if run_dir is None or not (Path(run_dir) / RECORD).is_file():
-        return
-    try:
-        pinned = json.loads((Path(run_dir) / RECORD).read_text())
-    except (OSError, ValueError):
-        return
-    if pinned.get("model_sha256") != identity["model_sha256"]:
+    pinned = read_json_object(Path(run_dir) / RECORD) if run_dir is not None else {}
+    if pinned and pinned.get("model_sha256") != identity["model_sha256"]:
         raise UserError(f"{run_dir}: this run started from {pinned.get('path')} (model sha256 "
                         f"{str(pinned.get('model_sha256'))[:12]}…), which has changed since "
                         f"(now {identity['model_sha256'][:12]}…); resuming would mix two sources: "
