@@ -362,7 +362,7 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
         "precision": at["precision"],
         "recall": at["recall"],
         "fbeta": at["fbeta"],
-        "i_auc": float(np.mean(curve["fbeta"][:-1])),
+        "i_auc": i_auc(y, p, beta=beta, steps=steps),
         "soft_fbeta": soft_fbeta(y, p, beta),
         "auroc": _json_float(auroc(y, p)),
         "tpr0": tpr_at_fp(y, p, 0),

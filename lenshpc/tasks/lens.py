@@ -9,6 +9,7 @@ challenge's TPR0/TPR10); ``metrics.json`` holds :func:`lenshpc.train.rundir.run_
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -74,17 +75,16 @@ class LensTask(Task):
     def num_outputs(self) -> int:
         return 1
 
+    @functools.cached_property
     def _base_loss(self):
-        if getattr(self, "_loss", None) is None:
-            from lenshpc import losses
+        from lenshpc import losses
 
-            self._loss = losses.get(self.cfg.loss.name, beta=self.cfg.loss.beta)
-        return self._loss
+        return losses.get(self.cfg.loss.name, beta=self.cfg.loss.beta)
 
     def loss(self):
         import tensorflow as tf
 
-        base = self._base_loss()
+        base = self._base_loss
         return lambda y, out: base(y, tf.reshape(out, [-1]))  # one score per image
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ class LensTask(Task):
 
         y = np.asarray(y).reshape(-1)
         sel = self.cfg.selection
-        loss = float(np.asarray(self._base_loss()(y.astype(np.float32), out.astype(np.float32))))
+        loss = float(np.asarray(self._base_loss(y.astype(np.float32), out.astype(np.float32))))
         # Per-chunk accuracy at 0.5 (the thesis's), whatever selection.threshold says for the test metrics.
         return {"val_loss": loss, "val_accuracy": float(metrics.accuracy(y, out)),
                 "val_fbeta_auc": float(metrics.i_auc(y, out, beta=sel.beta, steps=sel.steps)),
