@@ -32,6 +32,8 @@ class IDETask(LensTask):
     name = TASK
     description = "input-dependent ensembler: a gating network weighting fixed lens finders per image (thesis Sec 3.6)"
     params = {"members": []}
+    # Trains categorical cross-entropy whatever loss.name says; the members' own (lens) loss names are accepted.
+    losses = LensTask.losses + ("categorical_crossentropy",)
     rescorable = False  # model.keras is the gating network; the scores need the members too
 
     def __init__(self, cfg):
