@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lenshpc import metrics
 from lenshpc.analysis.ensembles.ide import (ENSEMBLE_FILE, METHOD, SUMMARY_KEYS, TASK, batched, check_members, combine,
                                             data_image_shape, definition, ide_targets, make_member_step,
                                             resolve_members, same_test_set)
@@ -137,8 +138,6 @@ class IDETask(LensTask):
 
     def write_extra_files(self, run_dir, result: dict) -> None:
         """``ensemble.json``: definition + gate statistics + members' and oracle's metrics on the same sets."""
-        from lenshpc import metrics
-
         sel, members = self.cfg.selection, self.members()
         info = definition(members, Path(run_dir))
         x_test, y_test, _ = self._source.test()

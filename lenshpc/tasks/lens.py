@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.metrics import binary_labels
+from lenshpc import metrics
 from lenshpc.tasks.base import Metric, Task
 
 
@@ -92,8 +92,6 @@ class LensTask(Task):
 
     # ------------------------------------------------------------------ metrics
     def chunk_metrics(self, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
-        from lenshpc import metrics
-
         y = np.asarray(y).reshape(-1)
         sel = self.cfg.selection
         loss = float(np.asarray(self._base_loss(y.astype(np.float32), out.astype(np.float32))))
@@ -110,7 +108,7 @@ class LensTask(Task):
         return run_metrics(self.cfg, np.asarray(y).reshape(-1), out, val=val)
 
     def predictions(self, out: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        return {"scores": out, "labels": binary_labels(y)}
+        return {"scores": out, "labels": metrics.binary_labels(y)}
 
 
 __all__ = ["LensTask"]
