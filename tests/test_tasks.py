@@ -245,7 +245,7 @@ def test_task_registry_errors_are_clear(toy):
 
 
 def test_every_task_refuses_a_loss_it_does_not_declare(toy, tmp_path):
-    """``Task.losses`` is enforced for every task, a plug-in included, before any data is made (exit 2, no traceback)."""
+    """``Task.losses`` is enforced for every task, a plug-in included, before any data is made (a UserError)."""
     from lenshpc.config import load_config
     from lenshpc.errors import UserError
     from lenshpc.train import run_training
