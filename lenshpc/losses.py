@@ -85,21 +85,20 @@ class F1Soft(_BatchLoss):
     """Macro soft-F1 loss of the positive class (Eq 3.13–3.14)."""
 
     registry_name = "f1_soft"
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        tp, fp, fn, _ = soft_counts(*_flat(y_true, y_pred), reduce_sum=ops.sum)
-        return _f1_soft_loss(tp, fp, fn)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class F1DoubleSoft(_BatchLoss):
-    """Mean of the positive- and negative-class soft-F1 losses (Eq 3.15–3.17)."""
-
-    registry_name = "f1_double_soft"
+    double = False  # F1DoubleSoft: averaged with the negative class's loss
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         tp, fp, fn, tn = soft_counts(*_flat(y_true, y_pred), reduce_sum=ops.sum)
-        return 0.5 * (_f1_soft_loss(tp, fp, fn) + _f1_soft_loss(tn, fp, fn))
+        positive = _f1_soft_loss(tp, fp, fn)
+        return 0.5 * (positive + _f1_soft_loss(tn, fp, fn)) if self.double else positive
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class F1DoubleSoft(F1Soft):
+    """Mean of the positive- and negative-class soft-F1 losses (Eq 3.15–3.17)."""
+
+    registry_name = "f1_double_soft"
+    double = True
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
