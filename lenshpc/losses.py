@@ -1,7 +1,7 @@
 """Training losses by name, written in ``keras.ops`` (backend-agnostic).
 
-Every loss is a :class:`keras.losses.Loss` callable as ``fn(y_true, y_pred) -> scalar`` over
-a batch of **probabilities** (the model's sigmoid output; shape ``(B,)`` or ``(B, 1)``, both
+Every loss is callable as ``fn(y_true, y_pred) -> scalar`` over a batch of **probabilities**; the binary
+ones (:class:`keras.losses.Loss` subclasses) take the sigmoid output, shape ``(B,)`` or ``(B, 1)`` (both
 flattened).  The soft losses are batch-level ("macro") quantities, as in the thesis:
 
 ================== ==================================================================
@@ -11,7 +11,7 @@ flattened).  The soft losses are batch-level ("macro") quantities, as in the the
                    1 − 2TN / (2TN + FN + FP + ε)                         (Eq 3.15–3.17)
 ``fbeta_soft``     1 − (1+β²)PR / (β²P + R + ε), P = TP/(TP+FP+ε), R = TP/(TP+FN+ε)
                    (Eq 3.18–3.19; ``beta`` default 0.17)
-``categorical_crossentropy``  for the dynamic ensembler's softmax output (Sec 3.6)
+``categorical_crossentropy``  of K-class softmax outputs (:func:`categorical_crossentropy`; 21-cm, IDE gates)
 ================== ==================================================================
 
 with the soft counts TP = Σŷy, FP = Σŷ(1−y), FN = Σ(1−ŷ)y, TN = Σ(1−ŷ)(1−y) (Eq 3.9–3.12).
@@ -85,21 +85,20 @@ class F1Soft(_BatchLoss):
     """Macro soft-F1 loss of the positive class (Eq 3.13–3.14)."""
 
     registry_name = "f1_soft"
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        tp, fp, fn, _ = soft_counts(*_flat(y_true, y_pred), reduce_sum=ops.sum)
-        return _f1_soft_loss(tp, fp, fn)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class F1DoubleSoft(_BatchLoss):
-    """Mean of the positive- and negative-class soft-F1 losses (Eq 3.15–3.17)."""
-
-    registry_name = "f1_double_soft"
+    double = False  # F1DoubleSoft: averaged with the negative class's loss
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         tp, fp, fn, tn = soft_counts(*_flat(y_true, y_pred), reduce_sum=ops.sum)
-        return 0.5 * (_f1_soft_loss(tp, fp, fn) + _f1_soft_loss(tn, fp, fn))
+        positive = _f1_soft_loss(tp, fp, fn)
+        return 0.5 * (positive + _f1_soft_loss(tn, fp, fn)) if self.double else positive
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class F1DoubleSoft(F1Soft):
+    """Mean of the positive- and negative-class soft-F1 losses (Eq 3.15–3.17)."""
+
+    registry_name = "f1_double_soft"
+    double = True
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -120,17 +119,19 @@ class FBetaSoft(_BatchLoss):
         return {**super().get_config(), "beta": self.beta}
 
 
-def _categorical_crossentropy(**kw: Any) -> keras.losses.Loss:
-    return keras.losses.CategoricalCrossentropy(name="categorical_crossentropy", **kw)
+def categorical_crossentropy(targets: Any, probs: Any) -> Any:
+    """Mean categorical cross-entropy of (possibly smoothed) one-hot ``targets`` under softmax ``probs`` ``(B, K)``:
+    the one Keras definition (the K-class tasks' loss; :func:`lenshpc.metrics_multiclass.cross_entropy` in numpy)."""
+    return ops.mean(keras.losses.categorical_crossentropy(targets, probs))
 
 
 #: name -> (factory, keyword arguments it accepts besides ``beta``)
-_REGISTRY: dict[str, tuple[Callable[..., keras.losses.Loss], tuple[str, ...]]] = {
+_REGISTRY: dict[str, tuple[Callable[..., Callable], tuple[str, ...]]] = {
     "bce": (BinaryCrossentropy, ()),
     "f1_soft": (F1Soft, ()),
     "f1_double_soft": (F1DoubleSoft, ()),
     "fbeta_soft": (FBetaSoft, ("beta",)),
-    "categorical_crossentropy": (_categorical_crossentropy, ("label_smoothing",)),
+    "categorical_crossentropy": (lambda: categorical_crossentropy, ()),
 }
 
 
@@ -139,7 +140,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str, **kw: Any) -> keras.losses.Loss:
+def get(name: str, **kw: Any) -> Callable[[Any, Any], Any]:
     """The loss called ``name``, configured with ``kw``.
 
     Parameters
@@ -148,8 +149,7 @@ def get(name: str, **kw: Any) -> keras.losses.Loss:
         One of :func:`available`.
     **kw
         ``beta`` (used by ``fbeta_soft``; accepted and ignored by the others so callers can
-        pass ``beta=cfg.loss.beta`` whatever the loss), ``label_smoothing`` for
-        ``categorical_crossentropy``.
+        pass ``beta=cfg.loss.beta`` whatever the loss).
 
     Raises
     ------

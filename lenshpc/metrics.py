@@ -131,20 +131,17 @@ def confusion(y: Any, p: Any, threshold: float = 0.5) -> dict[str, int]:
 
 def accuracy(y: Any, p: Any, threshold: float = 0.5) -> float:
     """(TP + TN) / N (Eq 3.20); 0 for an empty set."""
-    c = confusion(y, p, threshold)
-    return _safe_div(c["tp"] + c["tn"], sum(c.values()))
+    return at_threshold(y, p, threshold)["accuracy"]
 
 
 def precision(y: Any, p: Any, threshold: float = 0.5) -> float:
     """TP / (TP + FP) (Eq 3.6); 0 when nothing is predicted positive."""
-    c = confusion(y, p, threshold)
-    return _safe_div(c["tp"], c["tp"] + c["fp"])
+    return at_threshold(y, p, threshold)["precision"]
 
 
 def recall(y: Any, p: Any, threshold: float = 0.5) -> float:
     """TP / (TP + FN) (Eq 3.7); 0 when there are no positives."""
-    c = confusion(y, p, threshold)
-    return _safe_div(c["tp"], c["tp"] + c["fn"])
+    return at_threshold(y, p, threshold)["recall"]
 
 
 def fbeta(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5) -> float:
@@ -216,8 +213,7 @@ def roc_curve(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y, p = _as_arrays(y, p)
     if np.unique(y).size < 2:
         raise DataError("the ROC curve needs both lenses and non-lenses in the labels")
-    fpr, tpr, thr = _roc_curve(y, p)
-    return fpr, tpr, thr
+    return _roc_curve(y, p)
 
 
 def tpr_at_fp(y: Any, p: Any, max_fp: int) -> float:
@@ -244,16 +240,6 @@ def tpr_at_fp(y: Any, p: Any, max_fp: int) -> float:
         return 1.0
     cut = neg[int(max_fp)]
     return float((pos > cut).sum() / pos.size)
-
-
-def tpr0(y: Any, p: Any) -> float:
-    """Highest TPR with zero false positives (challenge TPR0)."""
-    return tpr_at_fp(y, p, 0)
-
-
-def tpr10(y: Any, p: Any) -> float:
-    """Highest TPR with at most ten false positives (challenge TPR10)."""
-    return tpr_at_fp(y, p, 10)
 
 
 # ====================================================================== reports
@@ -376,7 +362,7 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
         "precision": at["precision"],
         "recall": at["recall"],
         "fbeta": at["fbeta"],
-        "i_auc": float(np.mean(curve["fbeta"][:-1])),
+        "i_auc": i_auc(y, p, beta=beta, steps=steps),
         "soft_fbeta": soft_fbeta(y, p, beta),
         "auroc": _json_float(auroc(y, p)),
         "tpr0": tpr_at_fp(y, p, 0),

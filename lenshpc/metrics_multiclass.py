@@ -20,6 +20,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score,
+                             top_k_accuracy_score)
 
 
 def _check(y: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -38,22 +40,16 @@ def predicted(probs: Any) -> np.ndarray:
 
 
 def accuracy(y: Any, probs: Any) -> float:
-    from sklearn.metrics import accuracy_score
-
     y, probs = _check(y, probs)
     return float(accuracy_score(y, predicted(probs)))
 
 
 def macro_f1(y: Any, probs: Any) -> float:
-    from sklearn.metrics import f1_score
-
     y, probs = _check(y, probs)
     return float(f1_score(y, predicted(probs), labels=np.arange(probs.shape[1]), average="macro", zero_division=0))
 
 
 def top_k_accuracy(y: Any, probs: Any, k: int = 2) -> float:
-    from sklearn.metrics import top_k_accuracy_score
-
     y, probs = _check(y, probs)
     if probs.shape[1] <= k:  # sklearn warns and returns 1: every label is in the top k
         return 1.0
@@ -62,8 +58,6 @@ def top_k_accuracy(y: Any, probs: Any, k: int = 2) -> float:
 
 def auroc_ovr(y: Any, probs: Any) -> float | None:
     """Macro one-vs-rest AUROC; ``None`` when a class is absent from ``y`` (undefined)."""
-    from sklearn.metrics import roc_auc_score
-
     y, probs = _check(y, probs)
     k = probs.shape[1]
     if len(np.unique(y)) < k:
@@ -75,8 +69,6 @@ def auroc_ovr(y: Any, probs: Any) -> float | None:
 
 
 def per_class_recall(y: Any, probs: Any) -> list[float]:
-    from sklearn.metrics import recall_score
-
     y, probs = _check(y, probs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,8 +78,6 @@ def per_class_recall(y: Any, probs: Any) -> list[float]:
 
 def confusion(y: Any, probs: Any) -> list[list[int]]:
     """Confusion counts ``[true][predicted]`` over all K classes."""
-    from sklearn.metrics import confusion_matrix
-
     y, probs = _check(y, probs)
     return confusion_matrix(y, predicted(probs), labels=np.arange(probs.shape[1])).astype(int).tolist()
 

@@ -91,14 +91,14 @@ def test_tpr_at_fp_hand_cases():
     y = [1, 1, 1, 1, 0, 0, 0]
     p = [0.95, 0.9, 0.6, 0.3, 0.8, 0.5, 0.2]
     # Highest non-lens 0.8: only 0.95 and 0.9 are above it without a false positive.
-    assert metrics.tpr0(y, p) == pytest.approx(2 / 4)
+    assert metrics.tpr_at_fp(y, p, 0) == pytest.approx(2 / 4)
     assert metrics.tpr_at_fp(y, p, 1) == pytest.approx(3 / 4)  # cut above 0.5
     assert metrics.tpr_at_fp(y, p, 2) == pytest.approx(4 / 4)  # cut above 0.2
-    assert metrics.tpr10(y, p) == 1.0  # fewer than 11 non-lenses
+    assert metrics.tpr_at_fp(y, p, 10) == 1.0  # fewer than 11 non-lenses
     # A lens tied with the highest non-lens cannot be recovered without that false positive.
-    assert metrics.tpr0([1, 1, 0], [0.9, 0.7, 0.7]) == pytest.approx(0.5)
-    assert metrics.tpr0([0, 1], [0.1, 0.2]) == 1.0
-    assert metrics.tpr0([0, 0], [0.1, 0.2]) == 0.0  # no lenses
+    assert metrics.tpr_at_fp([1, 1, 0], [0.9, 0.7, 0.7], 0) == pytest.approx(0.5)
+    assert metrics.tpr_at_fp([0, 1], [0.1, 0.2], 0) == 1.0
+    assert metrics.tpr_at_fp([0, 0], [0.1, 0.2], 0) == 0.0  # no lenses
 
 
 def test_tpr10_counts_ten_false_positives():
@@ -108,11 +108,11 @@ def test_tpr10_counts_ten_false_positives():
     y = np.r_[np.ones_like(pos), np.zeros_like(neg)]
     p = np.r_[pos, neg]
     # <= 10 FPs: cut above the 11th highest non-lens (0.59) -> lenses 0.99, 0.9, 0.695, 0.685, 0.605.
-    assert metrics.tpr10(y, p) == pytest.approx(5 / 7)
-    assert metrics.tpr0(y, p) == pytest.approx(3 / 7)
+    assert metrics.tpr_at_fp(y, p, 10) == pytest.approx(5 / 7)
+    assert metrics.tpr_at_fp(y, p, 0) == pytest.approx(3 / 7)
     # Cross-check against the ROC curve: max TPR over points with FP <= 10.
     fpr, tpr, _ = skm.roc_curve(y, p)
-    assert metrics.tpr10(y, p) == pytest.approx(tpr[np.round(fpr * 20) <= 10].max())
+    assert metrics.tpr_at_fp(y, p, 10) == pytest.approx(tpr[np.round(fpr * 20) <= 10].max())
 
 
 def test_auroc_and_roc_curve_match_sklearn():
@@ -133,7 +133,7 @@ def test_summary_is_json_ready_and_consistent():
     assert s["fbeta"] == pytest.approx(metrics.fbeta(y, p))
     assert s["i_auc"] == pytest.approx(metrics.i_auc(y, p, steps=50))
     assert s["auroc"] == pytest.approx(metrics.auroc(y, p))
-    assert s["tpr0"] == metrics.tpr0(y, p) and s["tpr10"] == metrics.tpr10(y, p)
+    assert s["tpr0"] == metrics.tpr_at_fp(y, p, 0) and s["tpr10"] == metrics.tpr_at_fp(y, p, 10)
     assert s["confusion"] == metrics.confusion(y, p)
     assert len(s["curves"]["thresholds"]) == 51 and len(s["curves"]["roc_fpr"]) == len(s["curves"]["roc_tpr"])
     single = metrics.summary([0, 0, 0], [0.1, 0.6, 0.2])

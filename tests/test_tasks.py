@@ -242,3 +242,26 @@ def test_task_registry_errors_are_clear(toy):
             sys.path.remove(str(toy[0]))
     with pytest.raises(ConfigError, match="validation metrics of task 'lens'.*Did you mean 'val_auroc'"):
         load_config(overrides=["selection.metric=val_aurc"])
+
+
+def test_every_task_refuses_a_loss_it_does_not_declare(toy, tmp_path):
+    """``Task.losses`` is enforced for every task, a plug-in included, before any data is made (a UserError)."""
+    from lenshpc.config import load_config
+    from lenshpc.errors import UserError
+    from lenshpc.train import run_training
+
+    sys.path.insert(0, str(toy[0]))
+    try:
+        cfg = load_config(toy[0] / "blobs.yaml", overrides=["loss.name=categorical_crossentropi"])
+        with pytest.raises(UserError, match="unknown loss 'categorical_crossentropi' for task 'blobs'.*"
+                                            "Did you mean 'categorical_crossentropy'"):
+            run_training(cfg, tmp_path / "run", show_progress=False)
+    finally:
+        sys.path.remove(str(toy[0]))
+    assert not (tmp_path / "run").exists()  # refused before the run dir or any data was made
+    from lenshpc import tasks
+
+    for name, loss, declared in (("cosmo21cm", "bce", "cce"), ("autoencode", "cce", "mse"), ("lens", "mse", "bce")):
+        task = tasks.get(name)(load_config(overrides=[f"task.name={name}", f"loss.name={loss}"]))
+        with pytest.raises(UserError, match=f"unknown loss '{loss}' for task '{name}'.*Its losses: {declared}"):
+            task.check_loss()

@@ -13,54 +13,28 @@
 
 Backbone and head are separate (the Keras applications' ``include_top`` / ``pooling`` idea).
 Every registered function has the one signature ``fn(input_shape, pooling="avg", *, **hparams)
--> keras.Model`` and builds the **backbone**: image → features.  ``pooling="avg"`` gives the
-feature vector a head reads (global average pooling for the ResNets and EfficientNet, the
-flatten + dense trunk for the challenge CNNs); ``pooling=None`` the last convolutional feature
-map ``(B, h, w, C)`` (e.g. for a decoder head).  The input layer is named ``image``.
-
-:func:`build` puts a **head** on it: ``head(backbone, num_outputs) -> KerasTensor``
-(:mod:`lenshpc.models.heads`), default :func:`lenshpc.models.heads.classifier`: a Dense layer
-named ``logits`` and an activation named ``prediction``, **sigmoid** for ``num_outputs == 1``
-(a lens probability), **softmax** for ``> 1`` (K classes; the dynamic ensembler's gates,
-thesis Sec 3.6), float32 even under a ``mixed_float16`` policy.  A task may pass its own head
-callable.  The result is one flat ``keras.Model`` named like the architecture, so layer names
-(``logits``, ``add_1`` …) are those Grad-CAM and saved models rely on.  Weights are random
-(seed them with ``keras.utils.set_random_seed`` before building); the layers are created in
-the same order as by a single builder, so a seed gives the same weights.  Nothing is ever
-downloaded.
+-> keras.Model`` and builds the **backbone**: image (input layer ``image``) → features;
+``pooling="avg"`` gives the feature vector a head reads, ``None`` the last feature map ``(B, h, w, C)``
+(e.g. for a decoder head).  :func:`build` puts a **head** on it (default
+:func:`lenshpc.models.heads.classifier`: Dense ``logits`` → sigmoid for one output, softmax for K) and
+returns one flat ``keras.Model`` named like the architecture, so layer names (``logits``, ``add_1`` …) are
+those Grad-CAM and saved models rely on.  Weights are random (seed them with
+``keras.utils.set_random_seed`` before building); nothing is ever downloaded.
 
 Models
 ------
-``resnet18`` (:func:`lenshpc.models.resnet.resnet18`)
-    The thesis's network (Sec 4.3): conv 7×7/2 (64) → BN → ReLU → max-pool 3/2;
-    pre-activation basic blocks [2, 2, 2, 2] of 64/128/256/512 filters, stride 2 at the
-    start of stages 2–4, 1×1 projection shortcuts; he_normal, L2 1e-4 on convolutions;
-    final BN-ReLU → global average pooling.  Residual additions are named
-    ``add_1`` … ``add_8`` (Grad-CAM targets).  ~11.2 M parameters.
-    hparams: ``l2=1e-4``, ``filters=(64, 128, 256, 512)``, ``blocks=(2, 2, 2, 2)``.
-``tiny_resnet`` (:func:`lenshpc.models.resnet.tiny_resnet`)
-    Same blocks, 3×3/2 stem, 3 stages of 8/16/32 filters, one block each (``add_1`` …
-    ``add_3``); trains in seconds on a CPU on 64×64 images (CI, quickstart).
-    hparams: ``l2=1e-4``, ``filters=(8, 16, 32)``, ``blocks=(1, 1, 1)``.
-``efficientnet_b0`` (:func:`lenshpc.models.efficientnet.efficientnet_b0`)
-    ``keras.applications.EfficientNetB0(include_top=False, weights=None)`` on the raw
-    channel count (seed 001) → global average pooling → dropout.  ~4.0 M parameters.
-    hparams: ``dropout=0.2``.
-``lastro_cnn`` (:func:`lenshpc.models.challenge.lastro_cnn`)
-    The 2017 Lens Finding Challenge winner (LASTRO EPFL; Schaefer et al. 2018) as in seed
-    000: conv 16-16/32-32/64-64/128-128, max-pool + BN, dropout, FC 1024×3 + 64.
-    Needs inputs of at least 69×69 ("valid" convolutions).
-    hparams: ``dropout=0.2``, ``dense_activation="relu"`` (``"linear"`` = seed 000's code).
-``lensflow_cnn`` (:func:`lenshpc.models.challenge.lensflow_cnn`)
-    LensFlow (seed 004): conv 30/60/90 5×5 tanh + 2×2 max-pool each, flatten, dense
-    1000/800/600 ReLU + dropout 0.5.  Needs inputs of at least 36×36.
-    hparams: ``dropout=0.5``, ``filters=(30, 60, 90)``, ``dense=(1000, 800, 600)``,
-    ``kernel_size=5``.
+Architectures, hyper-parameters and references are in the modules named here.
 
-``cnn21``, ``dense21``, ``autoencoder21`` (:mod:`lenshpc.models.cosmo21cm`)
-    The 21-cm study (seed 003): the seed's encoder + a small CNN classifier, the dense 2500–350–K
-    baseline on crops, and the convolutional autoencoder's encoder (backbone) — its decoder is a head
-    (:func:`lenshpc.models.cosmo21cm.decoder`; the ``autoencode`` task builds encoder + decoder).
+``resnet18`` (~11.2 M parameters), ``tiny_resnet``
+    :mod:`lenshpc.models.resnet`: the thesis's pre-activation ResNet18 (Sec 4.3); the tiny one trains in
+    seconds on a CPU (CI, quickstart).
+``efficientnet_b0`` (~4.0 M)
+    :mod:`lenshpc.models.efficientnet`: ``keras.applications.EfficientNetB0`` without top (seed 001).
+``lastro_cnn``, ``lensflow_cnn``
+    :mod:`lenshpc.models.challenge`: the 2017 challenge winner (seed 000; images ≥ 69×69) and LensFlow
+    (seed 004; ≥ 36×36).
+``cnn21``, ``dense21``, ``autoencoder21``
+    :mod:`lenshpc.models.cosmo21cm`: the 21-cm study (seed 003); the autoencoder's decoder is a head.
 
 Errors
 ------

@@ -98,12 +98,9 @@ def decoder(backbone: Any, num_outputs: int = 1) -> Any:
 
 def autoencoder(input_shape: tuple, **hparams: Any) -> Any:
     """The whole autoencoder: the :func:`autoencoder21` encoder (its feature map) + the :func:`decoder` head."""
-    import keras
-
     from lenshpc import models
 
-    trunk = models.backbone("autoencoder21", input_shape, pooling=None, **hparams)
-    return keras.Model(trunk.input, decoder(trunk), name="autoencoder21")
+    return models.build("autoencoder21", input_shape, head=decoder, pooling=None, **hparams)
 
 
 # ------------------------------------------------------------------ classifier on the encoder

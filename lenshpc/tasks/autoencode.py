@@ -48,19 +48,23 @@ class AutoencodeTask(_SliceTask):
     def num_outputs(self) -> int:
         return 1
 
+    def head(self):
+        from lenshpc.models.cosmo21cm import decoder
+
+        return decoder
+
     def build_model(self, input_shape: tuple[int, ...]):
-        """The encoder backbone (its feature map) + the seed's mirrored decoder head."""
-        from lenshpc.models.cosmo21cm import autoencoder
+        """The encoder backbone's feature map (``pooling=None``) + :meth:`head`, the seed's mirrored decoder."""
+        from lenshpc import models
 
         if self.cfg.model.name != "autoencoder21":
             raise ConfigError(f"task 'autoencode' trains model 'autoencoder21' (an encoder backbone with a decoder "
                               f"head), got model.name = {self.cfg.model.name!r}")
-        return autoencoder(tuple(input_shape), **self.cfg.model.params)
+        return models.build("autoencoder21", tuple(input_shape), head=self.head(), pooling=None,
+                            **self.cfg.model.params)
 
     def loss(self):
         import keras
-
-        self._check_loss()
 
         def mse(targets, outputs):
             return keras.ops.mean(keras.ops.square(outputs - targets))

@@ -1,17 +1,10 @@
 """The Task interface: what one science task supplies to the task-agnostic training machinery.
 
-A *task* is everything about a run that depends on the science: where its training chunks and fixed
-validation/test sets come from, the model's head, the loss, the training targets, what a run's
-``predictions.h5`` stores and the task's metric vocabulary (names, directions, table titles).  The
-chunk loop (:mod:`lenshpc.train.loop`), checkpoints and exact resume, selection and early stopping,
-Horovod, sweeps, ``lenshpc status`` and ``lenshpc reduce`` are shared by every task.
-
-Tasks are registered by name in :mod:`lenshpc.tasks` (``config.yaml``: ``task.name``, default
-``lens``) and looked up with :func:`lenshpc.tasks.get`.  A task module imports TensorFlow only inside
-its methods, so listing tasks and validating configs stays fast.
-
-Adding a task: subclass :class:`Task`, implement the abstract methods, register it (see
-``docs/architecture.md``, "Add a task").  Nothing in ``train/``, ``hpc/`` or ``report/`` changes.
+A *task* is everything about a run that depends on the science: its data source, the model's head, the
+loss and training targets, what ``predictions.h5`` stores and its metric vocabulary; the chunk loop,
+resume, selection, Horovod, sweeps, ``status`` and ``reduce`` are shared.  Tasks are registered in
+:mod:`lenshpc.tasks` and import TensorFlow only inside their methods, so validating configs stays fast.
+Who calls each member, and the recipe "add a task": ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +15,9 @@ from typing import Any, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from lenshpc.errors import ConfigError
+from lenshpc.utils import did_you_mean
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -30,20 +26,17 @@ class Metric:
     Parameters
     ----------
     name : str
-        Key in ``metrics.json`` (test set) and, prefixed with ``val_``, a ``history.csv`` column when
-        ``per_chunk`` is true.
+        Key in ``metrics.json``; with ``per_chunk``, ``val_<name>`` is a ``history.csv`` column.
     higher_is_better : bool
         Direction (selection, significance marks, "best" in tables).
-    title : str
-        Column title in the reducer's tables.
+    title, tex : str
+        Column title in the reducer's tables and in ``report.tex`` (default: ``title``, LaTeX-escaped).
     per_chunk : bool
         Computed on the validation set after every chunk (a selection candidate ``val_<name>``).
     required : bool
         A finished run whose ``metrics.json`` lacks it is reported as corrupt by the reducer.
     table : bool
         A column of the reducer's tables (false: a per-chunk selection criterion only).
-    tex : str
-        Column title in ``report.tex`` (default: ``title``, LaTeX-escaped).
     """
 
     name: str
@@ -56,11 +49,8 @@ class Metric:
 
 
 class ChunkSource(Protocol):
-    """The data side of a task (the lens task's is :class:`lenshpc.data.chunks.ChunkEngine`).
-
-    Chunk ``i`` depends only on ``(cfg, seed, i, rank, size)`` (exact resume); validation and test
-    sets are fixed and identical on every rank.
-    """
+    """The data side of a task (lens: :class:`lenshpc.data.chunks.ChunkEngine`).  Chunk ``i`` depends only on
+    ``(cfg, seed, i, rank, size)`` (exact resume); validation and test sets are fixed, the same on every rank."""
 
     image_shape: tuple[int, ...]
 
@@ -81,11 +71,8 @@ class ChunkSource(Protocol):
 
 
 class Task(ABC):
-    """One science task (see the module docstring).
-
-    An instance is made per run: ``tasks.get(cfg.task.name)(cfg)``.  ``cfg.task.params`` holds the
-    task's own settings, validated by :meth:`check_params` when the config is loaded.
-    """
+    """One science task, made per run as ``tasks.get(cfg.task.name)(cfg)``; ``options`` = ``task.params`` with
+    defaults (validated by :meth:`check_params` when the config is loaded)."""
 
     #: Registry name (``task.name`` in the config).
     name: ClassVar[str]
@@ -109,18 +96,20 @@ class Task(ABC):
     # ------------------------------------------------------------------ config
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> dict:
-        """Validate ``task.params`` without TensorFlow; return them with defaults filled in.
-
-        Raises :class:`lenshpc.errors.ConfigError` for an unknown key or a bad value.
-        """
-        from lenshpc.errors import ConfigError
-        from lenshpc.utils import did_you_mean
-
+        """``task.params`` with defaults filled in (no TensorFlow); ConfigError for an unknown key or bad value."""
         for key in params:
             if key not in cls.params:
                 raise ConfigError(f"task '{cls.name}' has no parameter '{key}'.{did_you_mean(key, cls.params)} "
                                   f"Valid (with defaults): {dict(cls.params) or 'none'}")
         return {**cls.params, **params}
+
+    def check_loss(self) -> None:
+        """Refuse a ``loss.name`` not in :attr:`losses` (every task; the loop calls it before any data is made)."""
+        name = self.cfg.loss.name
+        if name not in self.losses:
+            raise ConfigError(f"unknown loss {name!r} for task '{self.name}' (loss.name = {name!r})."
+                              f"{did_you_mean(name, self.losses, cutoff=0.4)} Its losses: {', '.join(self.losses)}; "
+                              f"e.g. set loss.name: {self.losses[0]}")
 
     @classmethod
     def val_metrics(cls) -> tuple[str, ...]:
@@ -154,18 +143,15 @@ class Task(ABC):
     # ------------------------------------------------------------------ data
     @abstractmethod
     def data_source(self, *, rank: int, size: int, run_dir, write: bool) -> ChunkSource:
-        """The run's chunk source (training chunks, fixed validation and test sets).
-
-        ``write``: this process may write run-dir files (the root rank), e.g. a normalisation template.
-        """
+        """The run's chunk source; ``write``: this rank (the root) may write run-dir files (e.g. a template)."""
 
     def check_data(self) -> None:
         """Raise :class:`lenshpc.errors.UserError` before any work when the configured data is missing."""
 
     @classmethod
     def input_shape(cls, cfg) -> tuple[int, ...] | None:
-        """The model's input shape as the config's data tells it without building the source (a sweep checks
-        every grid point's ``model.params`` against it, without Keras); None when it is not known cheaply."""
+        """The model's input shape known from the config's data without building the source (sweeps check
+        ``model.params`` against it); None when it is not known cheaply."""
         return None
 
     # ------------------------------------------------------------------ model
@@ -174,8 +160,8 @@ class Task(ABC):
         """Width of the model's output (1 for a sigmoid score, K for a K-class softmax)."""
 
     def head(self):
-        """The model head ``head(backbone, num_outputs) -> KerasTensor`` (:mod:`lenshpc.models.heads`; e.g. a
-        decoder); None (default): a Dense ``logits`` + sigmoid (1 output) / softmax (K) ``prediction``."""
+        """The model head ``head(backbone, num_outputs) -> KerasTensor`` (:mod:`lenshpc.models.heads`); None:
+        the default classifier (sigmoid for 1 output, softmax for K)."""
         return None
 
     def build_model(self, input_shape: tuple[int, ...]):
@@ -188,16 +174,15 @@ class Task(ABC):
     # ------------------------------------------------------------------ loss and targets
     @abstractmethod
     def loss(self):
-        """The training loss ``fn(targets, model_output) -> scalar`` (TensorFlow ops), applied to the model's
-        raw output (``(N, num_outputs)``; the task reshapes as it needs)."""
+        """The training loss ``fn(targets, model_output) -> scalar`` (TF ops) on the raw ``(N, num_outputs)``
+        output (the task reshapes as it needs)."""
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Training targets of a chunk ``x`` with labels ``y`` (default: the labels as float32)."""
         return np.asarray(y, dtype=np.float32)
 
     def target_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of one training target (the compiled step's signature): ``()`` for a score, ``(K,)``
-        for one-hot classes, ``image_shape`` for a reconstruction."""
+        """Shape of one training target: ``()`` for a score, ``(K,)`` one-hot, ``image_shape`` a reconstruction."""
         return ()
 
     def outputs(self, predict, x: np.ndarray) -> np.ndarray:
@@ -208,8 +193,7 @@ class Task(ABC):
     # ------------------------------------------------------------------ metrics
     @abstractmethod
     def chunk_metrics(self, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
-        """The per-chunk validation values of labels ``y`` and :meth:`outputs` ``out``: every name of
-        :meth:`val_metrics`, ``val_loss`` included (the task's loss on the validation targets)."""
+        """Every :meth:`val_metrics` value (``val_loss`` included) of labels ``y`` and :meth:`outputs` ``out``."""
 
     @abstractmethod
     def summary(self, y: np.ndarray, out: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None = None) -> dict:

@@ -7,18 +7,7 @@ realisation.  Training chunks are class-balanced and augmented with periodic rol
 cross-entropy of (optionally smoothed) one-hot targets; the metrics are sklearn's
 (:mod:`lenshpc.metrics_multiclass`).
 
-``task.params`` (defaults in :attr:`Cosmo21cmTask.params`):
-
-``target``             ``redshift`` | ``escape_fraction`` | ``joint`` (every (z, F_ESC10) pair a class)
-``normalisation``      ``global`` (÷ ``mk_scale`` mK, keeps the mean signal) | ``standardise`` (per slice) | ``none``
-``mk_scale``           the global scale in mK
-``crop``               0 = the whole slice; N = an N×N window (random periodic position in training; the seed's
-                       dense baseline used 50×50)
-``augment``            any of ``roll``, ``rot90``, ``flip`` ([] = none)
-``label_smoothing``    ε: targets ``(1-ε)·onehot + ε/K``
-``allow_slice_split``  accept a dataset split by slice (scores optimistic; the report carries a warning)
-``pca_baseline``       ``lenshpc reduce`` adds the PCA + logistic-regression baseline on the same splits
-                       (:mod:`lenshpc.tasks.pca_baseline`)
+``task.params``: defaults in :attr:`Cosmo21cmTask.params`, meanings in ``docs/cosmo21cm.md``.
 """
 
 from __future__ import annotations
@@ -39,6 +28,16 @@ METRICS = (
 )
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(params: Mapping[str, Any], key: str, ok: bool, what: str) -> None:
+    """ConfigError ``task.params.<key> = <value>: <what>`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"task.params.{key} = {params[key]!r}: {what}")
+
+
 class _SliceTask(Task):
     """What the 21-cm tasks share: the slice source and its checks."""
 
@@ -52,40 +51,30 @@ class _SliceTask(Task):
         from lenshpc.data.slice_source import AUGMENTATIONS, NORMALISATIONS
 
         out = super().check_params(params)
-        if out["target"] not in TARGETS:
-            raise ConfigError(f"task.params.target = {out['target']!r}; use one of {', '.join(TARGETS)}")
-        if out["normalisation"] not in NORMALISATIONS:
-            raise ConfigError(f"task.params.normalisation = {out['normalisation']!r}; use one of "
-                              + ", ".join(f"{k} ({v})" for k, v in NORMALISATIONS.items()))
-        scale = out["mk_scale"]
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ConfigError(f"task.params.mk_scale = {scale!r}: a positive number of mK (e.g. 20)")
-        crop = out["crop"]
-        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
-            raise ConfigError(f"task.params.crop = {crop!r}: 0 (whole slice) or a positive side in pixels")
+        _require(out, "target", out["target"] in TARGETS, f"use one of {', '.join(TARGETS)}")
+        _require(out, "normalisation", out["normalisation"] in NORMALISATIONS,
+                 "use one of " + ", ".join(f"{k} ({v})" for k, v in NORMALISATIONS.items()))
+        _require(out, "mk_scale", _number(out["mk_scale"]) and out["mk_scale"] > 0, "a positive number of mK (e.g. 20)")
+        _require(out, "crop", _number(out["crop"]) and isinstance(out["crop"], int) and out["crop"] >= 0,
+                 "0 (whole slice) or a positive side in pixels")
         ops = out["augment"]
-        if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or any(o not in AUGMENTATIONS for o in ops):
-            raise ConfigError(f"task.params.augment = {ops!r}: a list of {', '.join(AUGMENTATIONS)} ([] = none)")
+        _require(out, "augment", isinstance(ops, (list, tuple)) and all(o in AUGMENTATIONS for o in ops),
+                 f"a list of {', '.join(AUGMENTATIONS)} ([] = none)")
         out["augment"] = [o for o in AUGMENTATIONS if o in ops]
-        if not isinstance(out["allow_slice_split"], bool):
-            raise ConfigError(f"task.params.allow_slice_split = {out['allow_slice_split']!r}: true or false")
+        _require(out, "allow_slice_split", isinstance(out["allow_slice_split"], bool), "true or false")
         return out
-
-    def _check_loss(self) -> None:
-        if self.cfg.loss.name not in self.losses:
-            raise ConfigError(f"loss.name = {self.cfg.loss.name!r} is not a loss of task '{self.name}'; set "
-                              f"loss.name: {self.losses[0]} (its losses: {', '.join(self.losses)})")
 
     def data_source(self, *, rank: int, size: int, run_dir=None, write: bool = False):
         from lenshpc.data.slice_source import SliceSource
 
-        return SliceSource(self.cfg, self.options, rank=rank, size=size, labels=self.labels_kind)
+        self._probe = SliceSource(self.cfg, self.options, rank=rank, size=size, labels=self.labels_kind)
+        return self._probe
 
     def check_data(self) -> None:
         self._info()
 
     def _info(self):
-        """The source's facts without loading the train split (cached: num_outputs, extra_metrics)."""
+        """The run's source (:meth:`data_source`); before it one without the train split (num_outputs …)."""
         if getattr(self, "_probe", None) is None:
             from lenshpc.data.slice_source import SliceSource
 
@@ -112,10 +101,8 @@ class Cosmo21cmTask(_SliceTask):
     def check_params(cls, params: Mapping[str, Any]) -> dict:
         out = super().check_params(params)
         eps = out["label_smoothing"]
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
-            raise ConfigError(f"task.params.label_smoothing = {eps!r}: a number in [0, 1)")
-        if not isinstance(out["pca_baseline"], bool):
-            raise ConfigError(f"task.params.pca_baseline = {out['pca_baseline']!r}: true or false")
+        _require(out, "label_smoothing", _number(eps) and 0 <= eps < 1, "a number in [0, 1)")
+        _require(out, "pca_baseline", isinstance(out["pca_baseline"], bool), "true or false")
         return out
 
     # ------------------------------------------------------------------ model, loss, targets
@@ -123,14 +110,9 @@ class Cosmo21cmTask(_SliceTask):
         return int(self._info().n_classes)
 
     def loss(self):
-        import keras
+        from lenshpc.losses import categorical_crossentropy
 
-        self._check_loss()
-
-        def cce(targets, outputs):
-            return keras.ops.mean(keras.losses.categorical_crossentropy(targets, outputs))
-
-        return cce
+        return categorical_crossentropy
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """One-hot class targets, smoothed: ``(1-ε)·onehot + ε/K`` (the one place of label smoothing)."""

@@ -12,7 +12,6 @@ Beyond the vocabulary's mean ± std table (accuracy, macro-F1, top-2, AUROC) the
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -109,14 +108,13 @@ def confusion_figure(groups: Mapping[str, Sequence], out_dir: Path) -> Path | No
 
 
 def _history(run, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    from lenshpc.train.rundir import HISTORY_FILE, read_history
+
     try:
-        with open(Path(run.path) / "history.csv", newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get(column) not in (None, "")]
+        rows = [r for r in read_history(Path(run.path) / HISTORY_FILE) if r.get(column) is not None]
     except OSError:
         return None
-    if not rows:
-        return None
-    return (np.asarray([float(r["chunk"]) for r in rows]), np.asarray([float(r[column]) for r in rows]))
+    return (np.asarray([float(r["chunk"]) for r in rows]), np.asarray([r[column] for r in rows])) if rows else None
 
 
 def curves_figure(groups: Mapping[str, Sequence], out_dir: Path) -> Path | None:

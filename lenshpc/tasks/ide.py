@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lenshpc import metrics
 from lenshpc.analysis.ensembles.ide import (METHOD, SUMMARY_KEYS, TASK, batched, check_members, combine, definition,
                                             ide_targets, make_member_step, resolve_members, same_test_set)
 from lenshpc.analysis.ensembles.members import ENSEMBLE_JSON
@@ -32,6 +33,8 @@ class IDETask(LensTask):
     name = TASK
     description = "input-dependent ensembler: a gating network weighting fixed lens finders per image (thesis Sec 3.6)"
     params = {"members": []}
+    # Trains categorical cross-entropy whatever loss.name says; the members' own (lens) loss names are accepted.
+    losses = LensTask.losses + ("categorical_crossentropy",)
     rescorable = False  # model.keras is the gating network; the scores need the members too
 
     def __init__(self, cfg):
@@ -101,10 +104,9 @@ class IDETask(LensTask):
         return len(self.members())
 
     def loss(self):
-        import keras
-        import tensorflow as tf
+        from lenshpc.losses import categorical_crossentropy
 
-        return lambda targets, gates: tf.reduce_mean(keras.losses.categorical_crossentropy(targets, gates))
+        return categorical_crossentropy
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return ide_targets(self.member_scores(x), np.asarray(y).reshape(-1))
@@ -123,13 +125,12 @@ class IDETask(LensTask):
     # ------------------------------------------------------------------ metrics
     def chunk_metrics(self, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
         """``val_loss`` = the gating network's cross-entropy on the validation targets; the rest: lens metrics of ŷ."""
-        import keras
+        from lenshpc.metrics_multiclass import cross_entropy
 
         if self._last is None or self._last[0] is not out:
             raise RuntimeError("IDETask.chunk_metrics needs the outputs of the preceding outputs() call")
         _, g, pm = self._last
-        targets = ide_targets(pm, np.asarray(y).reshape(-1))
-        loss = float(np.mean(np.asarray(keras.losses.categorical_crossentropy(targets, g))))
+        loss = cross_entropy(ide_targets(pm, np.asarray(y).reshape(-1)), g)
         return {**super().chunk_metrics(y, out), "val_loss": loss}
 
     def extra_metrics(self) -> dict:
@@ -137,8 +138,6 @@ class IDETask(LensTask):
 
     def write_extra_files(self, run_dir, result: dict) -> None:
         """``ensemble.json``: definition + gate statistics + members' and oracle's metrics on the same sets."""
-        from lenshpc import metrics
-
         sel, members = self.cfg.selection, self.members()
         info = definition(members, Path(run_dir))
         x_test, y_test, _ = self._source.test()

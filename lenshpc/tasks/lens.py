@@ -9,10 +9,13 @@ challenge's TPR0/TPR10); ``metrics.json`` holds :func:`lenshpc.train.rundir.run_
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.metrics import binary_labels
+from lenshpc import metrics
 from lenshpc.tasks.base import Metric, Task
 
 
@@ -48,8 +51,6 @@ class LensTask(Task):
     @classmethod
     def input_shape(cls, cfg) -> tuple[int, ...] | None:
         """The dataset's image shape (the chunk engine's output), when the file exists."""
-        from pathlib import Path
-
         from lenshpc.data.format import open_dataset
 
         if not cfg.data.path or not Path(cfg.data.path).is_file():
@@ -58,8 +59,6 @@ class LensTask(Task):
             return tuple(int(v) for v in ds.image_shape)
 
     def check_data(self) -> None:
-        from pathlib import Path
-
         data = self.cfg.data
         if not data.path:
             raise UserError("data.path is empty: set it in the config or with --set data.path=DATA.h5 (make one "
@@ -76,17 +75,16 @@ class LensTask(Task):
     def num_outputs(self) -> int:
         return 1
 
+    @functools.cached_property
     def _base_loss(self):
-        if getattr(self, "_loss", None) is None:
-            from lenshpc import losses
+        from lenshpc import losses
 
-            self._loss = losses.get(self.cfg.loss.name, beta=self.cfg.loss.beta)
-        return self._loss
+        return losses.get(self.cfg.loss.name, beta=self.cfg.loss.beta)
 
     def loss(self):
         import tensorflow as tf
 
-        base = self._base_loss()
+        base = self._base_loss
         return lambda y, out: base(y, tf.reshape(out, [-1]))  # one score per image
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -94,11 +92,9 @@ class LensTask(Task):
 
     # ------------------------------------------------------------------ metrics
     def chunk_metrics(self, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
-        from lenshpc import metrics
-
         y = np.asarray(y).reshape(-1)
         sel = self.cfg.selection
-        loss = float(np.asarray(self._base_loss()(y.astype(np.float32), out.astype(np.float32))))
+        loss = float(np.asarray(self._base_loss(y.astype(np.float32), out.astype(np.float32))))
         # Per-chunk accuracy at 0.5 (the thesis's), whatever selection.threshold says for the test metrics.
         return {"val_loss": loss, "val_accuracy": float(metrics.accuracy(y, out)),
                 "val_fbeta_auc": float(metrics.i_auc(y, out, beta=sel.beta, steps=sel.steps)),
@@ -112,7 +108,7 @@ class LensTask(Task):
         return run_metrics(self.cfg, np.asarray(y).reshape(-1), out, val=val)
 
     def predictions(self, out: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        return {"scores": out, "labels": binary_labels(y)}
+        return {"scores": out, "labels": metrics.binary_labels(y)}
 
 
 __all__ = ["LensTask"]

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from lenshpc.errors import UserError
-from lenshpc.utils import atomic_write_json
+from lenshpc.train.rundir import CONFIG_FILE
+from lenshpc.utils import atomic_write_json, read_json_object
 
 N_COMPONENTS = 50
 MAX_TRAIN = 5000
@@ -57,7 +58,7 @@ def key_of(run_dir: Path, task) -> tuple[str, dict, object] | None:
     from lenshpc.config import load_config
 
     try:
-        cfg = load_config(Path(run_dir) / "config.yaml")
+        cfg = load_config(Path(run_dir) / CONFIG_FILE)
     except Exception:  # noqa: BLE001 - a run whose config no longer loads simply gets no baseline row
         return None
     options = task.check_params(dict(cfg.task.params or {}))
@@ -79,10 +80,7 @@ def key_of(run_dir: Path, task) -> tuple[str, dict, object] | None:
 def baselines(run_dirs, out_dir, task) -> dict[str, list[dict]]:
     """Baseline results grouped by setting label → one dict per seed (cached in ``out_dir/pca_baseline.json``)."""
     cache_path = Path(out_dir) / CACHE
-    try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_json_object(cache_path)
     found: dict[str, dict] = {}
     for run_dir in run_dirs:
         item = key_of(run_dir, task)

@@ -1,23 +1,11 @@
-"""Checkpoints: everything a run needs to continue exactly where it stopped.
+"""Checkpoints: everything a run needs to continue exactly where it stopped (layout: ``docs/run-dir.md``).
 
-Layout of ``RUN_DIR/checkpoint/`` (see ``docs/run-dir.md``):
-
-``weights.weights.h5``
-    the current model weights (trainable + non-trainable, e.g. batch-norm statistics);
-``optimizer.npz``
-    the values of ``optimizer.variables`` in order (iteration counter, learning rate, Adam
-    moments, loss scale).  Saved as plain arrays because that is robust across Keras 3
-    optimizer classes, including ``LossScaleOptimizer``;
-``best.weights.h5``
-    the selected (best so far) weights;
-``state.json``
-    next chunk, selector state (best score/chunk, patience counter), history rows and the
-    world size.  The data stream needs no saved state: chunk ``i`` is a pure function of
-    ``(seed, i, rank, size)``, and so are the per-chunk shuffle and dropout seeds.
-
-The directory is replaced as a whole: written to ``checkpoint.tmp/``, then swapped in by
-renames.  A crash between the two renames leaves ``checkpoint.old/``, which :func:`find`
-falls back to.
+``RUN_DIR/checkpoint/`` holds the current weights, the optimizer's variables as plain arrays (robust across
+Keras 3 optimizer classes, ``LossScaleOptimizer`` included), the selected weights and ``state.json`` (next
+chunk, selector, history rows, world size).  The data stream needs no saved state: chunk ``i``, its shuffle
+and dropout seeds are pure functions of ``(seed, i, rank, size)``.  The directory is replaced as a whole
+(``checkpoint.tmp/`` swapped in by renames; a crash between them leaves ``checkpoint.old/``, which
+:func:`find` falls back to).
 """
 
 from __future__ import annotations

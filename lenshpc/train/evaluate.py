@@ -162,29 +162,36 @@ def load_model(path: Path):
         raise UserError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
 
 
-def predict_scores(model, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Sigmoid scores ``(N,)`` float32 of ``model`` on images ``x`` in inference mode.
+def predict_outputs(model, x: np.ndarray, batch_size: int = PREDICT_BATCH, jit_compile: bool = False) -> np.ndarray:
+    """Raw outputs ``(N, *output_shape)`` float32 of ``model`` on images ``x`` in inference mode, in batches.
 
-    The compiled inference step is built once per model and image shape and kept on the model,
-    so calling this per block of a large catalogue (``lenshpc rank``) never retraces.
+    The compiled inference step is built once per model, image shape and ``jit_compile`` and kept on the
+    model, so calling this per block of a large catalogue (``lenshpc rank``) never retraces.
     """
     import tensorflow as tf
 
-    step = _predict_step(model, tuple(np.shape(x)[1:]))
-    out = [np.asarray(tf.cast(step(tf.constant(x[i:i + batch_size], tf.float32)), tf.float32)).reshape(-1)
+    step = _predict_step(model, tuple(np.shape(x)[1:]), jit_compile)
+    out = [np.asarray(tf.cast(step(tf.constant(x[i:i + batch_size], tf.float32)), tf.float32))
            for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.empty(0, np.float32)
+    return np.concatenate(out) if out else np.empty((0, *model.output_shape[1:]), np.float32)
 
 
-def _predict_step(model, image_shape: tuple):
+def predict_scores(model, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Sigmoid scores ``(N,)`` float32 of a lens scorer ``model`` on images ``x`` (:func:`predict_outputs`)."""
+    return predict_outputs(model, x, batch_size).reshape(-1)
+
+
+def _predict_step(model, image_shape: tuple, jit_compile: bool = False):
     """The cached ``tf.function`` of ``model(x, training=False)`` for images of ``image_shape``."""
     import tensorflow as tf
 
     cache = model.__dict__.setdefault("_lenshpc_predict_steps", {})
-    if image_shape not in cache:
+    key = (image_shape, bool(jit_compile))
+    if key not in cache:
         spec = tf.TensorSpec([None, *image_shape], tf.float32)
-        cache[image_shape] = tf.function(lambda b: model(b, training=False), input_signature=[spec])
-    return cache[image_shape]
+        cache[key] = tf.function(lambda b: model(b, training=False), input_signature=[spec],
+                                 jit_compile=bool(jit_compile))
+    return cache[key]
 
 
 def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -196,11 +203,7 @@ def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, 
     if split == "test":
         x, y, meta = engine.test()
         return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
-    # Labelled data, another split: the engine's own reader when it has one, else the documented transforms.
-    reader = getattr(engine, "labelled_split", None)
-    if reader is not None:
-        x, y, meta = reader(split)
-        return np.asarray(x), np.asarray(y).reshape(-1), dict(meta)
+    # Labelled data, another split: the run's normalisation applied to that split's images.
     from lenshpc.data.format import open_dataset
 
     with open_dataset(cfg.data.path) as ds:
@@ -209,4 +212,4 @@ def _load_split(cfg, kind: str, split: str, run_dir: Path) -> tuple[np.ndarray, 
         return x, ds.labels(idx).astype(np.uint8), ds.meta("images", idx)
 
 
-__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_scores"]
+__all__ = ["SPLITS", "evaluate_run", "load_model", "open_run", "predict_outputs", "predict_scores"]

@@ -1,34 +1,22 @@
 """The chunk-based training loop (thesis Sec 4.4): train, validate, select, stop early, checkpoint.
 
 One call of :func:`run_training` turns a config and a seed into a complete run directory
-(``docs/run-dir.md``).  Per chunk ``i``:
+(``docs/run-dir.md``).  Per chunk ``i``: the data source hands over chunk ``i`` (made in a background
+thread while chunk ``i-1`` trained); minibatches in an order drawn from ``rng_for(seed, "shuffle", i, rank)``
+go through a custom ``tf.function`` step (XLA per ``train.jit_compile``, ``mixed_float16`` + loss scaling
+per ``train.mixed_precision``, gradients averaged over Horovod ranks); the task's per-chunk metrics on the
+**fixed** validation data feed :class:`~lenshpc.train.selection.Selector` (best weights, patience); every
+``train.checkpoint_every`` chunks (and on SIGTERM/SIGUSR1, early stop, the last chunk) a checkpoint is
+written atomically.
 
-1. the chunk engine hands over chunk ``i`` (synthesised in a background thread while chunk
-   ``i-1`` trained: ``ChunkEngine.iter_chunks``);
-2. minibatches of ``train.batch_size`` in an order drawn from ``rng_for(seed, "shuffle", i, rank)``
-   go through a custom ``tf.function`` step (``GradientTape``; XLA per ``train.jit_compile``;
-   ``mixed_float16`` + loss scaling per ``train.mixed_precision``; gradients averaged over
-   Horovod ranks);
-3. the model is scored on the **fixed** validation data: the task's per-chunk metrics
-   (:meth:`lenshpc.tasks.base.Task.chunk_metrics`; lens: loss, accuracy, I_AUC, soft Fβ, AUROC);
-4. :class:`~lenshpc.train.selection.Selector` keeps the best weights by
-   ``selection.metric`` and counts the early-stopping patience;
-5. every ``train.checkpoint_every`` chunks (and on SIGTERM/SIGUSR1, early stop, the last
-   chunk) a checkpoint is written atomically.
+Determinism: weights start from ``keras.utils.set_random_seed(seed)``, TensorFlow ops are deterministic
+(``enable_op_determinism``), chunk ``i``'s data, batch order and dropout seeds depend only on
+``(seed, i, rank, size)``: a run killed at any point and resumed ends with the same weights and metrics
+as an uninterrupted one.  Every rank scores the same validation and test sets itself, so all reach the
+same selection and early-stopping decisions without communication; only rank 0 writes files.
 
-Determinism: weights start from ``keras.utils.set_random_seed(seed)``, TensorFlow ops are
-deterministic (``enable_op_determinism``), chunk ``i``'s data, batch order and dropout seeds
-depend only on ``(seed, i, rank, size)``.  Hence a run killed at any point and resumed from
-its checkpoint ends with the same weights and metrics as an uninterrupted run.
-
-Validation and test: the chunk engine gives every rank the same full validation chunk and test
-set, so every rank scores them itself and reaches the same selection and early-stopping
-decisions without communication (validation is small next to a training chunk); only rank 0
-writes files.
-
-Everything science-specific — data source, model head, loss, targets, metrics, what
-``predictions.h5`` holds — comes from the run's task (``cfg.task.name``, :mod:`lenshpc.tasks`);
-this module never looks at labels or scores itself.
+Everything science-specific (data, head, loss, targets, metrics, ``predictions.h5``) comes from the run's
+task (:mod:`lenshpc.tasks`); this module never looks at labels or scores itself.
 """
 
 from __future__ import annotations
@@ -43,11 +31,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lenshpc import provenance, runtime
+from lenshpc import models, provenance, runtime
 from lenshpc.errors import Preempted, UserError
 from lenshpc.locking import DirLock
 from lenshpc.train import checkpoint as ckpt
-from lenshpc.train.rundir import (FINISHED_CHANGES, PREDICT_BATCH, RESUMABLE_CHANGES, RunDir, append_history,
+from lenshpc.train.rundir import (FINISHED_CHANGES, RESUMABLE_CHANGES, RunDir, append_history,
                                   config_differences, default_run_dir, file_logging, history_columns, save_model,
                                   versions, write_history, write_predictions)
 from lenshpc.train.selection import Selector
@@ -110,7 +98,10 @@ def run_training(cfg, run_dir: str | Path | None = None, *, resume: bool = True,
         return rd.read_metrics()
     task = _task(cfg)
     task.check_data()
-    _check_names(cfg, task)
+    # Unknown model, hyper-parameter or loss names fail before any data is synthesised.
+    models.check(cfg.model.name, cfg.model.params)
+    task.check_loss()
+    task.loss()
     ctx = dist.init(backend)
     # One writer per run dir (the root rank; held until it ends, however it ends): docs/reliability.md.
     with DirLock(rd.path) if ctx.is_root else contextlib.nullcontext():
@@ -160,18 +151,6 @@ def _run_locked(cfg, rd: RunDir, ctx, task, *, resume: bool, force: bool, on_chu
                 engine.close()  # synthesis threads
 
 
-def _check_names(cfg, task) -> None:
-    """Unknown model, hyper-parameter or loss names fail before any data is synthesised (ConfigError with hints)."""
-    from lenshpc import models
-
-    accepted = models.default_hparams(cfg.model.name)
-    unknown = sorted(set(cfg.model.params) - set(accepted))
-    if unknown:
-        raise UserError(f"model.params: '{cfg.model.name}' has no hyper-parameter {unknown[0]!r} "
-                        f"(valid, with defaults: {accepted})")
-    task.loss()
-
-
 def _check_same_config(rd: RunDir, cfg, finished: bool = False) -> None:
     """Refuse to resume (or, ``finished``, to report a DONE run as the result of) a different config."""
     import yaml
@@ -215,10 +194,6 @@ class _StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
 
 
 # ======================================================================= the trainer
@@ -274,8 +249,6 @@ class Trainer:
         # A batch dimension of None: one trace serves full batches, the last partial one, validation and test.
         self.image_spec = tf.TensorSpec([None, *self.engine.image_shape], tf.float32)
         self.train_step = self._make_train_step()
-        self.predict_step = tf.function(lambda x: self.model(x, training=False), input_signature=[self.image_spec],
-                                        jit_compile=bool(cfg.train.jit_compile))
 
     def _make_train_step(self):
         import tensorflow as tf
@@ -318,12 +291,9 @@ class Trainer:
 
     def _predict_batches(self, x: np.ndarray) -> np.ndarray:
         """Raw model output ``(N, num_outputs)`` float32 in fixed-size batches (inference mode)."""
-        import tensorflow as tf
+        from lenshpc.train.evaluate import predict_outputs
 
-        batch = PREDICT_BATCH
-        out = [np.asarray(tf.cast(self.predict_step(tf.constant(x[i:i + batch], tf.float32)), tf.float32))
-               for i in range(0, len(x), batch)]
-        return np.concatenate(out) if out else np.empty((0, self.task.num_outputs()), np.float32)
+        return predict_outputs(self.model, x, jit_compile=bool(self.cfg.train.jit_compile))
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -332,11 +302,8 @@ class Trainer:
         cfg, ctx, rd = self.cfg, self.ctx, self.rd
         t_start = time.perf_counter()
         self.started = provenance.now()  # this invocation's start (metrics.json provenance)
-        policy = _set_precision(cfg.train.mixed_precision)
-        try:
+        with _precision(cfg.train.mixed_precision):
             self.build()
-        finally:
-            _restore_precision(policy)
         selector = Selector.for_config(cfg, self.task)
         history: list[dict] = []
         best_weights = None
@@ -468,7 +435,7 @@ class Trainer:
 
     def _stop_requested(self, stop: _StopRequest) -> bool:
         # All ranks must agree, or one would wait forever in the next collective.
-        flag = 1.0 if stop.requested else 0.0
+        flag = 1.0 if stop.signum is not None else 0.0
         return bool(self.ctx.allreduce_mean(flag) > 0) if self.ctx.size > 1 else bool(flag)
 
     def _log_chunk(self, row: dict, total: int, images: int) -> None:
@@ -533,20 +500,19 @@ class Trainer:
 
 
 # ======================================================================= helpers
-def _set_precision(mixed: bool):
+@contextlib.contextmanager
+def _precision(mixed: bool):
+    """The ``mixed_float16`` (or float32) policy while the model is built; the previous one after."""
     import keras
 
     if mixed:
         runtime.check_float16_convolutions()
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    return previous
-
-
-def _restore_precision(previous: str) -> None:
-    import keras
-
-    keras.mixed_precision.set_global_policy(previous)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _tensorboard(writer, row: dict, task) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from lenshpc.errors import UserError
 from lenshpc.locking import LOCK_FILE, describe_owner, live_owner
-from lenshpc.utils import atomic_path, atomic_write_text, pid_alive
+from lenshpc.utils import atomic_path, atomic_write_text, pid_alive, read_json_object
 
 #: The files of a run directory (``docs/run-dir.md``); ``DONE`` is written last.
 CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE = "config.yaml", "metrics.json", "predictions.h5"
@@ -38,11 +38,6 @@ RUN_MARKERS = (METRICS_FILE, CONFIG_FILE, DONE_FILE, FAILED_FILE, LOG_FILE)
 DONE, FAILED, STARTED, ABSENT, RUNNING = "done", "failed", "started", "absent", "running"
 
 
-def history_columns(task) -> tuple[str, ...]:
-    """Columns of ``history.csv`` in order (one row per trained chunk): the task's validation metrics
-    (:meth:`lenshpc.tasks.base.Task.val_metrics`) between the loop's own columns."""
-    return ("chunk", "train_loss", *task.val_metrics(), "selected", "lr", "seconds")
-
 #: Config keys that may differ between the run that wrote a checkpoint and the one resuming it: they change how
 #: long or where a run goes, not what it computes per chunk.
 RESUMABLE_CHANGES = ("train.chunks", "train.checkpoint_every", "train.log_every", "train.tensorboard",
@@ -51,8 +46,7 @@ RESUMABLE_PREFIXES = ("hpc.", "distributed.backend")
 
 #: Config keys that may differ when a finished (``DONE``) run is asked for again: where and how it ran, not what
 #: it computed.  ``train.chunks`` is not among them: a finished run of 15 chunks is not one of 6.
-FINISHED_CHANGES = ("train.checkpoint_every", "train.log_every", "train.tensorboard", "data.prefetch", "data.threads",
-                    "data.path", "data.segmented_path")
+FINISHED_CHANGES = tuple(k for k in RESUMABLE_CHANGES if k != "train.chunks")
 
 #: Inference batch size of validation, test and `lenshpc evaluate` (one value, so re-scoring reproduces a run).
 PREDICT_BATCH = 256
@@ -166,7 +160,7 @@ def read_run_dir(run_dir: str | Path) -> RunDirState:
     if (run_dir / FAILED_FILE).exists():
         return RunDirState(FAILED, error=failure_reason(run_dir), log=log_path,
                            checkpoint_chunk=_checkpoint_chunk(run_dir))
-    if run_dir.is_dir() and any((run_dir / m).exists() for m in RUN_MARKERS):
+    if is_run_dir(run_dir):
         return RunDirState(STARTED, log=log_path, checkpoint_chunk=_checkpoint_chunk(run_dir))
     return RunDirState(ABSENT)
 
@@ -198,11 +192,7 @@ def failure_reason(run_dir: str | Path) -> str:
 
 
 def _checkpoint_chunk(run_dir: Path) -> int | None:
-    path = run_dir / CHECKPOINT_DIR / "state.json"
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    state = read_json_object(run_dir / CHECKPOINT_DIR / "state.json")
     for key in ("next_chunk", "chunk"):  # next_chunk: lenshpc.train's checkpoint format
         if isinstance(state.get(key), int):
             return int(state[key])
@@ -252,15 +242,25 @@ def config_differences(old: Mapping, new: Mapping, allowed: Iterable[str] = RESU
 
 
 # ----------------------------------------------------------------------- history.csv
+def history_columns(task) -> tuple[str, ...]:
+    """Columns of ``history.csv`` in order (one row per trained chunk): the task's validation metrics
+    (:meth:`lenshpc.tasks.base.Task.val_metrics`) between the loop's own columns."""
+    return ("chunk", "train_loss", *task.val_metrics(), "selected", "lr", "seconds")
+
+
+def _csv_rows(rows: Iterable[Mapping], columns: tuple[str, ...], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows({k: _csv_value(row.get(k)) for k in columns} for row in rows)
+    return buf.getvalue()
+
+
 def write_history(path: Path, rows: Iterable[Mapping], columns: tuple[str, ...]) -> None:
     """Rewrite ``history.csv`` atomically from the in-memory rows (floats with full precision);
     ``columns``: :func:`history_columns` of the run's task."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, _csv_rows(rows, columns, header=True))
 
 
 def append_history(path: Path, row: Mapping, columns: tuple[str, ...]) -> None:
@@ -268,11 +268,8 @@ def append_history(path: Path, row: Mapping, columns: tuple[str, ...]) -> None:
     if not path.is_file():
         write_history(path, [row], columns)
         return
-    buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n").writerow(
-        {k: _csv_value(row.get(k)) for k in columns})
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(buf.getvalue())
+        fh.write(_csv_rows([row], columns, header=False))
 
 
 def _csv_value(value):
@@ -375,7 +372,7 @@ def run_normaliser(run_dir: str | os.PathLike):
     from lenshpc.data import normalise
 
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / CONFIG_FILE)
     if cfg.data.normalisation == normalise.HistogramTemplate.name and not (run_dir / normalise.TEMPLATE_FILE).is_file():
         raise UserError(f"{run_dir}: trained with data.normalisation = histogram_template but "
                         f"{normalise.TEMPLATE_FILE} is missing from the run directory (copied without it?); copy it "
@@ -428,10 +425,7 @@ def file_logging(path: Path | None, logger_names: Iterable[str] = ("lenshpc",)) 
 
 
 def versions() -> dict:
-    """Versions that determine a run's numbers (``metrics.json["versions"]``, kept for old readers).
-
-    The same mapping as ``metrics.json["provenance"]["packages"]`` (:func:`lenshpc.provenance.package_versions`).
-    """
+    """``metrics.json["versions"]`` (for old readers): :func:`lenshpc.provenance.package_versions`."""
     from lenshpc.provenance import package_versions
 
     return package_versions()

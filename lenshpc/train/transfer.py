@@ -1,44 +1,26 @@
 """Start a run from a finished one: weight transfer, freezing and per-layer learning-rate multipliers.
 
-LensFlow (seed 004) pre-trains on a generic two-class set and fine-tunes with small learning rates on the
-early layers; a hard-negative round (``lenshpc rounds``) continues from the previous round.  Config keys
-(``train`` section):
-
-``start_from``
-    A finished run directory (its ``model.keras``) or a ``.keras`` file.  Weights are copied **layer by
-    layer by name**: a layer of the new model gets the source's weights when the source has a layer of
-    that name whose weights have the same shapes; otherwise it keeps its fresh (seeded) initialisation
-    and is logged as *reset* (e.g. the ``logits`` head of a model with another number of outputs).
-    The input shape ``(H, W, C)`` and — when both datasets record them — the bands must agree.
-``freeze``
-    ``fnmatch`` patterns of layer names (``stem_*``, ``stage1_*``); matching layers are not trained
-    (``layer.trainable = False``; frozen batch-norm layers also keep their statistics), so their
-    weights stay bit-equal to the source's.
-``lr_multipliers``
-    ``{pattern: factor}``; every trainable variable of a matching layer moves ``factor`` times the step
-    the optimizer computed (the first matching pattern wins).  Implemented by scaling each variable's
-    update after ``optimizer.apply``: for Adam and SGD with momentum at a constant factor that is
-    exactly a per-group learning rate (both updates are linear in the learning rate), while the run
-    keeps one optimizer, so checkpoints and exact resume are unchanged, and under Horovod every rank
-    scales the same averaged update.
-
-The source's identity is recorded in ``RUN_DIR/start_from.json`` (and ``metrics.json['start_from']``):
-path, ``model.keras`` sha256, the source run's ``metrics.json`` sha256, which layers were copied / reset
-/ frozen and the multipliers.  Resuming a run whose source changed since it started is an error.
+LensFlow (seed 004) pre-trains and fine-tunes with small learning rates on the early layers; ``lenshpc rounds``
+continues from the previous round.  ``train.start_from`` (a finished run directory or a ``.keras`` file) copies
+weights layer by layer **by name** where the shapes agree (others keep their seeded initialisation and are
+logged as *reset*); ``train.freeze`` patterns stop layers from training; ``train.lr_multipliers`` scale each
+matching variable's update after ``optimizer.apply``, which for Adam and SGD with momentum at a constant factor
+is exactly a per-group learning rate while the run keeps one optimizer (checkpoints and exact resume unchanged).
+The source's identity is pinned in ``RUN_DIR/start_from.json``: resuming after it changed is an error.
+Config keys and the reasoning in full: ``docs/transfer.md``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lenshpc.errors import UserError
 from lenshpc.train.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE
-from lenshpc.utils import atomic_write_json
+from lenshpc.utils import atomic_write_json, read_json_object
 
 log = logging.getLogger("lenshpc.train")
 
@@ -48,11 +30,8 @@ RECORD = "start_from.json"
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @dataclass
@@ -216,13 +195,8 @@ def apply(model, cfg, image_shape: tuple, run_dir: Path | None = None, write_rec
 
 def _check_pinned(run_dir: Path | None, identity: dict) -> None:
     """A resumed run must start from the very source it started from."""
-    if run_dir is None or not (Path(run_dir) / RECORD).is_file():
-        return
-    try:
-        pinned = json.loads((Path(run_dir) / RECORD).read_text())
-    except (OSError, ValueError):
-        return
-    if pinned.get("model_sha256") != identity["model_sha256"]:
+    pinned = read_json_object(Path(run_dir) / RECORD) if run_dir is not None else {}
+    if pinned and pinned.get("model_sha256") != identity["model_sha256"]:
         raise UserError(f"{run_dir}: this run started from {pinned.get('path')} (model sha256 "
                         f"{str(pinned.get('model_sha256'))[:12]}…), which has changed since "
                         f"(now {identity['model_sha256'][:12]}…); resuming would mix two sources: "
