@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import warnings
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 import lenshpc  # noqa: F401  (runtime caps before TensorFlow)
 from lenshpc.errors import Preempted, UserError
+from test_train import preempt_at
 
 REPO_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "cosmo21cm")
 
@@ -68,12 +68,8 @@ def test_preempted_classifier_resumes_exactly(c21_dataset, tmp_path):
     cfg = c21_cfg(c21_dataset, "classify.yaml", "task.params.label_smoothing=0.1", "selection.metric=val_macro_f1")
     straight = run_training(cfg, tmp_path / "straight", show_progress=False)
 
-    def preempt(chunk, row):
-        if chunk == 2:
-            os.kill(os.getpid(), signal.SIGUSR1)
-
     with pytest.raises(Preempted):
-        run_training(cfg, tmp_path / "resumed", on_chunk_end=preempt, show_progress=False)
+        run_training(cfg, tmp_path / "resumed", on_chunk_end=preempt_at(2), show_progress=False)
     resumed = run_training(cfg, tmp_path / "resumed", show_progress=False)
     assert strip(resumed) == strip(straight)
     assert ((tmp_path / "resumed" / "history.csv").read_text().count("\n")

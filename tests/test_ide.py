@@ -8,14 +8,13 @@ trained for a few chunks of 64 images through the ordinary run loop.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
 
 from lenshpc.errors import Preempted, UserError
+from test_train import preempt_at
 
 GROUPS = ("bce", "fbeta_soft", "f1_soft")
 RUN_FILES = ("config.yaml", "train.log", "history.csv", "model.keras", "predictions.h5", "metrics.json", "DONE",
@@ -204,12 +203,8 @@ def test_preempted_ide_resumes_to_the_uninterrupted_result(ide_run, tiny_sweep, 
     cfg, straight, straight_metrics = ide_run
     out = tmp_path / "resumed"
 
-    def preempt(chunk, row):
-        if chunk == 0:
-            os.kill(os.getpid(), signal.SIGUSR1)
-
     with pytest.raises(Preempted):
-        train_ide(members_of(tiny_sweep), cfg, out, show_progress=False, on_chunk_end=preempt)
+        train_ide(members_of(tiny_sweep), cfg, out, show_progress=False, on_chunk_end=preempt_at(0))
     assert json.loads((out / "checkpoint" / "state.json").read_text())["next_chunk"] == 1
     assert not (out / "DONE").exists()
     with pytest.raises(UserError, match="other members"):  # a checkpoint of other members is never resumed

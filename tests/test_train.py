@@ -128,6 +128,14 @@ def test_done_run_is_skipped(straight_run):
     assert (run_dir / "metrics.json").stat().st_mtime_ns == before
 
 
+def preempt_at(n: int):
+    """An ``on_chunk_end`` hook that sends this process SIGUSR1 (what SLURM sends before a time limit) after chunk n."""
+    def hook(chunk, _row):
+        if chunk == n:
+            os.kill(os.getpid(), signal.SIGUSR1)
+    return hook
+
+
 # ----------------------------------------------------------------------- resume
 def test_preempt_and_resume_equals_uninterrupted_run(straight_run, tmp_path):
     """SIGUSR1 (what SLURM sends) after chunk 2, then resume: same weights, history and metrics as straight through.
@@ -140,12 +148,8 @@ def test_preempt_and_resume_equals_uninterrupted_run(straight_run, tmp_path):
     cfg, straight_dir, straight_metrics = straight_run
     run_dir = tmp_path / "resumed"
 
-    def preempt_after_chunk_2(chunk, row):
-        if chunk == 2:
-            os.kill(os.getpid(), signal.SIGUSR1)
-
     with pytest.raises(Preempted, match="SIGUSR1"):
-        run_training(cfg, run_dir, on_chunk_end=preempt_after_chunk_2, show_progress=False)
+        run_training(cfg, run_dir, on_chunk_end=preempt_at(2), show_progress=False)
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
     assert state["next_chunk"] == 3
     assert not (run_dir / "DONE").exists() and not (run_dir / "FAILED").exists()

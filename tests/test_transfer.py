@@ -8,15 +8,13 @@ ratio of a 0.1 multiplier against 1, head re-initialisation, exact resume and th
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
 
 from lenshpc.errors import Preempted, UserError
-from test_train import strip_timings, tiny_cfg
+from test_train import preempt_at, strip_timings, tiny_cfg
 
 
 def layer_weights(path) -> dict:
@@ -113,12 +111,8 @@ def test_killed_fine_tune_resumes_to_the_same_result(repo_root, small_population
                    f"train.start_from={source_run}", "train.freeze=[stem_*]", "train.lr_multipliers={stage1_*: 0.1}")
     straight = run_training(cfg, tmp_path / "straight", show_progress=False)
 
-    def preempt(chunk, _row):
-        if chunk == 0:
-            os.kill(os.getpid(), signal.SIGUSR1)
-
     with pytest.raises(Preempted):
-        run_training(cfg, tmp_path / "killed", on_chunk_end=preempt, show_progress=False)
+        run_training(cfg, tmp_path / "killed", on_chunk_end=preempt_at(0), show_progress=False)
     resumed = run_training(cfg, tmp_path / "killed", show_progress=False)
     assert strip_timings(resumed) == strip_timings(straight)
     a, b = layer_weights(tmp_path / "straight" / "model.keras"), layer_weights(tmp_path / "killed" / "model.keras")
@@ -132,11 +126,8 @@ def test_resume_refuses_a_changed_source(repo_root, small_population, source_run
     shutil.copytree(source_run, src)
     cfg = tiny_cfg(repo_root, small_population, "train.chunks=1", f"train.start_from={src}")
 
-    def preempt(chunk, _row):
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    with pytest.raises(Preempted):
-        run_training(cfg, tmp_path / "run", on_chunk_end=preempt, show_progress=False)
+    with pytest.raises(Preempted):  # train.chunks=1: after its only chunk
+        run_training(cfg, tmp_path / "run", on_chunk_end=preempt_at(0), show_progress=False)
     import keras
 
     from lenshpc import models
