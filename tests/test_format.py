@@ -131,14 +131,19 @@ def test_newer_schema_version_is_a_clear_error(population, tmp_path):
         open_dataset(path)
 
 
-def test_float_schema_version_and_float_split_are_refused(population, tmp_path):
-    """The lens and 21-cm readers share one check (format.H5Reader): a float ``schema_version`` (even 1.0) and a
-    float split index array are errors in both (the 21-cm reader used to truncate float indices silently)."""
+def test_float_schema_version_and_float_split(population, tmp_path):
+    """The lens and 21-cm readers share one check (format.H5Reader): an integral float ``schema_version`` (1.0, as
+    some tools write it) reads as the integer, a fractional one (1.5) is an error, and so is a float split index
+    array in both readers (the 21-cm reader used to truncate float indices silently)."""
     path = tmp_path / "float.h5"
     path.write_bytes(population[0].read_bytes())
     with h5py.File(path, "a") as fh:
         fh.attrs["schema_version"] = float(SCHEMA_VERSION)
-    with pytest.raises(DataError, match=r"'schema_version' is 1.0 \(float\), expected an integer"):
+    with open_dataset(path) as ds:
+        assert ds.schema_version == SCHEMA_VERSION and isinstance(ds.schema_version, int)
+    with h5py.File(path, "a") as fh:
+        fh.attrs["schema_version"] = SCHEMA_VERSION + 0.5
+    with pytest.raises(DataError, match=rf"'schema_version' is {SCHEMA_VERSION + 0.5} \(float\), expected an integer"):
         open_dataset(path)
     with h5py.File(path, "a") as fh:
         fh.attrs["schema_version"] = SCHEMA_VERSION

@@ -133,7 +133,7 @@ def test_writer_refuses_bad_data_and_leaves_nothing(tmp_path):
         slices.open_slices(tmp_path / "lens.h5")
 
 
-def test_float_schema_version_and_float_split_are_refused(tmp_path):
+def test_fractional_schema_version_and_float_split_are_refused(tmp_path):
     """The same checks as the lens reader (format.H5Reader): a float split was truncated to integers before."""
     path = tmp_path / "s.h5"
     _write(path)

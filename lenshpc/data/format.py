@@ -469,13 +469,16 @@ class H5Reader:
         """Raise :class:`DataError` when the open file is not of this reader's kind."""
 
     def _schema_version(self, supported: int, recreate: str) -> int:
-        """The integer ``schema_version`` attribute; :class:`DataError` when it is missing, not an integer or newer
+        """The integer ``schema_version`` attribute (an integral float counts); :class:`DataError` when it is missing,
+        not an integer or newer
         than ``supported`` (``recreate``: the commands that write such a file)."""
         attrs = self._fh.attrs
         if "schema_version" not in attrs:
             raise DataError(f"{self.path}: lenshpc file without a 'schema_version' attribute (damaged or written by a "
                             f"foreign tool); re-create it with {recreate}")
         version = decode_attr(attrs["schema_version"])
+        if isinstance(version, float) and version.is_integer():  # 1.0 from a tool that writes floats: as before
+            version = int(version)
         if isinstance(version, bool) or not isinstance(version, int):
             raise DataError(f"{self.path}: attribute 'schema_version' is {version!r} ({type(version).__name__}), "
                             f"expected an integer (this lenshpc writes {supported}); the file was edited or written "
