@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from lenshpc.data.format import describe
     from lenshpc.data.simulate import simulate_population
 
-    simulate_population(args.out, n_lenses=args.lenses, n_sources=args.sources, n_negatives=args.negatives, seed=args.seed,
-                        workers=args.workers, size=args.size, pixel_scale=args.pixel_scale, progress=True)
+    simulate_population(args.out, n_lenses=args.lenses, n_sources=args.sources, n_negatives=args.negatives,
+                        seed=args.seed, workers=args.workers, size=args.size, pixel_scale=args.pixel_scale,
+                        progress=True)
     print(describe(args.out))
     return 0

@@ -16,8 +16,9 @@ docs/sweeps.md) and submit every run that is not finished yet.
 Idempotent: finished runs (DONE) are skipped, runs whose job is still pending/running are
 left alone, failed runs are listed and only resubmitted with --retry-failed. Ctrl-C on a local
 or debug sweep stops its runs (exit 130); the same command then resumes them from their
-checkpoints, as a SLURM time-out/preemption requeues them (submitit). Each grid point writes OUT/<variant>[__key-value…]/seed<k>; the sweep
-writes OUT/sweep.json (grid, run directories, job ids) and submitit logs to OUT/.submitit/.
+checkpoints, as a SLURM time-out/preemption requeues them (submitit). Each grid point writes
+OUT/<variant>[__key-value…]/seed<k>; the sweep writes OUT/sweep.json (grid, run directories, job ids)
+and submitit logs to OUT/.submitit/.
 
 executors:
   slurm  one job array per call (array parallelism from hpc.array_parallelism); returns at once

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from lenshpc.train import checkpoint as ckpt
 
     flags = {"seed": args.seed, "train.chunks": args.chunks, "distributed.backend": args.distributed}
-    cfg = load_config(args.config, overrides=[*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
+    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    cfg = load_config(args.config, overrides=overrides)
     run_dir = args.run_dir or Path(args.runs_root or "runs") / default_run_dir(cfg).relative_to("runs")
     if args.print_run_dir:
         print(run_dir)

@@ -336,7 +336,8 @@ def check_cubes(cubes: list[Cube], *, split_by: str, seed: int) -> tuple[int, di
 
 
 def stack_cubes(cubes: list[Cube], out: str | Path, *, slices_per_axis: int | None = None, stride: int | None = None,
-                split_by: str = "realisation", seed: int = 0, show_progress: bool = True, request: dict | None = None) -> str:
+                split_by: str = "realisation", seed: int = 0, show_progress: bool = True,
+                request: dict | None = None) -> str:
     """Check ``cubes``, then slice them into a ``slices21cm`` file (atomically); returns its content digest.
 
     ``request`` (the command line's options) is stored in the provenance, so a re-run can tell it is the same."""
