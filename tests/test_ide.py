@@ -272,6 +272,14 @@ def test_bad_members_are_clear_user_errors(tiny_sweep, tmp_path, case, message):
         train_ide(members, ide_cfg(tiny_sweep), tmp_path / "ide", show_progress=False)
 
 
+def test_resolve_members_takes_a_bare_path_as_one_member(tiny_sweep):
+    """A str is one run dir, not a list of its letters ("given twice: /cwd/e, /cwd/s" was the message)."""
+    from lenshpc.analysis.ensembles.ide import resolve_members
+
+    with pytest.raises(UserError, match=r"at least 2 members, got 1: \[.*bce/seed0'\]"):
+        resolve_members(str(tiny_sweep / "bce" / "seed0"))
+
+
 def test_load_ide_scorer_errors(ide_run, tiny_sweep, tmp_path):
     from lenshpc.analysis.ensembles.ide import load_ide_scorer
 

@@ -102,6 +102,8 @@ def resolve_members(members: Sequence[str | os.PathLike]) -> list[_Member]:
     """Check that every member is a finished run dir (no TensorFlow yet); clear errors otherwise."""
     from lenshpc.data.normalise import config_key
 
+    if isinstance(members, (str, os.PathLike)):  # one run dir given as a bare path: say "got 1", not its letters
+        members = [members]
     paths = [Path(m).resolve() for m in members]
     if len(paths) < 2:
         raise UserError(f"an input-dependent ensemble needs at least 2 members, got {len(paths)}: "
