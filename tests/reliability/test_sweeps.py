@@ -110,8 +110,10 @@ def test_ctrl_c_on_a_local_sweep_then_the_same_command_resumes(small_population,
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "lenshpc", "sweep", str(path), "--executor", "local", "--out", str(out)]
     env = {**os.environ, "LENSHPC_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+    # A terminal's foreground job has SIGINT at its default; a suite started as `cmd &` by a shell without job
+    # control inherits it ignored, and Python then never raises KeyboardInterrupt: give the sweep the terminal's.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = out / "long" / "seed0" / "checkpoint" / "state.json"
     deadline = time.monotonic() + 180
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
