@@ -179,6 +179,19 @@ def test_linear_f_esc_and_slice_split(tmp_path, capsys):
         assert sorted(set(ds.meta()["slice"].tolist())) == [0, 4]
 
 
+def test_catalogue_headers_match_in_any_case(tmp_path, capsys):
+    """Column names match whatever their case (``File,Redshift,…`` as spreadsheets write them), the file column too;
+    a file listed twice is refused as by ``lenshpc stack``."""
+    rows = _cubes(tmp_path)
+    cat = _catalogue(tmp_path / "cat.csv", rows, ("File", "Redshift", "F_ESC10", "Realisation"))
+    assert main(["stack21cm", "--catalogue", str(cat), "--out", str(tmp_path / "o.h5"), "--stride", "4"]) == 0
+    with slices.open_slices(tmp_path / "o.h5") as ds:
+        assert ds.classes("escape_fraction") == [-1.3, -0.7]
+    twice = _catalogue(tmp_path / "twice.csv", [rows[0], rows[0]], ("File", "Redshift", "F_ESC10", "Realisation"))
+    err = _run(capsys, ["stack21cm", "--catalogue", str(twice), "--out", str(tmp_path / "t.h5")])
+    assert "1 duplicate ID(s) in column 'File'" in err and not (tmp_path / "t.h5").exists()
+
+
 def test_rerun_skips_the_same_request_and_refuses_another(tmp_path, capsys):
     """Like ``stack`` and ``simulate21cm``: the same command again is a no-op (exit 0), other options need --force."""
     cat = _catalogue(tmp_path / "cat.csv", _cubes(tmp_path))

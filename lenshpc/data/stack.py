@@ -204,9 +204,24 @@ def read_catalogue(path: str | Path, id_column: str | None = None) -> Catalogue:
     Raises :class:`DataError` for unreadable files, a missing ID column (with the closest
     column name) and duplicate IDs.
     """
+    path = Path(path)
+    table = read_table(path)
+    columns = list(table.colnames)
+    if id_column is None:
+        id_column = next((c for c in columns if c.lower() == "id"), None)
+        if id_column is None:
+            raise DataError(f"catalogue {path}: no 'ID' column (columns: {', '.join(columns)}); name it with --id-column")
+    elif id_column not in columns:
+        raise DataError(f"catalogue {path}: no column {id_column!r}{_closest(id_column, columns)}")
+    ids = [normalise_id(v) for v in _plain(table[id_column])]
+    check_unique(ids, f"catalogue {path}", id_column)
+    return Catalogue(str(path), table, ids, id_column)
+
+
+def read_table(path: Path):
+    """A CSV/ASCII or FITS table read with astropy (the format from the name); :class:`DataError` if unreadable."""
     from astropy.table import Table
 
-    path = Path(path)
     if not path.is_file():
         raise DataError(f"catalogue not found: {path}")
     name = path.name.lower()
@@ -218,18 +233,14 @@ def read_catalogue(path: str | Path, id_column: str | None = None) -> Catalogue:
             table = Table.read(path, format=fmt)
     except Exception as exc:  # noqa: BLE001 - astropy raises many types for bad tables
         raise DataError(f"catalogue {path}: cannot read it as {fmt} ({type(exc).__name__}: {exc})") from None
-    columns = list(table.colnames)
-    if id_column is None:
-        id_column = next((c for c in columns if c.lower() == "id"), None)
-        if id_column is None:
-            raise DataError(f"catalogue {path}: no 'ID' column (columns: {', '.join(columns)}); name it with --id-column")
-    elif id_column not in columns:
-        raise DataError(f"catalogue {path}: no column {id_column!r}{_closest(id_column, columns)}")
-    ids = [normalise_id(v) for v in _plain(table[id_column])]
+    return table
+
+
+def check_unique(ids: Sequence[str], where: str, column: str) -> None:
+    """:class:`DataError` naming up to 5 of the values that ``column`` of ``where`` lists more than once."""
     dups = [i for i, n in Counter(ids).items() if n > 1]
     if dups:
-        raise DataError(f"catalogue {path}: {len(dups)} duplicate ID(s) in column {id_column!r}, e.g. {', '.join(dups[:5])}")
-    return Catalogue(str(path), table, ids, id_column)
+        raise DataError(f"{where}: {len(dups)} duplicate ID(s) in column {column!r}, e.g. {', '.join(dups[:5])}")
 
 
 def _closest(name: str, options: Sequence[str]) -> str:

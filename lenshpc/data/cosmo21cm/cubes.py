@@ -238,18 +238,13 @@ def read_catalogue(path: str | Path) -> list[Cube]:
 
 
 def _read_table(path: Path):
-    """The catalogue table, read by lenshpc stack's reader (same formats and errors; duplicate files refused)."""
-    from lenshpc.data.stack import read_catalogue as read_table
+    """The catalogue table, read as lenshpc stack reads catalogues (same formats and errors; duplicate files refused)."""
+    from lenshpc.data.stack import _plain, check_unique, normalise_id, read_table
 
-    for name in COLUMNS["file"]:
-        try:
-            return read_table(path, id_column=name).table
-        except DataError as exc:
-            if f"no column {name!r}" not in str(exc):
-                raise
-            columns = str(exc).rsplit("columns: ", 1)[-1].rstrip(")")
-    raise UserError(f"catalogue {path}: no 'file' column (columns: {columns}); a 21-cm catalogue needs file, "
-                    "redshift, f_esc10 (or f_esc) and realisation")
+    table = read_table(path)
+    name = _column(table, "file", path, True)
+    check_unique([normalise_id(v) for v in _plain(table[name])], f"catalogue {path}", name)
+    return table
 
 
 def cubes_from_files(paths: Sequence[str | Path], dataset: str | None = None) -> list[Cube]:
