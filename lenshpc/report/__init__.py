@@ -23,7 +23,7 @@ from lenshpc.report import significance
 from lenshpc.report.stats import STD_DDOF, GroupSummary, group_runs
 from lenshpc.report.tables import STD_NOTE, csv_text, markdown_tables, tex_escape, tex_tables, write_tables
 
-__all__ = ["STD_DDOF", "ReduceResult", "gap_lines", "plot_lines", "reduce_runs"]
+__all__ = ["STD_DDOF", "ReduceResult", "common_value", "gap_lines", "plot_lines", "reduce_runs"]
 
 
 @dataclass
@@ -56,7 +56,8 @@ def load_sweep_json(root: Path) -> dict | None:
     return {**data, "_path": str(root / SWEEP_JSON)} if data else None
 
 
-def _common(records: list[RunRecord], key: str) -> str:
+def common_value(records: list[RunRecord], key: str) -> str:
+    """``metrics[key]`` shared by the finished ``records``: its ``:g`` text, ``"varies"``, or ``"?"`` when none has it."""
     values = {(r.metrics or {}).get(key) for r in records if r.status == OK}
     values.discard(None)
     if not values:
@@ -100,7 +101,7 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
     significance.annotate(groups, vocab.tested, vocab=vocab)
     problems = [f"{r.path}: {r.problem}" for r in records if r.status == CORRUPT]
 
-    threshold = _common(records, "threshold")
+    threshold = common_value(records, "threshold")
     table = markdown_tables(groups, threshold if threshold != "?" else None, vocab)
     table += "".join(f"\n\n{line}" if i == 0 else f"\n{line}"
                      for i, line in enumerate(_task_sections(groups, out, problems)))
@@ -109,7 +110,7 @@ def reduce_runs(root: str | Path, out: str | Path | None = None, group_by: list[
         from lenshpc.report import plots as figures
 
         plot_dir = out / "plots"
-        beta = _common(records, "beta")
+        beta = common_value(records, "beta")
         plot_paths += figures.plot_fbeta_curves(groups, plot_dir, beta=None if beta in ("?", "varies") else float(beta))
         hists, hist_problems = figures.score_histograms(groups)
         problems += hist_problems
@@ -188,7 +189,7 @@ def plot_lines(plots: list[Path], out: Path, folder: bool = False) -> list[str]:
 
 def _markdown_report(root: Path, out: Path, r: ReduceResult) -> str:
     missing = sum(len(g.missing_seeds) for g in r.groups)
-    beta = _common(r.records, "beta")
+    beta = common_value(r.records, "beta")
     beta_note = f" (β = {beta})" if beta != "?" else ""
     lines = [f"# Report: {root}", "",
              f"Runs: {r.count(OK)} finished, {r.count(FAILED)} failed, {r.count(INCOMPLETE)} running or unfinished, "

@@ -23,7 +23,7 @@ from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec
 from lenshpc.hpc.spec import slug
 from lenshpc.report.collect import CORRUPT, FAILED, INCOMPLETE, OK, RunRecord, load_run
 from lenshpc.report.stats import GroupSummary, summarise_group
-from lenshpc.report import plot_lines, provenance as code_provenance
+from lenshpc.report import common_value, plot_lines, provenance as code_provenance
 from lenshpc.report import significance
 from lenshpc.report.tables import (STD_NOTE, TESTED_COLUMNS, csv_text, gaps_text, markdown_tables, tex_escape,
                                    tex_tables, write_tables)
@@ -128,10 +128,7 @@ def write_report(spec: EnsembleSpec, *, plots: bool = True) -> EnsembleReport:
 
 
 def _common(groups: list[GroupSummary], key: str) -> str:
-    values = {(r.metrics or {}).get(key) for g in groups for r in g.runs} - {None}
-    if not values:
-        return "?"
-    return f"{values.pop():g}" if len(values) == 1 else "varies"
+    return common_value([r for g in groups for r in g.runs], key)
 
 
 def _plots(ens: list[GroupSummary], members: list[GroupSummary], plot_dir: Path) -> tuple[list[Path], list[str]]:
