@@ -179,12 +179,14 @@ def fbeta_curve(y: Any, p: Any, beta: float = 0.17, steps: int = 100) -> dict[st
             "precision": np.asarray(prec, dtype=np.float64), "recall": rec}
 
 
-def i_auc(y: Any, p: Any, beta: float = 0.17, steps: int = 100) -> float:
+def i_auc(y: Any, p: Any, beta: float = 0.17, steps: int = 100, *, curve: dict | None = None) -> float:
     """Fβ-curve area indicator I_AUC (Eq 3.21): mean Fβ over thresholds i/S, i = 0…S−1.
 
-    See the module docstring for how this relates to the printed equation.
+    See the module docstring for how this relates to the printed equation.  ``curve``: the
+    :func:`fbeta_curve` of the same ``y, p, beta, steps`` when the caller has it already.
     """
-    curve = fbeta_curve(y, p, beta=beta, steps=steps)
+    if curve is None:
+        curve = fbeta_curve(y, p, beta=beta, steps=steps)
     return float(np.mean(curve["fbeta"][:-1]))
 
 
@@ -362,7 +364,7 @@ def summary(y: Any, p: Any, beta: float = 0.17, threshold: float = 0.5, steps: i
         "precision": at["precision"],
         "recall": at["recall"],
         "fbeta": at["fbeta"],
-        "i_auc": i_auc(y, p, beta=beta, steps=steps),
+        "i_auc": i_auc(y, p, beta=beta, steps=steps, curve=curve),
         "soft_fbeta": soft_fbeta(y, p, beta),
         "auroc": _json_float(auroc(y, p)),
         "tpr0": tpr_at_fp(y, p, 0),
