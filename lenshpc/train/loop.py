@@ -417,7 +417,10 @@ class Trainer:
         # The last partial batch is kept (a chunk is never silently shortened).
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
-            loss = self.train_step(tf.constant(x[idx], tf.float32), tf.constant(y[idx]))
+            xb = tf.constant(x[idx], tf.float32)
+            # targets that are the inputs themselves (an autoencoder) go to the device once, not twice per batch
+            yb = xb if y is x and x.dtype == np.float32 else tf.constant(y[idx])
+            loss = self.train_step(xb, yb)
             total += float(loss) * len(idx)
             count += len(idx)
         return total / max(count, 1), time.perf_counter() - t0, lr
