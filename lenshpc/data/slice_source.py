@@ -290,8 +290,11 @@ class SliceSource(StreamingSource):
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """The fixed validation set (val split, un-augmented; ``data.val_size`` a stratified subset when smaller)."""
-        x, y, _ = self._cached("val", lambda: self._fixed_set("val", self.cfg.data.val_size))
-        return x, y
+        return self.validation_set()[:2]
+
+    def validation_set(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`validation` with its per-slice metadata (read once, cached like :meth:`test`)."""
+        return self._cached("val", lambda: self._fixed_set("val", self.cfg.data.val_size))
 
     def test(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The test set (test split, un-augmented; ``data.test_size`` 0 = all) and its per-slice metadata."""

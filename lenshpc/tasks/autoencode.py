@@ -96,9 +96,8 @@ class AutoencodeTask(_SliceTask):
     def _labels_of(self, images: np.ndarray) -> np.ndarray:
         """The classes of a fixed set given by its images (``y`` of this task is the slice itself)."""
         source = self._info()
-        for split, size in (("test", self.cfg.data.test_size), ("val", self.cfg.data.val_size)):
-            x, _, meta = source._fixed_set(split, size)
-            if x.shape == images.shape and np.array_equal(x, images):
+        for x, _, meta in (source.test(), source.validation_set()):  # the source's cached sets: no second read
+            if x is images or (x.shape == images.shape and np.array_equal(x, images)):
                 return meta["label"]
         return np.full(len(images), -1, dtype=np.int64)
 
