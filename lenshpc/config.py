@@ -240,6 +240,15 @@ def from_dict(data: dict, source: str = "<dict>") -> Config:
     return build(Config, data, source, "")
 
 
+def merge_hpc(base: HpcConfig, *changes: dict | None, source: str) -> HpcConfig:
+    """``base`` with each mapping of ``changes`` applied in turn (later wins), validated as a config's hpc section
+    (``source`` names where the changes came from in the errors)."""
+    merged = dataclasses.asdict(base)
+    for change in changes:
+        merged.update(change or {})
+    return from_dict({"hpc": merged}, source=source).hpc
+
+
 #: Mapping-valued keys that are values, not sections: never deep-merged by ``extends`` nor flattened.
 FLAT_MAPPINGS = ("params", "extra", "normalisation_params", "lr_multipliers")
 
@@ -506,4 +515,5 @@ __all__ = [
     "flatten",
     "from_dict",
     "load_config",
+    "merge_hpc",
 ]

@@ -48,12 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def hpc_from_args(base, args: argparse.Namespace):
     """``base`` HpcConfig with the flags given on the command line applied (validated)."""
-    from lenshpc.config import from_dict
+    from lenshpc.config import merge_hpc
 
     changes = hpc_changes(args)
-    if not changes:
-        return base
-    return from_dict({"hpc": {**base.__dict__, **changes}}, source="command line").hpc
+    return merge_hpc(base, changes, source="command line") if changes else base
 
 
 def print_plan(spec, planned, executor: str, hpc) -> None:

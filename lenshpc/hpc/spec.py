@@ -6,7 +6,6 @@ Each grid point gets ``<out>/<group>/seed<k>`` where ``<group>`` is the variant 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 from collections import Counter
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from lenshpc.config import Config, HpcConfig, flatten, from_dict, load_config, parse_override, read_yaml_mapping
+from lenshpc.config import Config, HpcConfig, flatten, load_config, merge_hpc, parse_override, read_yaml_mapping
 from lenshpc.errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "out", "seeds", "set", "grid", "product", "hpc")
@@ -292,4 +291,4 @@ def _hpc(points: list[GridPoint], block: Any, path: Path) -> HpcConfig:
     if block is None:
         return base
     block = _mapping(block, f"{path}: hpc must be a mapping (partition, time_min, gpus_per_node, …)")
-    return from_dict({"hpc": {**dataclasses.asdict(base), **block}}, source=f"{path}").hpc
+    return merge_hpc(base, block, source=f"{path}")

@@ -33,7 +33,7 @@ from lenshpc.analysis.ensembles.fit import FitResult, apply_weights, average_wei
 from lenshpc.analysis.ensembles.spec import EnsembleEntry, EnsembleSpec, load_ensemble_spec
 from lenshpc.analysis.ensembles.members import (ENSEMBLE_JSON, Member, load_member_config, member_for_seed,
                                       prediction_matrices, relpath, resolve_entry)
-from lenshpc.config import Config, dump_config, flatten, from_dict
+from lenshpc.config import Config, dump_config, flatten, merge_hpc
 from lenshpc.errors import UserError
 from lenshpc.hpc.spec import GridPoint, SweepSpec
 from lenshpc.metrics import binary_labels
@@ -196,8 +196,7 @@ def ide_config(run: EnsembleRun):
 
 
 def _hpc(spec: EnsembleSpec, base_cfg, overrides: dict | None = None):
-    merged = {**base_cfg.hpc.__dict__, **spec.hpc, **(overrides or {})}
-    return from_dict({"hpc": merged}, source=str(spec.path)).hpc
+    return merge_hpc(base_cfg.hpc, spec.hpc, overrides, source=str(spec.path))
 
 
 def _as_sweep(spec: EnsembleSpec, trained: list[EnsembleRun], hpc):
