@@ -168,12 +168,18 @@ def predict_outputs(model, x: np.ndarray, batch_size: int = PREDICT_BATCH, jit_c
     The compiled inference step is built once per model, image shape and ``jit_compile`` and kept on the
     model, so calling this per block of a large catalogue (``lenshpc rank``) never retraces.
     """
+    step = _predict_step(model, tuple(np.shape(x)[1:]), jit_compile)
+    return run_batches(step, x, batch_size, model.output_shape[1:])
+
+
+def run_batches(step, x: np.ndarray, batch_size: int, row_shape: tuple) -> np.ndarray:
+    """``step`` (a compiled inference step) over ``x`` in batches of float32 tensors; its outputs as float32,
+    concatenated (``(0, *row_shape)`` for no images)."""
     import tensorflow as tf
 
-    step = _predict_step(model, tuple(np.shape(x)[1:]), jit_compile)
-    out = [np.asarray(tf.cast(step(tf.constant(x[i:i + batch_size], tf.float32)), tf.float32))
+    out = [np.asarray(step(tf.constant(x[i:i + batch_size], tf.float32)), dtype=np.float32)
            for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.empty((0, *model.output_shape[1:]), np.float32)
+    return np.concatenate(out) if out else np.empty((0, *row_shape), np.float32)
 
 
 def predict_scores(model, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:

@@ -158,11 +158,9 @@ def make_member_step(models: Sequence[Any], image_shape: tuple, jit_compile: boo
 
 def batched(fn, x: np.ndarray, width: int, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """``fn`` over ``x`` in fixed-size batches (the loop's inference batch), stacked to ``(N, width)`` float32."""
-    import tensorflow as tf
+    from lenshpc.train.evaluate import run_batches
 
-    out = [np.asarray(fn(tf.constant(x[i:i + batch_size], tf.float32)), dtype=np.float32).reshape(-1, width)
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.empty((0, width), np.float32)
+    return run_batches(fn, x, batch_size, (width,)).reshape(-1, width)
 
 
 def combine(gates: np.ndarray, member_scores: np.ndarray) -> np.ndarray:
